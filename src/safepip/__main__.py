@@ -1,0 +1,8 @@
+"""`python -m safepip`."""
+
+from __future__ import annotations
+
+from safepip.cli import run
+
+if __name__ == "__main__":
+    run()

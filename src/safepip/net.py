@@ -1,0 +1,367 @@
+"""The one HTTP client: policy-checked requests, redirects, retries, TLS and credential redaction.
+
+This is the only module that imports httpx at run time. It turns httpx errors into
+`NetworkError` (with the URL redacted), so stages never see httpx exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.request import url2pathname
+
+from safepip import __version__
+from safepip.errors import SafepipError
+from safepip.policy import HostPolicy, PolicyViolation
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    import httpx
+
+USER_AGENT = f"safepip/{__version__}"
+MAX_REDIRECTS = 10
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_SECRET_QUERY_KEYS = re.compile(r"(token|key|secret|password|passwd|auth|signature|sig)", re.I)
+
+
+class NetworkError(SafepipError):
+    """A request failed: connection, TLS, timeout or an HTTP error status."""
+
+    def __init__(
+        self, message: str, *, url: str, status: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.status = status
+
+
+def redact_url(url: str) -> str:
+    """`url` with `user:password@` and secret-looking query parameters replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{'***' if ':' in userinfo or not user else user}:***@{hostport}"
+        if ":" not in userinfo:
+            # A lone user part is usually a token (`https://TOKEN@host/`): hide it too.
+            netloc = f"***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside `text` redacted."""
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+", lambda m: redact_url(m.group(0)), text)
+
+
+def file_url_to_path(url: str) -> Path:
+    """The local path of a `file:` URL."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    path = url2pathname(unquote(parts.path))
+    if netloc and netloc != "localhost":
+        path = f"//{netloc}{path}"
+    return Path(path)
+
+
+def strip_fragment(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Response:
+    """A whole response body, after redirects."""
+
+    url: str
+    """The final URL (after redirects); relative links resolve against it."""
+    status: int
+    headers: Mapping[str, str]
+    """Header names in lower case."""
+    content: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetConfig:
+    """How to reach the network: TLS, timeouts, retries, the host policy."""
+
+    policy: HostPolicy
+    cert: str | None = None
+    """A CA bundle (pip's `--cert`); added to the system trust store."""
+    client_cert: str | None = None
+    timeout: float = 15.0
+    retries: int = 3
+    proxy: str | None = None
+    http2: bool = True
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _ssl_context(config: NetConfig) -> ssl.SSLContext:
+    import truststore
+
+    ctx: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if config.cert:
+        path = Path(config.cert)
+        if path.is_dir():
+            ctx.load_verify_locations(capath=str(path))
+        else:
+            ctx.load_verify_locations(cafile=str(path))
+    if config.client_cert:
+        ctx.load_cert_chain(config.client_cert)
+    return ctx
+
+
+class Session:
+    """A policy-checked HTTP session shared by every stage (thread-safe).
+
+    Every request, and every redirect hop, is checked against the `HostPolicy` before it is sent:
+    a redirect to a host that is not allowed, or from HTTPS to plain HTTP, is refused with
+    `PolicyViolation`. Transient failures (connection errors, timeouts, 429 and 5xx) are retried
+    with exponential backoff. `file:` URLs are read from disk (a folder serves its `index.html`).
+    """
+
+    def __init__(self, config: NetConfig) -> None:
+        self.config = config
+        self._client: httpx.Client | None = None
+
+    @property
+    def policy(self) -> HostPolicy:
+        return self.config.policy
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            http2 = self.config.http2
+            if http2:
+                try:
+                    import h2  # noqa: F401
+                except ImportError:
+                    http2 = False
+            self._client = httpx.Client(
+                verify=_ssl_context(self.config),
+                http2=http2,
+                timeout=httpx.Timeout(self.config.timeout, connect=self.config.timeout),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, **self.config.headers},
+                proxy=self.config.proxy,
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+                trust_env=self.config.proxy is None,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        purpose: str = "a download",
+        package: str | None = None,
+        ok_statuses: frozenset[int] = frozenset({200}),
+    ) -> Response:
+        """GET `url` into memory. A status outside `ok_statuses` raises `NetworkError`."""
+        if urlsplit(url).scheme == "file":
+            return self._get_file(url)
+        with self.stream(url, headers=headers, purpose=purpose, package=package) as resp:
+            body = b"".join(resp.iter_bytes())
+            if resp.status not in ok_statuses:
+                raise _status_error(resp.url, resp.status)
+            return Response(url=resp.url, status=resp.status, headers=resp.headers, content=body)
+
+    def _get_file(self, url: str) -> Response:
+        path = file_url_to_path(url)
+        if path.is_dir():
+            path = path / "index.html"
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            return Response(url=url, status=404, headers={}, content=b"")
+        except OSError as exc:
+            raise NetworkError(f"Could not read `{path}`: {exc.strerror}", url=url) from exc
+        ctype = "text/html" if path.suffix in (".html", ".htm") else "application/octet-stream"
+        return Response(url=url, status=200, headers={"content-type": ctype}, content=content)
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        purpose: str = "a download",
+        package: str | None = None,
+    ) -> Iterator[StreamResponse]:
+        """Open `url` for streaming, following allowed redirects, retrying transient errors.
+
+        Retries happen only before the body is handed out; a failure while reading the body
+        raises `NetworkError` and the caller decides whether to start over.
+        """
+        import httpx
+
+        client = self._http()
+        attempt = 0
+        while True:
+            current = url
+            hops = 0
+            try:
+                while True:
+                    self.policy.check(current, purpose=purpose, package=package)
+                    request = client.build_request("GET", current, headers=headers)
+                    response = client.send(request, stream=True)
+                    if response.is_redirect and "location" in response.headers:
+                        response.close()
+                        hops += 1
+                        if hops > MAX_REDIRECTS:
+                            raise NetworkError(
+                                f"Too many redirects fetching `{redact_url(url)}`",
+                                url=redact_url(url),
+                            )
+                        target = urljoin(current, response.headers["location"])
+                        self._check_redirect(current, target, purpose=purpose, package=package)
+                        current = target
+                        continue
+                    break
+            except httpx.HTTPError as exc:
+                attempt += 1
+                if attempt > self.config.retries or not _transient(exc):
+                    raise _wrap(exc, current) from exc
+                _backoff(attempt)
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.config.retries:
+                response.close()
+                attempt += 1
+                _backoff(attempt, response.headers.get("retry-after"))
+                continue
+            break
+        try:
+            yield StreamResponse(response, str(response.url))
+        except httpx.HTTPError as exc:
+            raise _wrap(exc, str(response.url)) from exc
+        finally:
+            response.close()
+
+    def _check_redirect(
+        self, source: str, target: str, *, purpose: str, package: str | None
+    ) -> None:
+        src, dst = urlsplit(source), urlsplit(target)
+        if src.scheme == "https" and dst.scheme == "http":
+            raise PolicyViolation(
+                f"Refusing redirect from `{redact_url(source)}` to plain HTTP `{redact_url(target)}`",
+                url=redact_url(target),
+                host=dst.hostname,
+                hint="a downgrade from HTTPS to HTTP is never followed; fix the server or the URL",
+            )
+        try:
+            self.policy.check(target, purpose=purpose, package=package)
+        except PolicyViolation as exc:
+            raise PolicyViolation(
+                f"Refusing redirect from `{redact_url(source)}` to `{redact_url(target)}`: "
+                f"host `{exc.host}` is not a trusted host",
+                url=redact_url(target),
+                host=exc.host,
+                hint=exc.hint,
+            ) from None
+
+
+class StreamResponse:
+    """A response whose body is read in chunks."""
+
+    def __init__(self, response: httpx.Response, url: str) -> None:
+        self._response = response
+        self.url = url
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        return (
+            self._response.iter_raw(chunk_size)
+            if _identity(self.headers)
+            else (self._response.iter_bytes(chunk_size))
+        )
+
+    def raise_for_status(self) -> None:
+        if self.status != 200:
+            raise _status_error(self.url, self.status)
+
+
+def _identity(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-encoding", "identity").lower() in ("identity", "")
+
+
+def _transient(exc: Exception) -> bool:
+    import httpx
+
+    return isinstance(
+        exc,
+        (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError),
+    )
+
+
+def _backoff(attempt: int, retry_after: str | None = None) -> None:
+    delay = min(0.25 * (2 ** (attempt - 1)), 4.0) * (0.5 + random.random() / 2)
+    if retry_after and retry_after.isdigit():
+        delay = min(float(retry_after), 10.0)
+    if os.environ.get("SAFEPIP_NO_BACKOFF"):
+        delay = 0.0
+    time.sleep(delay)
+
+
+def _status_error(url: str, status: int) -> NetworkError:
+    shown = redact_url(url)
+    hint = None
+    if status in (401, 403):
+        hint = "check the credentials for this index (pip.conf, `PIP_INDEX_URL`, or netrc)"
+    elif status == 404:
+        hint = "check the URL and that the index serves this project"
+    return NetworkError(f"HTTP {status} from `{shown}`", url=shown, status=status, hint=hint)
+
+
+def _wrap(exc: Exception, url: str) -> NetworkError:
+    import httpx
+
+    shown = redact_url(url)
+    if isinstance(exc, httpx.TimeoutException):
+        return NetworkError(
+            f"Timed out fetching `{shown}`", url=shown, hint="retry, or raise `--timeout`"
+        )
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return NetworkError(
+            f"TLS certificate of `{shown}` could not be verified",
+            url=shown,
+            hint="pass the CA bundle that signs this server with `--cert PATH`",
+        )
+    return NetworkError(
+        f"Could not fetch `{shown}`: {redact_text(str(exc)) or type(exc).__name__}", url=shown
+    )

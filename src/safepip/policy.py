@@ -1,0 +1,128 @@
+"""Trust policy: which hosts may serve files, when plain HTTP is allowed, which sdists may build."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from safepip.errors import ExitCode, SafepipError
+
+
+class PolicyViolation(SafepipError):
+    """A source or artifact that the trust policy refuses."""
+
+    exit_code = ExitCode.POLICY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        host: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.host = host
+
+
+def host_of(url: str) -> str:
+    """The lower-case host name of `url`, without port or credentials."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def host_port_of(url: str) -> str:
+    """`host` or `host:port` of `url`, as pip's `--trusted-host` accepts it."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and addresses in 127.0.0.0/8 or ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _matches(entry: str, url: str) -> bool:
+    """A `host` entry matches any port; a `host:port` entry only that port."""
+    entry = entry.lower()
+    return entry in (host_of(url), host_port_of(url))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HostPolicy:
+    """Which hosts may be contacted, and over which scheme.
+
+    A URL is allowed when its host is one of `allowed_hosts` (the configured indexes, find-links,
+    `--allow-host` and `--trusted-host`). HTTPS is required unless the host is loopback or listed
+    in `trusted_hosts` (pip's `--trusted-host`: plain HTTP allowed for that host). `file:` URLs are
+    local and always allowed.
+    """
+
+    allowed_hosts: frozenset[str] = frozenset()
+    trusted_hosts: frozenset[str] = frozenset()
+    allow_any_host: bool = False
+    """Only for commands that fetch a URL the user typed (a remote requirements file)."""
+
+    def with_hosts(self, *urls_or_hosts: str) -> HostPolicy:
+        """A copy that also allows the hosts of the given URLs (or bare hosts)."""
+        added = {(host_port_of(u) if "://" in u else u.lower()) for u in urls_or_hosts}
+        return HostPolicy(
+            allowed_hosts=self.allowed_hosts | added,
+            trusted_hosts=self.trusted_hosts,
+            allow_any_host=self.allow_any_host,
+        )
+
+    def host_allowed(self, url: str) -> bool:
+        if self.allow_any_host:
+            return True
+        return any(_matches(h, url) for h in self.allowed_hosts | self.trusted_hosts)
+
+    def check(self, url: str, *, purpose: str, package: str | None = None) -> None:
+        """Raise `PolicyViolation` unless `url` may be fetched for `purpose`."""
+        from safepip.net import redact_url
+
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            return
+        shown = redact_url(url)
+        what = f" for `{package}`" if package else ""
+        host = host_port_of(url)
+        if scheme not in ("http", "https"):
+            raise PolicyViolation(
+                f"Refusing {purpose}{what} from `{shown}`: unsupported URL scheme `{scheme}`",
+                url=shown,
+                host=host,
+                hint="use an https:// index or a local folder",
+            )
+        if not self.host_allowed(url):
+            raise PolicyViolation(
+                f"Refusing {purpose}{what} from `{shown}`: host `{host}` is not a trusted host",
+                url=shown,
+                host=host,
+                hint=(
+                    f"if `{host_of(url)}` is a host you trust, add `--allow-host {host_of(url)}` "
+                    "(or list it as an index or find-links location)"
+                ),
+            )
+        plain = scheme == "http" and not is_loopback(host_of(url))
+        if plain and not any(_matches(h, url) for h in self.trusted_hosts):
+            raise PolicyViolation(
+                f"Refusing {purpose}{what} from `{shown}`: plain HTTP to `{host}` is not allowed",
+                url=shown,
+                host=host,
+                hint=(
+                    "use https://, or accept the risk for this host with "
+                    f"`--trusted-host {host_of(url)}`"
+                ),
+            )
