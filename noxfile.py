@@ -1,0 +1,47 @@
+"""Development sessions: `nox -s lint typecheck tests` is what CI runs; `nox -s bench` measures."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _clean_pip_env(session: nox.Session) -> dict[str, str]:
+    """Tests must not see this machine's pip configuration (extra indexes, find-links)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", "src", "tests", "noxfile.py", "benchmarks", "scripts")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py", "benchmarks", "scripts")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    session.run("mypy", "src")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    args = session.posargs or ["-n", "2", "--cov=safepip", "--cov-report=term:skip-covered"]
+    session.run("pytest", *args, env=_clean_pip_env(session))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against pip and uv (see benchmarks/README.md); pass `-- --quick` for a short run."""
+    session.install(".")
+    session.run("python", "benchmarks/run.py", *session.posargs, env=_clean_pip_env(session))

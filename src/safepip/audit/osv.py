@@ -1,0 +1,281 @@
+"""OSV records for the PyPI ecosystem: parsing, range evaluation and merging of matches.
+
+Implements the OSV rules of REFERENCE.md ("Vulnerability data (OSV)"): a version is affected when
+it is in an entry's `versions` list or inside one of its `ECOSYSTEM` ranges; range events are
+sorted by PEP 440 version before the walk; withdrawn records never match.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+ECOSYSTEM = "PyPI"
+EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
+
+# Ties between events at the same version: `introduced` first, so that `introduced: X` followed
+# by `fixed: X` describes an empty range whatever order the record lists them in.
+_KIND_ORDER = {"introduced": 0, "last_affected": 1, "fixed": 1, "limit": 2}
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_version(text: str) -> Version | None:
+    """`text` as a PEP 440 version, or None when it is not one (the data has `2.9.0-NA`)."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Affected:
+    """One `affected[]` entry of a record, for one PyPI package."""
+
+    name: NormalizedName
+    ranges: tuple[tuple[tuple[str, str], ...], ...]
+    """The `ECOSYSTEM` ranges, each a tuple of `(kind, value)` events as listed in the record."""
+    versions: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Advisory:
+    """An OSV record reduced to what matching and reporting need."""
+
+    id: str
+    aliases: tuple[str, ...]
+    summary: str
+    details: str
+    affected: tuple[Affected, ...]
+    withdrawn: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Match:
+    """An advisory that affects a given version, with the fixes its matching ranges name."""
+
+    advisory: Advisory
+    fix_versions: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MergedMatch:
+    """Matches of one package that describe one flaw (they share an id or alias)."""
+
+    id: str
+    aliases: tuple[str, ...]
+    """Every other id and alias of the merged records, sorted."""
+    fix_versions: tuple[str, ...]
+    """PEP 440 order; strings that are not PEP 440 last."""
+    summary: str
+    details: str
+    advisories: tuple[Advisory, ...]
+    """The merged records."""
+
+
+def parse_record(record: Mapping[str, Any]) -> Advisory:
+    """Read an OSV record (or safepip's compact form of one, which is a subset of the schema).
+
+    Only `affected` entries of the PyPI ecosystem (or without an ecosystem, as in the compact form)
+    are kept, and only their `ECOSYSTEM` ranges: `GIT` ranges name commits, not releases.
+    Raises `ValueError` (or `KeyError`/`TypeError`) for a record that is not OSV-shaped.
+    """
+    rid = record["id"]
+    if not isinstance(rid, str) or not rid:
+        raise ValueError("record without an `id`")
+    affected: list[Affected] = []
+    for entry in record.get("affected") or ():
+        package = entry.get("package") or {}
+        if package.get("ecosystem", ECOSYSTEM) != ECOSYSTEM or not package.get("name"):
+            continue
+        ranges = tuple(
+            tuple(
+                (kind, str(value))
+                for event in rng.get("events") or ()
+                for kind, value in event.items()
+                if kind in _KIND_ORDER
+            )
+            for rng in entry.get("ranges") or ()
+            if rng.get("type") == "ECOSYSTEM"
+        )
+        affected.append(
+            Affected(
+                name=canonicalize_name(package["name"]),
+                ranges=ranges,
+                versions=tuple(str(v) for v in entry.get("versions") or ()),
+            )
+        )
+    return Advisory(
+        id=rid,
+        aliases=tuple(str(a) for a in record.get("aliases") or ()),
+        summary=str(record.get("summary") or ""),
+        details=str(record.get("details") or ""),
+        affected=tuple(affected),
+        withdrawn=bool(record.get("withdrawn")),
+    )
+
+
+def _sort_key(event: tuple[str, Version | None]) -> tuple[int, Version | None, int]:
+    kind, version = event
+    # `introduced: "0"` means "from the first release"; `Version("0")` would sort above
+    # pre-releases such as `0.0.0.dev1`, so it gets its own slot before every version.
+    if version is None:
+        return (0, None, 0)
+    return (1, version, _KIND_ORDER[kind])
+
+
+def _parsed_events(events: Iterable[tuple[str, str]]) -> list[tuple[str, Version | None]]:
+    parsed: list[tuple[str, Version | None]] = []
+    for kind, value in events:
+        if kind == "introduced" and value == "0":
+            parsed.append((kind, None))
+            continue
+        version = parse_version(value)
+        if version is not None:  # values that are not PEP 440 cannot be placed: skip them
+            parsed.append((kind, version))
+    return parsed
+
+
+def range_contains(events: Sequence[tuple[str, str]], version: Version) -> bool:
+    """True if `version` lies inside the `ECOSYSTEM` range described by `events`.
+
+    Events are sorted by PEP 440 version, then walked from "not affected": `introduced` at or
+    below the version turns it on, `fixed` at or below and `last_affected` strictly below turn it
+    off. When the range has `limit` events, only versions below one of them can be affected.
+    """
+    parsed = _parsed_events(e for e in events if e[0] != "limit")
+    limits = [parse_version(v) for k, v in events if k == "limit" and v != "*"]
+    if limits and not any(limit is not None and version < limit for limit in limits):
+        return False
+    parsed.sort(key=_sort_key)
+    affected = False
+    for kind, value in parsed:
+        if kind == "introduced":
+            if value is None or version >= value:
+                affected = True
+        elif value is None:
+            continue
+        elif kind == "fixed":
+            if version >= value:
+                affected = False
+        elif kind == "last_affected" and version > value:
+            affected = False
+    return affected
+
+
+def _in_versions(versions: Sequence[str], raw: str, version: Version | None) -> bool:
+    for listed in versions:
+        if listed == raw:
+            return True
+        if version is not None:
+            parsed = parse_version(listed)
+            if parsed is not None and parsed == version:
+                return True
+    return False
+
+
+def _fixes(ranges: Iterable[Sequence[tuple[str, str]]]) -> list[str]:
+    return [value for rng in ranges for kind, value in rng if kind == "fixed"]
+
+
+def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -> Match | None:
+    """The match of `advisory` against `name==raw_version`, or None if it does not apply.
+
+    `raw_version` need not be PEP 440: such a version is compared with the `versions` lists as a
+    string, and cannot be inside any range.
+    """
+    if advisory.withdrawn:
+        return None
+    version = parse_version(raw_version)
+    matched = False
+    fixes: list[str] = []
+    for entry in advisory.affected:
+        if entry.name != name:
+            continue
+        containing = (
+            [rng for rng in entry.ranges if range_contains(rng, version)]
+            if version is not None
+            else []
+        )
+        if containing:
+            matched = True
+            fixes.extend(_fixes(containing))
+        elif _in_versions(entry.versions, raw_version, version):
+            matched = True
+            # Listed by version only: the fixes worth naming are those above this version.
+            fixes.extend(
+                fix
+                for fix in _fixes(entry.ranges)
+                if version is None or ((parsed := parse_version(fix)) and parsed > version)
+            )
+    if not matched:
+        return None
+    return Match(advisory=advisory, fix_versions=sort_versions(set(fixes)))
+
+
+def sort_versions(values: Iterable[str]) -> tuple[str, ...]:
+    """PEP 440 order, strings that are not versions last (alphabetically)."""
+    parsed = sorted((p, v) for v in values if (p := parse_version(v)) is not None)
+    bad = sorted(v for v in values if parse_version(v) is None)
+    return (*(v for _, v in parsed), *bad)
+
+
+def smallest_fix_above(fix_versions: Iterable[str], raw_version: str) -> str | None:
+    """The smallest fix version greater than `raw_version` (which may be on another branch)."""
+    current = parse_version(raw_version)
+    if current is None:
+        return None
+    above = [(p, f) for f in fix_versions if (p := parse_version(f)) is not None and p > current]
+    return min(above)[1] if above else None
+
+
+def _primary_id(ids: Iterable[str]) -> str:
+    # The PyPA database's own ids first, so that a finding is named the same way whichever of
+    # its duplicates matched; then a stable order.
+    return min(ids, key=lambda i: (not i.startswith("PYSEC-"), i))
+
+
+def merge_matches(matches: Sequence[Match]) -> list[MergedMatch]:
+    """Group matches that share an id or alias into one finding each (union-find on ids)."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for match in matches:
+        root = find(match.advisory.id)
+        for alias in match.advisory.aliases:
+            other = find(alias)
+            if other != root:
+                parent[other] = root
+    groups: dict[str, list[Match]] = {}
+    for match in matches:
+        groups.setdefault(find(match.advisory.id), []).append(match)
+    merged: list[MergedMatch] = []
+    for group in groups.values():
+        ids = {m.advisory.id for m in group}
+        primary_id = _primary_id(ids)
+        primary = next(m.advisory for m in group if m.advisory.id == primary_id)
+        names = ids | {a for m in group for a in m.advisory.aliases}
+        merged.append(
+            MergedMatch(
+                id=primary_id,
+                aliases=tuple(sorted(names - {primary_id})),
+                fix_versions=sort_versions({f for m in group for f in m.fix_versions}),
+                summary=primary.summary
+                or next((m.advisory.summary for m in group if m.advisory.summary), ""),
+                details=primary.details,
+                advisories=tuple(m.advisory for m in group),
+            )
+        )
+    merged.sort(key=lambda m: m.id)
+    return merged

@@ -1,0 +1,552 @@
+"""Fetching: concurrent downloads hashed while streaming, a content-addressed cache, unpacking.
+
+Only this stage writes the cache. Files are named by their sha256 and written through a temporary
+file and an atomic rename, so two safepip processes can share a cache. A cached file is hashed again
+before it is used. Wheels are unpacked once per verified sha256 into `unpacked/`, after their
+RECORD has been checked against every member; installs then link files from there.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from safepip.errors import ExitCode, SafepipError
+from safepip.hashes import HashCheckError, HashProblem, ProblemKind, StreamHasher, split_hash
+from safepip.net import NetworkError, file_url_to_path, redact_url
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from safepip.net import Session
+    from safepip.resolve import Artifact
+
+UNPACK_FORMAT = 1
+MANIFEST = ".safepip-manifest.json"
+
+
+class Progress(Protocol):
+    """Hooks for showing download progress; the default implementation does nothing."""
+
+    def start(self, artifact: Artifact, total: int | None) -> None: ...
+    def advance(self, artifact: Artifact, size: int) -> None: ...
+    def finish(self, artifact: Artifact, *, cached: bool) -> None: ...
+
+
+class NoProgress:
+    def start(self, artifact: Artifact, total: int | None) -> None:
+        pass
+
+    def advance(self, artifact: Artifact, size: int) -> None:
+        pass
+
+    def finish(self, artifact: Artifact, *, cached: bool) -> None:
+        pass
+
+
+class WheelIntegrityError(SafepipError):
+    """A wheel whose contents do not match its RECORD, or that would write outside its folders."""
+
+    exit_code = ExitCode.INTEGRITY
+
+    def __init__(self, filename: str, problem: str, *, member: str | None = None) -> None:
+        where = f" (member `{member}`)" if member else ""
+        super().__init__(
+            f"Refusing wheel `{filename}`: {problem}{where}",
+            hint="the wheel is malformed or was tampered with; report it to the package's maintainers",
+        )
+        self.filename = filename
+        self.problem = problem
+        self.member = member
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FetchedArtifact:
+    """A file in the cache whose digest was checked against the artifact's expected hashes."""
+
+    artifact: Artifact
+    path: Path
+    sha256: str
+    cached: bool
+
+
+class Cache:
+    """The content-addressed cache: `artifacts/<sha256[:2]>/<sha256>/<filename>` and `unpacked/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def artifact_path(self, sha256: str, filename: str) -> Path:
+        return self.root / "artifacts" / sha256[:2] / sha256 / filename
+
+    def unpacked_path(self, sha256: str) -> Path:
+        return self.root / "unpacked" / f"v{UNPACK_FORMAT}" / sha256[:2] / sha256
+
+    def tmp_dir(self) -> Path:
+        path = self.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _pinned_sha256(artifact: Artifact) -> list[str]:
+    return [d for alg, d in map(split_hash, artifact.expected_hashes) if alg == "sha256"]
+
+
+def _algorithms(artifact: Artifact) -> set[str]:
+    return {alg for alg, _ in map(split_hash, artifact.expected_hashes)}
+
+
+def _from_cache(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
+    """The cached file for one of the pinned sha256 digests, hashed again before use."""
+    for digest in _pinned_sha256(artifact):
+        path = cache.artifact_path(digest, artifact.filename)
+        if not path.is_file():
+            continue
+        hasher = StreamHasher()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+        if hasher.sha256 == digest:
+            return FetchedArtifact(artifact=artifact, path=path, sha256=digest, cached=True)
+        path.unlink(missing_ok=True)  # corrupt entry: fetch it again
+    return None
+
+
+def _store(tmp: Path, cache: Cache, sha256: str, filename: str) -> Path:
+    final = cache.artifact_path(sha256, filename)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    return final
+
+
+def _download(
+    session: Session, artifact: Artifact, cache: Cache, progress: Progress
+) -> FetchedArtifact | HashProblem:
+    hasher = StreamHasher(_algorithms(artifact))
+    fd, tmp_name = tempfile.mkstemp(dir=cache.tmp_dir(), prefix="dl-", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if artifact.url.startswith("file:"):
+                src = file_url_to_path(artifact.url)
+                progress.start(artifact, src.stat().st_size if src.exists() else None)
+                try:
+                    with src.open("rb") as fh:
+                        while chunk := fh.read(1 << 20):
+                            hasher.update(chunk)
+                            out.write(chunk)
+                            progress.advance(artifact, len(chunk))
+                except OSError as exc:
+                    raise NetworkError(
+                        f"Could not read `{src}` for `{artifact.name}`: {exc.strerror}",
+                        url=artifact.url,
+                    ) from exc
+            else:
+                with session.stream(
+                    artifact.url,
+                    purpose="a download",
+                    package=f"{artifact.name}=={artifact.version}",
+                ) as resp:
+                    resp.raise_for_status()
+                    length = resp.headers.get("content-length")
+                    total = int(length) if length and length.isdigit() else artifact.size
+                    progress.start(artifact, total)
+                    for chunk in resp.iter_bytes(1 << 18):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        progress.advance(artifact, len(chunk))
+                    if length and length.isdigit() and hasher.size != int(length):
+                        raise NetworkError(
+                            f"Download of `{artifact.filename}` was cut short: got {hasher.size} "
+                            f"of {length} bytes",
+                            url=redact_url(resp.url),
+                            hint="retry; if it keeps happening the server or a proxy is at fault",
+                        )
+        if artifact.expected_hashes and not hasher.matches(artifact.expected_hashes):
+            tmp.unlink(missing_ok=True)
+            return HashProblem(
+                kind=ProblemKind.MISMATCH,
+                package=f"{artifact.name}=={artifact.version}",
+                expected=tuple(sorted(artifact.expected_hashes)),
+                got=f"sha256:{hasher.sha256}",
+                url=redact_url(artifact.url),
+            )
+        if (
+            artifact.size is not None
+            and artifact.hash_source != "pinned"
+            and hasher.size != artifact.size
+        ):
+            raise NetworkError(
+                f"`{artifact.filename}` has {hasher.size} bytes but the index announced "
+                f"{artifact.size}",
+                url=redact_url(artifact.url),
+            )
+        path = _store(tmp, cache, hasher.sha256, artifact.filename)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    progress.finish(artifact, cached=False)
+    return FetchedArtifact(artifact=artifact, path=path, sha256=hasher.sha256, cached=False)
+
+
+def fetch_artifacts(
+    session: Session,
+    artifacts: Sequence[Artifact],
+    cache: Cache,
+    *,
+    progress: Progress | None = None,
+    max_workers: int = 8,
+) -> list[FetchedArtifact]:
+    """Fetch every artifact concurrently, verifying each against its expected digests.
+
+    Hash mismatches are collected across all artifacts and raised together as one
+    `HashCheckError`; nothing mismatching is ever stored in the cache. A truncated download is
+    retried once.
+    """
+    progress = progress or NoProgress()
+    results: list[FetchedArtifact] = []
+    problems: list[HashProblem] = []
+    todo: list[Artifact] = []
+    for artifact in artifacts:
+        hit = _from_cache(artifact, cache)
+        if hit is not None:
+            progress.finish(artifact, cached=True)
+            results.append(hit)
+        else:
+            todo.append(artifact)
+
+    def work(artifact: Artifact) -> FetchedArtifact | HashProblem:
+        try:
+            return _download(session, artifact, cache, progress)
+        except NetworkError as exc:
+            if "cut short" not in exc.message:
+                raise
+            return _download(session, artifact, cache, progress)
+
+    if todo:
+        workers = max(1, min(max_workers, len(todo)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safepip-fetch") as pool:
+            futures = [pool.submit(work, a) for a in todo]
+            first_error: BaseException | None = None
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except SafepipError as exc:
+                    if first_error is None:
+                        first_error = exc
+                        for f in futures:
+                            f.cancel()
+                    continue
+                if isinstance(outcome, HashProblem):
+                    problems.append(outcome)
+                else:
+                    results.append(outcome)
+        if first_error is not None:
+            raise first_error
+    if problems:
+        raise HashCheckError(problems)
+    order = {id(a): i for i, a in enumerate(artifacts)}
+    results.sort(key=lambda r: order.get(id(r.artifact), 0))
+    return results
+
+
+# --- unpacking -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ManifestEntry:
+    path: str
+    """The member's path in the wheel (POSIX)."""
+    hash: str
+    """`sha256=<urlsafe b64>` as in RECORD."""
+    size: int
+    executable: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnpackedWheel:
+    """A verified wheel unpacked in the cache, ready to be linked into a target."""
+
+    sha256: str
+    filename: str
+    root: Path
+    dist_info: str
+    """The `.dist-info` folder name inside the wheel."""
+    data_dir: str
+    root_is_purelib: bool
+    entries: tuple[ManifestEntry, ...]
+
+    def read_dist_info(self, name: str) -> bytes:
+        return (self.root / self.dist_info / name).read_bytes()
+
+    @property
+    def metadata(self) -> bytes:
+        return self.read_dist_info("METADATA")
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _safe_member(name: str) -> bool:
+    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
+        return False
+    if len(name) > 1 and name[1] == ":":
+        return False
+    parts = name.split("/")
+    return ".." not in parts and "." not in parts[:-1]
+
+
+def _dist_info_of(filename: str, names: Iterable[str]) -> str:
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    wheel_name, wheel_version, _, _ = parse_wheel_filename(filename)
+    candidates = {n.split("/", 1)[0] for n in names if "/" in n}
+    dist_infos = [c for c in candidates if c.endswith(".dist-info")]
+    matching = []
+    for d in dist_infos:
+        stem = d[: -len(".dist-info")]
+        name, _, version = stem.rpartition("-")
+        if canonicalize_name(name) == wheel_name:
+            matching.append((d, version))
+    if len(matching) != 1:
+        raise WheelIntegrityError(
+            filename, f"expected one `.dist-info` folder for `{wheel_name}`, found {len(matching)}"
+        )
+    dist_info, version = matching[0]
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        same = Version(version) == wheel_version
+    except InvalidVersion:
+        same = False
+    if not same:
+        raise WheelIntegrityError(
+            filename, f"`{dist_info}` does not match the version in the filename ({wheel_version})"
+        )
+    return dist_info
+
+
+def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
+    """Unpack a verified wheel into the cache, checking every member against RECORD.
+
+    Refuses: members with absolute paths, `..`, backslashes or symlinks; members missing from
+    RECORD or RECORD entries missing from the archive; any digest or size that differs from
+    RECORD; a RECORD without a sha256-family digest for a file. Idempotent and safe to run
+    concurrently (the folder appears by atomic rename).
+    """
+    cache = Cache(Path(cache_root))
+    final = cache.unpacked_path(sha256)
+    manifest_file = final / MANIFEST
+    if manifest_file.is_file():
+        return _load_manifest(final)
+    filename = wheel.name
+    try:
+        zf = zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WheelIntegrityError(filename, f"not a valid zip archive ({exc})") from exc
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        names = [i.filename for i in infos]
+        for info in infos:
+            if not _safe_member(info.filename):
+                raise WheelIntegrityError(filename, "unsafe path in archive", member=info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise WheelIntegrityError(
+                    filename, "symbolic link in archive", member=info.filename
+                )
+        if len(set(names)) != len(names):
+            raise WheelIntegrityError(filename, "duplicate members in archive")
+        dist_info = _dist_info_of(filename, names)
+        record_name = f"{dist_info}/RECORD"
+        if record_name not in names:
+            raise WheelIntegrityError(filename, "no RECORD file")
+        record = _parse_record(filename, zf.read(record_name))
+        wheel_meta = (
+            zf.read(f"{dist_info}/WHEEL").decode("utf-8", "replace")
+            if (f"{dist_info}/WHEEL" in names)
+            else ""
+        )
+        if not wheel_meta:
+            raise WheelIntegrityError(filename, "no WHEEL file")
+        root_is_purelib = any(
+            line.split(":", 1)[1].strip().lower() == "true"
+            for line in wheel_meta.splitlines()
+            if line.lower().startswith("root-is-purelib:")
+        )
+        unsigned = {record_name, f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s"}
+        missing = sorted(set(record) - set(names) - unsigned)
+        if missing:
+            raise WheelIntegrityError(
+                filename, "RECORD lists a file the archive lacks", member=missing[0]
+            )
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{sha256[:12]}-"))
+        entries: list[ManifestEntry] = []
+        try:
+            for info in infos:
+                name = info.filename
+                if name in unsigned and name != record_name:
+                    continue
+                is_record = name == record_name
+                if not is_record and name not in record:
+                    raise WheelIntegrityError(filename, "file not listed in RECORD", member=name)
+                expected = None if is_record else record[name]
+                dest = staging / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                hasher = StreamHasher([expected[0].partition("=")[0]] if expected else ())
+                with zf.open(info) as src, dest.open("wb") as out:
+                    while chunk := src.read(1 << 20):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                executable = bool((info.external_attr >> 16) & 0o111)
+                if executable:
+                    dest.chmod(0o755)
+                digest = "sha256=" + _b64(bytes.fromhex(hasher.sha256))
+                if expected is not None:
+                    _check_entry(filename, name, expected, hasher)
+                entries.append(
+                    ManifestEntry(path=name, hash=digest, size=hasher.size, executable=executable)
+                )
+            data_dir = dist_info[: -len(".dist-info")] + ".data"
+            manifest = {
+                "format": UNPACK_FORMAT,
+                "sha256": sha256,
+                "filename": filename,
+                "dist_info": dist_info,
+                "data_dir": data_dir,
+                "root_is_purelib": root_is_purelib,
+                "entries": [[e.path, e.hash, e.size, e.executable] for e in entries],
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not manifest_file.is_file():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return _load_manifest(final)
+
+
+def _check_entry(
+    filename: str, name: str, expected: tuple[str, int | None], hasher: StreamHasher
+) -> None:
+    want_hash, want_size = expected
+    alg, _, value = want_hash.partition("=")
+    got = hasher.digests().get(alg)
+    if got is None:
+        raise WheelIntegrityError(
+            filename, f"RECORD digest `{alg}` is not acceptable (use sha256)", member=name
+        )
+    if _b64(bytes.fromhex(got)) != value:
+        raise WheelIntegrityError(filename, "content does not match its RECORD digest", member=name)
+    if want_size is not None and want_size != hasher.size:
+        raise WheelIntegrityError(filename, "size does not match RECORD", member=name)
+
+
+def _parse_record(filename: str, data: bytes) -> dict[str, tuple[str, int | None]]:
+    """RECORD rows → {path: (digest, size)}; files that need no digest are left out of checks."""
+    rows: dict[str, tuple[str, int | None]] = {}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WheelIntegrityError(filename, "RECORD is not UTF-8") from exc
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0]:
+            continue
+        path = row[0]
+        if not _safe_member(path):
+            raise WheelIntegrityError(filename, "unsafe path in RECORD", member=path)
+        digest = row[1] if len(row) > 1 else ""
+        size_text = row[2] if len(row) > 2 else ""
+        if not digest:
+            if path.endswith("/RECORD") or path.endswith(".pyc"):
+                continue
+            raise WheelIntegrityError(filename, "RECORD has no digest for a file", member=path)
+        try:
+            size = int(size_text) if size_text else None
+        except ValueError as exc:
+            raise WheelIntegrityError(filename, "RECORD has an invalid size", member=path) from exc
+        if path in rows:
+            raise WheelIntegrityError(filename, "RECORD lists a file twice", member=path)
+        rows[path] = (digest, size)
+    return rows
+
+
+def _load_manifest(root: Path) -> UnpackedWheel:
+    data = json.loads((root / MANIFEST).read_text("utf-8"))
+    return UnpackedWheel(
+        sha256=data["sha256"],
+        filename=data["filename"],
+        root=root,
+        dist_info=data["dist_info"],
+        data_dir=data["data_dir"],
+        root_is_purelib=bool(data["root_is_purelib"]),
+        entries=tuple(
+            ManifestEntry(path=p, hash=h, size=int(s), executable=bool(x))
+            for p, h, s, x in data["entries"]
+        ),
+    )
+
+
+def check_unpacked(unpacked: UnpackedWheel) -> bool:
+    """Cheap re-verification of an unpacked entry: every file exists with the recorded size."""
+    for entry in unpacked.entries:
+        try:
+            if os.stat(unpacked.root / entry.path).st_size != entry.size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def unpack_all(fetched: Sequence[FetchedArtifact], cache: Cache) -> dict[str, UnpackedWheel]:
+    """Unpack (or reuse) every wheel; in several processes when there is enough work."""
+    result: dict[str, UnpackedWheel] = {}
+    todo: list[FetchedArtifact] = []
+    for item in fetched:
+        root = cache.unpacked_path(item.sha256)
+        if (root / MANIFEST).is_file():
+            unpacked = _load_manifest(root)
+            if check_unpacked(unpacked):
+                result[item.sha256] = unpacked
+                continue
+            shutil.rmtree(root, ignore_errors=True)
+        todo.append(item)
+    if not todo:
+        return result
+    big = [t for t in todo if t.path.stat().st_size > 256 * 1024]
+    workers = min(os.cpu_count() or 1, 4, len(todo))
+    if workers <= 1 or len(big) < 2:
+        for item in todo:
+            result[item.sha256] = unpack_wheel(item.path, item.sha256, str(cache.root))
+        return result
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Largest first keeps the processes evenly busy.
+    todo.sort(key=lambda t: t.path.stat().st_size, reverse=True)
+    ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(unpack_wheel, item.path, item.sha256, str(cache.root)): item
+            for item in todo
+        }
+        for future in as_completed(futures):
+            unpacked = future.result()
+            result[unpacked.sha256] = unpacked
+    return result

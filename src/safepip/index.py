@@ -1,0 +1,719 @@
+"""The simple repository client: PEP 503 HTML and PEP 691 JSON pages, PEP 658 metadata, find-links.
+
+Indexes are consulted in order and the first one that has a project claims it: later indexes
+are never asked about that name. pip merges every index and takes the highest version, which is
+how dependency-confusion attacks work; this follows uv's "first index wins" instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import posixpath
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import (
+    NormalizedName,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+
+from safepip.errors import ExitCode, SafepipError
+from safepip.net import NetworkError, file_url_to_path, redact_url
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from packaging.tags import Tag
+    from packaging.version import Version
+
+    from safepip.net import Response, Session
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
+SUPPORTED_API_MAJOR = 1
+"""PEP 629: a page whose major API version is higher than this cannot be read safely."""
+DISTRIBUTION_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+_PAGE_PURPOSE = "the index page"
+_METADATA_PURPOSE = "package metadata"
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_NOT_HASHES = frozenset({"egg", "subdirectory"})
+_HTML_CONTENT_TYPES = frozenset({"application/vnd.pypi.simple.v1+html", "text/html"})
+# SHAKE digests need a length, so they cannot be compared by name alone.
+_VERIFIABLE = frozenset(hashlib.algorithms_guaranteed) - {"shake_128", "shake_256"}
+
+
+class IndexPageError(SafepipError):
+    """An index or find-links page that cannot be read as a simple repository page."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        shown = redact_url(url)
+        super().__init__(
+            f"Could not read the index page `{shown}`: {problem}",
+            hint=(
+                "check that the index URL points at a simple repository API "
+                "(PEP 503 HTML or PEP 691 JSON), such as `https://pypi.org/simple`"
+            ),
+        )
+        self.url = shown
+        self.problem = problem
+
+
+class MetadataHashError(SafepipError):
+    """A PEP 658 `.metadata` file whose digest differs from the one its index published."""
+
+    exit_code = ExitCode.INTEGRITY
+
+    def __init__(self, *, filename: str, url: str, algorithm: str, expected: str, got: str) -> None:
+        shown = redact_url(url)
+        super().__init__(
+            f"Refusing the metadata of `{filename}` from `{shown}`: the index published "
+            f"{algorithm}:{expected} but the file has {algorithm}:{got}",
+            hint=(
+                "the index serves metadata that does not match its own hash; retry, and if it "
+                "persists report it to the index operator (a proxy may be altering files)"
+            ),
+        )
+        self.filename = filename
+        self.url = shown
+        self.algorithm = algorithm
+        self.expected = expected
+        self.got = got
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_filename(
+    filename: str,
+) -> tuple[
+    Literal["wheel", "sdist", "other"], NormalizedName | None, Version | None, frozenset[Tag]
+]:
+    if filename.endswith(".whl"):
+        try:
+            name, version, _build, tags = parse_wheel_filename(filename)
+        except ValueError:
+            return "wheel", None, None, frozenset()
+        return "wheel", name, version, tags
+    if filename.endswith((".tar.gz", ".zip")):
+        try:
+            name, version = parse_sdist_filename(filename)
+        except ValueError:
+            return "sdist", None, None, frozenset()
+        return "sdist", name, version, frozenset()
+    return "other", None, None, frozenset()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IndexFile:
+    """One file listed by an index page or a find-links location.
+
+    The hashes are what the source published: they catch corruption but never satisfy
+    hash-checking mode, since whoever controls the index controls them too.
+    """
+
+    filename: str
+    url: str
+    """Absolute, resolved against the page (or its `<base href>`), without a fragment."""
+    hashes: Mapping[str, str]
+    """Algorithm -> lowercase hex digest, from JSON `hashes` or the HTML `#alg=hex` fragment."""
+    requires_python: SpecifierSet | None = None
+    """None when absent or unparseable (the page's warnings say which)."""
+    yanked: str | None = None
+    """PEP 592: None when not yanked, `""` when yanked without a reason, else the reason."""
+    core_metadata: Mapping[str, str] | bool = False
+    """PEP 658/714: False if not advertised, True if advertised without hashes, else its hashes."""
+    size: int | None = None
+    upload_time: str | None = None
+    origin: str
+    """The index base URL or find-links location that listed the file."""
+
+    @property
+    def kind(self) -> Literal["wheel", "sdist", "other"]:
+        return _parse_filename(self.filename)[0]
+
+    @property
+    def project(self) -> NormalizedName | None:
+        """The project named by the filename; None when the filename does not parse."""
+        return _parse_filename(self.filename)[1]
+
+    @property
+    def version(self) -> Version | None:
+        return _parse_filename(self.filename)[2]
+
+    @property
+    def tags(self) -> frozenset[Tag]:
+        """A wheel's compatibility tags; empty for sdists and unparseable names."""
+        return _parse_filename(self.filename)[3]
+
+    @property
+    def metadata_url(self) -> str:
+        """PEP 658: the core metadata file sits next to the distribution."""
+        return f"{self.url}.metadata"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProjectPage:
+    """One index's page for one project, limited to the files of that project."""
+
+    name: NormalizedName
+    origin: str
+    url: str
+    """The page URL after redirects."""
+    files: tuple[IndexFile, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProjectFiles:
+    """Every file for one project: from the index that claimed it, plus all find-links locations."""
+
+    name: NormalizedName
+    files: tuple[IndexFile, ...]
+    claimed_by: str | None
+    """The first index, in order, that has a page for the project; None if no index has one."""
+    skipped_indexes: tuple[str, ...] = ()
+    """Later indexes that were not asked because an earlier one claimed the name."""
+    warnings: tuple[str, ...] = ()
+
+
+def normalize_name(name: str) -> NormalizedName:
+    """The PEP 503 normalised project name."""
+    return NormalizedName(re.sub(r"[-_.]+", "-", name).lower())
+
+
+def project_url(index_url: str, name: str) -> str:
+    """`<index>/<normalised name>/`, with exactly one slash between the two."""
+    return f"{index_url.rstrip('/')}/{normalize_name(name)}/"
+
+
+def _split_fragment(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its fragment, and the hashes named in the fragment (`#sha256=…`)."""
+    parts = urlsplit(url)
+    hashes: dict[str, str] = {}
+    for item in parts.fragment.split("&"):
+        alg, sep, value = item.partition("=")
+        alg = alg.strip().lower()
+        if sep and alg and alg not in _NOT_HASHES and _HEX.fullmatch(value.strip()):
+            hashes[alg] = value.strip().lower()
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")), hashes
+
+
+def _filename_of(url: str) -> str:
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+def _requires_python(value: object, filename: str, warnings: list[str]) -> SpecifierSet | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        warnings.append(f"ignoring a `Requires-Python` that is not a string for `{filename}`")
+        return None
+    try:
+        return SpecifierSet(value)
+    except InvalidSpecifier:
+        warnings.append(f"ignoring the invalid `Requires-Python` {value!r} of `{filename}`")
+        return None
+
+
+def _html_core_metadata(value: str | None) -> Mapping[str, str] | bool:
+    """PEP 658/714 attribute value: `true` or `<alg>=<hex>`; present but empty means advertised."""
+    if value is None or value.strip().lower() in ("", "true"):
+        return True
+    alg, sep, digest = value.strip().partition("=")
+    if sep and alg and _HEX.fullmatch(digest):
+        return {alg.lower(): digest.lower()}
+    return True
+
+
+class _AnchorParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.api_version: str | None = None
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self._open: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._finish()
+            # The first occurrence of a repeated attribute wins, as in browsers.
+            found: dict[str, str | None] = {}
+            for key, value in attrs:
+                found.setdefault(key, value)
+            self._open = found
+        elif tag == "base" and self.base is None:
+            href = dict(attrs).get("href")
+            if href:
+                self.base = href
+        elif tag == "meta":
+            found_meta = dict(attrs)
+            if found_meta.get("name") == "pypi:repository-version":
+                self.api_version = found_meta.get("content") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._finish()
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._open is not None:
+            self.anchors.append((self._open, "".join(self._text).strip()))
+        self._open = None
+        self._text = []
+
+
+def _check_api_version(version: str, url: str) -> None:
+    major = version.strip().split(".", 1)[0]
+    if not major.isdigit():
+        raise IndexPageError(url, f"the API version {version!r} is not a version number")
+    if int(major) > SUPPORTED_API_MAJOR:
+        raise IndexPageError(
+            url, f"the API version {version!r} is not supported (only 1.x is understood)"
+        )
+
+
+def _decode_html(content: bytes | str, url: str, charset: str | None) -> str:
+    if isinstance(content, str):
+        return content
+    try:
+        return content.decode(charset or "utf-8")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise IndexPageError(url, f"the page is not valid {charset or 'utf-8'} text") from exc
+
+
+def parse_html_files(
+    content: bytes | str, *, url: str, origin: str, charset: str | None = None
+) -> tuple[list[IndexFile], list[str]]:
+    """Every anchor of a PEP 503 page (or a find-links page) as an `IndexFile`, and warnings.
+
+    Links resolve against the first `<base href>`, else `url`. Attribute values are
+    HTML-unescaped once by the parser (`&gt;=3.8` becomes `>=3.8`). Anchors whose href is not a
+    valid URL are skipped with a warning. Raises `IndexPageError` for a page that does not
+    decode, that the parser rejects, or that declares an unsupported PEP 629 API version.
+    """
+    text = _decode_html(content, url, charset)
+    parser = _AnchorParser()
+    try:
+        parser.feed(text)
+        parser.close()
+    except (AssertionError, ValueError, RecursionError) as exc:
+        # Old html.parser versions assert on some malformed declarations.
+        raise IndexPageError(url, f"the HTML could not be parsed ({exc})") from exc
+    if parser.api_version is not None:
+        _check_api_version(parser.api_version, url)
+    warnings: list[str] = []
+    base = url
+    if parser.base is not None:
+        try:
+            base = urljoin(url, parser.base.strip())
+        except ValueError:
+            warnings.append(f"ignoring the invalid `<base href>` of `{redact_url(url)}`")
+    files: list[IndexFile] = []
+    for attrs, anchor_text in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        try:
+            absolute = urljoin(base, href.strip())
+            file_url, hashes = _split_fragment(absolute)
+        except ValueError:
+            warnings.append(f"ignoring the invalid link {href!r} on `{redact_url(url)}`")
+            continue
+        filename = _filename_of(file_url) or anchor_text
+        if not filename:
+            continue
+        if "data-core-metadata" in attrs:
+            metadata = _html_core_metadata(attrs["data-core-metadata"])
+        elif "data-dist-info-metadata" in attrs:
+            metadata = _html_core_metadata(attrs["data-dist-info-metadata"])
+        else:
+            metadata = False
+        # A bare `data-yanked` attribute (or an empty one) means yanked without a reason.
+        yanked = (attrs["data-yanked"] or "") if "data-yanked" in attrs else None
+        files.append(
+            IndexFile(
+                filename=filename,
+                url=file_url,
+                hashes=hashes,
+                requires_python=_requires_python(
+                    attrs.get("data-requires-python"), filename, warnings
+                ),
+                yanked=yanked,
+                core_metadata=metadata,
+                origin=origin,
+            )
+        )
+    return files, warnings
+
+
+def _json_core_metadata(value: object) -> Mapping[str, str] | bool:
+    if isinstance(value, dict):
+        hashes = {
+            str(k).lower(): v.lower()
+            for k, v in value.items()
+            if isinstance(v, str) and _HEX.fullmatch(v)
+        }
+        return hashes or True
+    return bool(value)
+
+
+def parse_json_files(
+    content: bytes | str, *, url: str, origin: str
+) -> tuple[str | None, list[IndexFile], list[str]]:
+    """The project name and files of a PEP 691 JSON page, and warnings.
+
+    Structural problems (not JSON, no `files` list, a file without `filename` or `url`, an
+    unsupported major `meta.api-version`) raise `IndexPageError`; a bad optional field of one
+    file is ignored with a warning.
+    """
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError) as exc:
+        raise IndexPageError(url, "the JSON page is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise IndexPageError(url, "the JSON page is not an object")
+    meta = data.get("meta")
+    if isinstance(meta, dict) and "api-version" in meta:
+        version = meta["api-version"]
+        if not isinstance(version, str):
+            raise IndexPageError(url, "`meta.api-version` is not a string")
+        _check_api_version(version, url)
+    raw_files = data.get("files")
+    if not isinstance(raw_files, list):
+        raise IndexPageError(url, "the JSON page has no `files` list")
+    name = data.get("name")
+    warnings: list[str] = []
+    files: list[IndexFile] = []
+    for position, entry in enumerate(raw_files):
+        if not isinstance(entry, dict):
+            raise IndexPageError(url, f"entry {position} of `files` is not an object")
+        filename, href = entry.get("filename"), entry.get("url")
+        if not isinstance(filename, str) or not filename or not isinstance(href, str):
+            raise IndexPageError(url, f"entry {position} of `files` lacks `filename` or `url`")
+        try:
+            file_url, fragment_hashes = _split_fragment(urljoin(url, href))
+        except ValueError:
+            warnings.append(f"ignoring `{filename}`: its URL {href!r} is not valid")
+            continue
+        raw_hashes = entry.get("hashes", {})
+        hashes: dict[str, str] = {}
+        if isinstance(raw_hashes, dict):
+            for alg, digest in raw_hashes.items():
+                if isinstance(digest, str) and _HEX.fullmatch(digest):
+                    hashes[str(alg).lower()] = digest.lower()
+                else:
+                    warnings.append(f"ignoring the malformed {alg} hash of `{filename}`")
+        else:
+            warnings.append(f"ignoring the malformed `hashes` of `{filename}`")
+        for alg, digest in fragment_hashes.items():
+            hashes.setdefault(alg, digest)
+        yanked_value = entry.get("yanked", False)
+        if isinstance(yanked_value, str):
+            yanked: str | None = yanked_value
+        else:
+            yanked = "" if yanked_value else None
+        # PEP 714: `core-metadata` replaces `dist-info-metadata`; read the old key only alone.
+        metadata_value = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+        size = entry.get("size")
+        upload_time = entry.get("upload-time")
+        files.append(
+            IndexFile(
+                filename=filename,
+                url=file_url,
+                hashes=hashes,
+                requires_python=_requires_python(entry.get("requires-python"), filename, warnings),
+                yanked=yanked,
+                core_metadata=_json_core_metadata(metadata_value),
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+                upload_time=upload_time if isinstance(upload_time, str) else None,
+                origin=origin,
+            )
+        )
+    return (name if isinstance(name, str) else None), files, warnings
+
+
+def _charset(response: Response) -> str | None:
+    for param in response.headers.get("content-type", "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
+
+
+def parse_project_page(response: Response, *, name: str, origin: str) -> ProjectPage:
+    """A project page from a response, read by its Content-Type (JSON, else HTML).
+
+    Files whose names do not parse as a wheel or sdist of `name` are dropped with a warning: a
+    page must not smuggle in another project's files.
+    """
+    project = normalize_name(name)
+    if response.content_type == JSON_CONTENT_TYPE:
+        listed_name, files, warnings = parse_json_files(
+            response.content, url=response.url, origin=origin
+        )
+        if listed_name is not None and normalize_name(listed_name) != project:
+            warnings.append(
+                f"the page `{redact_url(response.url)}` names the project `{listed_name}` "
+                f"instead of `{project}`"
+            )
+    else:
+        files, warnings = parse_html_files(
+            response.content, url=response.url, origin=origin, charset=_charset(response)
+        )
+        if response.content_type not in _HTML_CONTENT_TYPES:
+            warnings.insert(
+                0,
+                f"the page `{redact_url(response.url)}` has the Content-Type "
+                f"`{response.content_type or 'none'}`; reading it as HTML",
+            )
+    kept: list[IndexFile] = []
+    unrecognised: list[str] = []
+    for file in files:
+        if file.project == project:
+            kept.append(file)
+        elif file.project is None:
+            unrecognised.append(file.filename)
+        else:
+            warnings.append(
+                f"ignoring `{file.filename}` on the page for `{project}`: "
+                f"it belongs to `{file.project}`"
+            )
+    if unrecognised:
+        shown = ", ".join(f"`{f}`" for f in unrecognised[:3])
+        more = f" and {len(unrecognised) - 3} more" if len(unrecognised) > 3 else ""
+        count = "1 file" if len(unrecognised) == 1 else f"{len(unrecognised)} files"
+        warnings.append(
+            f"ignoring {count} for `{project}` that are not wheels or sdists of it: {shown}{more}"
+        )
+    return ProjectPage(
+        name=project, origin=origin, url=response.url, files=tuple(kept), warnings=tuple(warnings)
+    )
+
+
+def _is_url(location: str) -> bool:
+    scheme = urlsplit(location).scheme.lower()
+    # A one-letter scheme is a Windows drive (`C:\wheels`), not a URL.
+    return len(scheme) > 1
+
+
+def _is_distribution(filename: str) -> bool:
+    return filename.endswith(DISTRIBUTION_SUFFIXES)
+
+
+class IndexClient:
+    """Reads project pages from the configured indexes and files from find-links locations.
+
+    Does not check hashes of the files themselves (that is `fetch`'s job), does not choose
+    versions, and does not filter yanked files: it reports what the sources list.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        index_urls: Sequence[str],
+        find_links: Sequence[str] = (),
+        max_workers: int = 16,
+    ) -> None:
+        self.session = session
+        self.index_urls = tuple(index_urls)
+        self.find_links = tuple(find_links)
+        self.max_workers = max(1, max_workers)
+        self._lock = threading.Lock()
+        self._find_links_files: tuple[IndexFile, ...] | None = None
+        self._find_links_warnings: tuple[str, ...] = ()
+
+    # -- indexes
+
+    def project_page(self, origin: str, name: str) -> ProjectPage | None:
+        """The page of `name` on the index `origin`; None when the index answers 404.
+
+        Any other failure raises (`NetworkError`, `PolicyViolation`, `IndexPageError`): an
+        index that cannot be read must not silently hand the name to the next index.
+        """
+        response = self.session.get(
+            project_url(origin, name),
+            headers={"Accept": ACCEPT},
+            purpose=_PAGE_PURPOSE,
+            package=normalize_name(name),
+            ok_statuses=frozenset({200, 404}),
+        )
+        if response.status == 404:
+            return None
+        return parse_project_page(response, name=name, origin=origin)
+
+    def project_files(self, name: str) -> ProjectFiles:
+        """The files for `name`: the first index (in order) with a page claims it, plus find-links.
+
+        Later indexes are not consulted once one has claimed the name, so a public index cannot
+        shadow a private one with a higher version (dependency confusion).
+        """
+        project = normalize_name(name)
+        files: list[IndexFile] = []
+        warnings: list[str] = []
+        claimed_by: str | None = None
+        skipped: tuple[str, ...] = ()
+        for position, origin in enumerate(self.index_urls):
+            page = self.project_page(origin, project)
+            if page is not None:
+                claimed_by = origin
+                skipped = self.index_urls[position + 1 :]
+                files.extend(page.files)
+                warnings.extend(page.warnings)
+                break
+        files.extend(f for f in self.find_links_files() if f.project == project)
+        return ProjectFiles(
+            name=project,
+            files=tuple(files),
+            claimed_by=claimed_by,
+            skipped_indexes=skipped,
+            warnings=tuple(warnings),
+        )
+
+    def project_files_many(self, names: Iterable[str]) -> dict[NormalizedName, ProjectFiles]:
+        """`project_files` for several names at once, fetched concurrently.
+
+        The first error raised by any lookup propagates after the others have finished.
+        """
+        wanted = list(dict.fromkeys(normalize_name(n) for n in names))
+        if not wanted:
+            return {}
+        self.find_links_files()
+        workers = min(self.max_workers, len(wanted))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safepip-index") as pool:
+            results = list(pool.map(self.project_files, wanted))
+        return {result.name: result for result in results}
+
+    # -- find-links
+
+    @property
+    def find_links_warnings(self) -> tuple[str, ...]:
+        """Problems met while reading the find-links locations (missing folder, 404 page)."""
+        self.find_links_files()
+        return self._find_links_warnings
+
+    def find_links_files(self) -> tuple[IndexFile, ...]:
+        """Every distribution listed by every find-links location; read once, thread-safe.
+
+        A local folder contributes its `.whl`, `.tar.gz` and `.zip` files (no hashes known); an
+        HTML page (http(s) or `file:`) contributes the distributions its anchors link to. A
+        location that does not exist is skipped with a warning, as pip does.
+        """
+        with self._lock:
+            if self._find_links_files is None:
+                files: list[IndexFile] = []
+                warnings: list[str] = []
+                for location in self.find_links:
+                    files.extend(self._read_find_links(location, warnings))
+                self._find_links_files = tuple(files)
+                self._find_links_warnings = tuple(warnings)
+            return self._find_links_files
+
+    def _read_find_links(self, location: str, warnings: list[str]) -> list[IndexFile]:
+        is_url = _is_url(location)
+        scheme = urlsplit(location).scheme.lower() if is_url else "file"
+        if scheme == "file":
+            path = file_url_to_path(location) if is_url else Path(location).absolute()
+            if path.is_dir():
+                return _list_folder(path, origin=location)
+            if path.is_file() and _is_distribution(path.name):
+                return [_local_file(path, origin=location)]
+            if not path.exists():
+                warnings.append(f"ignoring the find-links location `{location}`: it does not exist")
+                return []
+            url = path.as_uri()
+        else:
+            url = location
+        response = self.session.get(
+            url,
+            headers={"Accept": "text/html"},
+            purpose="the find-links page",
+            ok_statuses=frozenset({200, 404}),
+        )
+        if response.status == 404:
+            warnings.append(
+                f"ignoring the find-links location `{redact_url(location)}`: it answered 404"
+            )
+            return []
+        files, page_warnings = parse_html_files(
+            response.content, url=response.url, origin=location, charset=_charset(response)
+        )
+        warnings.extend(page_warnings)
+        return [f for f in files if f.kind != "other"]
+
+    # -- metadata
+
+    def fetch_metadata(self, file: IndexFile) -> bytes | None:
+        """The PEP 658 core metadata of `file` (`<url>.metadata`), or None if not served.
+
+        It is tried even when not advertised, since the public index serves it anyway. When the
+        index published hashes for it, the body must match every one safepip can compute, else
+        `MetadataHashError`. Without published hashes the body is unverified: callers must
+        check it against the distribution once that is downloaded and hash-checked.
+        """
+        advertised = file.core_metadata is not False
+        try:
+            response = self.session.get(
+                file.metadata_url,
+                purpose=_METADATA_PURPOSE,
+                package=str(file.project or file.filename),
+                ok_statuses=frozenset({200, 404}),
+            )
+        except NetworkError as exc:
+            # Some indexes answer 403 or 400 for a file they never offered.
+            if not advertised and exc.status is not None and 400 <= exc.status < 500:
+                return None
+            raise
+        if response.status == 404:
+            return None
+        if isinstance(file.core_metadata, bool):
+            return response.content
+        for algorithm, expected in sorted(file.core_metadata.items()):
+            if algorithm not in _VERIFIABLE:
+                continue
+            got = hashlib.new(algorithm, response.content).hexdigest()
+            if got != expected:
+                raise MetadataHashError(
+                    filename=file.filename,
+                    url=file.metadata_url,
+                    algorithm=algorithm,
+                    expected=expected,
+                    got=got,
+                )
+        return response.content
+
+
+def _local_file(path: Path, *, origin: str) -> IndexFile:
+    try:
+        size: int | None = path.stat().st_size
+    except OSError:
+        size = None
+    return IndexFile(filename=path.name, url=path.as_uri(), hashes={}, size=size, origin=origin)
+
+
+def _list_folder(folder: Path, *, origin: str) -> list[IndexFile]:
+    return [
+        _local_file(entry, origin=origin)
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name)
+        if entry.is_file() and _is_distribution(entry.name)
+    ]

@@ -1,0 +1,668 @@
+"""The install pipeline in one place: parse, plan, audit, fetch, verify, then install.
+
+Reading `install()` tells what safepip does. Stages take values and return values; only `fetch`
+writes the cache and only `install` writes the target, and nothing is written to the target
+until every artifact has been downloaded, verified and unpacked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from safepip.errors import SafepipError, UsageError
+from safepip.hashes import HashCheckError, HashProblem, ProblemKind
+from safepip.policy import HostPolicy, PolicyViolation, host_port_of
+from safepip.resolve import Pin, ResolutionError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from packaging.utils import NormalizedName
+
+    from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
+    from safepip.index import IndexClient
+    from safepip.install import ChangePlan, InstallResult
+    from safepip.net import Session
+    from safepip.requirements import ParsedRequirements
+    from safepip.resolve import Artifact, Wanted
+    from safepip.target import Target
+
+
+def default_index_url() -> str:
+    """pip's default index; safepip follows pip."""
+    from pip._internal.models.index import PyPI
+
+    return str(PyPI.simple_url)
+
+
+class Reporter(Protocol):
+    """What the pipeline tells the user while it works; the CLI renders it."""
+
+    def info(self, text: str) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def detail(self, text: str) -> None: ...
+    def progress(self) -> Progress: ...
+
+
+class SilentReporter:
+    """A reporter that collects messages (for tests and library use)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    def info(self, text: str) -> None:
+        self.messages.append(("info", text))
+
+    def warn(self, text: str) -> None:
+        self.messages.append(("warn", text))
+
+    def detail(self, text: str) -> None:
+        self.messages.append(("detail", text))
+
+    def progress(self) -> Progress:
+        from safepip.fetch import NoProgress
+
+        return NoProgress()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SourceOptions:
+    """Where packages may come from, as given on the command line."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    no_index: bool = False
+    find_links: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
+    cert: str | None = None
+    client_cert: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    proxy: str | None = None
+    isolated: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetOptions:
+    python: str | None = None
+    system: bool = False
+    break_system_packages: bool = False
+    target_dir: Path | None = None
+    prefix: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditChoice:
+    enabled: bool = True
+    ignore_vulns: tuple[str, ...] = ()
+    db: Path | None = None
+    source: str = "local"
+    osv_url: str | None = None
+    refresh: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstallOptions:
+    requirement_files: tuple[str, ...] = ()
+    constraint_files: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    sources: SourceOptions = field(default_factory=SourceOptions)
+    target: TargetOptions = field(default_factory=TargetOptions)
+    require_hashes: bool = False
+    no_deps: bool = False
+    allow_unhashed: bool = False
+    cache_dir: Path | None = None
+    no_cache: bool = False
+    dry_run: bool = False
+    compile: bool = False
+    reinstall: bool = False
+    link: bool = True
+    audit: AuditChoice = field(default_factory=AuditChoice)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    """The decided install: pins with their files, before anything is fetched."""
+
+    target: Target
+    pins: tuple[Pin, ...]
+    hash_mode: bool
+    index_urls: tuple[str, ...]
+    find_links: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstallOutcome:
+    plan: Plan
+    changes: ChangePlan
+    result: InstallResult | None
+    """None for `--dry-run`."""
+    audit: object | None = None
+    fetched: tuple[FetchedArtifact, ...] = ()
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def cache_root(options: InstallOptions) -> Path:
+    if options.cache_dir is not None:
+        return options.cache_dir
+    env = os.environ.get("SAFEPIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("safepip", appauthor=False))
+
+
+class _TempCache:
+    def __init__(self, options: InstallOptions) -> None:
+        self.options = options
+        self.tmp: str | None = None
+
+    def __enter__(self) -> Cache:
+        from safepip.fetch import Cache
+
+        if self.options.no_cache:
+            self.tmp = tempfile.mkdtemp(prefix="safepip-nocache-")
+            return Cache(Path(self.tmp))
+        return Cache(cache_root(self.options))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
+    from safepip import target as target_mod
+
+    if options.target_dir is not None and options.prefix is not None:
+        raise UsageError("`--target` and `--prefix` cannot be used together")
+    python = target_mod.find_python(
+        options.python,
+        system=options.system
+        or options.target_dir is not None
+        or options.prefix is not None
+        and options.python is None,
+    )
+    found = target_mod.probe(
+        python,
+        target_dir=options.target_dir,
+        prefix=options.prefix,
+        cache_dir=cache.root if cache else None,
+    )
+    target_mod.check_externally_managed(found, break_system_packages=options.break_system_packages)
+    return found
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Sources:
+    index_urls: tuple[str, ...]
+    find_links: tuple[str, ...]
+    policy: HostPolicy
+    trusted_hosts: tuple[str, ...]
+
+
+def _net_config(sources: SourceOptions, policy: HostPolicy, pip_config: object | None) -> object:
+    from safepip.net import NetConfig
+
+    cert = sources.cert or getattr(pip_config, "cert", None)
+    timeout = sources.timeout or getattr(pip_config, "timeout", None) or 15.0
+    retries = (
+        sources.retries if sources.retries is not None else getattr(pip_config, "retries", None)
+    )
+    return NetConfig(
+        policy=policy,
+        cert=cert,
+        client_cert=sources.client_cert or getattr(pip_config, "client_cert", None),
+        timeout=float(timeout),
+        retries=3 if retries is None else int(retries),
+        proxy=sources.proxy or getattr(pip_config, "proxy", None),
+    )
+
+
+def load_pip_config(sources: SourceOptions, target: Target | None) -> object | None:
+    if sources.isolated:
+        return None
+    from safepip.pipconfig import load_pip_config as load
+
+    return load(isolated=False, site_prefix=target.prefix if target else None)
+
+
+def parse_inputs(
+    options: InstallOptions, pip_config: object | None, reporter: Reporter
+) -> ParsedRequirements:
+    """Read every requirements and constraints file (remote ones over HTTPS, policy-checked)."""
+    from safepip.net import NetConfig, Session
+    from safepip.requirements import parse_requirements
+
+    remote = [f for f in (*options.requirement_files, *options.constraint_files) if "://" in f]
+    constraints = list(options.constraint_files)
+    constraints += [c for c in getattr(pip_config, "constraints", ()) if c not in constraints]
+    policy = HostPolicy(
+        allowed_hosts=frozenset(host_port_of(u) for u in remote if not u.startswith("file:"))
+        | frozenset(options.sources.allow_hosts),
+        trusted_hosts=frozenset(options.sources.trusted_hosts),
+    )
+    session: Session | None = None
+
+    def fetch(url: str) -> bytes:
+        nonlocal session
+        if session is None:
+            config = _net_config(options.sources, policy, pip_config)
+            assert isinstance(config, NetConfig)
+            session = Session(config)
+        return session.get(url, purpose="a requirements file").content
+
+    try:
+        parsed = parse_requirements(
+            files=options.requirement_files,
+            constraints=constraints,
+            lines=options.requirements,
+            fetch=fetch,
+        )
+    finally:
+        if session is not None:
+            session.close()
+    for warning in parsed.warnings:
+        reporter.warn(warning)
+    return parsed
+
+
+def decide_sources(
+    options: SourceOptions, parsed: ParsedRequirements, pip_config: object | None
+) -> Sources:
+    """Indexes, find-links and the host policy: command line, then pip config, then files."""
+    index = options.index_url or getattr(pip_config, "index_url", None) or default_index_url()
+    extras = [*getattr(pip_config, "extra_index_urls", ()), *options.extra_index_urls]
+    base = [index, *[e for e in extras if e != index]]
+    no_index = options.no_index or bool(getattr(pip_config, "no_index", False))
+    index_urls, files_no_index = parsed.apply_index_options(base)
+    if no_index or files_no_index:
+        index_urls = []
+    find_links = [*getattr(pip_config, "find_links", ()), *options.find_links, *parsed.find_links]
+    trusted = [
+        *getattr(pip_config, "trusted_hosts", ()),
+        *options.trusted_hosts,
+        *parsed.trusted_hosts,
+    ]
+    allowed = {host_port_of(u) for u in [*index_urls, *find_links] if "://" in u}
+    allowed |= {h.lower() for h in options.allow_hosts}
+    policy = HostPolicy(allowed_hosts=frozenset(allowed), trusted_hosts=frozenset(trusted))
+    return Sources(
+        index_urls=tuple(dict.fromkeys(index_urls)),
+        find_links=tuple(dict.fromkeys(_abs_link(f) for f in find_links)),
+        policy=policy,
+        trusted_hosts=tuple(dict.fromkeys(trusted)),
+    )
+
+
+def _abs_link(location: str) -> str:
+    if "://" in location:
+        return location
+    return str(Path(location).expanduser().absolute())
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+def plan_install(
+    options: InstallOptions,
+    parsed: ParsedRequirements,
+    target: Target,
+    sources: Sources,
+    index: IndexClient,
+    reporter: Reporter,
+) -> Plan:
+    """Choose one verified-to-be file per pin; every problem is collected and raised at once."""
+    from safepip.resolve import choose_artifact, direct_artifact, merge_requirements
+
+    hash_mode = options.require_hashes or parsed.hash_mode
+    wanted, constraints, skipped = merge_requirements(
+        parsed.requirements, parsed.constraints, target.markers
+    )
+    for note in skipped:
+        reporter.detail(note)
+    if not wanted:
+        raise UsageError(
+            "Nothing to install: no requirement applies to the target",
+            hint="give requirements (`safepip install NAME==VERSION`) or `-r FILE`",
+        )
+    problems: list[HashProblem] = []
+    violations: list[str] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    unpinned: list[Wanted] = []
+    for w in wanted.values():
+        c = constraints.get(w.name)
+        if c is not None and c.hashes is not None:
+            w = replace(w, hashes=c.hashes if w.hashes is None else w.hashes & c.hashes)
+            wanted[w.name] = w
+        if any(line.editable for line in w.lines):
+            (problems if hash_mode else violations).append(
+                HashProblem(kind=ProblemKind.UNHASHABLE, package=w.display_name, where=w.where)
+                if hash_mode
+                else f"`{w.display_name}` is an editable install; building it runs its code "  # type: ignore[arg-type]
+                f"({w.where})"
+            )
+            continue
+        if w.url is None and w.pinned_version is None:
+            unpinned.append(w)
+    if unpinned:
+        if hash_mode:
+            problems.extend(
+                HashProblem(
+                    kind=ProblemKind.UNPINNED,
+                    package=f"{w.display_name}{w.specifier}",
+                    where=w.where,
+                )
+                for w in unpinned
+            )
+        else:
+            names = ", ".join(f"`{w.display_name}{w.specifier}`" for w in unpinned)
+            raise ResolutionError(
+                f"Not pinned: {names}; safepip installs pinned requirements only (resolving "
+                "unpinned ones is not available yet)",
+                hint="pin each requirement with `==`, or write a lock with "
+                "`pip-compile --generate-hashes` / `uv pip compile --generate-hashes` and install that",
+            )
+    index_names = [
+        w.name for w in wanted.values() if w.url is None and w.pinned_version is not None
+    ]
+    pages = index.project_files_many(index_names) if index_names else {}
+    pins: list[Pin] = []
+    for w in wanted.values():
+        if any(line.editable for line in w.lines) or (w.url is None and w.pinned_version is None):
+            continue
+        if w.url is not None:
+            choice = direct_artifact(
+                w, target, hash_mode=hash_mode, allow_unhashed=options.allow_unhashed
+            )
+        else:
+            found = pages[w.name]
+            if not found.files:
+                where = (
+                    "the indexes " + ", ".join(f"`{u}`" for u in sources.index_urls)
+                    if sources.index_urls
+                    else "the find-links locations"
+                )
+                errors.append(f"`{w.display_name}` was not found on {where} ({w.where})")
+                continue
+            choice = choose_artifact(
+                w, found.files, target, hash_mode=hash_mode, allow_unhashed=options.allow_unhashed
+            )
+        if choice.problem is not None:
+            problems.append(choice.problem)
+        if choice.violation is not None:
+            violations.append(choice.violation)
+        if choice.error is not None:
+            errors.append(choice.error)
+        if choice.warning is not None:
+            warnings.append(choice.warning)
+        if choice.artifact is not None:
+            pins.append(
+                Pin(
+                    name=w.name,
+                    display_name=w.display_name,
+                    version=choice.artifact.version,
+                    artifact=choice.artifact,
+                    requested=True,
+                    extras=w.extras,
+                    requirement=w.lines[0],
+                )
+            )
+    if violations:
+        raise PolicyViolation(
+            "Refusing to install:\n" + "\n".join(f"    {v}" for v in violations),
+            hint=(
+                "safepip installs wheels only; ask the maintainers for a wheel, or build one "
+                "yourself in a sandbox and install it by path with its hash"
+            ),
+        )
+    if problems:
+        # Missing hashes: pip shows the hash of the file it would install; so do we.
+        raise HashCheckError(problems)
+    if errors:
+        raise ResolutionError("\n".join(errors))
+    for warning in warnings:
+        reporter.warn(warning)
+    return Plan(
+        target=target,
+        pins=tuple(pins),
+        hash_mode=hash_mode,
+        index_urls=sources.index_urls,
+        find_links=sources.find_links,
+        notes=tuple(skipped),
+        warnings=tuple(warnings),
+    )
+
+
+def check_dependencies(
+    plan: Plan,
+    constraints: Mapping[NormalizedName, Wanted],
+    unpacked: Mapping[str, UnpackedWheel],
+    fetched: Mapping[str, FetchedArtifact],
+    index: IndexClient,
+) -> None:
+    """The dependency closure, read from the verified wheels, must be pinned in the files."""
+    from safepip.resolve import best_version_for, check_closure
+
+    metadata = {p.name: unpacked[fetched[p.spec].sha256].metadata for p in plan.pins}
+    gaps, problems = check_closure(plan.pins, metadata, plan.target, constraints)
+    if problems:
+        raise ResolutionError("\n".join(problems))
+    if not gaps:
+        return
+    missing = [g for g in gaps if g.pinned is None]
+    conflicts = [g for g in gaps if g.pinned is not None]
+    if conflicts:
+        lines = [
+            f"`{g.parent}` requires `{g.requirement}`, but the files pin `{g.name}=={g.pinned}`"
+            + (f" (via {' -> '.join(g.chain)})" if len(g.chain) > 1 else "")
+            for g in conflicts
+        ]
+        raise ResolutionError(
+            "Conflicting pins:\n" + "\n".join(f"    {line}" for line in lines),
+            hint="regenerate the lock so that every dependency is satisfied",
+        )
+    pages = index.project_files_many({g.name for g in missing})
+    problems_out: list[HashProblem] = []
+    for g in missing:
+        found = pages.get(g.name)
+        best = best_version_for(g.requirement, found.files if found else (), plan.target)
+        if best is None:
+            suggestion = f"{g.name}  # no version on the index satisfies `{g.requirement}`"
+        else:
+            version, sha = best
+            suggestion = f"{g.name}=={version}" + (
+                f" --hash=sha256:{sha}" if sha else "  # the index publishes no hash"
+            )
+        problems_out.append(
+            HashProblem(
+                kind=ProblemKind.MISSING_DEPENDENCY,
+                package=g.name,
+                where="required by " + " -> ".join((*g.chain, g.requirement)),
+                suggestion=suggestion,
+            )
+        )
+    raise HashCheckError(problems_out)
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+class _Context:
+    """Resources shared by the stages of one run."""
+
+    def __init__(self, options: InstallOptions, reporter: Reporter) -> None:
+        self.options = options
+        self.reporter = reporter
+        self._cache_cm = _TempCache(options)
+        self.session: Session | None = None
+
+    def __enter__(self) -> _Context:
+        self.cache = self._cache_cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.session is not None:
+            self.session.close()
+        self._cache_cm.__exit__(*exc)
+
+    def open_session(self, sources: Sources, pip_config: object | None) -> Session:
+        from safepip.net import NetConfig, Session
+
+        config = _net_config(self.options.sources, sources.policy, pip_config)
+        assert isinstance(config, NetConfig)
+        self.session = Session(config)
+        return self.session
+
+
+def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
+    """Install the requirements into the target: the whole safepip promise, in order."""
+    from safepip import fetch as fetch_stage
+    from safepip import install as install_stage
+    from safepip.index import IndexClient
+    from safepip.target import installed_distributions
+
+    with _Context(options, reporter) as ctx:
+        target = resolve_target(options.target, ctx.cache)
+        reporter.detail(f"Target: `{target.python}` (Python {target.python_version})")
+        pip_config = load_pip_config(options.sources, target)
+        parsed = parse_inputs(options, pip_config, reporter)
+        sources = decide_sources(options.sources, parsed, pip_config)
+        for host in sources.trusted_hosts:
+            reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
+        session = ctx.open_session(sources, pip_config)
+        index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
+        plan = plan_install(options, parsed, target, sources, index, reporter)
+        audit_report = audit_gate(options.audit, plan, reporter)
+        changes = install_stage.plan_changes(
+            plan.pins, installed_distributions(target), reinstall=options.reinstall
+        )
+        # Every pin is fetched and verified, even those already installed: the closure check
+        # reads the dependencies from the verified wheels.
+        fetched_list = fetch_stage.fetch_artifacts(
+            session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
+        )
+        fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
+        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
+        if plan.hash_mode and not options.no_deps:
+            _, constraints, _ = _merged_constraints(parsed, target)
+            check_dependencies(plan, constraints, unpacked, fetched, index)
+        elif not options.no_deps:
+            _, constraints, _ = _merged_constraints(parsed, target)
+            check_dependencies(plan, constraints, unpacked, fetched, index)
+        if options.dry_run:
+            return InstallOutcome(
+                plan=plan,
+                changes=changes,
+                result=None,
+                audit=audit_report,
+                fetched=tuple(fetched_list),
+            )
+        result = install_stage.apply(changes, fetched, unpacked, target, link=options.link)
+        if options.compile and changes.install:
+            install_stage.compile_bytecode(target, changes.install)
+        return InstallOutcome(
+            plan=plan,
+            changes=changes,
+            result=result,
+            audit=audit_report,
+            fetched=tuple(fetched_list),
+        )
+
+
+def _merged_constraints(
+    parsed: ParsedRequirements, target: Target
+) -> tuple[dict[NormalizedName, Wanted], dict[NormalizedName, Wanted], list[str]]:
+    from safepip.resolve import merge_requirements
+
+    return merge_requirements(parsed.requirements, parsed.constraints, target.markers)
+
+
+def audit_gate(choice: AuditChoice, plan: Plan, reporter: Reporter) -> object | None:
+    """Audit the final set of distributions before anything is downloaded or written."""
+    if not choice.enabled:
+        reporter.warn(
+            "AUDIT DISABLED (`--no-audit`): packages are installed without checking them "
+            "against known vulnerabilities"
+        )
+        return None
+    try:
+        from safepip import audit
+    except ImportError:  # pragma: no cover - the audit package ships with safepip
+        return None
+    if not hasattr(audit, "audit_packages"):
+        return None
+    options = audit.AuditOptions(
+        source=choice.source,
+        db_path=choice.db,
+        ignore_vulns=choice.ignore_vulns,
+        refresh=choice.refresh,
+        **({"osv_url": choice.osv_url} if choice.osv_url else {}),
+    )
+    report = audit.audit_packages([(p.name, p.version) for p in plan.pins], options)
+    for warning in getattr(report, "warnings", ()):
+        reporter.warn(warning)
+    audit.gate(report)
+    return report
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DownloadOutcome:
+    plan: Plan
+    files: tuple[Path, ...]
+
+
+def download(options: InstallOptions, dest: Path, reporter: Reporter) -> DownloadOutcome:
+    """Fetch and verify like `install`, then copy the wheels into `dest` (usable as find-links)."""
+    from safepip import fetch as fetch_stage
+    from safepip.index import IndexClient
+
+    with _Context(options, reporter) as ctx:
+        target = (
+            resolve_target(options.target, ctx.cache)
+            if (options.target.python or options.target.system)
+            else _current_target(ctx.cache)
+        )
+        pip_config = load_pip_config(options.sources, target)
+        parsed = parse_inputs(options, pip_config, reporter)
+        sources = decide_sources(options.sources, parsed, pip_config)
+        session = ctx.open_session(sources, pip_config)
+        index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
+        plan = plan_install(options, parsed, target, sources, index, reporter)
+        audit_gate(options.audit, plan, reporter)
+        fetched_list = fetch_stage.fetch_artifacts(
+            session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
+        )
+        fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
+        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
+        if not options.no_deps:
+            _, constraints, _ = _merged_constraints(parsed, target)
+            check_dependencies(plan, constraints, unpacked, fetched, index)
+        dest.mkdir(parents=True, exist_ok=True)
+        written = []
+        for item in fetched_list:
+            out = dest / item.artifact.filename
+            tmp = dest / f".{item.artifact.filename}.{os.getpid()}.tmp"
+            shutil.copyfile(item.path, tmp)
+            os.replace(tmp, out)
+            written.append(out)
+        return DownloadOutcome(plan=plan, files=tuple(written))
+
+
+def _current_target(cache: Cache) -> Target:
+    import sys
+
+    from safepip.target import probe
+
+    return probe(sys.executable, cache_dir=cache.root)

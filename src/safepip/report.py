@@ -1,0 +1,213 @@
+"""What users see: progress on stderr, a one-line summary, and the JSON installation report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, TextIO
+
+from safepip import __version__
+
+if TYPE_CHECKING:
+    from safepip.fetch import Progress
+    from safepip.pipeline import InstallOutcome
+    from safepip.resolve import Artifact
+
+REPORT_VERSION = "1"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def use_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty()
+
+
+class ConsoleReporter:
+    """Renders pipeline messages on stderr; progress bars only when stderr is a terminal."""
+
+    def __init__(
+        self, *, verbosity: int = 0, stream: TextIO | None = None, color: bool | None = None
+    ):
+        self.stream = stream or sys.stderr
+        self.verbosity = verbosity
+        self.color = use_color(self.stream) if color is None else color
+        self._lock = threading.Lock()
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def info(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._write(text)
+
+    def warn(self, text: str) -> None:
+        if self.verbosity >= -1:
+            self._write(self._style("warning:", "33") + " " + text)
+
+    def detail(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self._write(text)
+
+    def error(self, message: str, hint: str | None) -> None:
+        self._write(self._style("error:", "31") + " " + message)
+        if hint:
+            self._write("")
+            self._write(self._style("hint:", "36") + " " + hint)
+
+    def success(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._write(self._style(text, "32") if self.color else text)
+
+    def progress(self) -> Progress:
+        if self.verbosity < 0:
+            from safepip.fetch import NoProgress
+
+            return NoProgress()
+        if self.stream.isatty() and self.verbosity >= 0:
+            return RichProgress(self.stream)
+        return LineProgress(self)
+
+
+class LineProgress:
+    """Plain lines for logs and CI: one per finished download (verbose only for cache hits)."""
+
+    def __init__(self, reporter: ConsoleReporter) -> None:
+        self.reporter = reporter
+
+    def start(self, artifact: Artifact, total: int | None) -> None:
+        pass
+
+    def advance(self, artifact: Artifact, size: int) -> None:
+        pass
+
+    def finish(self, artifact: Artifact, *, cached: bool) -> None:
+        if cached:
+            self.reporter.detail(f"Using cached {artifact.filename}")
+        else:
+            self.reporter.detail(f"Downloaded {artifact.filename}")
+
+
+class RichProgress:
+    """A rich progress display for interactive terminals."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(file=stream),
+            transient=True,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self, artifact: Artifact, total: int | None) -> None:
+        with self._lock:
+            if not self._started:
+                self._progress.start()
+                self._started = True
+            self._tasks[artifact.filename] = self._progress.add_task(artifact.filename, total=total)
+
+    def advance(self, artifact: Artifact, size: int) -> None:
+        task = self._tasks.get(artifact.filename)
+        if task is not None:
+            self._progress.advance(task, size)
+
+    def finish(self, artifact: Artifact, *, cached: bool) -> None:
+        with self._lock:
+            task = self._tasks.pop(artifact.filename, None)
+            if task is not None:
+                self._progress.remove_task(task)
+            if self._started and not self._tasks:
+                self._progress.stop()
+                self._started = False
+
+
+def summary(outcome: InstallOutcome, seconds: float) -> str:
+    changes = outcome.changes
+    if outcome.result is None:
+        parts = [f"Would install {plural(len(changes.install), 'package')}"]
+    else:
+        parts = [f"Installed {plural(len(changes.install), 'package')}"]
+    if changes.remove:
+        parts.append(f"replaced {len(changes.remove)}")
+    if changes.keep:
+        parts.append(f"kept {len(changes.keep)} already installed")
+    return ", ".join(parts) + f" in {seconds:.2f}s"
+
+
+def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
+    """pip's installation-report shape (`pip install --report`) where it fits, plus safepip fields."""
+    from safepip.net import redact_url
+
+    by_spec = {f.artifact.name + "==" + f.artifact.version: f for f in outcome.fetched}
+    kept = {p.spec for p in outcome.changes.keep}
+    replaced = {d.name for d in outcome.changes.remove}
+    items = []
+    for pin in outcome.plan.pins:
+        fetched = by_spec.get(pin.spec)
+        sha = fetched.sha256 if fetched else None
+        action = "keep" if pin.spec in kept else ("replace" if pin.name in replaced else "install")
+        items.append(
+            {
+                "download_info": {
+                    "url": redact_url(pin.artifact.url),
+                    "archive_info": {"hashes": {"sha256": sha}} if sha else {},
+                },
+                "is_direct": pin.artifact.direct_url,
+                "is_yanked": pin.artifact.yanked is not None,
+                "requested": pin.requested,
+                "requested_extras": sorted(pin.extras),
+                "metadata": {"name": pin.display_name, "version": pin.version},
+                "safepip": {
+                    "action": action,
+                    "filename": pin.artifact.filename,
+                    "origin": redact_url(pin.artifact.origin),
+                    "hash_source": pin.artifact.hash_source,
+                },
+            }
+        )
+    target = outcome.plan.target
+    return {
+        "version": REPORT_VERSION,
+        "pip_version": None,
+        "installer": {"name": "safepip", "version": __version__},
+        "dry_run": outcome.result is None,
+        "install": items,
+        "environment": dict(target.markers),
+        "target": {"python": str(target.python), "purelib": str(target.paths.purelib)},
+    }
+
+
+def write_json(data: object, path: str) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)

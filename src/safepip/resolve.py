@@ -1,0 +1,584 @@
+"""Planning what to install: pins, the files chosen for them, and the dependency closure check.
+
+In hash-checking mode nothing is resolved: every requirement is already pinned and hashed, so
+this stage chooses one file per pin (preferring the files whose hash is pinned), and after the
+files are verified checks that the dependency closure read from their metadata is complete.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from packaging.specifiers import SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from safepip.errors import SafepipError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from packaging.requirements import Requirement
+
+    from safepip.hashes import HashProblem
+    from safepip.index import IndexFile
+    from safepip.requirements import ParsedRequirement
+    from safepip.target import Target
+
+
+class ResolutionError(SafepipError):
+    """The requirements cannot be satisfied as given."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Artifact:
+    """One file to fetch: where from, and which digests it must match."""
+
+    name: NormalizedName
+    version: str
+    filename: str
+    url: str
+    origin: str
+    """The index or find-links location (or `direct URL`) that listed the file."""
+    expected_hashes: frozenset[str]
+    """`alg:hex` digests; the file must match one of them."""
+    hash_source: str
+    """`pinned` (from the requirements), `index` (published by the index) or `none`."""
+    size: int | None = None
+    direct_url: bool = False
+    yanked: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Pin:
+    """A package at one version, with the file chosen for the target and why it is wanted."""
+
+    name: NormalizedName
+    display_name: str
+    version: str
+    artifact: Artifact
+    requested: bool
+    """Asked for directly (a requirement line), not only needed by another package."""
+    extras: frozenset[str] = frozenset()
+    requirement: ParsedRequirement | None = None
+    via: tuple[str, ...] = field(default=())
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def parse_metadata_requires(metadata: bytes | str) -> tuple[str, str, list[str], str | None]:
+    """(`Name`, `Version`, `Requires-Dist` lines, `Requires-Python`) from a METADATA file."""
+    from email.parser import HeaderParser
+
+    text = metadata.decode("utf-8", "replace") if isinstance(metadata, bytes) else metadata
+    msg = HeaderParser().parsestr(text)
+    return (
+        str(msg.get("Name", "")),
+        str(msg.get("Version", "")),
+        [str(v) for v in msg.get_all("Requires-Dist") or []],
+        str(msg["Requires-Python"]) if msg.get("Requires-Python") else None,
+    )
+
+
+def dependencies_for(
+    requires_dist: Sequence[str], extras: frozenset[str], markers: Mapping[str, str]
+) -> list[Requirement]:
+    """The `Requires-Dist` entries that apply to the target with the given extras."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    result: list[Requirement] = []
+    for line in requires_dist:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None:
+            env: dict[str, str] = dict(markers)
+            wanted = ("",) + tuple(sorted(extras))
+            if not any(req.marker.evaluate({**env, "extra": e}) for e in wanted):
+                continue
+        result.append(req)
+    return result
+
+
+def version_matches(spec: SpecifierSet, version: str) -> bool:
+    try:
+        return spec.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+_WHEEL_RE = re.compile(r"\.whl$", re.I)
+
+
+def rank_wheel(file: IndexFile, priority: Mapping[object, int]) -> int | None:
+    """Lower is better: the best tag's position in the target's preference list; None if none fit."""
+    tags = file.tags
+    ranks = [priority[t] for t in tags if t in priority]
+    return min(ranks) if ranks else None
+
+
+def requires_python_ok(file: IndexFile, target: Target) -> bool:
+    spec = file.requires_python
+    if spec is None:
+        return True
+    return spec.contains(Version(target.python_version), prereleases=True)
+
+
+def canonical(name: str) -> NormalizedName:
+    return canonicalize_name(name)
+
+
+# --- hash-mode planning ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Wanted:
+    """All requirement lines for one project, merged (pip intersects their hash sets)."""
+
+    name: NormalizedName
+    display_name: str
+    specifier: SpecifierSet
+    extras: frozenset[str]
+    hashes: frozenset[str] | None
+    """None when no line gave hashes; else the intersection of every line's set."""
+    url: str | None
+    lines: tuple[ParsedRequirement, ...]
+    requested: bool
+
+    @property
+    def where(self) -> str:
+        loc = self.lines[0].location
+        return f"{loc.path}:{loc.line}"
+
+    @property
+    def pinned_version(self) -> str | None:
+        specs = list(self.specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+            return specs[0].version
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanNotes:
+    """Things the user should hear about that do not stop the install."""
+
+    skipped: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def merge_requirements(
+    requirements: Sequence[ParsedRequirement],
+    constraints: Sequence[ParsedRequirement],
+    markers: Mapping[str, str],
+) -> tuple[dict[NormalizedName, Wanted], dict[NormalizedName, Wanted], list[str]]:
+    """Group requirement and constraint lines by project, dropping lines whose marker is false."""
+    skipped: list[str] = []
+
+    def applies(line: ParsedRequirement) -> bool:
+        req = line.requirement
+        if req is not None and req.marker is not None:
+            if not req.marker.evaluate({**markers, "extra": ""}):
+                skipped.append(
+                    f"Ignoring `{req}` ({line.location.path}:{line.location.line}): "
+                    "its markers do not match the target"
+                )
+                return False
+        return True
+
+    def group(
+        lines: Sequence[ParsedRequirement], *, requested: bool
+    ) -> dict[NormalizedName, Wanted]:
+        out: dict[NormalizedName, list[ParsedRequirement]] = {}
+        for line in lines:
+            if applies(line):
+                out.setdefault(line.name, []).append(line)
+        merged: dict[NormalizedName, Wanted] = {}
+        for name, group_lines in out.items():
+            spec = SpecifierSet()
+            extras: set[str] = set()
+            hashes: frozenset[str] | None = None
+            url = None
+            for line in group_lines:
+                if line.requirement is not None:
+                    spec &= line.requirement.specifier
+                    extras |= set(line.requirement.extras)
+                if line.hashes:
+                    hashes = line.hashes if hashes is None else hashes & line.hashes
+                if line.url:
+                    if url is not None and url != line.url:
+                        raise ResolutionError(
+                            f"Two different URLs are given for `{name}`: `{url}` and `{line.url}`",
+                            hint="keep one line for this package",
+                        )
+                    url = line.url
+            display = group_lines[0].requirement.name if group_lines[0].requirement else name
+            merged[name] = Wanted(
+                name=name,
+                display_name=display,
+                specifier=spec,
+                extras=frozenset(canonical(e) for e in extras),
+                hashes=hashes,
+                url=url,
+                lines=tuple(group_lines),
+                requested=requested,
+            )
+        return merged
+
+    return group(requirements, requested=True), group(constraints, requested=False), skipped
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Choice:
+    """The outcome of choosing a file for one wanted project."""
+
+    artifact: Artifact | None = None
+    problem: HashProblem | None = None
+    violation: str | None = None
+    """A policy refusal (sdist only, untrusted direct URL)."""
+    error: str | None = None
+    warning: str | None = None
+
+
+def _sha256_of(hashes: Mapping[str, str]) -> str | None:
+    value = hashes.get("sha256")
+    return value.lower() if value else None
+
+
+def _file_hashes(file: IndexFile) -> frozenset[str]:
+    return frozenset(f"{alg}:{d.lower()}" for alg, d in file.hashes.items() if alg in ALLOWED)
+
+
+ALLOWED = ("sha256", "sha384", "sha512")
+
+
+def choose_artifact(
+    wanted: Wanted,
+    files: Sequence[IndexFile],
+    target: Target,
+    *,
+    hash_mode: bool,
+    allow_unhashed: bool,
+) -> Choice:
+    """Pick the best wheel of the pinned version for the target.
+
+    In hash mode only files whose listed sha256 is pinned, or whose hash the index does not
+    publish (checked after download), are considered; files with a pinned hash come first so a
+    wheel uploaded after the lock was written cannot break the install (pip issue 11692).
+    """
+    from safepip.hashes import HashProblem, ProblemKind
+
+    version = wanted.pinned_version
+    assert version is not None
+    exact = any(s.operator == "===" for s in wanted.specifier)
+
+    def same_version(file: IndexFile) -> bool:
+        if exact:
+            return str(file.version) == version
+        return file.version is not None and file.version == Version(version)
+
+    matching = [f for f in files if same_version(f)]
+    label = f"{wanted.name}=={version}"
+    if not matching:
+        return Choice(
+            error=f"No file for `{label}` on the index ({wanted.where})",
+        )
+    priority = target.tag_priority()
+    wheels = [f for f in matching if f.kind == "wheel"]
+    fitting = [
+        (rank, f)
+        for f in wheels
+        if (rank := rank_wheel(f, priority)) is not None and requires_python_ok(f, target)
+    ]
+    if not fitting:
+        if not wheels:
+            return Choice(
+                violation=(
+                    f"`{label}` has only a source distribution; building it would run the "
+                    f"package's code ({wanted.where})"
+                )
+            )
+        return Choice(
+            error=(
+                f"No wheel of `{label}` fits the target (Python {target.python_version}, "
+                f"{target.tags[0]}); the index offers: "
+                + ", ".join(sorted(f.filename for f in wheels)[:6])
+            )
+        )
+    warning = None
+    live = [(r, f) for r, f in fitting if f.yanked is None]
+    if not live:
+        reason = fitting[0][1].yanked or "no reason given"
+        warning = f"`{label}` is yanked ({reason}); installing it because it is pinned exactly"
+        live = fitting
+    pinned = wanted.hashes or frozenset()
+    pinned_sha = {d for a, d in (h.split(":", 1) for h in pinned) if a == "sha256"}
+    if hash_mode:
+        if not pinned:
+            best = min(live, key=lambda rf: rf[0])[1]
+            sha = _sha256_of(best.hashes)
+            return Choice(
+                problem=HashProblem(
+                    kind=ProblemKind.MISSING_HASH,
+                    package=label,
+                    where=wanted.where,
+                    suggestion=(
+                        f"{label} --hash=sha256:{sha}"
+                        if sha
+                        else f"{label}  # index publishes no hash"
+                    ),
+                    url=best.url,
+                )
+            )
+        good = [(r, f) for r, f in live if _sha256_of(f.hashes) in pinned_sha]
+        unknown = [(r, f) for r, f in live if not f.hashes]
+        other = [(r, f) for r, f in live if f.hashes and _file_hashes(f) & pinned]
+        pool = good or other or unknown
+        if not pool:
+            best = min(live, key=lambda rf: rf[0])[1]
+            sha = _sha256_of(best.hashes)
+            return Choice(
+                problem=HashProblem(
+                    kind=ProblemKind.NO_PINNED_FILE,
+                    package=label,
+                    where=wanted.where,
+                    expected=tuple(sorted(pinned)),
+                    got=f"{best.filename} sha256:{sha}" if sha else best.filename,
+                )
+            )
+        rank, file = min(pool, key=lambda rf: rf[0])
+        expected = pinned
+        source = "pinned"
+    else:
+        rank, file = min(live, key=lambda rf: rf[0])
+        published = _file_hashes(file)
+        if pinned:
+            expected, source = pinned, "pinned"
+        elif published:
+            expected, source = published, "index"
+        elif allow_unhashed:
+            expected, source = frozenset(), "none"
+        else:
+            return Choice(
+                problem=HashProblem(
+                    kind=ProblemKind.UNHASHED_INDEX_FILE,
+                    package=label,
+                    where=wanted.where,
+                    url=file.url,
+                )
+            )
+    del rank
+    return Choice(
+        artifact=Artifact(
+            name=wanted.name,
+            version=version,
+            filename=file.filename,
+            url=file.url,
+            origin=file.origin,
+            expected_hashes=expected,
+            hash_source=source,
+            size=file.size,
+            yanked=file.yanked,
+        ),
+        warning=warning,
+    )
+
+
+def direct_artifact(
+    wanted: Wanted, target: Target, *, hash_mode: bool, allow_unhashed: bool
+) -> Choice:
+    """The artifact of a direct URL requirement (`name @ https://…/x.whl`)."""
+    from urllib.parse import urlsplit
+
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    from safepip.hashes import HashProblem, ProblemKind
+    from safepip.net import strip_fragment
+
+    assert wanted.url is not None
+    url = wanted.url
+    parts = urlsplit(url)
+    filename = parts.path.rsplit("/", 1)[-1]
+    fragment_hashes = set()
+    for item in parts.fragment.split("&"):
+        alg, _, value = item.partition("=")
+        if alg.lower() in ALLOWED and value:
+            fragment_hashes.add(f"{alg.lower()}:{value.lower()}")
+    hashes = set(wanted.hashes or ()) | fragment_hashes
+    if not filename.endswith(".whl"):
+        if parts.scheme.startswith(("git", "hg", "svn", "bzr")) or "+" in parts.scheme:
+            return Choice(
+                problem=HashProblem(
+                    kind=ProblemKind.UNHASHABLE,
+                    package=str(wanted.display_name),
+                    where=wanted.where,
+                    url=url,
+                )
+            )
+        return Choice(
+            violation=(
+                f"`{wanted.display_name}` points at `{filename or url}`, which is not a wheel; "
+                f"building it would run the package's code ({wanted.where})"
+            )
+        )
+    try:
+        name, version, _, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return Choice(error=f"`{filename}` is not a valid wheel filename ({wanted.where})")
+    if name != wanted.name:
+        return Choice(
+            error=f"`{filename}` is a wheel of `{name}`, not of `{wanted.name}` ({wanted.where})"
+        )
+    if not set(tags) & set(target.tags):
+        return Choice(
+            error=f"`{filename}` does not fit the target (Python {target.python_version})"
+        )
+    if not hashes and (hash_mode or not allow_unhashed):
+        return Choice(
+            problem=HashProblem(
+                kind=ProblemKind.MISSING_HASH,
+                package=f"{wanted.display_name} @ {url}",
+                where=wanted.where,
+                suggestion=f"{wanted.display_name} @ {url}  # add --hash=sha256:<digest>",
+            )
+        )
+    return Choice(
+        artifact=Artifact(
+            name=wanted.name,
+            version=str(version),
+            filename=filename,
+            url=strip_fragment(url),
+            origin="direct URL",
+            expected_hashes=frozenset(hashes),
+            hash_source="pinned" if hashes else "none",
+            direct_url=True,
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClosureGap:
+    """A dependency that the pinned set lacks or pins at a version it does not accept."""
+
+    parent: str
+    requirement: str
+    name: NormalizedName
+    pinned: str | None
+    chain: tuple[str, ...]
+
+
+def check_closure(
+    pins: Sequence[Pin],
+    metadata: Mapping[NormalizedName, bytes],
+    target: Target,
+    constraints: Mapping[NormalizedName, Wanted],
+) -> tuple[list[ClosureGap], list[str]]:
+    """Check that every dependency of every pin (markers evaluated for the target, extras followed)
+    is itself pinned at an acceptable version. Returns the gaps and metadata problems."""
+    by_name = {p.name: p for p in pins}
+    extras: dict[NormalizedName, set[str]] = {p.name: set(p.extras) for p in pins}
+    parents: dict[NormalizedName, NormalizedName | None] = {
+        p.name: None for p in pins if p.requested
+    }
+    problems: list[str] = []
+    parsed: dict[NormalizedName, tuple[list[str], str | None]] = {}
+    for pin in pins:
+        name, version, requires, requires_python = parse_metadata_requires(metadata[pin.name])
+        if canonical(name) != pin.name or not _same(version, pin.version):
+            problems.append(
+                f"`{pin.artifact.filename}` declares `{name} {version}` in its metadata, "
+                f"not `{pin.name} {pin.version}`"
+            )
+        if requires_python and not SpecifierSet(requires_python).contains(
+            Version(target.python_version), prereleases=True
+        ):
+            problems.append(
+                f"`{pin.spec}` requires Python `{requires_python}`; the target has "
+                f"{target.python_version}"
+            )
+        parsed[pin.name] = (requires, requires_python)
+    gaps: dict[tuple[str, str], ClosureGap] = {}
+    changed = True
+    while changed:
+        changed = False
+        for pin in pins:
+            requires = parsed[pin.name][0]
+            for dep in dependencies_for(requires, frozenset(extras[pin.name]), target.markers):
+                dep_name = canonical(dep.name)
+                child = by_name.get(dep_name)
+                if child is None or not version_matches(dep.specifier, child.version):
+                    key = (pin.name, str(dep))
+                    if key not in gaps:
+                        gaps[key] = ClosureGap(
+                            parent=pin.spec,
+                            requirement=str(dep),
+                            name=dep_name,
+                            pinned=child.version if child else None,
+                            chain=_chain(pin.name, parents),
+                        )
+                    continue
+                parents.setdefault(dep_name, pin.name)
+                new = {canonical(e) for e in dep.extras} - extras[dep_name]
+                if new:
+                    extras[dep_name] |= new
+                    changed = True
+    for pin in pins:
+        wanted = constraints.get(pin.name)
+        if wanted is not None and not version_matches(wanted.specifier, pin.version):
+            problems.append(
+                f"`{pin.spec}` does not satisfy the constraint `{wanted.name}{wanted.specifier}` "
+                f"({wanted.where})"
+            )
+    return list(gaps.values()), problems
+
+
+def _chain(
+    name: NormalizedName, parents: Mapping[NormalizedName, NormalizedName | None]
+) -> tuple[str, ...]:
+    chain = [str(name)]
+    seen = {name}
+    current = parents.get(name)
+    while current is not None and current not in seen:
+        chain.append(str(current))
+        seen.add(current)
+        current = parents.get(current)
+    return tuple(reversed(chain))
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def best_version_for(
+    requirement: str, files: Sequence[IndexFile], target: Target
+) -> tuple[str, str | None] | None:
+    """The newest final version with a fitting wheel that satisfies `requirement`, and its sha256.
+
+    Used only to suggest the line a user should add for a missing dependency.
+    """
+    from packaging.requirements import Requirement
+
+    spec = Requirement(requirement).specifier
+    priority = target.tag_priority()
+    best: tuple[Version, int, IndexFile] | None = None
+    for f in files:
+        if f.kind != "wheel" or f.version is None or f.yanked is not None:
+            continue
+        if f.version.is_prerelease or not spec.contains(f.version):
+            continue
+        rank = rank_wheel(f, priority)
+        if rank is None or not requires_python_ok(f, target):
+            continue
+        key = (f.version, -rank, f)
+        if best is None or (key[0], key[1]) > (best[0], best[1]):
+            best = key
+    if best is None:
+        return None
+    return str(best[0]), _sha256_of(best[2].hashes)

@@ -1,0 +1,393 @@
+"""The target environment: which interpreter, its tags, markers, scheme paths and installed packages.
+
+The target interpreter is consulted through one subprocess that prints JSON; safepip itself may run
+from another environment and another Python version (as with pipx). The probe result is cached per
+interpreter (keyed by its path and modification times), so a no-op run does not start Python twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packaging.tags import Tag
+from packaging.utils import NormalizedName, canonicalize_name
+
+from safepip.errors import SafepipError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+PROBE_VERSION = 2
+
+# Runs inside the target interpreter. It borrows safepip's own `packaging` (pure Python) only to
+# compute the wheel tags the way pip does; everything else comes from the target's stdlib.
+_PROBE = r"""
+import json, os, sys, sysconfig, platform
+sys.path.insert(0, sys.argv[1])
+from packaging import tags
+sys.path.pop(0)
+mode, where = sys.argv[2], sys.argv[3]
+def impl_version():
+    v = sys.implementation.version
+    s = "{0.major}.{0.minor}.{0.micro}".format(v)
+    if v.releaselevel != "final":
+        s += v.releaselevel[0] + str(v.serial)
+    return s
+markers = {
+    "implementation_name": sys.implementation.name,
+    "implementation_version": impl_version(),
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": platform.python_version(),
+    "platform_python_implementation": platform.python_implementation(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}
+if mode == "prefix":
+    scheme = "nt" if os.name == "nt" else "posix_prefix"
+    paths = sysconfig.get_paths(scheme, vars={"base": where, "platbase": where, "installed_base": where, "installed_platbase": where})
+else:
+    paths = sysconfig.get_paths()
+stdlib = sysconfig.get_paths()["stdlib"]
+em = os.path.join(stdlib, "EXTERNALLY-MANAGED")
+print(json.dumps({
+    "executable": sys.executable,
+    "version": list(sys.version_info[:3]),
+    "prefix": sys.prefix,
+    "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+    "markers": markers,
+    "tags": [str(t) for t in tags.sys_tags()],
+    "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
+    "externally_managed": em if os.path.isfile(em) else None,
+}))
+"""
+
+
+class TargetError(SafepipError):
+    """The target environment cannot be used."""
+
+
+class ExternallyManagedError(TargetError):
+    """PEP 668: the interpreter's distributor manages its packages."""
+
+    def __init__(self, python: Path, text: str) -> None:
+        super().__init__(
+            f"Refusing to install into `{python}`: it is externally managed (PEP 668)\n\n{text}",
+            hint=(
+                "create a virtual environment (`python -m venv .venv`) and pass `--python .venv`, "
+                "or override with `--break-system-packages`"
+            ),
+        )
+        self.python = python
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SchemePaths:
+    """Where each part of a wheel goes (the install scheme of PEP 427 / sysconfig)."""
+
+    purelib: Path
+    platlib: Path
+    scripts: Path
+    data: Path
+    headers: Path
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "purelib": str(self.purelib),
+            "platlib": str(self.platlib),
+            "scripts": str(self.scripts),
+            "data": str(self.data),
+            "headers": str(self.headers),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    """An interpreter and the folders that an install writes to."""
+
+    python: Path
+    """The target interpreter (used for shebangs and markers)."""
+    version: tuple[int, int, int]
+    markers: Mapping[str, str]
+    """PEP 508 environment of the target interpreter."""
+    tags: tuple[Tag, ...]
+    """Supported wheel tags, most preferred first."""
+    paths: SchemePaths
+    prefix: Path
+    is_virtualenv: bool
+    externally_managed: Path | None
+    kind: str = "env"
+    """`env` (an interpreter's own scheme), `target` (`--target DIR`) or `prefix` (`--prefix DIR`)."""
+
+    @property
+    def python_version(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def tag_priority(self) -> dict[Tag, int]:
+        return {tag: i for i, tag in enumerate(self.tags)}
+
+    def site_dirs(self) -> tuple[Path, ...]:
+        """Folders that hold `.dist-info` directories (purelib and platlib, deduplicated)."""
+        if self.paths.purelib == self.paths.platlib:
+            return (self.paths.purelib,)
+        return (self.paths.purelib, self.paths.platlib)
+
+
+def find_python(
+    python: str | None, *, system: bool, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The interpreter to install into: `--python`, else `$VIRTUAL_ENV`, else `./.venv`.
+
+    A system interpreter is used only with `system=True` (`--system`).
+    """
+    env = os.environ if environ is None else environ
+    if python:
+        return _interpreter_of(Path(python), given=python)
+    if system:
+        found = shutil.which("python3") or shutil.which("python")
+        if not found:
+            raise TargetError("No `python3` found on `PATH` for `--system`")
+        return Path(found)
+    if env.get("VIRTUAL_ENV"):
+        return _interpreter_of(Path(env["VIRTUAL_ENV"]), given=env["VIRTUAL_ENV"])
+    if Path(".venv").is_dir():
+        return _interpreter_of(Path(".venv"), given=".venv")
+    raise TargetError(
+        "No virtual environment to install into: `VIRTUAL_ENV` is not set and there is no `.venv`",
+        hint=(
+            "pass `--python PATH` (an interpreter or a venv folder), create one with "
+            "`python -m venv .venv`, or use `--system` to install into the system interpreter"
+        ),
+    )
+
+
+def _interpreter_of(path: Path, *, given: str) -> Path:
+    if path.is_dir():
+        for candidate in (
+            path / "bin" / "python",
+            path / "bin" / "python3",
+            path / "Scripts" / "python.exe",
+        ):
+            if candidate.exists():
+                return candidate.absolute()
+        raise UsageError(
+            f"`{given}` is a folder but has no `bin/python`",
+            hint="pass a virtual environment folder or the path of a Python interpreter",
+        )
+    if path.exists():
+        return path.absolute()
+    found = shutil.which(str(path))
+    if found:
+        return Path(found)
+    raise UsageError(f"Python interpreter `{given}` does not exist")
+
+
+def _cache_key(python: Path, mode: str, where: str) -> str:
+    parts = [str(PROBE_VERSION), str(python), mode, where]
+    for candidate in (python, python.resolve(), python.parent.parent / "pyvenv.cfg"):
+        try:
+            st = candidate.stat()
+            parts.append(f"{candidate}:{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            parts.append(f"{candidate}:-")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> dict[str, object]:
+    cache_file = (
+        cache_dir / "targets" / f"{_cache_key(python, mode, where)}.json" if cache_dir else None
+    )
+    if cache_file is not None:
+        try:
+            data: dict[str, object] = json.loads(cache_file.read_text("utf-8"))
+            return data
+        except (OSError, ValueError):
+            pass
+    import packaging
+
+    packaging_parent = str(Path(packaging.__file__).resolve().parent.parent)
+    try:
+        proc = subprocess.run(
+            [str(python), "-I", "-c", _PROBE, packaging_parent, mode, where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except OSError as exc:
+        raise TargetError(f"Could not run `{python}`: {exc.strerror}") from exc
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TargetError(
+            f"Could not inspect the interpreter `{python}`: {last}",
+            hint="safepip supports target interpreters of Python 3.8 and newer",
+        )
+    data = json.loads(proc.stdout)
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(proc.stdout, "utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return data
+
+
+def probe(
+    python: str | Path,
+    *,
+    target_dir: Path | None = None,
+    prefix: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Target:
+    """Inspect `python` and return the environment an install would write to.
+
+    With `target_dir` (`--target`) packages go flat into that folder and scripts into its `bin`;
+    with `prefix` (`--prefix`) the interpreter's prefix scheme is rooted at that folder.
+    """
+    python = Path(python)
+    mode, where = "env", ""
+    if prefix is not None:
+        mode, where = "prefix", str(prefix.absolute())
+    data = _run_probe(python, mode, where, cache_dir)
+    raw_paths = data["paths"]
+    assert isinstance(raw_paths, dict)
+    paths = SchemePaths(
+        purelib=Path(raw_paths["purelib"]),
+        platlib=Path(raw_paths["platlib"]),
+        scripts=Path(raw_paths["scripts"]),
+        data=Path(raw_paths["data"]),
+        headers=Path(raw_paths["include"]),
+    )
+    kind = mode
+    if target_dir is not None:
+        root = target_dir.absolute()
+        paths = SchemePaths(
+            purelib=root, platlib=root, scripts=root / "bin", data=root, headers=root / "include"
+        )
+        kind = "target"
+    version = data["version"]
+    assert isinstance(version, list)
+    markers = data["markers"]
+    assert isinstance(markers, dict)
+    raw_tags = data["tags"]
+    assert isinstance(raw_tags, list)
+    tags = tuple(Tag(*t.split("-", 2)) for t in raw_tags)
+    em = data.get("externally_managed")
+    return Target(
+        python=python,
+        version=(int(version[0]), int(version[1]), int(version[2])),
+        markers={str(k): str(v) for k, v in markers.items()},
+        tags=tags,
+        paths=paths,
+        prefix=Path(str(data["prefix"])),
+        is_virtualenv=data["prefix"] != data["base_prefix"],
+        externally_managed=Path(str(em)) if em else None,
+        kind=kind,
+    )
+
+
+def check_externally_managed(target: Target, *, break_system_packages: bool) -> None:
+    """PEP 668: refuse a distributor-managed interpreter unless the user overrides it."""
+    if target.kind != "env" or target.is_virtualenv or target.externally_managed is None:
+        return
+    if break_system_packages:
+        return
+    import configparser
+
+    text = "The interpreter is managed by its distributor."
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(target.externally_managed, encoding="utf-8")
+        text = parser.get("externally-managed", "Error", fallback=text)
+    except (OSError, configparser.Error):
+        pass
+    raise ExternallyManagedError(target.python, text)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstalledDistribution:
+    """A `.dist-info` folder found in the target's site folders."""
+
+    name: NormalizedName
+    display_name: str
+    version: str
+    dist_info: Path
+    installer: str | None
+
+    def read_text(self, filename: str) -> str | None:
+        try:
+            return (self.dist_info / filename).read_text("utf-8")
+        except OSError:
+            return None
+
+
+def _read_name_version(metadata: Path) -> tuple[str, str] | None:
+    name = version = None
+    try:
+        with metadata.open("r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "name":
+                    name = value.strip()
+                elif key == "version":
+                    version = value.strip()
+                if name and version:
+                    break
+    except OSError:
+        return None
+    if name is None or version is None:
+        return None
+    return name, version
+
+
+def installed_distributions(target: Target) -> tuple[InstalledDistribution, ...]:
+    """Every distribution installed in the target's site folders, read from `.dist-info`.
+
+    Reads files only (no subprocess). Broken `.dist-info` folders without a usable METADATA are
+    skipped; `.egg-info` installs are not reported.
+    """
+    found: dict[NormalizedName, InstalledDistribution] = {}
+    for site in target.site_dirs():
+        try:
+            entries = sorted(os.scandir(site), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.endswith(".dist-info") or not entry.is_dir():
+                continue
+            path = Path(entry.path)
+            nv = _read_name_version(path / "METADATA")
+            if nv is None:
+                continue
+            name = canonicalize_name(nv[0])
+            if name in found:
+                continue
+            installer = None
+            try:
+                installer = (path / "INSTALLER").read_text("utf-8").strip() or None
+            except OSError:
+                pass
+            found[name] = InstalledDistribution(
+                name=name, display_name=nv[0], version=nv[1], dist_info=path, installer=installer
+            )
+    return tuple(found.values())
+
+
+def current_python() -> Path:
+    return Path(sys.executable)
