@@ -1,0 +1,566 @@
+"""The offline advisory database: build it from OSV data, open it, import and update it.
+
+A safepip database is a ZIP file with one member `packages/<normalized name>.json` per package
+(a JSON list of that package's records, reduced to the OSV fields matching and reports use) and
+a `safepip-advisory-db.json` member describing it. Auditing reads only the members of the
+packages being audited, so opening it costs one ZIP directory read. Withdrawn records are left
+out when a database is built. An OSV `all.zip` or a folder of OSV JSON files can also be opened
+as is (`--db PATH`); that parses every record, so it is slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from safepip.audit import AuditError, Package
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from safepip.audit.osv import Advisory, Match
+    from safepip.net import Session
+
+FORMAT = 1
+META_MEMBER = "safepip-advisory-db.json"
+DB_FILENAME = "advisory-db.zip"
+SHIPPED = Path(__file__).parent / "data" / "pypi-advisory-db.zip"
+SHIPPED_DESCRIPTION = "safepip's bundled PyPA advisory database"
+_PACKAGES = "packages/"
+
+
+class DatabaseError(AuditError):
+    """An advisory database (or OSV data to import) that is missing or cannot be read."""
+
+    def __init__(self, message: str, *, path: Path | str, hint: str | None = None) -> None:
+        super().__init__(
+            message,
+            hint=hint
+            or "run `safepip db update` (or `safepip db import PATH`) to replace the database",
+        )
+        self.path = path
+
+
+def user_data_dir() -> Path:
+    """Where `db import` and `db update` keep the database: `SAFEPIP_DATA_DIR`, else the
+    platform's user data folder for `safepip`."""
+    override = os.environ.get("SAFEPIP_DATA_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("safepip", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DatabaseInfo:
+    """What `safepip db status` shows about a database."""
+
+    path: Path
+    origin: str
+    """`bundled`, `user` (imported or updated) or `path` (`--db`)."""
+    source: str
+    """Where the data came from: a file name or URL, redacted."""
+    data_date: dt.date | None
+    records: int
+    packages: int
+    withdrawn: int
+    """Withdrawn records left out when the database was built."""
+    source_sha256: str | None
+    built: str | None
+    format: int | None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class CompactDatabase:
+    """A safepip database file, read lazily one package at a time."""
+
+    def __init__(self, path: Path, *, origin: str, description: str | None = None) -> None:
+        self.path = path
+        self.origin = origin
+        self.warnings: tuple[str, ...] = ()
+        try:
+            self._zip = zipfile.ZipFile(path)
+            self.meta: dict[str, Any] = json.loads(self._zip.read(META_MEMBER))
+        except FileNotFoundError:
+            raise DatabaseError(f"The advisory database `{path}` does not exist", path=path) from None
+        except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise DatabaseError(
+                f"The advisory database `{path}` is corrupt or not a safepip database ({exc})",
+                path=path,
+            ) from exc
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
+            raise DatabaseError(
+                f"The advisory database `{path}` has an unsupported format "
+                f"`{self.meta.get('format') if isinstance(self.meta, dict) else '?'}`",
+                path=path,
+            )
+        self._names = {
+            n[len(_PACKAGES) : -5] for n in self._zip.namelist() if n.startswith(_PACKAGES)
+        }
+        self.data_date = _date_or_none(self.meta.get("date"))
+        source = str(self.meta.get("source") or path.name)
+        self.description = description or f"advisory database `{path}` (from {source})"
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def advisories_for(self, name: NormalizedName) -> list[Advisory]:
+        from safepip.audit.osv import parse_record
+
+        if name not in self._names:
+            return []
+        member = f"{_PACKAGES}{name}.json"
+        try:
+            records = json.loads(self._zip.read(member))
+            return [parse_record(r) for r in records]
+        except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as exc:
+            raise DatabaseError(
+                f"The advisory database `{self.path}` is corrupt: member `{member}` "
+                f"cannot be read ({exc})",
+                path=self.path,
+            ) from exc
+
+    def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
+        return _find_local(self, packages)
+
+    def info(self) -> DatabaseInfo:
+        meta = self.meta
+        return DatabaseInfo(
+            path=self.path,
+            origin=self.origin,
+            source=str(meta.get("source") or ""),
+            data_date=self.data_date,
+            records=int(meta.get("records", 0)),
+            packages=int(meta.get("packages", len(self._names))),
+            withdrawn=int(meta.get("withdrawn", 0)),
+            source_sha256=meta.get("source_sha256"),
+            built=meta.get("built"),
+            format=FORMAT,
+        )
+
+
+class OsvDataDatabase:
+    """OSV records read whole from an `all.zip` or a folder of `<ID>.json` files (`--db PATH`)."""
+
+    def __init__(self, path: Path, *, today: dt.date | None = None) -> None:
+        from safepip.audit.osv import parse_record
+
+        self.path = path
+        self.origin = "path"
+        self.warnings: tuple[str, ...] = ()
+        self.by_name: dict[NormalizedName, list[Advisory]] = {}
+        self.records = 0
+        self.withdrawn = 0
+        for record in read_osv_records(path):
+            advisory = parse_record(record)
+            self.records += 1
+            if advisory.withdrawn:
+                self.withdrawn += 1
+                continue
+            for name in {a.name for a in advisory.affected}:
+                self.by_name.setdefault(name, []).append(advisory)
+        self.data_date = osv_snapshot_date(path, today=today)
+        self.description = f"OSV data `{path}`"
+
+    def advisories_for(self, name: NormalizedName) -> list[Advisory]:
+        return self.by_name.get(name, [])
+
+    def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
+        return _find_local(self, packages)
+
+    def info(self) -> DatabaseInfo:
+        return DatabaseInfo(
+            path=self.path,
+            origin=self.origin,
+            source=str(self.path),
+            data_date=self.data_date,
+            records=self.records - self.withdrawn,
+            packages=len(self.by_name),
+            withdrawn=self.withdrawn,
+            source_sha256=None,
+            built=None,
+            format=None,
+        )
+
+
+Database = CompactDatabase | OsvDataDatabase
+
+
+def _find_local(
+    db: CompactDatabase | OsvDataDatabase, packages: Sequence[Package]
+) -> dict[Package, list[Match] | str]:
+    from safepip.audit.osv import match_advisory, parse_version
+
+    result: dict[Package, list[Match] | str] = {}
+    for name, version in packages:
+        advisories = db.advisories_for(name)
+        matches = [m for a in advisories if (m := match_advisory(a, name, version))]
+        if not matches and parse_version(version) is None and any(
+            rng for a in advisories for entry in a.affected if entry.name == name
+            for rng in entry.ranges
+        ):
+            result[(name, version)] = (
+                f"version `{version}` is not a PEP 440 version, so the advisories' version "
+                "ranges cannot be evaluated"
+            )
+            continue
+        result[(name, version)] = matches
+    return result
+
+
+def _date_or_none(value: object) -> dt.date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def is_compact(path: Path) -> bool:
+    """True if `path` is a safepip database (rather than OSV data)."""
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return META_MEMBER in zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def open_database(path: Path, *, today: dt.date | None = None) -> Database:
+    """Open `path`: a safepip database, an OSV `all.zip`, or a folder of OSV JSON records."""
+    if not path.exists():
+        raise DatabaseError(
+            f"The advisory data `{path}` does not exist",
+            path=path,
+            hint="pass an OSV `all.zip`, a folder of OSV JSON files or a safepip database",
+        )
+    if is_compact(path):
+        return CompactDatabase(path, origin="path")
+    return OsvDataDatabase(path, today=today)
+
+
+def user_database_path(data_dir: Path) -> Path:
+    return data_dir / DB_FILENAME
+
+
+def default_database(data_dir: Path) -> CompactDatabase:
+    """The database an audit uses by default: the user's imported or updated one when it
+    exists, else the bundled snapshot. A user database that is corrupt is an error, not a
+    reason to fall back silently."""
+    user = user_database_path(data_dir)
+    if user.exists():
+        db = CompactDatabase(
+            user, origin="user", description=f"advisory database `{user}`"
+        )
+        try:
+            bundled_date = CompactDatabase(SHIPPED, origin="bundled").data_date
+        except DatabaseError:
+            bundled_date = None
+        if db.data_date and bundled_date and db.data_date < bundled_date:
+            db.warnings = (
+                f"The database in `{user}` ({db.data_date}) is older than the one bundled with "
+                f"safepip ({bundled_date}); run `safepip db update`",
+            )
+        return db
+    if not SHIPPED.exists():
+        raise DatabaseError(
+            f"No advisory database: the bundled one is missing (`{SHIPPED}`)",
+            path=SHIPPED,
+            hint="reinstall safepip, or run `safepip db update` (or `safepip db import PATH`)",
+        )
+    return CompactDatabase(SHIPPED, origin="bundled", description=SHIPPED_DESCRIPTION)
+
+
+# --- reading OSV data -------------------------------------------------------------------------
+
+
+def read_osv_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every OSV record of an OSV zip (`<ID>.json` members) or a folder (searched recursively).
+
+    Raises `DatabaseError` when the zip or a record cannot be read as JSON.
+    """
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.json") if p.is_file())
+        for file in files:
+            try:
+                record = json.loads(file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise DatabaseError(
+                    f"`{file}` is not an OSV JSON record ({exc})", path=file, hint=None
+                ) from exc
+            if isinstance(record, dict):
+                yield record
+        return
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DatabaseError(
+            f"`{path}` is not an OSV zip or folder ({exc})",
+            path=path,
+            hint="pass an OSV `all.zip` or a folder of OSV JSON files",
+        ) from exc
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir() or not info.filename.endswith(".json"):
+                continue
+            try:
+                record = json.loads(zf.read(info))
+            except (OSError, zipfile.BadZipFile, ValueError) as exc:
+                raise DatabaseError(
+                    f"Member `{info.filename}` of `{path}` is not an OSV JSON record ({exc})",
+                    path=path,
+                    hint="download the OSV data again",
+                ) from exc
+            if isinstance(record, dict):
+                yield record
+
+
+def osv_snapshot_date(path: Path, *, today: dt.date | None = None) -> dt.date:
+    """The date of an OSV snapshot: its zip's newest member timestamp, else `today`.
+
+    Never the records' `modified` fields, and never a timestamp after `today`: the data has
+    records dated in the future (their member timestamps too), which would make a snapshot
+    look fresher than it is.
+    """
+    today = today or dt.date.today()
+    newest: dt.date | None = None
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    try:
+                        stamp = dt.date(*info.date_time[:3])
+                    except ValueError:
+                        continue
+                    # 1980-01-01 is the zip epoch: what reproducible archives write.
+                    if stamp <= dt.date(1980, 1, 1) or stamp > today:
+                        continue
+                    if newest is None or stamp > newest:
+                        newest = stamp
+        except (OSError, zipfile.BadZipFile):
+            newest = None
+    return newest or today
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def _compact_record(record: dict[str, Any], name: NormalizedName) -> dict[str, Any]:
+    entries = []
+    for entry in record.get("affected") or ():
+        package = entry.get("package") or {}
+        if package.get("ecosystem", "PyPI") != "PyPI" or not package.get("name"):
+            continue
+        if canonicalize_name(package["name"]) != name:
+            continue
+        compact: dict[str, Any] = {"package": {"name": package["name"]}}
+        ranges = [
+            {"type": "ECOSYSTEM", "events": rng.get("events") or []}
+            for rng in entry.get("ranges") or ()
+            if rng.get("type") == "ECOSYSTEM"
+        ]
+        if ranges:
+            compact["ranges"] = ranges
+        if entry.get("versions"):
+            compact["versions"] = entry["versions"]
+        entries.append(compact)
+    out: dict[str, Any] = {"id": record["id"]}
+    for key in ("aliases", "summary", "details"):
+        if record.get(key):
+            out[key] = record[key]
+    out["affected"] = entries
+    return out
+
+
+def build_database(
+    records: Iterable[dict[str, Any]],
+    out: Path,
+    *,
+    date: dt.date,
+    source: str,
+    source_sha256: str | None = None,
+) -> DatabaseInfo:
+    """Write a safepip database built from OSV `records` to `out` (replaced atomically).
+
+    The output is reproducible: members are sorted and stamped with the snapshot date, so the
+    same data and date give the same bytes (and the same digest).
+    """
+    from safepip.audit.osv import parse_record
+
+    by_name: dict[NormalizedName, list[dict[str, Any]]] = {}
+    total = withdrawn = 0
+    for record in records:
+        try:
+            advisory = parse_record(record)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # not an OSV record; nothing a matcher could use
+        total += 1
+        if advisory.withdrawn:
+            withdrawn += 1
+            continue
+        for name in sorted({a.name for a in advisory.affected}):
+            by_name.setdefault(name, []).append(_compact_record(record, name))
+    if total == 0:
+        raise DatabaseError(
+            f"No OSV records found in `{source}`",
+            path=source,
+            hint="pass an OSV `all.zip` or a folder of OSV JSON files",
+        )
+    meta = {
+        "format": FORMAT,
+        "ecosystem": "PyPI",
+        "date": date.isoformat(),
+        "source": source,
+        "source_sha256": source_sha256,
+        "records": total - withdrawn,
+        "withdrawn": withdrawn,
+        "packages": len(by_name),
+        "built": date.isoformat(),
+        "licence": "CC-BY-4.0 for PyPA advisory database records; see LICENSE-CC-BY-4.0.txt",
+    }
+    stamp = (max(date.year, 1980), date.month, date.day, 0, 0, 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+
+            def write(name: str, data: Any) -> None:
+                info = zipfile.ZipInfo(name, date_time=stamp)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+                zf.writestr(info, payload.encode("utf-8"), compresslevel=9)
+
+            write(META_MEMBER, meta)
+            for name in sorted(by_name):
+                write(
+                    f"{_PACKAGES}{name}.json", sorted(by_name[name], key=lambda r: str(r["id"]))
+                )
+        # Check what was written before it replaces anything.
+        CompactDatabase(tmp, origin="user").close()
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return CompactDatabase(out, origin="user").info()
+
+
+def import_database(
+    source: Path, *, data_dir: Path, date: dt.date | None = None, today: dt.date | None = None
+) -> DatabaseInfo:
+    """Replace the user database with one built from an OSV zip or folder at `source`."""
+    if not source.exists():
+        raise DatabaseError(
+            f"`{source}` does not exist",
+            path=source,
+            hint="pass an OSV `all.zip` or a folder of OSV JSON files",
+        )
+    snapshot = date or osv_snapshot_date(source, today=today)
+    digest = file_sha256(source) if source.is_file() else None
+    return build_database(
+        read_osv_records(source),
+        user_database_path(data_dir),
+        date=snapshot,
+        source=str(source.name if source.is_file() else source),
+        source_sha256=digest,
+    )
+
+
+def _default_session(url: str) -> Session:
+    from safepip.net import NetConfig, Session
+    from safepip.policy import HostPolicy
+
+    return Session(NetConfig(policy=HostPolicy().with_hosts(url), timeout=60.0))
+
+
+def update_database(
+    url_or_path: str,
+    *,
+    data_dir: Path,
+    session_factory: Callable[[], Session] | None = None,
+    date: dt.date | None = None,
+    today: dt.date | None = None,
+) -> DatabaseInfo:
+    """Download an OSV `all.zip` (or read a local one) and replace the user database with it.
+
+    The download goes to a temporary file in `data_dir` and is hashed while it is written; the
+    database is only replaced once the new one has been built and read back.
+    """
+    from safepip.net import NetworkError, redact_url
+    from safepip.policy import PolicyViolation
+
+    if "://" not in url_or_path:
+        return import_database(Path(url_or_path), data_dir=data_dir, date=date, today=today)
+    if url_or_path.startswith("file:"):
+        from safepip.net import file_url_to_path
+
+        return import_database(
+            file_url_to_path(url_or_path), data_dir=data_dir, date=date, today=today
+        )
+    shown = redact_url(url_or_path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f".download.{os.getpid()}.zip"
+    digest = hashlib.sha256()
+    session = session_factory() if session_factory else _default_session(url_or_path)
+    last_modified: str | None = None
+    try:
+        with session.stream(url_or_path, purpose="the advisory database") as resp:
+            resp.raise_for_status()
+            last_modified = resp.headers.get("last-modified")
+            with tmp.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    digest.update(chunk)
+                    fh.write(chunk)
+        snapshot = date or _download_date(tmp, last_modified, today)
+        return build_database(
+            read_osv_records(tmp),
+            user_database_path(data_dir),
+            date=snapshot,
+            source=shown,
+            source_sha256=digest.hexdigest(),
+        )
+    except (NetworkError, PolicyViolation) as exc:
+        raise DatabaseError(
+            f"Could not update the advisory database from `{shown}`: {exc.message}",
+            path=shown,
+            hint=exc.hint
+            or "check the network, or set `audit.update-url` to a mirror you can reach",
+        ) from exc
+    finally:
+        if session_factory is None:
+            session.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _download_date(path: Path, last_modified: str | None, today: dt.date | None) -> dt.date:
+    today = today or dt.date.today()
+    from_members = osv_snapshot_date(path, today=today)
+    if from_members != today or not last_modified:
+        return from_members
+    from email.utils import parsedate_to_datetime
+
+    try:
+        stamp = parsedate_to_datetime(last_modified).date()
+    except (TypeError, ValueError):
+        return today
+    return stamp if stamp <= today else today
