@@ -139,6 +139,10 @@ class IndexFile:
     origin: str
     """The index base URL or find-links location that listed the file."""
 
+    def __hash__(self) -> int:
+        # The mappings are not hashable; equal files always share these three fields.
+        return hash((self.filename, self.url, self.origin))
+
     @property
     def kind(self) -> Literal["wheel", "sdist", "other"]:
         return _parse_filename(self.filename)[0]
@@ -427,6 +431,7 @@ def parse_json_files(
             warnings.append(f"ignoring the malformed `hashes` of `{filename}`")
         for alg, digest in fragment_hashes.items():
             hashes.setdefault(alg, digest)
+        # PEP 691 wants a non-empty reason string; an empty one still reads as yanked.
         yanked_value = entry.get("yanked", False)
         if isinstance(yanked_value, str):
             yanked: str | None = yanked_value
@@ -593,7 +598,8 @@ class IndexClient:
     def project_files_many(self, names: Iterable[str]) -> dict[NormalizedName, ProjectFiles]:
         """`project_files` for several names at once, fetched concurrently.
 
-        The first error raised by any lookup propagates after the others have finished.
+        If lookups fail, the error of the first failing name (in the order given) propagates
+        once every lookup has finished.
         """
         wanted = list(dict.fromkeys(normalize_name(n) for n in names))
         if not wanted:
@@ -668,8 +674,9 @@ class IndexClient:
 
         It is tried even when not advertised, since the public index serves it anyway. When the
         index published hashes for it, the body must match every one safepip can compute, else
-        `MetadataHashError`. Without published hashes the body is unverified: callers must
-        check it against the distribution once that is downloaded and hash-checked.
+        `MetadataHashError`. Without published hashes (or with only algorithms hashlib lacks) the
+        body is unverified: callers must check it against the distribution once that is
+        downloaded and hash-checked.
         """
         advertised = file.core_metadata is not False
         try:
