@@ -1,4 +1,4 @@
-"""Build real, byte-for-byte reproducible wheels and sdists for tests, honest or lying on purpose."""
+"""Build reproducible wheels and sdists for tests: honest ones, and ones that lie on purpose."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import io
 import itertools
 import tarfile
 import zipfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
@@ -20,6 +19,7 @@ from packaging.version import Version
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
 
 __all__ = [
     "WheelFactory",
@@ -260,9 +260,10 @@ def build_sdist(dest_dir: Path, name: str, version: str) -> Path:
             info.mode = _FILE_MODE
             archive.addfile(info, io.BytesIO(data))
     # gzip with a fixed mtime and no embedded filename keeps the bytes reproducible.
-    with target.open("wb") as out, gzip.GzipFile(
-        filename="", mode="wb", fileobj=out, mtime=0
-    ) as compressed:
+    with (
+        target.open("wb") as out,
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as compressed,
+    ):
         compressed.write(raw.getvalue())
     return target
 
@@ -322,4 +323,3 @@ class WheelFactory:
     def sdist(self, name: str, version: str, *, dest_dir: Path | None = None) -> Path:
         """`build_sdist` into `dest_dir` or a fresh folder (see `sdist_marker_path`)."""
         return build_sdist(dest_dir if dest_dir is not None else self._fresh_dir(), name, version)
-

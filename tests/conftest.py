@@ -1,0 +1,245 @@
+"""Hermetic test environment and the shared fixtures: wheels, loopback servers, venvs, snapshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+# This machine's pip.conf files and PIP_* variables add local indexes, find-links and
+# certificates. Neither the code under test nor pip used as an oracle may see them, so the
+# environment is cleaned before anything else is imported.
+_NETWORK_TESTS = os.environ.get("SAFEPIP_NETWORK_TESTS", "")
+# requests (inside pip) lets these override an explicit `--cert`, so pip run as an oracle
+# could not trust a test CA while they are set.
+_ALSO_REMOVED = {"FORCE_COLOR", "PYTHONWARNINGS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+for _name in list(os.environ):
+    if _name.startswith(("PIP_", "SAFEPIP_")) or _name in _ALSO_REMOVED:
+        del os.environ[_name]
+_SESSION_HOME = tempfile.mkdtemp(prefix="safepip-tests-")
+os.environ.update(
+    {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+        "SAFEPIP_NO_BACKOFF": "1",
+        "NO_COLOR": "1",
+        "XDG_CACHE_HOME": os.path.join(_SESSION_HOME, "cache"),
+        "XDG_DATA_HOME": os.path.join(_SESSION_HOME, "data"),
+        "XDG_CONFIG_HOME": os.path.join(_SESSION_HOME, "config"),
+    }
+)
+# Loopback servers must never be reached through a proxy a developer may have configured.
+for _name in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_name, "").split(",") if h.strip()]
+    os.environ[_name] = ",".join([*_hosts, "127.0.0.1", "127.0.0.2", "localhost"])
+
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import itertools  # noqa: E402
+import stat  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import pytest  # noqa: E402
+import trustme  # noqa: E402
+
+from servers import FileServer, IndexMode, PypiServer, StaticIndex  # noqa: E402
+from wheelbuild import WheelFactory  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+TreeSnapshot = dict[str, tuple[int, str]]
+"""`tree_snapshot` result: relative POSIX path -> (lstat mode, sha256 / link target / `<dir>`)."""
+
+NETWORK_PROBE_URL = "https://pypi.org/simple/"
+NETWORK_PROBE_TIMEOUT = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    known = {line.split(":", 1)[0] for line in config.getini("markers")}
+    if "network" not in known:
+        config.addinivalue_line(
+            "markers", "network: uses the real package index (skipped when it cannot be reached)"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@functools.cache
+def _network_unavailable() -> str | None:
+    """Why tests marked `network` cannot run, or None; the index is probed once per session."""
+    if _NETWORK_TESTS == "0":
+        return "network tests disabled by SAFEPIP_NETWORK_TESTS=0"
+    request = urllib.request.Request(NETWORK_PROBE_URL, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=NETWORK_PROBE_TIMEOUT):
+            pass
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return f"{NETWORK_PROBE_URL} answered HTTP {exc.code}"
+    except Exception as exc:  # DNS, TLS, refused, timeout: all mean "unreachable"
+        return f"{NETWORK_PROBE_URL} unreachable (timeout {NETWORK_PROBE_TIMEOUT:g} s): {exc}"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("network") is not None:
+        reason = _network_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+# -- artifacts -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheel_factory(tmp_path_factory: pytest.TempPathFactory) -> WheelFactory:
+    """`wheel_factory(name, version, **build_wheel_kwargs) -> Path`; `.sdist(name, version)`.
+
+    Each call writes into a fresh folder of a session temp dir (see `wheelbuild.WheelFactory`).
+    """
+    return WheelFactory(tmp_path_factory.mktemp("wheels"))
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A throwaway certificate authority; nothing outside the test session trusts it."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def static_index(tls_ca: trustme.CA) -> Iterator[Callable[..., StaticIndex]]:
+    """Factory `static_index(*, mode="auto", tls=False, host="127.0.0.1") -> StaticIndex`.
+
+    `tls=True` serves HTTPS with a certificate from the session's `tls_ca` (`.ca_bundle`);
+    a `trustme.CA` may be passed instead. Every index is closed at teardown.
+    """
+    made: list[StaticIndex] = []
+
+    def make(
+        *, mode: IndexMode = "auto", tls: bool | trustme.CA = False, host: str = "127.0.0.1"
+    ) -> StaticIndex:
+        ca = tls_ca if tls is True else (tls or None)
+        index = StaticIndex(mode=mode, host=host, tls=ca)
+        made.append(index)
+        return index
+
+    yield make
+    for index in made:
+        index.close()
+
+
+@pytest.fixture
+def foreign_server() -> Iterator[FileServer]:
+    """A plain HTTP file server on 127.0.0.2, the host no index policy trusts."""
+    with FileServer("127.0.0.2") as server:
+        yield server
+
+
+@pytest.fixture
+def tls_index(tls_ca: trustme.CA) -> Iterator[StaticIndex]:
+    """An HTTPS `StaticIndex` on 127.0.0.1 (cert for 127.0.0.1 and localhost); `.ca_bundle`."""
+    with StaticIndex(tls=tls_ca) as index:
+        yield index
+
+
+@pytest.fixture(scope="session")
+def _pypiserver_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PypiServer]:
+    root = tmp_path_factory.mktemp("pypiserver")
+    server = PypiServer(root / "packages", log_path=root / "pypiserver.log")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pypiserver(_pypiserver_process: PypiServer) -> PypiServer:
+    """A real pypiserver (session-wide process) whose package folder starts empty each test.
+
+    Publish with `pypiserver.add(path)` (a copy into `pypiserver.packages_dir`); the index
+    URL is `pypiserver.url`.
+    """
+    _pypiserver_process.clear()
+    return _pypiserver_process
+
+
+@pytest.fixture
+def pypiserver_url(pypiserver: PypiServer) -> str:
+    """The `/simple/` URL of the `pypiserver` fixture."""
+    return pypiserver.url
+
+
+# -- environments ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _venv_templates() -> dict[str, Path]:
+    return {}
+
+
+@pytest.fixture
+def venv_factory(
+    tmp_path_factory: pytest.TempPathFactory, _venv_templates: dict[str, Path]
+) -> Callable[..., Path]:
+    """Factory `venv_factory(python=sys.executable) -> Path` of a fresh, pip-less venv.
+
+    The venv is built once per interpreter and session (`python -m venv --without-pip`) and
+    copied for each call, symlinks kept. Its interpreter is `<venv>/bin/python`.
+    """
+    counter = itertools.count()
+
+    def make(python: str | os.PathLike[str] = sys.executable) -> Path:
+        key = os.fspath(python)
+        template = _venv_templates.get(key)
+        if template is None:
+            template = tmp_path_factory.mktemp("venv-template") / "venv"
+            subprocess.run(
+                [key, "-m", "venv", "--without-pip", str(template)],
+                check=True,
+                capture_output=True,
+            )
+            _venv_templates[key] = template
+        target = tmp_path_factory.mktemp("venv") / f"venv{next(counter)}"
+        shutil.copytree(template, target, symlinks=True)
+        return target
+
+    return make
+
+
+def snapshot_tree(root: Path) -> TreeSnapshot:
+    """Every entry under `root`: relative POSIX path -> (lstat mode, content fingerprint).
+
+    The fingerprint is the sha256 of a file, `-> target` for a symlink (never followed) and
+    `<dir>` for a folder, so equal snapshots mean same names, kinds, modes and bytes.
+    Timestamps are ignored.
+    """
+    snapshot: TreeSnapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = base / name
+            info = path.lstat()
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                snapshot[rel] = (info.st_mode, f"-> {os.readlink(path)}")
+            elif stat.S_ISDIR(info.st_mode):
+                snapshot[rel] = (info.st_mode, "<dir>")
+            else:
+                snapshot[rel] = (info.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
+    return snapshot
+
+
+@pytest.fixture
+def tree_snapshot() -> Callable[[Path], TreeSnapshot]:
+    """`tree_snapshot(path) -> {relpath: (mode, sha256 | "-> target" | "<dir>")}`."""
+    return snapshot_tree
