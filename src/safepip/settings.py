@@ -85,15 +85,21 @@ class Settings:
     """The whole `[tool.safepip]` table, for sections other modules own."""
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file (tomllib, or tomli on Python 3.10). Raises `OSError` or `ValueError`."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    with path.open("rb") as fh:
+        data: dict[str, Any] = tomllib.load(fh)
+    return data
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        return read_toml(path)
+    except ValueError as exc:  # tomllib.TOMLDecodeError
         raise SettingsError(path, None, f"not valid TOML ({exc})") from exc
     except OSError as exc:
         raise SettingsError(path, None, f"cannot be read ({exc.strerror})") from exc

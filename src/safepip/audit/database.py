@@ -99,7 +99,9 @@ class CompactDatabase:
             self._zip = zipfile.ZipFile(path)
             self.meta: dict[str, Any] = json.loads(self._zip.read(META_MEMBER))
         except FileNotFoundError:
-            raise DatabaseError(f"The advisory database `{path}` does not exist", path=path) from None
+            raise DatabaseError(
+                f"The advisory database `{path}` does not exist", path=path
+            ) from None
         except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise DatabaseError(
                 f"The advisory database `{path}` is corrupt or not a safepip database ({exc})",
@@ -114,7 +116,7 @@ class CompactDatabase:
         self._names = {
             n[len(_PACKAGES) : -5] for n in self._zip.namelist() if n.startswith(_PACKAGES)
         }
-        self.data_date = _date_or_none(self.meta.get("date"))
+        self.data_date: dt.date | None = _date_or_none(self.meta.get("date"))
         source = str(self.meta.get("source") or path.name)
         self.description = description or f"advisory database `{path}` (from {source})"
 
@@ -176,7 +178,7 @@ class OsvDataDatabase:
                 continue
             for name in {a.name for a in advisory.affected}:
                 self.by_name.setdefault(name, []).append(advisory)
-        self.data_date = osv_snapshot_date(path, today=today)
+        self.data_date: dt.date | None = osv_snapshot_date(path, today=today)
         self.description = f"OSV data `{path}`"
 
     def advisories_for(self, name: NormalizedName) -> list[Advisory]:
@@ -212,9 +214,16 @@ def _find_local(
     for name, version in packages:
         advisories = db.advisories_for(name)
         matches = [m for a in advisories if (m := match_advisory(a, name, version))]
-        if not matches and parse_version(version) is None and any(
-            rng for a in advisories for entry in a.affected if entry.name == name
-            for rng in entry.ranges
+        if (
+            not matches
+            and parse_version(version) is None
+            and any(
+                rng
+                for a in advisories
+                for entry in a.affected
+                if entry.name == name
+                for rng in entry.ranges
+            )
         ):
             result[(name, version)] = (
                 f"version `{version}` is not a PEP 440 version, so the advisories' version "
@@ -268,9 +277,7 @@ def default_database(data_dir: Path) -> CompactDatabase:
     reason to fall back silently."""
     user = user_database_path(data_dir)
     if user.exists():
-        db = CompactDatabase(
-            user, origin="user", description=f"advisory database `{user}`"
-        )
+        db = CompactDatabase(user, origin="user", description=f"advisory database `{user}`")
         try:
             bundled_date = CompactDatabase(SHIPPED, origin="bundled").data_date
         except DatabaseError:
@@ -452,9 +459,7 @@ def build_database(
 
             write(META_MEMBER, meta)
             for name in sorted(by_name):
-                write(
-                    f"{_PACKAGES}{name}.json", sorted(by_name[name], key=lambda r: str(r["id"]))
-                )
+                write(f"{_PACKAGES}{name}.json", sorted(by_name[name], key=lambda r: str(r["id"])))
         # Check what was written before it replaces anything.
         CompactDatabase(tmp, origin="user").close()
         os.replace(tmp, out)

@@ -32,8 +32,7 @@ class OsvApiError(AuditError):
     def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
         super().__init__(
             message,
-            hint=hint
-            or "check the network or `--osv-url`, or audit offline with `--source local`",
+            hint=hint or "check the network or `--osv-url`, or audit offline with `--source local`",
         )
         self.url = url
 
@@ -92,7 +91,8 @@ class OsvApiSource:
         self._session_factory = session_factory
         self.private_names = private_names
         self.data_date: dt.date | None = today
-        self.description = f"OSV API `{redact_url(self.base_url)}`"
+        self.shown_url = redact_url(self.base_url)
+        self.description = f"OSV API `{self.shown_url}`"
         self.warnings: tuple[str, ...] = ()
 
     def _session(self) -> Session:
@@ -122,7 +122,7 @@ class OsvApiSource:
             records = self._fetch(session, sorted({i for found in ids.values() for i in found}))
         except (NetworkError, PolicyViolation) as exc:
             raise OsvApiError(
-                f"Could not query the OSV API at `{self.description[9:-1]}`: {exc.message}",
+                f"Could not query the OSV API at `{self.shown_url}`: {exc.message}",
                 url=self.base_url,
                 hint=exc.hint,
             ) from exc
@@ -131,7 +131,9 @@ class OsvApiSource:
                 session.close()
         for package in public:
             result[package] = [
-                _match_reported(records[i], package) for i in ids.get(package, [])
+                _match_reported(records[i], package)
+                for i in ids.get(package, [])
+                if not records[i].withdrawn
             ]
         return result
 

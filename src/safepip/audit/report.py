@@ -1,0 +1,311 @@
+"""Audit report formats: the table and summary for people, JSON, Markdown, CycloneDX and SARIF.
+
+The JSON report keeps pip-audit's shape (`dependencies[].vulns[].id/fix_versions/aliases/
+description`, `fixes`) so tools that read pip-audit's output can read safepip's, and adds a
+`version` for its own shape and the data source and date. Bump `JSON_VERSION` when the shape
+changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from safepip import __version__
+from safepip.audit import AuditReport, PackageResult, Vulnerability, plural
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from packaging.utils import NormalizedName
+    from rich.console import Console
+
+JSON_VERSION = 1
+OSV_VULN_URL = "https://osv.dev/vulnerability/"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlannedFix:
+    """A pin that `--fix` would move: `name` from `old_version` to `new_version`."""
+
+    name: NormalizedName
+    old_version: str
+    new_version: str | None
+    """None when no released version fixes every finding."""
+
+
+def plan_fixes(report: AuditReport) -> tuple[PlannedFix, ...]:
+    """The pin moves that would clear the report's active findings."""
+    return tuple(
+        PlannedFix(name=p.name, old_version=p.version, new_version=p.fix_target)
+        for p in report.active_findings
+    )
+
+
+def summary_line(report: AuditReport) -> str:
+    """One line, correct plurals: `Found 2 vulnerabilities in 1 package`."""
+    count = report.vulnerability_count
+    audited = len(report.packages)
+    if count:
+        packages = plural(len(report.active_findings), "package")
+        text = f"Found {plural(count, 'vulnerability')} in {packages}"
+    else:
+        text = f"No known vulnerabilities found in {plural(audited, 'package')}"
+    extras = []
+    if report.ignored_count:
+        extras.append(f"{report.ignored_count} ignored")
+    if report.skipped:
+        extras.append(f"{plural(len(report.skipped), 'package')} not audited")
+    if extras:
+        text += f" ({', '.join(extras)})"
+    return text
+
+
+def data_line(report: AuditReport) -> str:
+    date = report.data_date.isoformat() if report.data_date else "unknown date"
+    return f"Advisory data: {report.source}, as of {date}"
+
+
+def _vuln_json(vuln: Vulnerability) -> dict[str, Any]:
+    return {
+        "id": vuln.id,
+        "fix_versions": list(vuln.fix_versions),
+        "aliases": list(vuln.aliases),
+        "description": vuln.description or vuln.summary,
+        "summary": vuln.summary,
+        "smallest_fix": vuln.smallest_fix,
+    }
+
+
+def _dependency_json(pkg: PackageResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": pkg.name,
+        "version": pkg.version,
+        "vulns": [_vuln_json(v) for v in pkg.active],
+    }
+    ignored = [v for v in pkg.vulns if v.ignored_reason is not None]
+    if ignored:
+        entry["ignored_vulns"] = [
+            {"id": v.id, "aliases": list(v.aliases), "reason": v.ignored_reason} for v in ignored
+        ]
+    if pkg.active:
+        entry["fix_target"] = pkg.fix_target
+    return entry
+
+
+def render_json(report: AuditReport, *, fixes: Sequence[PlannedFix] = ()) -> str:
+    """The JSON report (pip-audit's shape plus safepip's fields)."""
+    dependencies = [_dependency_json(p) for p in report.packages]
+    dependencies += [
+        {"name": s.name, "version": s.version, "skip_reason": s.reason} for s in report.skipped
+    ]
+    document = {
+        "version": JSON_VERSION,
+        "tool": {"name": "safepip", "version": __version__},
+        "data": {
+            "source": report.source,
+            "date": report.data_date.isoformat() if report.data_date else None,
+        },
+        "dependencies": dependencies,
+        "fixes": [
+            {"name": f.name, "old_version": f.old_version, "new_version": f.new_version}
+            if f.new_version
+            else {"name": f.name, "version": f.old_version, "skip_reason": "no fixed version"}
+            for f in fixes
+        ],
+        "summary": summary_line(report),
+        "warnings": list(report.warnings),
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+def render_markdown(report: AuditReport) -> str:
+    """A Markdown table of active findings with the summary and the data date."""
+    lines = ["# safepip audit", ""]
+    if report.active_findings:
+        lines += [
+            "| Package | Version | ID | Aliases | Fix versions | Summary |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for pkg in report.active_findings:
+            for vuln in pkg.active:
+                lines.append(
+                    f"| {pkg.name} | {pkg.version} | [{vuln.id}]({OSV_VULN_URL}{vuln.id}) "
+                    f"| {_md_cell(', '.join(vuln.aliases))} "
+                    f"| {_md_cell(', '.join(vuln.fix_versions))} | {_md_cell(vuln.summary)} |"
+                )
+        lines.append("")
+    if report.skipped:
+        lines += ["| Not audited | Version | Reason |", "| --- | --- | --- |"]
+        lines += [
+            f"| {s.name} | {s.version or ''} | {_md_cell(s.reason)} |" for s in report.skipped
+        ]
+        lines.append("")
+    lines += [f"**{summary_line(report)}**", "", data_line(report), ""]
+    return "\n".join(lines)
+
+
+def _purl(name: str, version: str) -> str:
+    return f"pkg:pypi/{name}@{quote(version, safe='.!~*()-_')}"
+
+
+def render_cyclonedx(report: AuditReport, *, now: dt.datetime | None = None) -> str:
+    """A CycloneDX 1.5 JSON SBOM of the audited packages with their active vulnerabilities."""
+    import uuid
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    components = [
+        {
+            "type": "library",
+            "bom-ref": _purl(p.name, p.version),
+            "name": p.name,
+            "version": p.version,
+            "purl": _purl(p.name, p.version),
+        }
+        for p in report.packages
+    ]
+    vulnerabilities = []
+    for pkg in report.active_findings:
+        for vuln in pkg.active:
+            entry: dict[str, Any] = {
+                "id": vuln.id,
+                "source": {"name": "OSV", "url": f"{OSV_VULN_URL}{vuln.id}"},
+                "references": [
+                    {"id": alias, "source": {"name": "OSV", "url": f"{OSV_VULN_URL}{alias}"}}
+                    for alias in vuln.aliases
+                ],
+                "description": vuln.summary or vuln.description,
+                "detail": vuln.description,
+                "affects": [{"ref": _purl(pkg.name, pkg.version)}],
+            }
+            if vuln.smallest_fix:
+                entry["recommendation"] = f"Upgrade {pkg.name} to {vuln.smallest_fix} or later"
+            vulnerabilities.append(entry)
+    document = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+        "version": 1,
+        "metadata": {
+            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {
+                "components": [{"type": "application", "name": "safepip", "version": __version__}]
+            },
+            "properties": [
+                {"name": "safepip:advisory-source", "value": report.source},
+                {
+                    "name": "safepip:advisory-data-date",
+                    "value": report.data_date.isoformat() if report.data_date else "unknown",
+                },
+            ],
+        },
+        "components": components,
+        "vulnerabilities": vulnerabilities,
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_sarif(
+    report: AuditReport, *, locations: Mapping[str, tuple[str, int | None]] | None = None
+) -> str:
+    """A SARIF 2.1.0 log: one rule per advisory, one result per affected package.
+
+    `locations` maps a package name to the input file (and line) that pinned it.
+    """
+    locations = locations or {}
+    rules: dict[str, dict[str, Any]] = {}
+    results = []
+    for pkg in report.active_findings:
+        for vuln in pkg.active:
+            rules.setdefault(
+                vuln.id,
+                {
+                    "id": vuln.id,
+                    "shortDescription": {"text": vuln.summary or vuln.id},
+                    "fullDescription": {"text": vuln.description or vuln.summary or vuln.id},
+                    "helpUri": f"{OSV_VULN_URL}{vuln.id}",
+                    "properties": {"tags": ["security", "vulnerability", *vuln.aliases]},
+                },
+            )
+            fix = f"; fixed in {vuln.smallest_fix}" if vuln.smallest_fix else "; no fix above it"
+            aliases = f" ({', '.join(vuln.aliases)})" if vuln.aliases else ""
+            result: dict[str, Any] = {
+                "ruleId": vuln.id,
+                "level": "error",
+                "message": {
+                    "text": f"{pkg.name}=={pkg.version} is affected by {vuln.id}{aliases}{fix}"
+                },
+            }
+            where = locations.get(pkg.name)
+            if where is not None:
+                physical: dict[str, Any] = {"artifactLocation": {"uri": where[0]}}
+                if where[1]:
+                    physical["region"] = {"startLine": where[1]}
+                result["locations"] = [{"physicalLocation": physical}]
+            results.append(result)
+    document = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "safepip",
+                        "version": __version__,
+                        "informationUri": "https://pypi.org/project/safepip/",
+                        "rules": list(rules.values()),
+                    }
+                },
+                "results": results,
+                "properties": {
+                    "advisorySource": report.source,
+                    "advisoryDataDate": report.data_date.isoformat() if report.data_date else None,
+                },
+            }
+        ],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def print_table(report: AuditReport, console: Console) -> None:
+    """The findings table, skipped packages, warnings and the closing summary, on `console`."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if report.findings:
+        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+        for column in ("Package", "Version", "ID", "Fix", "Summary"):
+            table.add_column(column, overflow="fold")
+        for pkg in report.findings:
+            for vuln in pkg.vulns:
+                ident = vuln.id + (f" ({', '.join(vuln.aliases)})" if vuln.aliases else "")
+                note = vuln.summary
+                if vuln.ignored_reason is not None:
+                    note = f"ignored: {vuln.ignored_reason}"
+                table.add_row(
+                    f"[cyan]{escape(pkg.name)}[/]",
+                    escape(pkg.version),
+                    escape(ident),
+                    escape(vuln.smallest_fix or "-"),
+                    escape(note),
+                    style="dim" if vuln.ignored_reason is not None else None,
+                )
+        console.print(table)
+    for skip in report.skipped:
+        version = f"=={skip.version}" if skip.version else ""
+        console.print(
+            f"[yellow]warning:[/] not audited: `{escape(skip.name)}{escape(version)}`: "
+            f"{escape(skip.reason)}"
+        )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(escape(data_line(report)))
+    style = "red" if report.vulnerability_count else ("yellow" if report.skipped else "green")
+    console.print(f"[{style}]{escape(summary_line(report))}[/]")

@@ -1,0 +1,226 @@
+"""The audit stage API (safepip.audit): audit_packages, gate, ignores, staleness, fix targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.utils import NormalizedName, canonicalize_name
+
+from safepip.audit import (
+    AuditError,
+    AuditOptions,
+    AuditReport,
+    PackageResult,
+    VulnerabilitiesFound,
+    Vulnerability,
+    audit_packages,
+    gate,
+    plural,
+    render_findings_text,
+)
+from safepip.audit import database as db
+from safepip.settings import AuditSettings, IgnoreRule, Settings
+
+DATA = Path(__file__).parent / "data" / "advisories"
+TODAY = dt.date(2026, 11, 22)
+
+
+def make_osv_zip(snapshot: str, dest: Path) -> Path:
+    """An OSV-style `all.zip` of the test records, with their original member timestamps."""
+    stamps = json.loads((DATA / "member-timestamps.json").read_text("utf-8"))[snapshot]
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted((DATA / snapshot).glob("*.json")):
+            info = zipfile.ZipInfo(file.name, date_time=tuple(stamps[file.stem]))
+            zf.writestr(info, file.read_bytes().strip())
+    return dest
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def options(tmp_path: Path, data_dir: Path) -> AuditOptions:
+    zip_path = make_osv_zip("pypa-2026-07-23", tmp_path / "all.zip")
+    db.import_database(zip_path, data_dir=data_dir, date=dt.date(2026, 7, 23), today=TODAY)
+    return AuditOptions(data_dir=data_dir, today=TODAY)
+
+
+def pkgs(*specs: str) -> list[tuple[NormalizedName, str]]:
+    out = []
+    for spec in specs:
+        name, version = spec.split("==")
+        out.append((canonicalize_name(name), version))
+    return out
+
+
+class TestAuditPackages:
+    def test_findings_with_fix_versions_and_smallest_fix(self, options: AuditOptions) -> None:
+        report = audit_packages(pkgs("jinja2==2.10", "jw.util==2.0", "requests==2.32.3"), options)
+        by_name: dict[str, PackageResult] = {p.name: p for p in report.packages}
+        assert [v.id for v in by_name["jinja2"].vulns] == [
+            "PYSEC-2019-217",
+            "PYSEC-2021-66",
+            "PYSEC-2026-1471",
+            "PYSEC-2026-1473",
+            "PYSEC-2026-1474",
+            "PYSEC-2026-1475",
+        ]
+        first = by_name["jinja2"].vulns[0]
+        assert first.fix_versions == ("2.10.1",)
+        assert first.smallest_fix == "2.10.1"
+        assert first.aliases == ("CVE-2019-10906", "GHSA-462w-v97r-4m45")
+        # 2.10.1 and 3.1.5 are still inside other advisories' ranges; 3.1.6 clears them all.
+        assert by_name["jinja2"].fix_target == "3.1.6"
+        assert [v.id for v in by_name["jw-util"].vulns] == ["PYSEC-2020-341"]
+        assert by_name["requests"].vulns == ()
+        assert report.vulnerability_count == 7
+        assert report.data_date == dt.date(2026, 7, 23)
+        assert "advisory database" in report.source
+
+    def test_withdrawn_records_are_left_out(self, options: AuditOptions) -> None:
+        report = audit_packages(pkgs("distributed==2021.9.1", "plone==2.5"), options)
+        ids = {v.id for p in report.packages for v in p.vulns}
+        assert "PYSEC-2021-872" not in ids
+        assert "PYSEC-2021-871" in ids
+
+    def test_gate_raises_with_package_version_ids_and_fix(self, options: AuditOptions) -> None:
+        report = audit_packages(pkgs("jw.util==2.0"), options)
+        with pytest.raises(VulnerabilitiesFound) as info:
+            gate(report)
+        assert info.value.exit_code == 5
+        assert info.value.report is report
+        assert str(info.value) == (
+            "Refusing `jw-util==2.0`: 1 known vulnerability (PYSEC-2020-341); fixed in 2.3"
+        )
+
+    def test_gate_passes_clean_and_ignored(self, options: AuditOptions) -> None:
+        gate(audit_packages(pkgs("requests==2.32.3"), options))
+        ignored = AuditOptions(
+            data_dir=options.data_dir, today=TODAY, ignore_vulns=("CVE-2020-13388",)
+        )
+        report = audit_packages(pkgs("jw.util==2.0"), ignored)
+        gate(report)
+        assert report.ignored_count == 1
+        assert report.packages[0].vulns[0].ignored_reason == "ignored with `--ignore-vuln`"
+
+    def test_ignore_until_expires(self, options: AuditOptions) -> None:
+        rules = (
+            IgnoreRule(id="PYSEC-2020-341", reason="not reachable", until=dt.date(2026, 11, 21)),
+        )
+        settings = Settings(audit=AuditSettings(ignore=rules))
+        opts = AuditOptions(data_dir=options.data_dir, today=TODAY, settings=settings)
+        report = audit_packages(pkgs("jw.util==2.0"), opts)
+        assert report.vulnerability_count == 1
+        assert any("expired on 2026-11-21" in w for w in report.warnings)
+        later = Settings(
+            audit=AuditSettings(ignore=(IgnoreRule(id="pysec-2020-341", reason="r", until=TODAY),))
+        )
+        report = audit_packages(
+            pkgs("jw.util==2.0"),
+            AuditOptions(data_dir=options.data_dir, today=TODAY, settings=later),
+        )
+        assert report.vulnerability_count == 0
+
+    def test_stale_data_warns_by_default(self, options: AuditOptions) -> None:
+        report = audit_packages(pkgs("requests==2.32.3"), options)
+        assert report.warnings == (
+            "The advisory data is from 2026-07-23 (122 days old, more than the 90 days allowed); "
+            "run `safepip db update`",
+        )
+
+    def test_error_stale_data_refused_when_configured(self, options: AuditOptions) -> None:
+        settings = Settings(audit=AuditSettings(refuse_stale=True, max_age_days=30))
+        opts = AuditOptions(data_dir=options.data_dir, today=TODAY, settings=settings)
+        with pytest.raises(AuditError) as info:
+            audit_packages(pkgs("requests==2.32.3"), opts)
+        assert info.value.exit_code == 1
+        assert str(info.value) == (
+            "Refusing to audit with stale data: the advisory data is from 2026-07-23 "
+            "(122 days old, more than the 30 days allowed)"
+        )
+
+    def test_bundled_database_used_without_user_database(self, tmp_path: Path) -> None:
+        opts = AuditOptions(data_dir=tmp_path / "empty", today=TODAY)
+        report = audit_packages(pkgs("jinja2==2.10", "django==1.8.1"), opts)
+        assert report.source == "safepip's bundled PyPA advisory database"
+        assert report.data_date == dt.date(2026, 7, 23)
+        assert report.vulnerability_count > 5
+
+    def test_error_corrupt_user_database_refuses(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True)
+        (data_dir / db.DB_FILENAME).write_bytes(b"not a zip")
+        with pytest.raises(AuditError) as info:
+            audit_packages(pkgs("requests==2.32.3"), AuditOptions(data_dir=data_dir, today=TODAY))
+        assert str(info.value).startswith(
+            f"The advisory database `{data_dir / db.DB_FILENAME}` is corrupt"
+        )
+
+    def test_error_missing_db_path(self, tmp_path: Path) -> None:
+        opts = AuditOptions(db_path=tmp_path / "nope.zip", today=TODAY)
+        with pytest.raises(AuditError, match=r"`.*nope\.zip` does not exist"):
+            audit_packages(pkgs("requests==2.32.3"), opts)
+
+    def test_non_pep440_installed_version_is_skipped_when_ranges_exist(
+        self, options: AuditOptions
+    ) -> None:
+        report = audit_packages(pkgs("jinja2==2.10-custom"), options)
+        assert report.packages == ()
+        assert report.skipped[0].name == "jinja2"
+        assert "not a PEP 440 version" in report.skipped[0].reason
+
+
+class TestText:
+    def test_plural(self) -> None:
+        assert plural(1, "vulnerability") == "1 vulnerability"
+        assert plural(2, "vulnerability") == "2 vulnerabilities"
+        assert plural(0, "package") == "0 packages"
+
+    def test_render_findings_text(self) -> None:
+        report = AuditReport(
+            packages=(
+                PackageResult(
+                    name=canonicalize_name("demo"),
+                    version="1.0",
+                    vulns=(
+                        Vulnerability(
+                            id="PYSEC-1", aliases=("CVE-1",), smallest_fix="1.1", summary="bad"
+                        ),
+                        Vulnerability(id="PYSEC-2", ignored_reason="accepted"),
+                    ),
+                ),
+            ),
+            source="test data",
+            data_date=dt.date(2026, 1, 2),
+        )
+        assert render_findings_text(report) == (
+            "demo==1.0:\n  PYSEC-1 (CVE-1), fixed in 1.1: bad\n"
+            "Advisory data: test data, data as of 2026-01-02"
+        )
+
+    def test_error_vulnerabilities_found_several_packages(self) -> None:
+        report = AuditReport(
+            packages=tuple(
+                PackageResult(
+                    name=canonicalize_name(n),
+                    version="1.0",
+                    vulns=(Vulnerability(id=f"ID-{n}"),),
+                )
+                for n in ("a", "b")
+            ),
+            source="s",
+            data_date=None,
+        )
+        error = VulnerabilitiesFound(report)
+        assert str(error) == (
+            "Refusing 2 packages with 2 known vulnerabilities: "
+            "`a==1.0` (ID-a; no fix released), `b==1.0` (ID-b; no fix released)"
+        )
+        assert error.hint is not None
+        assert re.search(r"--ignore-vuln", error.hint)

@@ -1,0 +1,206 @@
+"""OSV matching rules (safepip.audit.osv), on real records and against a brute-force reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from safepip.audit.osv import (
+    Match,
+    match_advisory,
+    merge_matches,
+    parse_record,
+    range_contains,
+    smallest_fix_above,
+    sort_versions,
+)
+
+DATA = Path(__file__).parent / "data" / "advisories"
+
+
+def record(rid: str, snapshot: str = "pypa-2026-07-23") -> dict[str, object]:
+    data: dict[str, object] = json.loads((DATA / snapshot / f"{rid}.json").read_text("utf-8"))
+    return data
+
+
+def matches(rid: str, name: str, version: str, snapshot: str = "pypa-2026-07-23") -> Match | None:
+    return match_advisory(parse_record(record(rid, snapshot)), canonicalize_name(name), version)
+
+
+class TestRealRecords:
+    def test_unsorted_events_are_sorted_before_the_walk(self) -> None:
+        # PYSEC-2015-22 lists 1.8/1.8.4, then 1.7/1.7.10, then 1.4/1.4.22.
+        assert matches("PYSEC-2015-22", "Django", "1.7.5") is not None
+        assert matches("PYSEC-2015-22", "django", "1.4.21") is not None
+        assert matches("PYSEC-2015-22", "django", "1.7.10") is None
+        assert matches("PYSEC-2015-22", "django", "1.5") is None
+        # An unsorted walk would end on `fixed: 1.4.22` and miss 1.8.1.
+        found = matches("PYSEC-2015-22", "django", "1.8.1")
+        assert found is not None
+        assert found.fix_versions == ("1.4.22", "1.7.10", "1.8.4")
+
+    def test_smallest_fix_may_be_on_another_branch(self) -> None:
+        found = matches("PYSEC-2017-10", "django", "1.9.2")
+        assert found is not None
+        assert smallest_fix_above(found.fix_versions, "1.9.2") == "1.9.13"
+        assert smallest_fix_above(found.fix_versions, "1.10.6") == "1.10.7"
+
+    def test_withdrawn_record_never_matches(self) -> None:
+        assert record("PYSEC-2021-872").get("withdrawn")
+        assert matches("PYSEC-2021-872", "distributed", "2021.9.0") is None
+        assert matches("PYSEC-2021-871", "distributed", "2021.9.0") is not None
+
+    def test_non_normalized_package_name(self) -> None:
+        assert matches("PYSEC-2020-341", "jw-util", "2.2") is not None
+        assert matches("PYSEC-2020-341", "JW_Util", "2.2") is not None
+        assert matches("PYSEC-2020-341", "jw.util", "2.3") is None
+
+    def test_versions_only_record(self) -> None:
+        assert matches("PYSEC-2006-4", "extractor", "0.5") is not None
+        assert matches("PYSEC-2006-4", "extractor", "0.5.0") is not None  # PEP 440 equality
+        assert matches("PYSEC-2006-4", "extractor", "0.6") is None
+
+    def test_non_pep440_strings_are_tolerated(self) -> None:
+        # PYSEC-2024-264: `last_affected` 2.9.0-NA (not PEP 440) and 2.9.0-beta1 (it is).
+        assert matches("PYSEC-2024-264", "apache-airflow", "2.8.4") is not None
+        assert matches("PYSEC-2024-264", "apache-airflow", "2.9.0") is None
+        # PYSEC-2008-8 lists versions such as `0.9-doduo`: string equality still matches.
+        assert matches("PYSEC-2008-8", "paramiko", "0.9-doduo") is not None
+
+    def test_last_affected_is_inclusive(self) -> None:
+        assert matches("PYSEC-2009-14", "gstreamer-plugins", "0.10.9") is not None
+        assert matches("PYSEC-2009-14", "gstreamer-plugins", "0.10.9.post1") is None
+
+    def test_several_ranges_in_one_entry(self) -> None:
+        rec = record("PYSEC-2011-29")
+        rec.pop("withdrawn")
+        adv = parse_record(rec)
+        assert len(adv.affected[0].ranges) == 2
+        found = match_advisory(adv, canonicalize_name("django"), "1.2.3")
+        assert found is not None
+        assert found.fix_versions == ("1.2.4",)  # the fixes of the range that matched
+        assert match_advisory(adv, canonicalize_name("django"), "1.1.5") is None
+
+    def test_record_without_fix_affects_every_version(self) -> None:
+        adv = parse_record(record("PYSEC-2009-11"))
+        name = adv.affected[0].name
+        found = match_advisory(adv, name, "99.0")
+        assert found is not None
+        assert found.fix_versions == ()
+
+    def test_alias_duplicates_merge_into_one_finding(self) -> None:
+        old = "pypa-2024-10-10"
+        found = [
+            matches(r, "distributed", "2021.9.1", old) for r in ("PYSEC-2021-871", "PYSEC-2021-872")
+        ]
+        merged = merge_matches([m for m in found if m])
+        assert len(merged) == 1
+        assert merged[0].id == "PYSEC-2021-871"
+        assert "PYSEC-2021-872" in merged[0].aliases
+        assert "CVE-2021-42343" in merged[0].aliases
+        assert merged[0].fix_versions == ("2021.10.0",)
+
+    def test_records_without_shared_aliases_stay_apart(self) -> None:
+        found = [matches(r, "jinja2", "2.10") for r in ("PYSEC-2019-217", "PYSEC-2021-66")]
+        assert len(merge_matches([m for m in found if m])) == 2
+
+    def test_other_ecosystems_and_git_ranges_are_ignored(self) -> None:
+        adv = parse_record(
+            {
+                "id": "X-1",
+                "affected": [
+                    {"package": {"name": "foo", "ecosystem": "npm"}, "versions": ["1.0"]},
+                    {
+                        "package": {"name": "foo", "ecosystem": "PyPI"},
+                        "ranges": [{"type": "GIT", "events": [{"introduced": "0"}]}],
+                    },
+                ],
+            }
+        )
+        assert match_advisory(adv, canonicalize_name("foo"), "1.0") is None
+
+
+class TestRanges:
+    def test_introduced_zero_precedes_prereleases(self) -> None:
+        events = (("introduced", "0"), ("fixed", "0.0.0.dev2"))
+        assert range_contains(events, Version("0.0.0.dev1"))
+        assert not range_contains(events, Version("0.0.0.dev2"))
+
+    def test_limit_bounds_the_range(self) -> None:
+        events = (("introduced", "1.0"), ("limit", "2.0"))
+        assert range_contains(events, Version("1.5"))
+        assert not range_contains(events, Version("2.0"))
+        assert range_contains((("introduced", "1.0"), ("limit", "*")), Version("9"))
+
+    def test_sort_versions_puts_invalid_last(self) -> None:
+        assert sort_versions({"1.10", "1.9", "x-1", "1.9.1"}) == ("1.9", "1.9.1", "1.10", "x-1")
+
+
+# --- property test: the walk against an independent formulation ---------------------------------
+
+UNIVERSE = [f"1.{i}" for i in range(12)]
+KINDS = ("introduced", "fixed", "last_affected")
+
+
+def reference(events: list[tuple[str, int]], v: int) -> bool:
+    """Affected iff some `introduced` at or below `v` is not closed before `v`.
+
+    Closing: a `fixed` F with I < F <= v, or a `last_affected` L with I <= L < v. Evaluated on
+    event indexes into UNIVERSE with distinct values, in any order (no sorting needed).
+    """
+    for kind, i in events:
+        if kind != "introduced" or i > v:
+            continue
+        closed = any(
+            (k == "fixed" and i < j <= v) or (k == "last_affected" and i <= j < v)
+            for k, j in events
+        )
+        if not closed:
+            return True
+    return False
+
+
+@st.composite
+def event_lists(draw: st.DrawFn) -> list[tuple[str, int]]:
+    positions = draw(st.lists(st.integers(0, len(UNIVERSE) - 1), unique=True, max_size=8))
+    return [(draw(st.sampled_from(KINDS)), p) for p in positions]
+
+
+@given(events=event_lists(), v=st.integers(0, len(UNIVERSE) - 1), junk=st.booleans())
+def test_range_walk_matches_reference(events: list[tuple[str, int]], v: int, junk: bool) -> None:
+    as_strings = [(k, UNIVERSE[i]) for k, i in events]
+    if junk:  # strings that are not PEP 440 must be skipped, wherever they sit
+        as_strings.insert(len(as_strings) // 2, ("fixed", "2.9.0-NA"))
+    assert range_contains(as_strings, Version(UNIVERSE[v])) == reference(events, v)
+
+
+@given(events=event_lists(), v=st.integers(0, len(UNIVERSE) - 1))
+def test_introduced_zero_acts_below_every_version(events: list[tuple[str, int]], v: int) -> None:
+    with_zero = [("introduced", "0"), *((k, UNIVERSE[i]) for k, i in events)]
+    # "0" behaves like an `introduced` at the lowest version of the universe (1.0 or below).
+    as_lowest = [*events, ("introduced", -1)]
+    assert range_contains(with_zero, Version(UNIVERSE[v])) == reference(as_lowest, v)
+
+
+@given(
+    versions=st.lists(st.sampled_from([*UNIVERSE, "1.1.0", "1-odd"]), max_size=5),
+    v=st.sampled_from([*UNIVERSE, "1-odd"]),
+)
+def test_versions_list_matches_by_pep440_or_string(versions: list[str], v: str) -> None:
+    adv = parse_record(
+        {"id": "T-1", "affected": [{"package": {"name": "p"}, "versions": versions}]}
+    )
+    expected = v in versions or (v == "1.1" and "1.1.0" in versions)
+    assert (match_advisory(adv, canonicalize_name("p"), v) is not None) == expected
+
+
+@pytest.mark.parametrize("bad", [{"affected": []}, {"id": ""}])
+def test_error_record_without_id(bad: dict[str, object]) -> None:
+    with pytest.raises((KeyError, ValueError)):
+        parse_record(bad)

@@ -1,0 +1,114 @@
+"""Report formats (safepip.audit.report)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+from packaging.utils import canonicalize_name
+from rich.console import Console
+
+from safepip.audit import AuditReport, PackageResult, SkippedPackage, Vulnerability
+from safepip.audit.report import (
+    plan_fixes,
+    print_table,
+    render_cyclonedx,
+    render_json,
+    render_markdown,
+    render_sarif,
+    summary_line,
+)
+
+REPORT = AuditReport(
+    packages=(
+        PackageResult(
+            name=canonicalize_name("demo"),
+            version="1.0+local",
+            vulns=(
+                Vulnerability(
+                    id="PYSEC-1",
+                    aliases=("CVE-1",),
+                    fix_versions=("1.1", "2.0"),
+                    smallest_fix="1.1",
+                    summary="a | pipe",
+                    description="details",
+                ),
+                Vulnerability(id="PYSEC-2", ignored_reason="accepted"),
+            ),
+            fix_target="1.1",
+        ),
+        PackageResult(name=canonicalize_name("clean"), version="3"),
+    ),
+    skipped=(SkippedPackage(name=canonicalize_name("vcs"), version=None, reason="no version"),),
+    source="test data",
+    data_date=dt.date(2026, 7, 23),
+    warnings=("stale",),
+)
+
+
+def test_summary_line() -> None:
+    assert (
+        summary_line(REPORT)
+        == "Found 1 vulnerability in 1 package (1 ignored, 1 package not audited)"
+    )
+    clean = AuditReport(packages=(REPORT.packages[1],), source="s", data_date=None)
+    assert summary_line(clean) == "No known vulnerabilities found in 1 package"
+
+
+def test_json_keeps_pip_audit_shape() -> None:
+    doc = json.loads(render_json(REPORT, fixes=plan_fixes(REPORT)))
+    assert doc["version"] == 1
+    assert doc["data"] == {"source": "test data", "date": "2026-07-23"}
+    demo, clean, vcs = doc["dependencies"]
+    assert demo["vulns"] == [
+        {
+            "id": "PYSEC-1",
+            "fix_versions": ["1.1", "2.0"],
+            "aliases": ["CVE-1"],
+            "description": "details",
+            "summary": "a | pipe",
+            "smallest_fix": "1.1",
+        }
+    ]
+    assert demo["ignored_vulns"] == [{"id": "PYSEC-2", "aliases": [], "reason": "accepted"}]
+    assert clean == {"name": "clean", "version": "3", "vulns": []}
+    assert vcs == {"name": "vcs", "version": None, "skip_reason": "no version"}
+    assert doc["fixes"] == [{"name": "demo", "old_version": "1.0+local", "new_version": "1.1"}]
+
+
+def test_markdown_escapes_cells() -> None:
+    text = render_markdown(REPORT)
+    assert "a \\| pipe" in text
+    assert "as of 2026-07-23" in text
+
+
+def test_cyclonedx_purl_encodes_version() -> None:
+    bom = json.loads(render_cyclonedx(REPORT))
+    assert bom["components"][0]["purl"] == "pkg:pypi/demo@1.0%2Blocal"
+    assert [v["id"] for v in bom["vulnerabilities"]] == ["PYSEC-1"]
+    assert bom["vulnerabilities"][0]["recommendation"] == "Upgrade demo to 1.1 or later"
+
+
+def test_sarif_rules_and_locations() -> None:
+    log = json.loads(render_sarif(REPORT, locations={"demo": ("req.txt", 4)}))
+    run = log["runs"][0]
+    assert [r["id"] for r in run["tool"]["driver"]["rules"]] == ["PYSEC-1"]
+    assert run["results"][0]["locations"][0]["physicalLocation"] == {
+        "artifactLocation": {"uri": "req.txt"},
+        "region": {"startLine": 4},
+    }
+    assert run["properties"]["advisoryDataDate"] == "2026-07-23"
+
+
+def test_table_without_colour() -> None:
+    buffer = io.StringIO()
+    print_table(REPORT, Console(file=buffer, no_color=True, width=200))
+    text = buffer.getvalue()
+    assert "\x1b[" not in text
+    assert "PYSEC-1 (CVE-1)" in text
+    assert "ignored: accepted" in text
+    assert "warning: not audited: `vcs`: no version" in text
+    assert text.rstrip().endswith(
+        "Found 1 vulnerability in 1 package (1 ignored, 1 package not audited)"
+    )
