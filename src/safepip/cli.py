@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from safepip.net import redact_text
 
         reporter = _reporter(args)
-        reporter.error(redact_text(exc.message), redact_text(exc.hint) if exc.hint else None)
+        reporter.error(redact_text(str(exc)), redact_text(exc.hint) if exc.hint else None)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -460,9 +460,17 @@ def apply(
 
 
 def _lock(site: Path) -> contextlib.AbstractContextManager[object]:
+    """One safepip at a time per environment. The lock file lives outside the environment so that
+    an install leaves nothing of safepip's own behind."""
+    import hashlib
+    import tempfile
+
     from filelock import FileLock
 
-    return FileLock(str(site / ".safepip.lock"), timeout=600)
+    key = hashlib.sha256(os.path.abspath(site).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "safepip-locks"
+    folder.mkdir(exist_ok=True)
+    return FileLock(str(folder / f"{key}.lock"), timeout=600)
 
 
 def compile_bytecode(target: Target, pins: Sequence[Pin]) -> None:

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,37 +146,42 @@ class Session:
     def __init__(self, config: NetConfig) -> None:
         self.config = config
         self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     @property
     def policy(self) -> HostPolicy:
         return self.config.policy
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            import httpx
+        with self._lock:
+            return self._client or self._make_client()
 
-            http2 = self.config.http2
-            if http2:
-                try:
-                    import h2  # noqa: F401
-                except ImportError:
-                    http2 = False
-            self._client = httpx.Client(
-                verify=_ssl_context(self.config),
-                http2=http2,
-                timeout=httpx.Timeout(self.config.timeout, connect=self.config.timeout),
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT, **self.config.headers},
-                proxy=self.config.proxy,
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-                trust_env=self.config.proxy is None,
-            )
+    def _make_client(self) -> httpx.Client:
+        import httpx
+
+        http2 = self.config.http2
+        if http2:
+            try:
+                import h2  # noqa: F401
+            except ImportError:
+                http2 = False
+        self._client = httpx.Client(
+            verify=_ssl_context(self.config),
+            http2=http2,
+            timeout=httpx.Timeout(self.config.timeout, connect=self.config.timeout),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, **self.config.headers},
+            proxy=self.config.proxy,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            trust_env=self.config.proxy is None,
+        )
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def __enter__(self) -> Session:
         return self
@@ -200,6 +206,45 @@ class Session:
             if resp.status not in ok_statuses:
                 raise _status_error(resp.url, resp.status)
             return Response(url=resp.url, status=resp.status, headers=resp.headers, content=body)
+
+    def post_json(
+        self, url: str, payload: object, *, purpose: str = "a query", retries: bool = True
+    ) -> Response:
+        """POST a JSON body (the OSV API) with the same policy checks, retries and error mapping.
+
+        Redirects are not followed: an API that redirects a POST is refused.
+        """
+        import json
+
+        import httpx
+
+        self.policy.check(url, purpose=purpose)
+        client = self._http()
+        body = json.dumps(payload).encode()
+        attempt = 0
+        while True:
+            try:
+                response = client.post(
+                    url, content=body, headers={"Content-Type": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                attempt += 1
+                if not retries or attempt > self.config.retries or not _transient(exc):
+                    raise _wrap(exc, url) from exc
+                _backoff(attempt)
+                continue
+            if response.status_code in RETRY_STATUSES and retries and attempt < self.config.retries:
+                attempt += 1
+                _backoff(attempt, response.headers.get("retry-after"))
+                continue
+            if response.status_code != 200:
+                raise _status_error(str(response.url), response.status_code)
+            return Response(
+                url=str(response.url),
+                status=response.status_code,
+                headers={k.lower(): v for k, v in response.headers.items()},
+                content=response.content,
+            )
 
     def _get_file(self, url: str) -> Response:
         path = file_url_to_path(url)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from packaging.utils import NormalizedName
 
+    from safepip.audit import AuditReport
     from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
     from safepip.index import IndexClient
     from safepip.install import ChangePlan, InstallResult
@@ -38,6 +39,13 @@ def default_index_url() -> str:
     from pip._internal.models.index import PyPI
 
     return str(PyPI.simple_url)
+
+
+def default_index_file_host() -> str:
+    """The host that serves the default index's files (it differs from the index's host)."""
+    from pip._internal.models.index import PyPI
+
+    return str(PyPI.file_storage_domain)
 
 
 class Reporter(Protocol):
@@ -145,7 +153,7 @@ class InstallOutcome:
     changes: ChangePlan
     result: InstallResult | None
     """None for `--dry-run`."""
-    audit: object | None = None
+    audit: AuditReport | None = None
     fetched: tuple[FetchedArtifact, ...] = ()
 
 
@@ -296,6 +304,8 @@ def decide_sources(
     ]
     allowed = {host_port_of(u) for u in [*index_urls, *find_links] if "://" in u}
     allowed |= {h.lower() for h in options.allow_hosts}
+    if default_index_url() in index_urls:
+        allowed.add(default_index_file_host())
     policy = HostPolicy(allowed_hosts=frozenset(allowed), trusted_hosts=frozenset(trusted))
     return Sources(
         index_urls=tuple(dict.fromkeys(index_urls)),
@@ -544,7 +554,9 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         session = ctx.open_session(sources, pip_config)
         index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
         plan = plan_install(options, parsed, target, sources, index, reporter)
-        audit_report = audit_gate(options.audit, plan, reporter)
+        audit_report = audit_gate(
+            options.audit, plan, reporter, isolated=options.sources.isolated
+        )
         changes = install_stage.plan_changes(
             plan.pins, installed_distributions(target), reinstall=options.reinstall
         )
@@ -589,31 +601,49 @@ def _merged_constraints(
     return merge_requirements(parsed.requirements, parsed.constraints, target.markers)
 
 
-def audit_gate(choice: AuditChoice, plan: Plan, reporter: Reporter) -> object | None:
-    """Audit the final set of distributions before anything is downloaded or written."""
+def audit_gate(
+    choice: AuditChoice, plan: Plan, reporter: Reporter, *, isolated: bool = False
+) -> AuditReport | None:
+    """Audit the final set of distributions before anything is downloaded or written.
+
+    A finding that is not ignored raises `VulnerabilitiesFound` (exit 5); a missing or corrupt
+    database raises `AuditError`. Packages from indexes other than the default one are never
+    sent to a public service.
+    """
+    from safepip import audit
+    from safepip.settings import load_settings
+
     if not choice.enabled:
         reporter.warn(
             "AUDIT DISABLED (`--no-audit`): packages are installed without checking them "
             "against known vulnerabilities"
         )
         return None
-    try:
-        from safepip import audit
-    except ImportError:  # pragma: no cover - the audit package ships with safepip
-        return None
-    if not hasattr(audit, "audit_packages"):
-        return None
+    settings = load_settings(isolated=isolated)
     options = audit.AuditOptions(
         source=choice.source,
         db_path=choice.db,
         ignore_vulns=choice.ignore_vulns,
         refresh=choice.refresh,
+        settings=settings,
         **({"osv_url": choice.osv_url} if choice.osv_url else {}),
     )
-    report = audit.audit_packages([(p.name, p.version) for p in plan.pins], options)
-    for warning in getattr(report, "warnings", ()):
+    public = default_index_url()
+    private = frozenset(p.name for p in plan.pins if not p.artifact.origin.startswith(public))
+    report = audit.audit_packages(
+        [(p.name, p.version) for p in plan.pins], options, private_names=private
+    )
+    for warning in report.warnings:
         reporter.warn(warning)
+    for skipped in report.skipped:
+        reporter.warn(f"Not audited: `{skipped.name}=={skipped.version}`: {skipped.reason}")
     audit.gate(report)
+    if report.ignored_count:
+        reporter.warn(
+            f"Ignoring {audit.plural(report.ignored_count, 'known vulnerability')} "
+            "as configured"
+        )
+    reporter.detail(f"Audited {len(plan.pins)} packages against {report.source}")
     return report
 
 
@@ -640,7 +670,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         session = ctx.open_session(sources, pip_config)
         index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
         plan = plan_install(options, parsed, target, sources, index, reporter)
-        audit_gate(options.audit, plan, reporter)
+        audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         fetched_list = fetch_stage.fetch_artifacts(
             session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
         )

@@ -1548,6 +1548,9 @@ def _find_links_entry(ref: _FileRef, value: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(ref.target), value))
 
 
+_COMMAND_LINE_OPTIONS = re.compile(r"\s--(hash|config-settings)[=\s]")
+
+
 def parse_requirements(
     files: Sequence[str] = (),
     constraints: Sequence[str] = (),
@@ -1580,6 +1583,12 @@ def parse_requirements(
         collector.parse_file(ref, constraint=True, chain=(), include=None)
     for number, text in enumerate(lines, start=1):
         location = SourceLocation(path=COMMAND_LINE, line=number, text=redact_text(text.strip()))
+        if _COMMAND_LINE_OPTIONS.search(text):
+            # safepip (unlike pip) accepts per-requirement options in an argument, so that
+            # `safepip install "name==1.0 --hash=sha256:…"` works like a requirements-file line.
+            ref = _FileRef(str(collector.cwd / COMMAND_LINE), COMMAND_LINE)
+            collector.parse_line(ref, text.strip(), location, constraint=False, chain=())
+            continue
         collector.requirements.append(parse_requirement_line(text, location, cwd=collector.cwd))
     for number, text in enumerate(editables, start=len(lines) + 1):
         location = SourceLocation(path=COMMAND_LINE, line=number, text=redact_text(text.strip()))

@@ -38,28 +38,18 @@ class OsvApiError(AuditError):
 
 
 def _post_json(session: Session, url: str, payload: object) -> Any:
-    """POST `payload` as JSON through the session's policy-checked client.
+    """POST `payload` as JSON through the session (policy-checked, retried, no redirects)."""
+    from safepip.net import NetworkError, redact_url
 
-    `Session` offers GET only; the request below is checked against the same host policy and
-    sent through the same client (no redirects are followed).
-    """
-    from safepip.net import _wrap, redact_url
-
-    session.policy.check(url, purpose="an advisory query")
-    body = json.dumps(payload).encode("utf-8")
     try:
-        response = session._http().post(
-            url, content=body, headers={"Content-Type": "application/json"}
-        )
-    except Exception as exc:  # httpx's errors; net.py owns their translation
-        if exc.__class__.__module__.startswith(("httpx", "httpcore")):
-            raise _wrap(exc, url) from exc
-        raise
-    if response.status_code != 200:
+        response = session.post_json(url, payload, purpose="an advisory query")
+    except NetworkError as exc:
+        if exc.status is None:
+            raise
         raise OsvApiError(
-            f"The OSV API at `{redact_url(url)}` answered HTTP {response.status_code}",
+            f"The OSV API at `{redact_url(url)}` answered HTTP {exc.status}",
             url=redact_url(url),
-        )
+        ) from exc
     return _decode(response.content, url)
 
 

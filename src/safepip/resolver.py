@@ -1,0 +1,1062 @@
+"""Resolving unpinned requirements against the indexes: a resolvelib provider with prefetching.
+
+resolvelib walks the dependency graph one decision at a time; this module keeps the network busy
+meanwhile. When a project page arrives, the metadata of its most likely candidate is fetched in a
+thread pool, and when that metadata arrives, the pages of its dependencies are requested, so the
+likely dependency tree is downloaded concurrently while the resolver is still deciding.
+
+Only wheels are candidates: a version offered only as an sdist would have to be built, which runs
+the package's code. Metadata comes from PEP 658 `.metadata` files (hash-checked by the index
+client) or, failing that, from the wheel itself, downloaded through `fetch` into the cache.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib import ResolutionImpossible as _Impossible
+from resolvelib import ResolutionTooDeep as _TooDeep
+
+from safepip.policy import PolicyViolation
+from safepip.resolve import (
+    Artifact,
+    Pin,
+    ResolutionError,
+    dependencies_for,
+    parse_metadata_requires,
+    rank_wheel,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from packaging.requirements import Requirement
+    from packaging.tags import Tag
+    from resolvelib.structs import RequirementInformation
+
+    from safepip.fetch import Cache
+    from safepip.index import IndexClient, IndexFile, ProjectFiles
+    from safepip.net import Session
+    from safepip.requirements import ParsedRequirement
+    from safepip.target import Target
+
+ALLOWED_HASHES = ("sha256", "sha384", "sha512")
+"""The digests pip accepts in `--hash`; others an index publishes are not carried into locks."""
+MAX_ROUNDS = 20_000
+_PREFETCH_WORKERS = 16
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cause:
+    """One requirement taking part in a conflict, and how the resolver got to it."""
+
+    requirement: str
+    """As its parent states it, e.g. `c<2` or `c[extra]>=3`."""
+    parent: str | None
+    """`a==1.0` for a dependency; None for an input requirement."""
+    where: str | None
+    """The input location (`requirements.in:3`) of an input requirement."""
+    chain: tuple[str, ...] = ()
+    """The pins from an input requirement down to `parent` (outermost first)."""
+
+    def describe(self) -> str:
+        who = f"`{self.parent}`" if self.parent else f"`{self.where or 'the input'}`"
+        text = f"{who} requires `{self.requirement}`"
+        if len(self.chain) > 1:
+            text += " (via " + " -> ".join(f"`{c}`" for c in self.chain) + ")"
+        return text
+
+
+class ConflictError(ResolutionError):
+    """No set of versions satisfies every requirement on one or more projects."""
+
+    def __init__(
+        self, *, projects: Sequence[str], causes: Sequence[Cause], notes: Sequence[str] = ()
+    ) -> None:
+        self.projects = tuple(projects)
+        self.causes = tuple(causes)
+        self.notes = tuple(notes)
+        names = ", ".join(f"`{p}`" for p in self.projects)
+        lines = [f"Cannot find versions that satisfy every requirement on {names}:"]
+        lines += [f"    {c.describe()}" for c in self.causes]
+        lines += [f"    {n}" for n in self.notes]
+        super().__init__(
+            "\n".join(lines),
+            hint="loosen one of these requirements, or pin a parent to a version whose "
+            "requirements agree",
+        )
+
+
+class NoMatchingVersionError(ResolutionError):
+    """A requirement that no offered version satisfies, on its own."""
+
+    def __init__(
+        self, *, project: str, requirement: str, causes: Sequence[Cause], reasons: Sequence[str]
+    ) -> None:
+        self.project = project
+        self.requirement = requirement
+        self.causes = tuple(causes)
+        self.reasons = tuple(reasons)
+        lines = [f"No version of `{project}` satisfies `{requirement}`"]
+        lines += [f"    {c.describe()}" for c in self.causes]
+        lines += [f"    {r}" for r in self.reasons]
+        hint = None
+        if any("pre-release" in r for r in self.reasons):
+            hint = "pass `--pre` to consider pre-releases, or pin one with `==`"
+        super().__init__("\n".join(lines), hint=hint)
+
+
+class ProjectNotFoundError(ResolutionError):
+    """A required project that no index or find-links location offers."""
+
+    def __init__(self, *, project: str, sources: Sequence[str], causes: Sequence[Cause]) -> None:
+        from safepip.net import redact_url
+
+        self.project = project
+        self.sources = tuple(redact_url(s) for s in sources)
+        self.causes = tuple(causes)
+        where = ", ".join(f"`{s}`" for s in self.sources) or "no index (`--no-index`)"
+        lines = [f"`{project}` was not found on {where}"]
+        lines += [f"    {c.describe()}" for c in self.causes]
+        super().__init__(
+            "\n".join(lines), hint="check the spelling, or add the index that publishes it"
+        )
+
+
+class SdistOnlyError(PolicyViolation):
+    """Every acceptable version of a project is offered only as a source distribution."""
+
+    def __init__(self, *, project: str, versions: Sequence[str], causes: Sequence[Cause]) -> None:
+        self.project = project
+        self.versions = tuple(versions)
+        self.causes = tuple(causes)
+        shown = ", ".join(self.versions[:5]) + (" …" if len(self.versions) > 5 else "")
+        lines = [
+            f"Refusing `{project}`: the versions that would fit ({shown}) are source "
+            "distributions only; building one would run the package's code"
+        ]
+        lines += [f"    {c.describe()}" for c in self.causes]
+        super().__init__(
+            "\n".join(lines),
+            hint="ask the maintainers for a wheel, or build one yourself in a sandbox and add it "
+            "with `--find-links`",
+        )
+
+
+class UnhashedFilesError(ResolutionError):
+    """Chosen wheels whose index publishes no hash, outside `--allow-unhashed`."""
+
+    def __init__(self, files: Sequence[str]) -> None:
+        self.files = tuple(files)
+        super().__init__(
+            "The index publishes no hash for: " + ", ".join(f"`{f}`" for f in self.files),
+            hint="pass `--allow-unhashed` to accept them (they are then not integrity-checked), "
+            "or use an index that publishes hashes",
+        )
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resolution:
+    """A complete, consistent set of pins for one target."""
+
+    pins: tuple[Pin, ...]
+    """Sorted by name; each with the best wheel for the target and the index's hashes."""
+    files: Mapping[NormalizedName, tuple[IndexFile, ...]]
+    """Every file of each pinned version on its index (all wheels and the sdist, yanked ones
+    only when the pin itself is yanked), for locks that install on other platforms too."""
+    dependencies: Mapping[NormalizedName, tuple[NormalizedName, ...]]
+    """Each pin's dependencies on the target (markers evaluated, extras followed)."""
+    requires_python: Mapping[NormalizedName, str]
+    """`Requires-Python` of each pin's metadata, where it has one."""
+    indexes: Mapping[NormalizedName, str]
+    """The index that claimed each pin (or the find-links location that offered it)."""
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Minor findings, such as files on an index page that are neither wheels nor sdists."""
+
+
+class _Rejection(enum.Enum):
+    PRERELEASE = "pre-release"
+    YANKED = "yanked"
+    SDIST_ONLY = "sdist only"
+    NO_WHEEL = "no wheel for the target"
+    REQUIRES_PYTHON = "requires another Python"
+
+
+@dataclass(frozen=True, slots=True)
+class _Requirement:
+    name: NormalizedName
+    extras: frozenset[str]
+    specifier: SpecifierSet
+    text: str
+    """As written, for messages."""
+    where: str | None = None
+    """`path:line` of an input requirement."""
+    origin: str | None = None
+    """The input file of an input requirement (for `# via`)."""
+
+    @property
+    def key(self) -> str:
+        return _key(self.name, self.extras)
+
+    @property
+    def exact_version(self) -> Version | None:
+        specs = list(self.specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+            try:
+                return Version(specs[0].version)
+            except InvalidVersion:
+                return None
+        return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Candidate:
+    name: NormalizedName
+    version: Version
+    extras: frozenset[str]
+    wheel: IndexFile
+    files: tuple[IndexFile, ...]
+    yanked: str | None
+
+    @property
+    def key(self) -> str:
+        return _key(self.name, self.extras)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Candidate) and (self.key, self.version) == (
+            other.key,
+            other.version,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.version))
+
+    def __str__(self) -> str:
+        return f"{self.key}=={self.version}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Metadata:
+    requires_dist: tuple[str, ...]
+    requires_python: str | None
+
+
+def _key(name: NormalizedName, extras: frozenset[str]) -> str:
+    return f"{name}[{','.join(sorted(extras))}]" if extras else str(name)
+
+
+def _base_name(key: str) -> NormalizedName:
+    return NormalizedName(key.split("[", 1)[0])
+
+
+def _python_ok(spec: SpecifierSet | str | None, python: Version) -> bool:
+    if spec is None:
+        return True
+    if isinstance(spec, str):
+        try:
+            spec = SpecifierSet(spec)
+        except InvalidSpecifier:
+            return True  # pip ignores an unparseable Requires-Python as well
+    return spec.contains(python, prereleases=True)
+
+
+def _published_hashes(file: IndexFile) -> frozenset[str]:
+    return frozenset(f"{a}:{d}" for a, d in file.hashes.items() if a in ALLOWED_HASHES)
+
+
+# --- the synthetic target -------------------------------------------------------------------
+
+
+def synthetic_target(python_version: str, platforms: Sequence[str] = ()) -> Target:
+    """A `Target` for another machine: CPython `python_version` on the given platform tags.
+
+    With no platforms, the platforms of the machine safepip runs on are used. `manylinux` and
+    `macosx` platform tags are widened the way installers do (a `manylinux_2_28` machine also
+    takes `manylinux_2_17` wheels). The result has no interpreter and no folders: it is for
+    choosing versions and files, not for installing.
+    """
+    from packaging import tags as ptags
+
+    from safepip.errors import UsageError
+    from safepip.target import SchemePaths, Target
+
+    parts = python_version.split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts) or parts[0] != "3":
+        raise UsageError(
+            f"`--python-version {python_version}` is not a Python 3 version",
+            hint="give it as `3.X` or `3.X.Y`, e.g. `--python-version 3.11`",
+        )
+    version = (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+    wanted = list(platforms) or list(ptags.platform_tags())
+    expanded = list(dict.fromkeys(p for given in wanted for p in _widen_platform(given)))
+    tags: list[Tag] = list(ptags.cpython_tags(version[:2], platforms=expanded))
+    tags += [
+        t for t in ptags.compatible_tags(version[:2], f"cp3{version[1]}", expanded) if t not in tags
+    ]
+    markers = _platform_markers(wanted[0] if wanted else "any")
+    full = ".".join(map(str, version))
+    markers |= {
+        "implementation_name": "cpython",
+        "implementation_version": full,
+        "platform_python_implementation": "CPython",
+        "python_full_version": full,
+        "python_version": f"{version[0]}.{version[1]}",
+        "platform_release": "",
+        "platform_version": "",
+    }
+    nowhere = Path("/nonexistent")
+    return Target(
+        python=Path(f"<python {full}>"),
+        version=version,
+        markers=markers,
+        tags=tuple(tags),
+        paths=SchemePaths(
+            purelib=nowhere, platlib=nowhere, scripts=nowhere, data=nowhere, headers=nowhere
+        ),
+        prefix=nowhere,
+        is_virtualenv=True,
+        externally_managed=None,
+        kind="synthetic",
+    )
+
+
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+def _widen_platform(platform: str) -> list[str]:
+    from packaging import tags as ptags
+
+    platform = platform.replace("-", "_").replace(".", "_").lower()
+    for legacy, (major, minor) in _LEGACY_MANYLINUX.items():
+        if platform.startswith(legacy + "_"):
+            platform = f"manylinux_{major}_{minor}_{platform[len(legacy) + 1 :]}"
+    parts = platform.split("_")
+    if parts[0] == "manylinux" and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        major, top = int(parts[1]), int(parts[2])
+        out = [f"manylinux_{major}_{m}_{arch}" for m in range(top, 4, -1)]
+        out += [f"{legacy}_{arch}" for legacy, mm in _LEGACY_MANYLINUX.items() if mm[1] <= top]
+        return [*out, f"linux_{arch}"]
+    if parts[0] == "musllinux" and len(parts) >= 4 and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        return [f"musllinux_{parts[1]}_{m}_{arch}" for m in range(int(parts[2]), -1, -1)] + [
+            f"linux_{arch}"
+        ]
+    if parts[0] == "macosx" and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        return list(ptags.mac_platforms((int(parts[1]), int(parts[2])), arch))
+    return [platform]
+
+
+def _platform_markers(platform: str) -> dict[str, str]:
+    if platform.startswith(("manylinux", "musllinux", "linux")):
+        arch = platform.split("_", 3)[-1] if platform.count("_") >= 3 else platform.split("_", 1)[1]
+        return {
+            "os_name": "posix",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "platform_machine": arch,
+        }
+    if platform.startswith("macosx"):
+        arch = platform.split("_", 3)[-1]
+        return {
+            "os_name": "posix",
+            "sys_platform": "darwin",
+            "platform_system": "Darwin",
+            "platform_machine": "arm64" if arch in ("arm64", "universal2") else arch,
+        }
+    if platform.startswith("win"):
+        machine = {"win32": "x86", "win_amd64": "AMD64", "win_arm64": "ARM64"}.get(platform, "")
+        return {
+            "os_name": "nt",
+            "sys_platform": "win32",
+            "platform_system": "Windows",
+            "platform_machine": machine,
+        }
+    return {"os_name": "posix", "sys_platform": "", "platform_system": "", "platform_machine": ""}
+
+
+# --- fetching pages and metadata ahead of the resolver ----------------------------------------
+
+
+class _Prefetcher:
+    """Index pages and metadata, fetched in a thread pool and kept for the whole resolution.
+
+    Speculative work never raises in a worker: a failure is stored in its future and reaches the
+    user only if the resolver actually needs that page or metadata.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: IndexClient,
+        target: Target,
+        session: Session,
+        cache: Cache,
+        pre: bool,
+        preferred: Mapping[NormalizedName, str],
+    ) -> None:
+        self.index = index
+        self.target = target
+        self.session = session
+        self.cache = cache
+        self.pre = pre
+        self.preferred = preferred
+        self.python = Version(target.python_version)
+        self.priority = cast("Mapping[object, int]", target.tag_priority())
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(_PREFETCH_WORKERS, thread_name_prefix="safepip-resolve")
+        self._pages: dict[NormalizedName, Future[ProjectFiles]] = {}
+        self._metadata: dict[tuple[NormalizedName, Version], Future[_Metadata]] = {}
+        self._versions: dict[NormalizedName, dict[Version, tuple[IndexFile, ...]]] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # pages
+
+    def want_project(
+        self, name: NormalizedName, specifier: SpecifierSet, extras: frozenset[str]
+    ) -> Future[ProjectFiles]:
+        with self._lock:
+            future = self._pages.get(name)
+            if future is not None:
+                return future
+            future = self._pool.submit(self._load_page, name, specifier, extras)
+            self._pages[name] = future
+            return future
+
+    def _load_page(
+        self, name: NormalizedName, specifier: SpecifierSet, extras: frozenset[str]
+    ) -> ProjectFiles:
+        page = self.index.project_files(name)
+        try:
+            guess = self._likely_wheel(page, specifier)
+            if guess is not None:
+                self.want_metadata(name, guess[0], guess[1], extras)
+        except Exception:  # speculation only; the resolver asks again
+            pass
+        return page
+
+    def project(self, name: NormalizedName) -> ProjectFiles:
+        return self.want_project(name, SpecifierSet(), frozenset()).result()
+
+    def versions(self, name: NormalizedName) -> dict[Version, tuple[IndexFile, ...]]:
+        """Files of `name` by version (wheels and sdists with a parseable name)."""
+        with self._lock:
+            known = self._versions.get(name)
+        if known is not None:
+            return known
+        by_version: dict[Version, list[IndexFile]] = {}
+        for file in self.project(name).files:
+            if file.kind in ("wheel", "sdist") and file.version is not None:
+                by_version.setdefault(file.version, []).append(file)
+        result = {v: tuple(files) for v, files in by_version.items()}
+        with self._lock:
+            self._versions[name] = result
+        return result
+
+    def best_wheel(self, files: Sequence[IndexFile]) -> IndexFile | None:
+        """The wheel among `files` that fits the target best (tags, then `Requires-Python`)."""
+        ranked = [
+            (rank, f.filename, f)
+            for f in files
+            if f.kind == "wheel"
+            and (rank := rank_wheel(f, self.priority)) is not None
+            and _python_ok(f.requires_python, self.python)
+        ]
+        return min(ranked)[2] if ranked else None
+
+    def _likely_wheel(
+        self, page: ProjectFiles, specifier: SpecifierSet
+    ) -> tuple[Version, IndexFile] | None:
+        by_version: dict[Version, list[IndexFile]] = {}
+        for file in page.files:
+            if file.kind == "wheel" and file.version is not None and file.yanked is None:
+                by_version.setdefault(file.version, []).append(file)
+        preferred = self.preferred.get(page.name)
+        order = sorted(by_version, reverse=True)
+        if preferred is not None:
+            wanted = _parse_version(preferred)
+            if wanted is not None:
+                order.insert(0, wanted)
+        allow_pre = self.pre or bool(specifier.prereleases)
+        for version in order:
+            if version not in by_version or not specifier.contains(version, prereleases=True):
+                continue
+            if version.is_prerelease and not allow_pre:
+                continue
+            wheel = self.best_wheel(by_version[version])
+            if wheel is not None:
+                return version, wheel
+        return None
+
+    # metadata
+
+    def want_metadata(
+        self, name: NormalizedName, version: Version, wheel: IndexFile, extras: frozenset[str]
+    ) -> Future[_Metadata]:
+        with self._lock:
+            future = self._metadata.get((name, version))
+            if future is not None:
+                return future
+            future = self._pool.submit(self._load_metadata, name, version, wheel, extras)
+            self._metadata[(name, version)] = future
+            return future
+
+    def metadata(self, candidate: _Candidate) -> _Metadata:
+        return self.want_metadata(
+            candidate.name, candidate.version, candidate.wheel, candidate.extras
+        ).result()
+
+    def _load_metadata(
+        self, name: NormalizedName, version: Version, wheel: IndexFile, extras: frozenset[str]
+    ) -> _Metadata:
+        raw = self.index.fetch_metadata(wheel)
+        if raw is None:
+            raw = self._metadata_from_wheel(name, version, wheel)
+        meta_name, meta_version, requires, requires_python = parse_metadata_requires(raw)
+        if canonicalize_name(meta_name) != name or not _same_version(meta_version, version):
+            raise ResolutionError(
+                f"Refusing `{wheel.filename}`: its metadata names `{meta_name} {meta_version}`, "
+                f"not `{name} {version}`",
+                hint="the index serves inconsistent files; report it to the index operator",
+            )
+        result = _Metadata(requires_dist=tuple(requires), requires_python=requires_python)
+        try:
+            for dep in dependencies_for(requires, extras, self.target.markers):
+                self.want_project(canonicalize_name(dep.name), dep.specifier, frozenset())
+        except Exception:  # speculation only
+            pass
+        return result
+
+    def _metadata_from_wheel(
+        self, name: NormalizedName, version: Version, wheel: IndexFile
+    ) -> bytes:
+        """The wheel's own METADATA: the wheel is downloaded (hash-checked) into the cache."""
+        from safepip.fetch import fetch_artifacts
+
+        hashes = _published_hashes(wheel)
+        artifact = Artifact(
+            name=name,
+            version=str(version),
+            filename=wheel.filename,
+            url=wheel.url,
+            origin=wheel.origin,
+            expected_hashes=hashes,
+            hash_source="index" if hashes else "none",
+            size=wheel.size,
+        )
+        fetched = fetch_artifacts(self.session, [artifact], self.cache)[0]
+        return read_wheel_metadata(fetched.path)
+
+
+def read_wheel_metadata(path: Path) -> bytes:
+    """The METADATA of a wheel's top-level `.dist-info` folder, read without unpacking it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [
+                n
+                for n in archive.namelist()
+                if n.count("/") == 1
+                and n.endswith("/METADATA")
+                and n.split("/", 1)[0].endswith(".dist-info")
+            ]
+            if len(names) != 1:
+                raise ResolutionError(
+                    f"Refusing wheel `{path.name}`: it has {len(names)} top-level METADATA files"
+                )
+            return archive.read(names[0])
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ResolutionError(f"Refusing wheel `{path.name}`: not a valid zip archive") from exc
+
+
+def _parse_version(text: str | None) -> Version | None:
+    if text is None:
+        return None
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _same_version(text: str, version: Version) -> bool:
+    try:
+        return Version(text) == version
+    except InvalidVersion:
+        return False
+
+
+# --- the provider ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Findings:
+    """What the provider learnt along the way, for messages and the result."""
+
+    rejected: dict[NormalizedName, dict[Version, _Rejection]] = field(default_factory=dict)
+    parents: dict[NormalizedName, str] = field(default_factory=dict)
+    """The first pin seen requiring each project (for parent chains in messages)."""
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
+    def __init__(
+        self,
+        prefetcher: _Prefetcher,
+        *,
+        constraints: Mapping[NormalizedName, Sequence[_Requirement]],
+        findings: _Findings,
+    ) -> None:
+        self.pf = prefetcher
+        self.constraints = constraints
+        self.findings = findings
+        self.markers = prefetcher.target.markers
+
+    def identify(self, requirement_or_candidate: _Requirement | _Candidate) -> str:
+        return requirement_or_candidate.key
+
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Mapping[str, _Candidate],
+        candidates: Mapping[str, Iterator[_Candidate]],
+        information: Mapping[str, Iterator[RequirementInformation[_Requirement, _Candidate]]],
+        backtrack_causes: Sequence[RequirementInformation[_Requirement, _Candidate]],
+    ) -> Any:
+        infos = list(information[identifier])
+        pinned = any(i.requirement.exact_version is not None for i in infos)
+        from_input = any(i.parent is None for i in infos)
+        name = _base_name(identifier)
+        in_conflict = any(c.requirement.name == name for c in backtrack_causes)
+        return (not pinned, not in_conflict, not from_input, identifier)
+
+    def find_matches(
+        self,
+        identifier: str,
+        requirements: Mapping[str, Iterator[_Requirement]],
+        incompatibilities: Mapping[str, Iterator[_Candidate]],
+    ) -> Callable[[], Iterator[_Candidate]]:
+        reqs = list(requirements[identifier])
+        name = _base_name(identifier)
+        extras = reqs[0].extras if reqs else frozenset()
+        specs = [r.specifier for r in reqs]
+        specs += [c.specifier for c in self.constraints.get(name, ())]
+        bad = {c.version for c in incompatibilities[identifier]}
+        exact = {v for r in reqs if (v := r.exact_version) is not None}
+        allow_pre = self.pf.pre or any(s.prereleases for s in specs)
+        preferred = self.pf.preferred.get(name)
+        for r in reqs:
+            self.pf.want_project(name, r.specifier, extras)
+
+        def candidates() -> Iterator[_Candidate]:
+            versions = self.pf.versions(name)
+            order = sorted(versions, reverse=True)
+            wanted = _parse_version(preferred)
+            if wanted is not None and wanted in versions:
+                order.remove(wanted)
+                order.insert(0, wanted)
+            for version in order:
+                if version in bad or not all(s.contains(version, prereleases=True) for s in specs):
+                    continue
+                if version.is_prerelease and not (
+                    allow_pre or version in exact or version == wanted
+                ):
+                    self._reject(name, version, _Rejection.PRERELEASE)
+                    continue
+                candidate = self._candidate(name, version, extras, versions[version], exact)
+                if candidate is not None:
+                    yield candidate
+
+        return candidates
+
+    def _reject(self, name: NormalizedName, version: Version, why: _Rejection) -> None:
+        self.findings.rejected.setdefault(name, {}).setdefault(version, why)
+
+    def _candidate(
+        self,
+        name: NormalizedName,
+        version: Version,
+        extras: frozenset[str],
+        files: Sequence[IndexFile],
+        exact: set[Version],
+    ) -> _Candidate | None:
+        live = [f for f in files if f.yanked is None]
+        yanked: str | None = None
+        if not live:
+            # PEP 592: a yanked file is used only when the requirement pins exactly this version.
+            if version not in exact:
+                self._reject(name, version, _Rejection.YANKED)
+                return None
+            live = list(files)
+            yanked = next((f.yanked for f in files if f.yanked), "") or ""
+        wheel = self.pf.best_wheel(live)
+        if wheel is None:
+            if not any(f.kind == "wheel" for f in live):
+                self._reject(name, version, _Rejection.SDIST_ONLY)
+            elif any(
+                f.kind == "wheel" and rank_wheel(f, self.pf.priority) is not None for f in live
+            ):
+                self._reject(name, version, _Rejection.REQUIRES_PYTHON)
+            else:
+                self._reject(name, version, _Rejection.NO_WHEEL)
+            return None
+        candidate = _Candidate(
+            name=name, version=version, extras=extras, wheel=wheel, files=tuple(live), yanked=yanked
+        )
+        metadata = self.pf.metadata(candidate)
+        if not _python_ok(metadata.requires_python, self.pf.python):
+            self._reject(name, version, _Rejection.REQUIRES_PYTHON)
+            return None
+        return candidate
+
+    def is_satisfied_by(self, requirement: _Requirement, candidate: _Candidate) -> bool:
+        return requirement.specifier.contains(candidate.version, prereleases=True)
+
+    def get_dependencies(self, candidate: _Candidate) -> list[_Requirement]:
+        metadata = self.pf.metadata(candidate)
+        deps: list[_Requirement] = []
+        if candidate.extras:
+            # The usual extras pattern: `a[x]==1` stands for `a==1` plus the extra's deps.
+            deps.append(
+                _Requirement(
+                    name=candidate.name,
+                    extras=frozenset(),
+                    specifier=SpecifierSet(f"=={candidate.version}"),
+                    text=f"{candidate.name}=={candidate.version}",
+                )
+            )
+        for req in dependencies_for(metadata.requires_dist, candidate.extras, self.markers):
+            dep = _from_requirement(req)
+            if dep.name == candidate.name and not dep.extras:
+                continue  # a self-reference (`a[all]` listing `a[x]`) adds nothing
+            self.findings.parents.setdefault(dep.name, str(candidate))
+            deps.append(dep)
+        for dep in deps:
+            self.pf.want_project(dep.name, dep.specifier, dep.extras)
+        return deps
+
+
+def _from_requirement(req: Requirement, **where: str | None) -> _Requirement:
+    name = canonicalize_name(req.name)
+    extras = frozenset(canonicalize_name(e) for e in req.extras)
+    text = str(req)
+    if req.marker is not None:
+        text = text.split(";", 1)[0].strip()
+    return _Requirement(
+        name=name,
+        extras=extras,
+        specifier=req.specifier,
+        text=text,
+        where=where.get("where"),
+        origin=where.get("origin"),
+    )
+
+
+# --- explaining failures --------------------------------------------------------------------
+
+
+def _chain(name: NormalizedName, parents: Mapping[NormalizedName, str]) -> tuple[str, ...]:
+    chain: list[str] = []
+    seen: set[NormalizedName] = {name}
+    current = parents.get(name)
+    while current is not None:
+        chain.append(current)
+        parent_name = _base_name(current.split("==", 1)[0])
+        if parent_name in seen:
+            break
+        seen.add(parent_name)
+        current = parents.get(parent_name)
+    return tuple(reversed(chain))
+
+
+def _causes(
+    infos: Sequence[RequirementInformation[_Requirement, _Candidate]], findings: _Findings
+) -> list[Cause]:
+    out: dict[tuple[str, str | None, str | None], Cause] = {}
+    for info in infos:
+        parent = info.parent
+        if parent is None:
+            cause = Cause(
+                requirement=info.requirement.text, parent=None, where=info.requirement.where
+            )
+        else:
+            cause = Cause(
+                requirement=info.requirement.text,
+                parent=str(parent),
+                where=None,
+                chain=(*_chain(parent.name, findings.parents), str(parent)),
+            )
+        out.setdefault((cause.requirement, cause.parent, cause.where), cause)
+    return sorted(out.values(), key=lambda c: (c.parent is not None, c.parent or "", c.where or ""))
+
+
+def _explain(
+    exc: _Impossible[_Requirement, _Candidate],
+    prefetcher: _Prefetcher,
+    findings: _Findings,
+    constraints: Mapping[NormalizedName, Sequence[_Requirement]],
+) -> ResolutionError | PolicyViolation:
+    infos: list[RequirementInformation[_Requirement, _Candidate]] = list(exc.causes)
+    by_name: dict[NormalizedName, list[RequirementInformation[_Requirement, _Candidate]]] = {}
+    for info in infos:
+        by_name.setdefault(info.requirement.name, []).append(info)
+    # A requirement that nothing could satisfy on its own is the most useful thing to report;
+    # otherwise the requirements are fine one by one and collide with each other.
+    for name, group in by_name.items():
+        page = prefetcher.project(name)
+        if not page.files:
+            sources = [*prefetcher.index.index_urls, *prefetcher.index.find_links]
+            return ProjectNotFoundError(
+                project=name, sources=sources, causes=_causes(group, findings)
+            )
+        versions = prefetcher.versions(name)
+        rejected = findings.rejected.get(name, {})
+        for info in group:
+            specs = [info.requirement.specifier]
+            specs += [c.specifier for c in constraints.get(name, ())]
+            matching = [v for v in versions if all(s.contains(v, prereleases=True) for s in specs)]
+            if matching and not all(rejected.get(v) is not None for v in matching):
+                continue
+            causes = _causes([info], findings)
+            if matching and {rejected[v] for v in matching} == {_Rejection.SDIST_ONLY}:
+                listed = [str(v) for v in sorted(matching, reverse=True)]
+                return SdistOnlyError(project=name, versions=listed, causes=causes)
+            requirement = ",".join(str(s) for s in specs if str(s))
+            return NoMatchingVersionError(
+                project=name,
+                requirement=f"{name}{requirement}",
+                causes=causes,
+                reasons=_reasons(name, matching, rejected, versions, prefetcher),
+            )
+    names = sorted(by_name)
+    causes = _causes(infos, findings)
+    notes = []
+    for name in names:
+        for c in constraints.get(name, ()):
+            notes.append(f"`{c.where or 'a constraints file'}` constrains `{c.text}`")
+        available = sorted(prefetcher.versions(name), reverse=True)
+        if available:
+            shown = ", ".join(str(v) for v in available[:8])
+            more = " …" if len(available) > 8 else ""
+            notes.append(f"available versions of `{name}`: {shown}{more}")
+    return ConflictError(projects=names, causes=causes, notes=notes)
+
+
+def _reasons(
+    name: NormalizedName,
+    matching: Sequence[Version],
+    rejected: Mapping[Version, _Rejection],
+    versions: Mapping[Version, Sequence[IndexFile]],
+    prefetcher: _Prefetcher,
+) -> list[str]:
+    if not matching:
+        available = sorted(versions, reverse=True)
+        shown = ", ".join(str(v) for v in available[:8]) + (" …" if len(available) > 8 else "")
+        return [f"available versions: {shown}" if shown else "the index lists no files"]
+    groups: dict[_Rejection, list[str]] = {}
+    for version in sorted(matching, reverse=True):
+        groups.setdefault(rejected[version], []).append(str(version))
+    texts = {
+        _Rejection.PRERELEASE: "pre-release (not considered without `--pre`)",
+        _Rejection.YANKED: "yanked (used only when pinned exactly with `==`)",
+        _Rejection.SDIST_ONLY: "source distribution only (building would run its code)",
+        _Rejection.NO_WHEEL: f"no wheel for the target ({prefetcher.target.tags[0]})",
+        _Rejection.REQUIRES_PYTHON: (
+            f"requires another Python than {prefetcher.target.python_version}"
+        ),
+    }
+    lines = []
+    for kind, listed in groups.items():
+        shown = ", ".join(listed[:6]) + (" …" if len(listed) > 6 else "")
+        lines.append(f"{shown}: {texts[kind]}")
+    return lines
+
+
+# --- the entry point ------------------------------------------------------------------------
+
+
+def _input_requirement(line: ParsedRequirement) -> _Requirement:
+    where = f"{line.location.path}:{line.location.line}"
+    if line.editable or line.url is not None or line.requirement is None:
+        raise ResolutionError(
+            f"Cannot resolve `{line}` ({where}): direct URLs, paths and editables are not "
+            "resolved from an index",
+            hint="name the package with a version specifier instead, or pin it with `==` and "
+            "a `--hash`",
+        )
+    return _from_requirement(line.requirement, where=where, origin=line.location.path)
+
+
+def _applies(line: ParsedRequirement, markers: Mapping[str, str]) -> bool:
+    marker = line.requirement.marker if line.requirement is not None else line.marker
+    return marker is None or marker.evaluate({**markers, "extra": ""})
+
+
+class _QuietReporter(BaseReporter[_Requirement, _Candidate, str]):
+    pass
+
+
+def resolve_requirements(
+    requirements: Sequence[ParsedRequirement],
+    constraints: Sequence[ParsedRequirement],
+    *,
+    index: IndexClient,
+    target: Target,
+    pre: bool = False,
+    preferred: Mapping[NormalizedName, str] | None = None,
+    allow_unhashed: bool = False,
+    session: Session,
+    cache: Cache,
+) -> Resolution:
+    """Choose one version of every project needed by `requirements`, for `target`.
+
+    Versions follow PEP 440 order, newest first, with `preferred` versions (the pins of an
+    existing lock) tried before all others so that re-locking changes nothing needlessly.
+    Pre-releases are considered with `pre`, when a specifier names one, or when pinned. Yanked
+    files (PEP 592) are skipped unless a requirement pins exactly their version. Markers,
+    extras and `Requires-Python` are evaluated for `target`. Only versions with a wheel that
+    fits the target are candidates; a project with nothing but sdists is refused
+    (`SdistOnlyError`). Conflicts raise `ConflictError` naming the requirements that collide
+    and the chains of pins that led to them.
+
+    Does not verify the wheels themselves: each pin's artifact carries the index's published
+    hashes, which `fetch` checks when the wheel is downloaded, and the dependency closure is
+    checked again from the verified wheels by the install pipeline.
+    """
+    inputs = [_input_requirement(r) for r in requirements if _applies(r, target.markers)]
+    if not inputs:
+        raise ResolutionError(
+            "Nothing to resolve: no requirement applies to the target",
+            hint="check the markers of the requirements, or the target (`--python`)",
+        )
+    constrained: dict[NormalizedName, list[_Requirement]] = {}
+    for line in constraints:
+        if _applies(line, target.markers):
+            req = _input_requirement(line)
+            constrained.setdefault(req.name, []).append(req)
+    prefetcher = _Prefetcher(
+        index=index,
+        target=target,
+        session=session,
+        cache=cache,
+        pre=pre,
+        preferred=dict(preferred or {}),
+    )
+    findings = _Findings()
+    provider = _Provider(prefetcher, constraints=constrained, findings=findings)
+    try:
+        for req in inputs:
+            prefetcher.want_project(req.name, req.specifier, req.extras)
+        resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, _QuietReporter())
+        try:
+            result = resolver.resolve(inputs, max_rounds=MAX_ROUNDS)
+        except _Impossible as exc:
+            raise _explain(exc, prefetcher, findings, constrained) from None
+        except _TooDeep as exc:
+            raise ResolutionError(
+                f"Gave up resolving after {exc.round_count} rounds: the requirements leave too "
+                "many combinations to try",
+                hint="narrow the requirements (lower bounds help most) and try again",
+            ) from None
+        return _build(result.mapping, result.criteria, prefetcher, findings, allow_unhashed)
+    finally:
+        prefetcher.close()
+
+
+def _build(
+    mapping: Mapping[str, _Candidate],
+    criteria: Mapping[str, Any],
+    prefetcher: _Prefetcher,
+    findings: _Findings,
+    allow_unhashed: bool,
+) -> Resolution:
+    extras: dict[NormalizedName, set[str]] = {}
+    via: dict[NormalizedName, set[str]] = {}
+    requested: dict[NormalizedName, _Requirement] = {}
+    deps: dict[NormalizedName, set[NormalizedName]] = {}
+    for key, candidate in mapping.items():
+        name = candidate.name
+        extras.setdefault(name, set()).update(candidate.extras)
+        for info in criteria[key].information:
+            parent = info.parent
+            if parent is None:
+                requested.setdefault(name, info.requirement)
+                if info.requirement.origin:
+                    via.setdefault(name, set()).add(info.requirement.origin)
+            elif parent.name != name:
+                via.setdefault(name, set()).add(parent.name)
+                deps.setdefault(parent.name, set()).add(name)
+    pins: list[Pin] = []
+    unhashed: list[str] = []
+    warnings = list(findings.warnings)
+    notes: list[str] = []
+    for candidate in sorted(mapping.values(), key=lambda c: c.name):
+        if candidate.extras:
+            continue
+        name = candidate.name
+        wheel = candidate.wheel
+        hashes = _published_hashes(wheel)
+        if not hashes and not allow_unhashed:
+            unhashed.append(wheel.filename)
+        if candidate.yanked is not None:
+            warnings.append(
+                f"`{name}=={candidate.version}` is yanked ({candidate.yanked or 'no reason given'})"
+                "; using it because it is pinned exactly"
+            )
+        notes.extend(prefetcher.project(name).warnings)
+        pins.append(
+            Pin(
+                name=name,
+                display_name=name,
+                version=str(candidate.version),
+                artifact=Artifact(
+                    name=name,
+                    version=str(candidate.version),
+                    filename=wheel.filename,
+                    url=wheel.url,
+                    origin=wheel.origin,
+                    expected_hashes=hashes,
+                    hash_source="index" if hashes else "none",
+                    size=wheel.size,
+                    yanked=wheel.yanked,
+                ),
+                requested=name in requested,
+                extras=frozenset(extras.get(name, ())),
+                via=tuple(sorted(via.get(name, ()))),
+            )
+        )
+    if unhashed:
+        raise UnhashedFilesError(unhashed)
+    base = {c.name: c for c in mapping.values() if not c.extras}
+    requires_python: dict[NormalizedName, str] = {}
+    for name, candidate in base.items():
+        meta = prefetcher.metadata(candidate)
+        if meta.requires_python:
+            requires_python[name] = meta.requires_python
+    return Resolution(
+        pins=tuple(pins),
+        files={n: c.files for n, c in base.items()},
+        dependencies={n: tuple(sorted(deps.get(n, ()))) for n in base},
+        requires_python=requires_python,
+        indexes={n: c.wheel.origin for n, c in base.items()},
+        warnings=tuple(dict.fromkeys(warnings)),
+        notes=tuple(dict.fromkeys(notes)),
+    )

@@ -1,0 +1,684 @@
+"""End-to-end installs through the CLI against real loopback servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from servers import StaticIndex
+from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
+
+from safepip.cli import main
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Result]:
+    cache = tmp_path / "cache"
+
+    def invoke(*args: str, cache_dir: Path | None = cache) -> Result:
+        argv = list(args)
+        if cache_dir is not None and argv and argv[0] in ("install", "download"):
+            argv += ["--cache-dir", str(cache_dir)]
+        code = main(argv)
+        captured = capsys.readouterr()
+        # The bundled advisory data ages; its staleness warning is tested with the audit.
+        err = "".join(
+            line
+            for line in ANSI.sub("", captured.err).splitlines(keepends=True)
+            if not line.startswith("warning: The advisory data is from")
+        )
+        return Result(code, ANSI.sub("", captured.out), err)
+
+    return invoke
+
+
+def other_python() -> str | None:
+    """An interpreter of another minor version than the one running the tests, if any."""
+    import glob
+    import shutil
+
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = [shutil.which(f"python{v}") for v in ("3.12", "3.10", "3.13")]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1*/bin/python3")))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        proc = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, check=False,
+        )
+        version = proc.stdout.strip()
+        if proc.returncode == 0 and version != mine and tuple(map(int, version.split("."))) >= (3, 8):
+            return candidate
+    return None
+
+
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+def py(venv: Path, code: str) -> str:
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+def lock_line(path: Path, name: str | None = None, version: str | None = None) -> str:
+    stem = path.name.split("-")
+    return f"{name or stem[0]}=={version or stem[1]} --hash=sha256:{sha256_file(path)}"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Callable[..., Path]:
+    """Build a wheel under tmp_path/wheels."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+
+    def make(name: str, version: str, **kwargs: object) -> Path:
+        dest = folder / f"{name}-{version}-{len(list(folder.iterdir()))}"
+        dest.mkdir()
+        return build_wheel(dest, name, version, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def two_packages(project: Callable[..., Path]) -> tuple[Path, Path]:
+    alpha = project(
+        "alpha",
+        "1.0",
+        requires=["beta>=1"],
+        entry_points={"console_scripts": {"alpha-cli": "alpha:main"}},
+        files={"alpha/__init__.py": "__version__ = '1.0'\ndef main():\n    print('alpha says hi')\n"},
+    )
+    beta = project("beta", "1.2")
+    return alpha, beta
+
+
+def write_reqs(tmp_path: Path, *lines: str, name: str = "requirements.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class TestInstallHappyPath:
+    @pytest.mark.parametrize("mode", ["auto", "html-only", "json-only"])
+    def test_installs_hash_pinned_lock(
+        self,
+        mode: str,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index(mode=mode)
+        index.add(alpha)
+        index.add(beta)
+        venv = venv_factory()
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+
+        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+
+        assert result.code == 0, result.err
+        assert "Installed 2 packages" in result.err
+        assert py(venv, "import alpha, beta; print(alpha.__version__, beta.__version__)") == "1.0 1.2"
+        site = site_packages(venv)
+        dist_info = site / "alpha-1.0.dist-info"
+        assert (dist_info / "INSTALLER").read_text() == "safepip\n"
+        assert (dist_info / "REQUESTED").exists()
+        record = json.loads((dist_info / "safepip.json").read_text())
+        assert record["sha256"] == sha256_file(alpha)
+        assert record["filename"] == alpha.name
+        assert record["hash_source"] == "pinned"
+        assert not (dist_info / "direct_url.json").exists()
+        script = venv / "bin" / "alpha-cli"
+        assert subprocess.run([str(script)], capture_output=True, text=True).stdout == (
+            "alpha says hi\n"
+        )
+        assert script.read_text().startswith(f"#!{venv / 'bin' / 'python'}")
+        # RECORD lists every installed file, pip can read it.
+        rows = (dist_info / "RECORD").read_text().splitlines()
+        assert any(r.startswith("alpha/__init__.py,sha256=") for r in rows)
+        assert any("bin/alpha-cli" in r for r in rows)
+
+    def test_reinstall_is_a_no_op_and_version_change_replaces(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        old = project("gamma", "1.0", files={"gamma/__init__.py": "V = 1\n", "gamma/old.py": ""})
+        new = project("gamma", "2.0", files={"gamma/__init__.py": "V = 2\n"})
+        index = static_index()
+        index.add(old)
+        index.add(new)
+        venv = venv_factory()
+        site = site_packages(venv)
+        assert run("install", lock_line(old), "--python", str(venv), "-i", index.url).code == 0
+        assert (site / "gamma" / "old.py").exists()
+
+        again = run("install", lock_line(old), "--python", str(venv), "-i", index.url)
+        assert again.code == 0
+        assert "kept 1 already installed" in again.err
+
+        upgraded = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        assert upgraded.code == 0, upgraded.err
+        assert "replaced 1" in upgraded.err
+        assert py(venv, "import gamma; print(gamma.V)") == "2"
+        assert not (site / "gamma" / "old.py").exists()
+        assert not (site / "gamma-1.0.dist-info").exists()
+
+    def test_package_installed_by_another_tool_is_reinstalled_from_the_verified_file(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        wheel = project("delta", "1.0")
+        index = static_index()
+        index.add(wheel)
+        venv = venv_factory()
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+             "--no-deps", "--no-index", str(wheel)],
+            check=True, capture_output=True,
+        )
+        dist_info = site_packages(venv) / "delta-1.0.dist-info"
+        assert (dist_info / "INSTALLER").read_text().strip() == "pip"
+        result = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        assert "replaced 1" in result.err
+        assert (dist_info / "INSTALLER").read_text() == "safepip\n"
+
+    def test_pypiserver_index(
+        self,
+        run: Callable[..., Result],
+        pypiserver_url: str,
+        pypiserver: object,
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        pypiserver.add(alpha)  # type: ignore[attr-defined]
+        pypiserver.add(beta)  # type: ignore[attr-defined]
+        venv = venv_factory()
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", pypiserver_url)
+        assert result.code == 0, result.err
+        assert py(venv, "import alpha, beta; print('ok')") == "ok"
+
+    def test_tls_index_with_cert(
+        self,
+        run: Callable[..., Result],
+        tls_index: StaticIndex,
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        tls_index.add(alpha)
+        tls_index.add(beta)
+        venv = venv_factory()
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        without = run("install", "-r", str(reqs), "--python", str(venv), "-i", tls_index.url)
+        assert without.code == 1
+        assert "could not be verified" in without.err
+        assert "--cert" in without.err
+        result = run(
+            "install", "-r", str(reqs), "--python", str(venv), "-i", tls_index.url,
+            "--cert", str(tls_index.ca_bundle),
+        )
+        assert result.code == 0, result.err
+        assert py(venv, "import alpha; print('ok')") == "ok"
+
+    def test_target_and_prefix(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        target = tmp_path / "target"
+        result = run("install", "-r", str(reqs), "--target", str(target), "-i", index.url)
+        assert result.code == 0, result.err
+        assert (target / "alpha" / "__init__.py").exists()
+        assert (target / "bin" / "alpha-cli").exists()
+        prefix = tmp_path / "prefix"
+        result = run("install", "-r", str(reqs), "--prefix", str(prefix), "-i", index.url)
+        assert result.code == 0, result.err
+        assert list(prefix.glob("lib/python3*/site-packages/alpha/__init__.py"))
+        assert (prefix / "bin" / "alpha-cli").exists()
+
+    def test_dry_run_writes_nothing_and_reports(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        result = run(
+            "install", "-r", str(reqs), "--python", str(venv), "-i", index.url,
+            "--dry-run", "--report", "-",
+        )
+        assert result.code == 0, result.err
+        assert tree_snapshot(venv) == before
+        report = json.loads(result.out)
+        assert report["version"] == "1"
+        assert report["dry_run"] is True
+        names = {i["metadata"]["name"]: i for i in report["install"]}
+        assert set(names) == {"alpha", "beta"}
+        assert names["alpha"]["download_info"]["archive_info"]["hashes"]["sha256"] == sha256_file(
+            alpha
+        )
+        assert "Would install alpha==1.0" in result.err
+
+    def test_other_python_version(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        other = other_python()
+        if other is None:
+            pytest.skip("no second Python version (3.10, 3.12 or 3.13) on this machine")
+        tagged = project("eps", "1.0", requires_python=">=3.8")
+        index = static_index()
+        index.add(tagged)
+        venv = venv_factory(other)
+        result = run("install", lock_line(tagged), "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        out = py(venv, "import eps, sys; print(eps.__version__, sys.version_info[:2] != (3, 11))")
+        assert out.startswith("1.0")
+
+    def test_direct_url_requirement_writes_direct_url_json(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        wheel = project("zeta", "1.0")
+        index = static_index()
+        index.add(wheel)
+        venv = venv_factory()
+        url = index.file_url(wheel.name)
+        result = run(
+            "install", f"zeta @ {url}#sha256={sha256_file(wheel)}", "--python", str(venv),
+            "-i", index.url,
+        )
+        assert result.code == 0, result.err
+        direct = json.loads((site_packages(venv) / "zeta-1.0.dist-info" / "direct_url.json").read_text())
+        assert direct["url"] == url
+        assert direct["archive_info"]["hashes"]["sha256"] == sha256_file(wheel)
+
+
+class TestRefusals:
+    """Every refusal names what is wrong and leaves the environment byte-for-byte unchanged."""
+
+    @pytest.fixture
+    def env(
+        self,
+        venv_factory: Callable[..., Path],
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> dict[str, object]:
+        """A venv with `base==1.0` installed by safepip, and its snapshot."""
+        venv = venv_factory()
+        base = project("base", "1.0")
+        index = static_index()
+        index.add(base)
+        assert run("install", lock_line(base), "--python", str(venv), "-i", index.url).code == 0
+        return {"venv": venv, "index": index, "snapshot": tree_snapshot(venv), "base": base}
+
+    def _unchanged(self, env: dict[str, object], tree_snapshot: Callable[[Path], object]) -> None:
+        assert tree_snapshot(env["venv"]) == env["snapshot"]  # type: ignore[arg-type]
+
+    def test_error_hash_mismatch(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object], tmp_path: Path,
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        good = project("eta", "1.0")
+        evil = project("eta", "1.0", salt="evil")
+        assert good.name == evil.name
+        index.add(good)
+        index.serve_bytes_override[good.name] = evil.read_bytes()
+        result = run("install", lock_line(good), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 3
+        url = index.file_url(good.name)
+        assert result.err == (
+            "error: 1 hash-checking problem\n\n"
+            "Hash mismatch: these files do not match any hash in the requirements; someone may "
+            "have tampered with them:\n"
+            f"    `eta==1.0`\n"
+            f"        file:     {url}\n"
+            f"        expected: sha256:{sha256_file(good)}\n"
+            f"        got:      sha256:{sha256_file(evil)}\n"
+            "\n"
+            "hint: if the requirements file is right, the index served other bytes than were "
+            "locked; do not install them, and regenerate the lock only if you trust the new files\n"
+        )
+        self._unchanged(env, tree_snapshot)
+        cache = tmp_path / "cache" / "artifacts"
+        assert not any(p.name == good.name for p in cache.rglob("*.whl"))
+
+    def test_error_missing_dependency(
+        self, env: dict[str, object], run: Callable[..., Result], two_packages: tuple[Path, Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        alpha, beta = two_packages
+        index.add(alpha)
+        index.add(beta)
+        result = run("install", lock_line(alpha), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 3
+        assert result.err == (
+            "error: 1 hash-checking problem\n\n"
+            "In hash-checking mode every dependency must be pinned and hashed in the requirements "
+            "files; these are missing (add the lines below after checking them):\n"
+            f"    beta==1.2 --hash=sha256:{sha256_file(beta)}  # required by alpha -> beta>=1\n"
+            "\n"
+            "hint: regenerate the lock with `safepip lock` (or `pip-compile --generate-hashes`)\n"
+        )
+        self._unchanged(env, tree_snapshot)
+
+    def test_error_missing_hash_and_unpinned(
+        self, env: dict[str, object], run: Callable[..., Result], two_packages: tuple[Path, Path],
+        tree_snapshot: Callable[[Path], object], tmp_path: Path,
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        alpha, beta = two_packages
+        index.add(alpha)
+        index.add(beta)
+        reqs = write_reqs(tmp_path, "alpha>=1.0", "beta==1.2", "--require-hashes")
+        result = run("install", "-r", str(reqs), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 3
+        assert "these are not:\n    `alpha>=1.0` (from " in result.err
+        assert f"    beta==1.2 --hash=sha256:{sha256_file(beta)}  # {reqs}:2" in result.err
+        self._unchanged(env, tree_snapshot)
+
+    def test_error_sdist_only(
+        self, env: dict[str, object], run: Callable[..., Result], tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        folder = tmp_path / "sd"
+        folder.mkdir()
+        sdist = build_sdist(folder, "theta", "1.0")
+        index.add(sdist)
+        line = f"theta==1.0 --hash=sha256:{sha256_file(sdist)}"
+        result = run("install", line, "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 4
+        assert result.err.startswith(
+            "error: Refusing to install:\n    `theta==1.0` has only a source distribution; "
+            "building it would run the package's code (<command line>:1)\n\nhint: "
+        )
+        assert not sdist_marker_path(folder, "theta").exists()
+        self._unchanged(env, tree_snapshot)
+
+    def test_artifact_on_foreign_host_is_refused_then_allowed(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        foreign_server: object, tree_snapshot: Callable[[Path], object],
+        venv_factory: Callable[..., Path],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        wheel = project("iota", "1.0")
+        foreign_server.add(wheel)  # type: ignore[attr-defined]
+        index.add(wheel, url_host=foreign_server.url)  # type: ignore[attr-defined]
+        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 4
+        assert "host `127.0.0.2:" in result.err
+        assert "is not a trusted host" in result.err
+        assert "hint: if `127.0.0.2` is a host you trust, add `--allow-host 127.0.0.2`" in result.err
+        self._unchanged(env, tree_snapshot)
+        allowed = run(
+            "install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url,
+            "--allow-host", "127.0.0.2",
+        )
+        assert allowed.code == 0, allowed.err
+
+    def test_redirect_off_host_is_refused(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        foreign_server: object, tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        wheel = project("kappa", "1.0")
+        index.add(wheel)
+        elsewhere = foreign_server.add(wheel)  # type: ignore[attr-defined]
+        path = "/" + index.file_url(wheel.name).split("/", 3)[3]
+        index.redirect[path] = elsewhere
+        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 4
+        assert "Refusing redirect from" in result.err
+        assert "127.0.0.2" in result.err
+        self._unchanged(env, tree_snapshot)
+
+    def test_path_traversal_wheel(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        wheel = project("lam", "1.0", extra_members={"../../evil.py": b"print('owned')\n"})
+        index.add(wheel, metadata=False)
+        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 3
+        assert result.err.startswith(
+            f"error: Refusing wheel `{wheel.name}`: unsafe path in archive (member `../../evil.py`)"
+        )
+        self._unchanged(env, tree_snapshot)
+
+    def test_lying_record(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+
+        def lie(record: str) -> str:
+            return re.sub(r"(mu/__init__\.py,sha256=)[^,]+", r"\1AAAA", record)
+
+        wheel = project("mu", "1.0", record_override=lie)
+        index.add(wheel)
+        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 3
+        assert "content does not match its RECORD digest (member `mu/__init__.py`)" in result.err
+        self._unchanged(env, tree_snapshot)
+
+    def test_truncated_download(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        wheel = project("nu", "1.0", files={"nu/__init__.py": "x = 1\n" * 5000})
+        index.add(wheel)
+        index.truncate[wheel.name] = 100
+        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        assert result.code == 1
+        assert f"`{wheel.name}`" in result.err or "nu" in result.err
+        self._unchanged(env, tree_snapshot)
+
+    def test_failure_midway_is_rolled_back(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index: StaticIndex = env["index"]  # type: ignore[assignment]
+        venv: Path = env["venv"]  # type: ignore[assignment]
+        base_v2 = project("base", "2.0")
+        good = project("aaa", "1.0")
+        blocked = project("zzz", "1.0", files={"zzz.py": "x = 1\n"})
+        for w in (base_v2, good, blocked):
+            index.add(w)
+        # A folder where the last wheel wants to write a file: the install fails late.
+        (site_packages(venv) / "zzz.py").mkdir()
+        snapshot = tree_snapshot(venv)
+        result = run(
+            "install", lock_line(base_v2), lock_line(good), lock_line(blocked),
+            "--python", str(venv), "-i", index.url,
+        )
+        assert result.code == 1
+        assert "a folder is in the way" in result.err
+        assert tree_snapshot(venv) == snapshot
+
+    def test_error_first_index_wins(
+        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        static_index: Callable[..., StaticIndex], tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        private: StaticIndex = env["index"]  # type: ignore[assignment]
+        public = static_index()
+        mine = project("corp-lib", "1.0")
+        attack = project("corp-lib", "9.0")
+        private.add(mine)
+        public.add(attack)
+        result = run(
+            "install", lock_line(attack, "corp-lib", "9.0"), "--python", str(env["venv"]),
+            "-i", private.url, "--extra-index-url", public.url,
+        )
+        assert result.code == 1
+        assert "error: No file for `corp-lib==9.0` on the index" in result.err
+        assert not any(r.path.startswith("/simple/corp-lib") for r in public.requests)
+        self._unchanged(env, tree_snapshot)
+
+    def test_error_bad_requirements_file(
+        self, env: dict[str, object], run: Callable[..., Result], tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        reqs = write_reqs(tmp_path, "good==1.0", "bad=>1.0", name="broken.txt")
+        result = run("install", "-r", str(reqs), "--python", str(env["venv"]))
+        assert result.code == 2
+        assert f"{reqs}:2" in result.err
+        self._unchanged(env, tree_snapshot)
+
+
+class TestOracle:
+    def test_same_distributions_as_pip(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        project: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        """pip's dry-run report and safepip's agree on what a lock installs."""
+        wheels = [
+            project("one", "1.0", requires=["two>=1", "three; python_version < '3'"]),
+            project("two", "2.0", requires=["four[fast]"]),
+            project("four", "1.1", extras={"fast": ["five"]}),
+            project("five", "0.5"),
+            project("three", "3.0"),
+        ]
+        index = static_index()
+        for w in wheels:
+            index.add(w)
+        reqs = write_reqs(tmp_path, *(lock_line(w) for w in wheels[:4]), lock_line(wheels[4]),
+                          "three==3.0 ; python_version < '3'")
+        pip_report = tmp_path / "pip.json"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
+             "--report", str(pip_report), "-r", str(reqs), "--index-url", index.url],
+            check=True, capture_output=True,
+        )
+        ours = run("install", "-r", str(reqs), "--target", str(tmp_path / "t"), "-i", index.url,
+                   "--dry-run", "--report", "-")
+        assert ours.code == 0, ours.err
+
+        def pins(report: dict[str, object]) -> set[tuple[str, str]]:
+            return {
+                (i["metadata"]["name"], i["metadata"]["version"])  # type: ignore[index]
+                for i in report["install"]  # type: ignore[attr-defined]
+            }
+
+        assert pins(json.loads(ours.out)) == pins(json.loads(pip_report.read_text()))
+
+
+class TestDownloadAndHash:
+    def test_download_feeds_pip_offline(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        dest = tmp_path / "wheelhouse"
+        result = run("download", "-r", str(reqs), "-d", str(dest), "-i", index.url)
+        assert result.code == 0, result.err
+        assert sorted(p.name for p in dest.iterdir()) == sorted([alpha.name, beta.name])
+        target = tmp_path / "pip-target"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-index", "-f", str(dest),
+             "--require-hashes", "-r", str(reqs), "--target", str(target), "-q"],
+            check=True, capture_output=True,
+        )
+        assert (target / "alpha" / "__init__.py").exists()
+        # …and safepip installs from it offline.
+        venv = venv_factory()
+        offline = run("install", "-r", str(reqs), "--no-index", "-f", str(dest), "--python", str(venv))
+        assert offline.code == 0, offline.err
+
+    def test_hash_matches_pip(self, run: Callable[..., Result], project: Callable[..., Path]) -> None:
+        wheel = project("xi", "1.0")
+        ours = run("hash", str(wheel))
+        pips = subprocess.run(
+            [sys.executable, "-m", "pip", "hash", str(wheel)], capture_output=True, text=True,
+            check=True,
+        ).stdout
+        assert ours.code == 0
+        assert ours.out == pips
+
+
+@pytest.mark.network
+def test_real_index_lock_installs_and_imports(
+    run: Callable[..., Result], venv_factory: Callable[..., Path]
+) -> None:
+    """A uv-written hash-pinned lock from the real package index installs and imports."""
+    lock = Path(__file__).parent.parent / "examples" / "requirements.txt"
+    venv = venv_factory()
+    result = run("install", "-r", str(lock), "--python", str(venv), "--isolated")
+    assert result.code == 0, result.err
+    assert py(venv, "import requests; print(requests.__name__)") == "requests"

@@ -1,0 +1,285 @@
+"""The resolver: data-driven scenarios on loopback indexes, the synthetic target, error texts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.tags import Tag
+from packaging.utils import NormalizedName
+
+from safepip import resolver
+from safepip.errors import UsageError
+from safepip.fetch import Cache
+from safepip.index import IndexClient
+from safepip.net import NetConfig, Session
+from safepip.policy import HostPolicy, PolicyViolation
+from safepip.requirements import parse_requirements
+from safepip.resolve import ResolutionError
+from safepip.resolver import resolve_requirements, synthetic_target
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
+
+DATA = Path(__file__).parent / "data" / "resolver"
+CASES = sorted(p.stem for p in (DATA / "cases").glob("*.json"))
+DEFAULT_PLATFORM = "manylinux_2_17_x86_64"
+
+
+def build_index(
+    spec: dict[str, Any], index: StaticIndex, wheel_factory: WheelFactory
+) -> StaticIndex:
+    """Serve every project and version of a scenario index description on `index`."""
+    for project, versions in spec["projects"].items():
+        for version, info in versions.items():
+            yanked = info.get("yanked", False)
+            requires_python = info.get("requires_python")
+            listed_python = requires_python if info.get("listing_requires_python", True) else None
+            if info.get("wheel", True):
+                for tag in info.get("tags", ["py3-none-any"]):
+                    wheel = wheel_factory(
+                        project,
+                        version,
+                        requires=info.get("requires", ()),
+                        extras=info.get("extras"),
+                        requires_python=requires_python,
+                        tag=tag,
+                    )
+                    index.add(
+                        wheel,
+                        yanked=yanked,
+                        requires_python=listed_python,
+                        metadata=info.get("metadata", True),
+                    )
+            if info.get("sdist", False):
+                index.add(wheel_factory.sdist(project, version), yanked=yanked)
+    return index
+
+
+@pytest.fixture
+def scenario(
+    static_index: Callable[..., StaticIndex],
+    wheel_factory: WheelFactory,
+    tmp_path: Path,
+) -> Iterator[Callable[..., tuple[resolver.Resolution, list[StaticIndex]]]]:
+    """`scenario(case_dict) -> (Resolution, indexes)`: serve the case's indexes and resolve."""
+    sessions: list[Session] = []
+
+    def run(case: dict[str, Any]) -> tuple[resolver.Resolution, list[StaticIndex]]:
+        indexes = [
+            build_index(
+                json.loads((DATA / "indexes" / f"{name}.json").read_text("utf-8")),
+                static_index(),
+                wheel_factory,
+            )
+            for name in case["indexes"]
+        ]
+        constraints = tmp_path / "constraints.txt"
+        constraints.write_text("\n".join(case.get("constraints", [])) + "\n", "utf-8")
+        parsed = parse_requirements(
+            lines=case["requirements"], constraints=[str(constraints)], cwd=tmp_path
+        )
+        hosts = frozenset(f"127.0.0.1:{i.port}" for i in indexes)
+        session = Session(NetConfig(policy=HostPolicy(allowed_hosts=hosts), retries=0))
+        sessions.append(session)
+        target = synthetic_target(
+            case.get("python_version", "3.11"), case.get("platforms", [DEFAULT_PLATFORM])
+        )
+        result = resolve_requirements(
+            parsed.requirements,
+            parsed.constraints,
+            index=IndexClient(session, index_urls=[i.url for i in indexes]),
+            target=target,
+            pre=case.get("pre", False),
+            preferred={NormalizedName(k): v for k, v in case.get("preferred", {}).items()},
+            session=session,
+            cache=Cache(tmp_path / "cache"),
+        )
+        return result, indexes
+
+    yield run
+    for session in sessions:
+        session.close()
+
+
+class TestScenarios:
+    @pytest.mark.parametrize("name", CASES)
+    def test_case(self, name: str, scenario: Callable[..., Any]) -> None:
+        case = json.loads((DATA / "cases" / f"{name}.json").read_text("utf-8"))
+        if "error" in case:
+            expected = case["error"]
+            with pytest.raises((ResolutionError, PolicyViolation)) as info:
+                scenario(case)
+            assert type(info.value).__name__ == expected["type"]
+            for text in expected["contains"]:
+                assert text in str(info.value)
+            if "hint" in expected:
+                assert info.value.hint == expected["hint"]
+            return
+        result, _ = scenario(case)
+        assert {p.name: p.version for p in result.pins} == case["resolved"]
+        for text in case.get("warnings", []):
+            assert any(text in w for w in result.warnings), result.warnings
+        for name_, filename in case.get("wheel", {}).items():
+            pin = next(p for p in result.pins if p.name == name_)
+            assert pin.artifact.filename == filename
+
+
+class TestResolution:
+    def test_pins_carry_index_hashes_files_and_via(self, scenario: Callable[..., Any]) -> None:
+        result, (index,) = scenario(
+            {"indexes": ["releases"], "requirements": ["binary", "withsdist"]}
+        )
+        binary = next(p for p in result.pins if p.name == "binary")
+        listed = {e.filename: e for e in index.projects[NormalizedName("binary")]}
+        wheel = listed[binary.artifact.filename]
+        assert binary.artifact.expected_hashes == frozenset({f"sha256:{wheel.sha256}"})
+        assert binary.artifact.hash_source == "index"
+        assert binary.requested
+        assert binary.via == ("<command line>",)
+        # Every file of the version (all platforms and the sdist), for locks.
+        assert sorted(f.filename for f in result.files[NormalizedName("binary")]) == sorted(listed)
+        assert len(result.files[NormalizedName("binary")]) == 4
+
+    def test_via_and_dependencies(self, scenario: Callable[..., Any]) -> None:
+        result, _ = scenario({"indexes": ["basic"], "requirements": ["ext[fast]", "a"]})
+        by_name = {p.name: p for p in result.pins}
+        assert by_name[NormalizedName("c")].via == ("a", "ext")
+        assert not by_name[NormalizedName("c")].requested
+        assert by_name[NormalizedName("ext")].extras == frozenset({"fast"})
+        assert result.dependencies[NormalizedName("ext")] == ("c", "d")
+
+    def test_each_page_and_metadata_fetched_once(self, scenario: Callable[..., Any]) -> None:
+        _, (index,) = scenario({"indexes": ["basic"], "requirements": ["ext[all]", "a", "b<2"]})
+        paths = index.paths_requested("GET")
+        assert len(paths) == len(set(paths))
+        assert "/simple/a/" in paths
+        # Wheels are not downloaded when PEP 658 metadata is served.
+        assert not [p for p in paths if p.endswith(".whl")]
+
+    def test_metadata_from_wheel_downloads_it_into_the_cache(
+        self, scenario: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        _, (index,) = scenario({"indexes": ["releases"], "requirements": ["nometa"]})
+        assert "/files/nometa-1.0-py3-none-any.whl" in index.paths_requested("GET")
+        assert list((tmp_path / "cache" / "artifacts").rglob("nometa-1.0-py3-none-any.whl"))
+
+    def test_unhashed_files_are_refused_unless_allowed(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+    ) -> None:
+        index = static_index()
+        index.add(wheel_factory("plain", "1.0"), hash_in_listing=False)
+        parsed = parse_requirements(lines=["plain"])
+        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+        with Session(NetConfig(policy=policy, retries=0)) as session:
+            kwargs: dict[str, Any] = {
+                "index": IndexClient(session, index_urls=[index.url]),
+                "target": synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                "session": session,
+                "cache": Cache(tmp_path / "cache"),
+            }
+            with pytest.raises(resolver.UnhashedFilesError):
+                resolve_requirements(parsed.requirements, (), **kwargs)
+            result = resolve_requirements(parsed.requirements, (), allow_unhashed=True, **kwargs)
+        assert result.pins[0].artifact.hash_source == "none"
+
+    def test_direct_urls_are_not_resolved(self, tmp_path: Path) -> None:
+        parsed = parse_requirements(lines=["pkg @ https://example.org/pkg-1.0-py3-none-any.whl"])
+        with (
+            Session(NetConfig(policy=HostPolicy())) as session,
+            pytest.raises(ResolutionError, match="direct URLs"),
+        ):
+            resolve_requirements(
+                parsed.requirements,
+                (),
+                index=IndexClient(session, index_urls=[]),
+                target=synthetic_target("3.11"),
+                session=session,
+                cache=Cache(tmp_path),
+            )
+
+
+class TestErrors:
+    def test_error_conflict_text(self) -> None:
+        error = resolver.ConflictError(
+            projects=["c"],
+            causes=[
+                resolver.Cause(requirement="c<2", parent="a==1", where=None, chain=("a==1",)),
+                resolver.Cause(
+                    requirement="c>=3", parent="b==2", where=None, chain=("top==1", "b==2")
+                ),
+            ],
+            notes=["available versions of `c`: 3.0, 1.0"],
+        )
+        assert str(error) == (
+            "Cannot find versions that satisfy every requirement on `c`:\n"
+            "    `a==1` requires `c<2`\n"
+            "    `b==2` requires `c>=3` (via `top==1` -> `b==2`)\n"
+            "    available versions of `c`: 3.0, 1.0"
+        )
+        assert error.hint is not None
+
+    def test_error_sdist_only_text(self) -> None:
+        error = resolver.SdistOnlyError(
+            project="x",
+            versions=["1.0"],
+            causes=[resolver.Cause(requirement="x", parent=None, where="req.in:1")],
+        )
+        assert str(error) == (
+            "Refusing `x`: the versions that would fit (1.0) are source distributions only; "
+            "building one would run the package's code\n"
+            "    `req.in:1` requires `x`"
+        )
+        assert error.exit_code == 4
+
+    def test_error_not_found_text_hides_credentials(self) -> None:
+        error = resolver.ProjectNotFoundError(
+            project="x", sources=["https://user:secret@example.org/simple/"], causes=[]
+        )
+        assert str(error) == "`x` was not found on `https://***:***@example.org/simple/`"
+
+
+class TestSyntheticTarget:
+    def test_linux_tags_and_markers(self) -> None:
+        target = synthetic_target("3.11", ["manylinux_2_28_x86_64"])
+        assert target.version == (3, 11, 0)
+        assert target.tags[0] == Tag("cp311", "cp311", "manylinux_2_28_x86_64")
+        assert Tag("cp311", "abi3", "manylinux2014_x86_64") in target.tags
+        assert Tag("cp311", "cp311", "linux_x86_64") in target.tags
+        assert Tag("py3", "none", "any") in target.tags
+        assert Tag("cp311", "cp311", "manylinux_2_29_x86_64") not in target.tags
+        assert target.markers["sys_platform"] == "linux"
+        assert target.markers["platform_machine"] == "x86_64"
+        assert target.markers["python_full_version"] == "3.11.0"
+
+    def test_windows_and_mac(self) -> None:
+        win = synthetic_target("3.12.4", ["win_amd64"])
+        assert win.markers["sys_platform"] == "win32"
+        assert win.markers["platform_machine"] == "AMD64"
+        assert win.tags[0] == Tag("cp312", "cp312", "win_amd64")
+        mac = synthetic_target("3.10", ["macosx_14_0_arm64"])
+        assert mac.markers["sys_platform"] == "darwin"
+        assert Tag("cp310", "cp310", "macosx_11_0_arm64") in mac.tags
+
+    def test_error_bad_python_version(self) -> None:
+        with pytest.raises(UsageError) as info:
+            synthetic_target("three")
+        assert str(info.value) == "`--python-version three` is not a Python 3 version"
+
+    @given(
+        st.sampled_from(["x86_64", "aarch64", "i686"]),
+        st.integers(min_value=5, max_value=40),
+    )
+    def test_manylinux_widening_includes_every_older_glibc(self, arch: str, minor: int) -> None:
+        widened = resolver._widen_platform(f"manylinux_2_{minor}_{arch}")
+        assert widened[0] == f"manylinux_2_{minor}_{arch}"
+        assert {f"manylinux_2_{m}_{arch}" for m in range(5, minor + 1)} <= set(widened)
+        assert widened[-1] == f"linux_{arch}"
+        assert ("manylinux2014_" + arch in widened) == (minor >= 17)

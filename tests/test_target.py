@@ -1,0 +1,362 @@
+"""Tests for the target environment: finding the interpreter, probing it, PEP 668, installed dists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from packaging.tags import Tag
+
+from safepip.errors import UsageError
+from safepip.target import (
+    ExternallyManagedError,
+    SchemePaths,
+    Target,
+    TargetError,
+    check_externally_managed,
+    find_python,
+    installed_distributions,
+    probe,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def make_target(tmp_path: Path, **overrides: Any) -> Target:
+    site = tmp_path / "site-packages"
+    values: dict[str, Any] = {
+        "python": Path("/usr/bin/python3"),
+        "version": (3, 11, 4),
+        "markers": {"python_version": "3.11"},
+        "tags": (Tag("py3", "none", "any"),),
+        "paths": SchemePaths(
+            purelib=site,
+            platlib=site,
+            scripts=tmp_path / "bin",
+            data=tmp_path,
+            headers=tmp_path / "include",
+        ),
+        "prefix": Path("/usr"),
+        "is_virtualenv": False,
+        "externally_managed": None,
+        "kind": "env",
+    }
+    values.update(overrides)
+    return Target(**values)
+
+
+@pytest.fixture
+def venv(venv_factory: Callable[..., Path]) -> Path:
+    return venv_factory()
+
+
+class TestFindPython:
+    def test_explicit_interpreter(self, venv: Path) -> None:
+        python = venv / "bin" / "python"
+        assert find_python(str(python), system=False, environ={}) == python
+
+    def test_venv_folder(self, venv: Path) -> None:
+        found = find_python(str(venv), system=True, environ={"VIRTUAL_ENV": "/elsewhere"})
+        # the venv's own `bin/python` (not the interpreter its symlink points at)
+        assert found == venv / "bin" / "python"
+
+    def test_virtual_env_variable(self, venv: Path) -> None:
+        assert find_python(None, system=False, environ={"VIRTUAL_ENV": str(venv)}) == (
+            venv / "bin" / "python"
+        )
+
+    def test_dot_venv_in_the_current_folder(
+        self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / ".venv").symlink_to(venv, target_is_directory=True)
+        monkeypatch.chdir(tmp_path)
+        assert find_python(None, system=False, environ={}) == tmp_path / ".venv" / "bin" / "python"
+
+    def test_system_uses_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake = tmp_path / "python3"
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.chdir(tmp_path)
+        assert find_python(None, system=True, environ={"VIRTUAL_ENV": "/x"}) == fake
+
+    def test_name_on_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake = tmp_path / "python3.99"
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.chdir(tmp_path.parent)
+        assert find_python("python3.99", system=False, environ={}) == fake
+
+    def test_error_no_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(TargetError) as info:
+            find_python(None, system=False, environ={})
+        assert str(info.value) == (
+            "No virtual environment to install into: `VIRTUAL_ENV` is not set and there is no "
+            "`.venv`"
+        )
+        assert info.value.hint == (
+            "pass `--python PATH` (an interpreter or a venv folder), create one with "
+            "`python -m venv .venv`, or use `--system` to install into the system interpreter"
+        )
+
+    def test_error_no_system_python(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(TargetError) as info:
+            find_python(None, system=True, environ={})
+        assert str(info.value) == "No `python3` found on `PATH` for `--system`"
+
+    def test_error_folder_without_python(self, tmp_path: Path) -> None:
+        with pytest.raises(UsageError) as info:
+            find_python(str(tmp_path), system=False, environ={})
+        assert str(info.value) == f"`{tmp_path}` is a folder but has no `bin/python`"
+        assert info.value.hint == (
+            "pass a virtual environment folder or the path of a Python interpreter"
+        )
+
+    def test_error_missing_interpreter(self, tmp_path: Path) -> None:
+        missing = str(tmp_path / "nope" / "python")
+        with pytest.raises(UsageError) as info:
+            find_python(missing, system=False, environ={})
+        assert str(info.value) == f"Python interpreter `{missing}` does not exist"
+
+
+class TestProbe:
+    def test_venv(self, venv: Path) -> None:
+        python = venv / "bin" / "python"
+        target = probe(python)
+        assert target.python == python
+        assert target.version == tuple(sys.version_info[:3])
+        assert target.python_version == "{}.{}.{}".format(*sys.version_info[:3])
+        assert target.is_virtualenv
+        assert target.kind == "env"
+        assert target.prefix == venv
+        assert target.paths.purelib.is_relative_to(venv)
+        assert target.paths.scripts == venv / "bin"
+        assert target.markers["python_version"] == "{}.{}".format(*sys.version_info[:2])
+        assert target.markers["sys_platform"] == sys.platform
+        assert Tag("py3", "none", "any") in target.tags
+        priority = target.tag_priority()
+        assert priority[target.tags[0]] == 0
+        assert priority[Tag("py3", "none", "any")] > 0
+        assert target.site_dirs()[0] == target.paths.purelib
+
+    def test_target_dir(self, venv: Path, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        target = probe(venv / "bin" / "python", target_dir=out)
+        assert target.kind == "target"
+        assert target.paths == SchemePaths(
+            purelib=out, platlib=out, scripts=out / "bin", data=out, headers=out / "include"
+        )
+        assert target.site_dirs() == (out,)
+
+    def test_prefix(self, venv: Path, tmp_path: Path) -> None:
+        prefix = tmp_path / "prefix"
+        target = probe(venv / "bin" / "python", prefix=prefix)
+        assert target.kind == "prefix"
+        version = "{}.{}".format(*sys.version_info[:2])
+        assert target.paths.purelib == prefix / "lib" / f"python{version}" / "site-packages"
+        assert target.paths.scripts == prefix / "bin"
+        assert target.paths.data == prefix
+
+    def test_cache_answers_the_second_probe(
+        self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        python = venv / "bin" / "python"
+        cache = tmp_path / "cache"
+        first = probe(python, cache_dir=cache)
+        assert len(list((cache / "targets").glob("*.json"))) == 1
+        calls: list[object] = []
+        monkeypatch.setattr("safepip.target.subprocess.run", lambda *a, **k: calls.append(a))
+        assert probe(python, cache_dir=cache) == first
+        assert calls == []
+
+    def test_cache_is_keyed_by_mode(
+        self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        python = venv / "bin" / "python"
+        cache = tmp_path / "cache"
+        probe(python, cache_dir=cache)
+        calls: list[object] = []
+
+        def fake_run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+            calls.append(args)
+            return subprocess.CompletedProcess([], 1, "", "not from the cache\n")
+
+        monkeypatch.setattr("safepip.target.subprocess.run", fake_run)
+        with pytest.raises(TargetError):
+            probe(python, prefix=tmp_path / "p", cache_dir=cache)
+        assert len(calls) == 1
+
+    def test_cache_invalidated_when_the_venv_changes(
+        self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        python = venv / "bin" / "python"
+        cache = tmp_path / "cache"
+        probe(python, cache_dir=cache)
+        cfg = venv / "pyvenv.cfg"
+        stat = cfg.stat()
+        os.utime(cfg, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        calls: list[object] = []
+
+        def fake_run(*args: object, **kwargs: object) -> object:
+            calls.append(args)
+            raise OSError(2, "No such file or directory")
+
+        monkeypatch.setattr("safepip.target.subprocess.run", fake_run)
+        with pytest.raises(TargetError):
+            probe(python, cache_dir=cache)
+        assert len(calls) == 1
+
+    def test_corrupt_cache_entry_is_ignored(self, venv: Path, tmp_path: Path) -> None:
+        python = venv / "bin" / "python"
+        cache = tmp_path / "cache"
+        first = probe(python, cache_dir=cache)
+        (entry,) = (cache / "targets").glob("*.json")
+        entry.write_text("{not json")
+        assert probe(python, cache_dir=cache) == first
+        assert entry.read_text().startswith("{")
+        assert probe(python, cache_dir=cache) == first
+
+    def test_error_interpreter_fails(self, tmp_path: Path) -> None:
+        fake = tmp_path / "python"
+        fake.write_text("#!/bin/sh\necho 'first line' >&2\necho 'SyntaxError: old python' >&2\n"
+                        "exit 1\n")
+        fake.chmod(0o755)
+        with pytest.raises(TargetError) as info:
+            probe(fake)
+        assert str(info.value) == (
+            f"Could not inspect the interpreter `{fake}`: SyntaxError: old python"
+        )
+        assert info.value.hint == "safepip supports target interpreters of Python 3.8 and newer"
+
+    def test_error_interpreter_cannot_run(self, tmp_path: Path) -> None:
+        fake = tmp_path / "python"
+        fake.write_text("not executable")
+        with pytest.raises(TargetError) as info:
+            probe(fake)
+        assert str(info.value) == f"Could not run `{fake}`: Permission denied"
+
+
+EXTERNALLY_MANAGED = """\
+[externally-managed]
+Error=To install Python packages system-wide, use apt.
+ If you wish to install a non-packaged Python package,
+ create a virtual environment.
+"""
+
+
+class TestExternallyManaged:
+    @pytest.fixture
+    def marker(self, tmp_path: Path) -> Path:
+        path = tmp_path / "EXTERNALLY-MANAGED"
+        path.write_text(EXTERNALLY_MANAGED)
+        return path
+
+    def test_error_externally_managed(self, tmp_path: Path, marker: Path) -> None:
+        target = make_target(tmp_path, externally_managed=marker)
+        with pytest.raises(ExternallyManagedError) as info:
+            check_externally_managed(target, break_system_packages=False)
+        assert str(info.value) == (
+            "Refusing to install into `/usr/bin/python3`: it is externally managed (PEP 668)\n"
+            "\n"
+            "To install Python packages system-wide, use apt.\n"
+            "If you wish to install a non-packaged Python package,\n"
+            "create a virtual environment."
+        )
+        assert info.value.hint == (
+            "create a virtual environment (`python -m venv .venv`) and pass `--python .venv`, "
+            "or override with `--break-system-packages`"
+        )
+        assert info.value.python == Path("/usr/bin/python3")
+
+    @pytest.mark.parametrize(
+        "content",
+        ["", "[externally-managed]\n", "no section header\n", "[other]\nError=x\n"],
+    )
+    def test_unusable_marker_still_refuses_with_default_text(
+        self, tmp_path: Path, marker: Path, content: str
+    ) -> None:
+        marker.write_text(content)
+        target = make_target(tmp_path, externally_managed=marker)
+        with pytest.raises(ExternallyManagedError) as info:
+            check_externally_managed(target, break_system_packages=False)
+        assert str(info.value).endswith("\n\nThe interpreter is managed by its distributor.")
+
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            {"is_virtualenv": True},
+            {"kind": "target"},
+            {"kind": "prefix"},
+            {"externally_managed": None},
+        ],
+    )
+    def test_not_applied(self, tmp_path: Path, marker: Path, overrides: dict[str, Any]) -> None:
+        target = make_target(tmp_path, **{"externally_managed": marker, **overrides})
+        check_externally_managed(target, break_system_packages=False)
+
+    def test_break_system_packages(self, tmp_path: Path, marker: Path) -> None:
+        target = make_target(tmp_path, externally_managed=marker)
+        check_externally_managed(target, break_system_packages=True)
+
+
+def write_dist(site: Path, folder: str, metadata: str | None, installer: str | None = None) -> Path:
+    path = site / folder
+    path.mkdir(parents=True)
+    if metadata is not None:
+        (path / "METADATA").write_text(metadata)
+    if installer is not None:
+        (path / "INSTALLER").write_text(installer)
+    return path
+
+
+class TestInstalledDistributions:
+    def test_reads_dist_info_folders(self, tmp_path: Path) -> None:
+        target = make_target(tmp_path)
+        site = target.paths.purelib
+        write_dist(
+            site,
+            "Foo_Bar-1.0.dist-info",
+            "Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0\n\nName: body\n",
+            installer="pip\n",
+        )
+        write_dist(site, "baz-2.0.dist-info", "Version: 2.0\nName: baz\n", installer="\n")
+        write_dist(site, "broken-1.0.dist-info", None)
+        write_dist(site, "noversion-1.0.dist-info", "Name: noversion\n\nVersion: 1.0\n")
+        write_dist(site, "old-1.0.egg-info", "Name: old\nVersion: 1.0\n")
+        (site / "stray.dist-info").write_text("a file, not a folder")
+        found = {d.name: d for d in installed_distributions(target)}
+        assert sorted(found) == ["baz", "foo-bar"]
+        foo = found["foo-bar"]
+        assert (foo.display_name, foo.version, foo.installer) == ("Foo_Bar", "1.0", "pip")
+        assert foo.dist_info == site / "Foo_Bar-1.0.dist-info"
+        assert found["baz"].installer is None
+        assert foo.read_text("METADATA") is not None
+        assert foo.read_text("RECORD") is None
+
+    def test_purelib_wins_over_platlib(self, tmp_path: Path) -> None:
+        pure, plat = tmp_path / "pure", tmp_path / "plat"
+        target = make_target(
+            tmp_path,
+            paths=SchemePaths(
+                purelib=pure, platlib=plat, scripts=tmp_path, data=tmp_path, headers=tmp_path
+            ),
+        )
+        write_dist(pure, "a-1.0.dist-info", "Name: a\nVersion: 1.0\n")
+        write_dist(plat, "a-2.0.dist-info", "Name: A\nVersion: 2.0\n")
+        write_dist(plat, "b-1.0.dist-info", "Name: b\nVersion: 1.0\n")
+        found = installed_distributions(target)
+        assert [(d.name, d.version) for d in found] == [("a", "1.0"), ("b", "1.0")]
+
+    def test_missing_site_folder(self, tmp_path: Path) -> None:
+        assert installed_distributions(make_target(tmp_path)) == ()
+
+    def test_probed_venv_starts_empty(self, venv: Path) -> None:
+        assert installed_distributions(probe(venv / "bin" / "python")) == ()
