@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from servers import StaticIndex
-from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
 from safepip.cli import main
+from servers import StaticIndex
+from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,10 +64,16 @@ def other_python() -> str | None:
             continue
         proc = subprocess.run(
             [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         version = proc.stdout.strip()
-        if proc.returncode == 0 and version != mine and tuple(map(int, version.split("."))) >= (3, 8):
+        if (
+            proc.returncode == 0
+            and version != mine
+            and tuple(map(int, version.split("."))) >= (3, 8)
+        ):
             return candidate
     return None
 
@@ -109,7 +115,9 @@ def two_packages(project: Callable[..., Path]) -> tuple[Path, Path]:
         "1.0",
         requires=["beta>=1"],
         entry_points={"console_scripts": {"alpha-cli": "alpha:main"}},
-        files={"alpha/__init__.py": "__version__ = '1.0'\ndef main():\n    print('alpha says hi')\n"},
+        files={
+            "alpha/__init__.py": "__version__ = '1.0'\ndef main():\n    print('alpha says hi')\n"
+        },
     )
     beta = project("beta", "1.2")
     return alpha, beta
@@ -143,7 +151,9 @@ class TestInstallHappyPath:
 
         assert result.code == 0, result.err
         assert "Installed 2 packages" in result.err
-        assert py(venv, "import alpha, beta; print(alpha.__version__, beta.__version__)") == "1.0 1.2"
+        assert (
+            py(venv, "import alpha, beta; print(alpha.__version__, beta.__version__)") == "1.0 1.2"
+        )
         site = site_packages(venv)
         dist_info = site / "alpha-1.0.dist-info"
         assert (dist_info / "INSTALLER").read_text() == "safepip\n"
@@ -204,9 +214,19 @@ class TestInstallHappyPath:
         index.add(wheel)
         venv = venv_factory()
         subprocess.run(
-            [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-             "--no-deps", "--no-index", str(wheel)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(venv / "bin" / "python"),
+                "install",
+                "--no-deps",
+                "--no-index",
+                str(wheel),
+            ],
+            check=True,
+            capture_output=True,
         )
         dist_info = site_packages(venv) / "delta-1.0.dist-info"
         assert (dist_info / "INSTALLER").read_text().strip() == "pip"
@@ -251,8 +271,15 @@ class TestInstallHappyPath:
         assert "could not be verified" in without.err
         assert "--cert" in without.err
         result = run(
-            "install", "-r", str(reqs), "--python", str(venv), "-i", tls_index.url,
-            "--cert", str(tls_index.ca_bundle),
+            "install",
+            "-r",
+            str(reqs),
+            "--python",
+            str(venv),
+            "-i",
+            tls_index.url,
+            "--cert",
+            str(tls_index.ca_bundle),
         )
         assert result.code == 0, result.err
         assert py(venv, "import alpha; print('ok')") == "ok"
@@ -297,8 +324,16 @@ class TestInstallHappyPath:
         before = tree_snapshot(venv)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         result = run(
-            "install", "-r", str(reqs), "--python", str(venv), "-i", index.url,
-            "--dry-run", "--report", "-",
+            "install",
+            "-r",
+            str(reqs),
+            "--python",
+            str(venv),
+            "-i",
+            index.url,
+            "--dry-run",
+            "--report",
+            "-",
         )
         assert result.code == 0, result.err
         assert tree_snapshot(venv) == before
@@ -344,11 +379,17 @@ class TestInstallHappyPath:
         venv = venv_factory()
         url = index.file_url(wheel.name)
         result = run(
-            "install", f"zeta @ {url}#sha256={sha256_file(wheel)}", "--python", str(venv),
-            "-i", index.url,
+            "install",
+            f"zeta @ {url}#sha256={sha256_file(wheel)}",
+            "--python",
+            str(venv),
+            "-i",
+            index.url,
         )
         assert result.code == 0, result.err
-        direct = json.loads((site_packages(venv) / "zeta-1.0.dist-info" / "direct_url.json").read_text())
+        direct = json.loads(
+            (site_packages(venv) / "zeta-1.0.dist-info" / "direct_url.json").read_text()
+        )
         assert direct["url"] == url
         assert direct["archive_info"]["hashes"]["sha256"] == sha256_file(wheel)
 
@@ -377,8 +418,12 @@ class TestRefusals:
         assert tree_snapshot(env["venv"]) == env["snapshot"]  # type: ignore[arg-type]
 
     def test_error_hash_mismatch(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object], tmp_path: Path,
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
         good = project("eta", "1.0")
@@ -406,7 +451,10 @@ class TestRefusals:
         assert not any(p.name == good.name for p in cache.rglob("*.whl"))
 
     def test_error_missing_dependency(
-        self, env: dict[str, object], run: Callable[..., Result], two_packages: tuple[Path, Path],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        two_packages: tuple[Path, Path],
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -426,8 +474,12 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_error_missing_hash_and_unpinned(
-        self, env: dict[str, object], run: Callable[..., Result], two_packages: tuple[Path, Path],
-        tree_snapshot: Callable[[Path], object], tmp_path: Path,
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        two_packages: tuple[Path, Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
         alpha, beta = two_packages
@@ -441,7 +493,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_error_sdist_only(
-        self, env: dict[str, object], run: Callable[..., Result], tmp_path: Path,
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        tmp_path: Path,
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -460,8 +515,12 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_artifact_on_foreign_host_is_refused_then_allowed(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
-        foreign_server: object, tree_snapshot: Callable[[Path], object],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
+        foreign_server: object,
+        tree_snapshot: Callable[[Path], object],
         venv_factory: Callable[..., Path],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -472,17 +531,29 @@ class TestRefusals:
         assert result.code == 4
         assert "host `127.0.0.2:" in result.err
         assert "is not a trusted host" in result.err
-        assert "hint: if `127.0.0.2` is a host you trust, add `--allow-host 127.0.0.2`" in result.err
+        assert (
+            "hint: if `127.0.0.2` is a host you trust, add `--allow-host 127.0.0.2`" in result.err
+        )
         self._unchanged(env, tree_snapshot)
         allowed = run(
-            "install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url,
-            "--allow-host", "127.0.0.2",
+            "install",
+            lock_line(wheel),
+            "--python",
+            str(env["venv"]),
+            "-i",
+            index.url,
+            "--allow-host",
+            "127.0.0.2",
         )
         assert allowed.code == 0, allowed.err
 
     def test_redirect_off_host_is_refused(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
-        foreign_server: object, tree_snapshot: Callable[[Path], object],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
+        foreign_server: object,
+        tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
         wheel = project("kappa", "1.0")
@@ -497,7 +568,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_path_traversal_wheel(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -511,7 +585,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_lying_record(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -527,7 +604,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_truncated_download(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -540,7 +620,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_failure_midway_is_rolled_back(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         index: StaticIndex = env["index"]  # type: ignore[assignment]
@@ -554,16 +637,26 @@ class TestRefusals:
         (site_packages(venv) / "zzz.py").mkdir()
         snapshot = tree_snapshot(venv)
         result = run(
-            "install", lock_line(base_v2), lock_line(good), lock_line(blocked),
-            "--python", str(venv), "-i", index.url,
+            "install",
+            lock_line(base_v2),
+            lock_line(good),
+            lock_line(blocked),
+            "--python",
+            str(venv),
+            "-i",
+            index.url,
         )
         assert result.code == 1
         assert "a folder is in the way" in result.err
         assert tree_snapshot(venv) == snapshot
 
     def test_error_first_index_wins(
-        self, env: dict[str, object], run: Callable[..., Result], project: Callable[..., Path],
-        static_index: Callable[..., StaticIndex], tree_snapshot: Callable[[Path], object],
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        project: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tree_snapshot: Callable[[Path], object],
     ) -> None:
         private: StaticIndex = env["index"]  # type: ignore[assignment]
         public = static_index()
@@ -572,8 +665,14 @@ class TestRefusals:
         private.add(mine)
         public.add(attack)
         result = run(
-            "install", lock_line(attack, "corp-lib", "9.0"), "--python", str(env["venv"]),
-            "-i", private.url, "--extra-index-url", public.url,
+            "install",
+            lock_line(attack, "corp-lib", "9.0"),
+            "--python",
+            str(env["venv"]),
+            "-i",
+            private.url,
+            "--extra-index-url",
+            public.url,
         )
         assert result.code == 1
         assert "error: No file for `corp-lib==9.0` on the index" in result.err
@@ -581,7 +680,10 @@ class TestRefusals:
         self._unchanged(env, tree_snapshot)
 
     def test_error_bad_requirements_file(
-        self, env: dict[str, object], run: Callable[..., Result], tmp_path: Path,
+        self,
+        env: dict[str, object],
+        run: Callable[..., Result],
+        tmp_path: Path,
         tree_snapshot: Callable[[Path], object],
     ) -> None:
         reqs = write_reqs(tmp_path, "good==1.0", "bad=>1.0", name="broken.txt")
@@ -610,16 +712,44 @@ class TestOracle:
         index = static_index()
         for w in wheels:
             index.add(w)
-        reqs = write_reqs(tmp_path, *(lock_line(w) for w in wheels[:4]), lock_line(wheels[4]),
-                          "three==3.0 ; python_version < '3'")
+        reqs = write_reqs(
+            tmp_path,
+            *(lock_line(w) for w in wheels[:4]),
+            lock_line(wheels[4]),
+            "three==3.0 ; python_version < '3'",
+        )
         pip_report = tmp_path / "pip.json"
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
-             "--report", str(pip_report), "-r", str(reqs), "--index-url", index.url],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "-q",
+                "--report",
+                str(pip_report),
+                "-r",
+                str(reqs),
+                "--index-url",
+                index.url,
+            ],
+            check=True,
+            capture_output=True,
         )
-        ours = run("install", "-r", str(reqs), "--target", str(tmp_path / "t"), "-i", index.url,
-                   "--dry-run", "--report", "-")
+        ours = run(
+            "install",
+            "-r",
+            str(reqs),
+            "--target",
+            str(tmp_path / "t"),
+            "-i",
+            index.url,
+            "--dry-run",
+            "--report",
+            "-",
+        )
         assert ours.code == 0, ours.err
 
         def pins(report: dict[str, object]) -> set[tuple[str, str]]:
@@ -651,21 +781,41 @@ class TestDownloadAndHash:
         assert sorted(p.name for p in dest.iterdir()) == sorted([alpha.name, beta.name])
         target = tmp_path / "pip-target"
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-index", "-f", str(dest),
-             "--require-hashes", "-r", str(reqs), "--target", str(target), "-q"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "-f",
+                str(dest),
+                "--require-hashes",
+                "-r",
+                str(reqs),
+                "--target",
+                str(target),
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
         )
         assert (target / "alpha" / "__init__.py").exists()
         # …and safepip installs from it offline.
         venv = venv_factory()
-        offline = run("install", "-r", str(reqs), "--no-index", "-f", str(dest), "--python", str(venv))
+        offline = run(
+            "install", "-r", str(reqs), "--no-index", "-f", str(dest), "--python", str(venv)
+        )
         assert offline.code == 0, offline.err
 
-    def test_hash_matches_pip(self, run: Callable[..., Result], project: Callable[..., Path]) -> None:
+    def test_hash_matches_pip(
+        self, run: Callable[..., Result], project: Callable[..., Path]
+    ) -> None:
         wheel = project("xi", "1.0")
         ours = run("hash", str(wheel))
         pips = subprocess.run(
-            [sys.executable, "-m", "pip", "hash", str(wheel)], capture_output=True, text=True,
+            [sys.executable, "-m", "pip", "hash", str(wheel)],
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout
         assert ours.code == 0

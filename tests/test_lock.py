@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.pylock import Pylock
 from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 from safepip import lock
 from safepip.fetch import Cache
@@ -166,7 +167,7 @@ class TestRequirementsFormat:
             pylock_path = Path(tmp) / "pylock.toml"
             pylock_path.write_text(lock.render_pylock(resolution, locked(resolution)), "utf-8")
             assert lock.read_existing_pins(pylock_path) == {
-                canonicalize_name(k): v for k, v in pins.items()
+                canonicalize_name(k): str(Version(v)) for k, v in pins.items()
             }
 
     def test_missing_lock_has_no_pins(self, tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ class TestPylock:
         return path
 
     def test_markers_requires_python_and_paths(self, tmp_path: Path) -> None:
-        sha = "a" * 64
+        s = "a" * 64
         path = self._write(
             tmp_path,
             f"""
@@ -224,13 +225,13 @@ name = "winonly"
 version = "1.0"
 marker = "sys_platform == 'win32'"
 wheels = [
-  {{name = "winonly-1.0-py3-none-any.whl", url = "https://x.org/w.whl", hashes = {{sha256 = "{sha}"}}}},
+  {{name = "winonly-1.0-py3-none-any.whl", url = "https://x/w.whl", hashes = {{sha256 = "{s}"}}}},
 ]
 
 [[packages]]
 name = "local"
 version = "2.0"
-wheels = [{{path = "wheels/local-2.0-py3-none-any.whl", hashes = {{sha256 = "{sha}"}}}}]
+wheels = [{{path = "wheels/local-2.0-py3-none-any.whl", hashes = {{sha256 = "{s}"}}}}]
 """,
         )
         pins = lock.plan_from_pylock(path, synthetic_target("3.11", [LINUX]))
@@ -263,7 +264,7 @@ sdist.hashes = {sha256 = "00"}
 name = "win"
 version = "1.0"
 wheels = [
-  {name = "win-1.0-cp311-cp311-win_amd64.whl", url = "https://x.org/a.whl", hashes = {sha256 = "00"}},
+  {name = "win-1.0-cp311-cp311-win_amd64.whl", url = "https://x.org/a.whl", hashes = {md5 = "0"}},
 ]
 """,
         )
@@ -394,6 +395,7 @@ class TestLoopbackLocks:
                 "install",
                 "--dry-run",
                 "--require-hashes",
+                "--only-binary=:all:",
                 "--no-cache-dir",
                 "--disable-pip-version-check",
                 "-r",

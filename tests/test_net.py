@@ -1,4 +1,4 @@
-"""Tests for the HTTP session: policy on every hop, redirects, retries, TLS, file: URLs, redaction."""
+"""Tests for the HTTP session: policy on each hop, redirects, retries, TLS, file URLs, redaction."""
 
 from __future__ import annotations
 
@@ -69,9 +69,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
-def mock_session(
-    handler: Callable[[httpx.Request], httpx.Response], **config: object
-) -> Session:
+def mock_session(handler: Callable[[httpx.Request], httpx.Response], **config: object) -> Session:
     session = Session(NetConfig(policy=HostPolicy().with_hosts("https://h.example"), **config))  # type: ignore[arg-type]
     session._client = httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
     return session
@@ -111,9 +109,7 @@ class TestRedact:
             "from `https://***:***@a.example/x` via http://***@b.example/y?key=*** then 'c'"
         )
 
-    @pytest.mark.xfail(
-        strict=True, reason="BUG: redact_url returns an unparseable URL unredacted"
-    )
+    @pytest.mark.xfail(strict=True, reason="BUG: redact_url returns an unparseable URL unredacted")
     @pytest.mark.parametrize(
         "url", ["https://user:hunter2@[::1/simple/", "https://user:hunter2@[host]x/simple/"]
     )
@@ -274,9 +270,7 @@ class TestRedirects:
         source = tls_index.files_url + "demo.bin"
         with pytest.raises(PolicyViolation) as info:
             session.get(source)
-        assert str(info.value) == (
-            f"Refusing redirect from `{source}` to plain HTTP `{target}`"
-        )
+        assert str(info.value) == (f"Refusing redirect from `{source}` to plain HTTP `{target}`")
         assert info.value.hint == (
             "a downgrade from HTTPS to HTTP is never followed; fix the server or the URL"
         )
@@ -305,9 +299,7 @@ class TestRedirects:
         assert "unsupported URL scheme `ftp`" in str(info.value)
         assert "is not a trusted host" not in str(info.value)
 
-    @pytest.mark.xfail(
-        strict=True, reason="BUG: a redirect to a file: URL passes the policy check"
-    )
+    @pytest.mark.xfail(strict=True, reason="BUG: a redirect to a file: URL passes the policy check")
     def test_redirect_to_file_url_is_a_policy_violation(
         self, index: StaticIndex, sessions: Callable[..., Session], tmp_path: Path
     ) -> None:
@@ -436,9 +428,8 @@ class TestRetries:
             calls.append(1)
             return httpx.Response(200, stream=Broken())
 
-        with mock_session(handler) as session:
-            with pytest.raises(NetworkError, match="reset"):
-                session.get("https://h.example/x")
+        with mock_session(handler) as session, pytest.raises(NetworkError, match="reset"):
+            session.get("https://h.example/x")
         assert calls == [1]
 
     def test_encoded_body_is_decoded(self) -> None:

@@ -1,4 +1,4 @@
-"""Tests for the target environment: finding the interpreter, probing it, PEP 668, installed dists."""
+"""Tests for the target environment: the interpreter, its probe, PEP 668, installed dists."""
 
 from __future__ import annotations
 
@@ -226,8 +226,9 @@ class TestProbe:
 
     def test_error_interpreter_fails(self, tmp_path: Path) -> None:
         fake = tmp_path / "python"
-        fake.write_text("#!/bin/sh\necho 'first line' >&2\necho 'SyntaxError: old python' >&2\n"
-                        "exit 1\n")
+        fake.write_text(
+            "#!/bin/sh\necho 'first line' >&2\necho 'SyntaxError: old python' >&2\nexit 1\n"
+        )
         fake.chmod(0o755)
         with pytest.raises(TargetError) as info:
             probe(fake)
@@ -332,7 +333,7 @@ class TestInstalledDistributions:
         write_dist(site, "noversion-1.0.dist-info", "Name: noversion\n\nVersion: 1.0\n")
         write_dist(site, "old-1.0.egg-info", "Name: old\nVersion: 1.0\n")
         (site / "stray.dist-info").write_text("a file, not a folder")
-        found = {d.name: d for d in installed_distributions(target)}
+        found = {str(d.name): d for d in installed_distributions(target)}
         assert sorted(found) == ["baz", "foo-bar"]
         foo = found["foo-bar"]
         assert (foo.display_name, foo.version, foo.installer) == ("Foo_Bar", "1.0", "pip")

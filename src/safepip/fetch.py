@@ -123,11 +123,56 @@ def _from_cache(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
     return None
 
 
-def _store(tmp: Path, cache: Cache, sha256: str, filename: str) -> Path:
-    final = cache.artifact_path(sha256, filename)
+ORIGIN_FILE = "origin.json"
+
+
+def _store(tmp: Path, cache: Cache, sha256: str, artifact: Artifact) -> Path:
+    final = cache.artifact_path(sha256, artifact.filename)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
+    origin = final.parent / ORIGIN_FILE
+    if not origin.exists():
+        # Where the file came from, so that a later hash-pinned install can use the cached file
+        # without asking the index and still record its origin. Credentials are not stored.
+        info = {"filename": artifact.filename, "url": redact_url(artifact.url)}
+        info["origin"] = redact_url(artifact.origin)
+        tmp_origin = origin.with_suffix(f".{os.getpid()}.tmp")
+        tmp_origin.write_text(json.dumps(info), "utf-8")
+        os.replace(tmp_origin, origin)
     return final
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachedWheel:
+    """A wheel in the cache, found by a pinned sha256 (its bytes are checked again when used)."""
+
+    sha256: str
+    filename: str
+    url: str
+    origin: str
+
+
+def cached_wheels(cache: Cache, sha256s: Iterable[str]) -> list[CachedWheel]:
+    """The cached wheels among `sha256s`, without reading the index (only hash-pinned installs
+    may use this: the pinned digest, not the index, says which file is acceptable)."""
+    found: list[CachedWheel] = []
+    for digest in sha256s:
+        folder = cache.root / "artifacts" / digest[:2] / digest
+        try:
+            info = json.loads((folder / ORIGIN_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        filename = str(info.get("filename", ""))
+        if filename.endswith(".whl") and (folder / filename).is_file():
+            found.append(
+                CachedWheel(
+                    sha256=digest,
+                    filename=filename,
+                    url=str(info.get("url", "")),
+                    origin=str(info.get("origin", "cache")),
+                )
+            )
+    return found
 
 
 def _download(
@@ -192,7 +237,7 @@ def _download(
                 f"{artifact.size}",
                 url=redact_url(artifact.url),
             )
-        path = _store(tmp, cache, hasher.sha256, artifact.filename)
+        path = _store(tmp, cache, hasher.sha256, artifact)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -207,7 +207,7 @@ class _CachedFile:
 def _make_source(unpacked: UnpackedWheel) -> Any:
     from installer.sources import WheelSource
 
-    class CachedWheelSource(WheelSource):  # type: ignore[misc]
+    class CachedWheelSource(WheelSource):
         def __init__(self) -> None:
             stem = unpacked.dist_info[: -len(".dist-info")]
             name, _, version = stem.rpartition("-")
@@ -248,13 +248,13 @@ def _make_source(unpacked: UnpackedWheel) -> Any:
 def _make_destination(target: Target, txn: Transaction, *, link: bool) -> Any:
     from installer.destinations import SchemeDictionaryDestination
     from installer.records import Hash, RecordEntry
-    from installer.utils import copyfileobj_with_hashing, make_file_executable
+    from installer.utils import Scheme, copyfileobj_with_hashing, make_file_executable
 
-    class LinkingDestination(SchemeDictionaryDestination):  # type: ignore[misc]
+    class LinkingDestination(SchemeDictionaryDestination):
         """Hard-links untouched cached files; everything else is written through installer."""
 
         def write_to_fs(
-            self, scheme: str, path: str, stream: BinaryIO, is_executable: bool
+            self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
         ) -> RecordEntry:
             target_path = self._path_with_destdir(scheme, path)  # refuses paths outside the scheme
             txn.prepare(target_path)

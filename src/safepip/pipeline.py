@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from safepip.errors import SafepipError, UsageError
+from safepip.errors import UsageError
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
 from safepip.policy import HostPolicy, PolicyViolation, host_port_of
 from safepip.resolve import Pin, ResolutionError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from packaging.utils import NormalizedName
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from safepip.install import ChangePlan, InstallResult
     from safepip.net import Session
     from safepip.requirements import ParsedRequirements
-    from safepip.resolve import Artifact, Wanted
-    from safepip.target import Target
+    from safepip.resolve import Wanted
+    from safepip.target import InstalledDistribution, Target
 
 
 def default_index_url() -> str:
@@ -198,8 +198,7 @@ def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
         options.python,
         system=options.system
         or options.target_dir is not None
-        or options.prefix is not None
-        and options.python is None,
+        or (options.prefix is not None and options.python is None),
     )
     found = target_mod.probe(
         python,
@@ -331,9 +330,24 @@ def plan_install(
     sources: Sources,
     index: IndexClient,
     reporter: Reporter,
+    *,
+    cache: Cache | None = None,
+    installed: Mapping[NormalizedName, tuple[str, Mapping[str, object]]] | None = None,
 ) -> Plan:
-    """Choose one verified-to-be file per pin; every problem is collected and raised at once."""
-    from safepip.resolve import choose_artifact, direct_artifact, merge_requirements
+    """Choose one file per pin; every problem is collected and raised at once.
+
+    In hash mode a pin that safepip already installed from a file with a pinned digest, or
+    whose pinned wheel is in the cache, is planned without asking the index (fast no-op and
+    warm installs); everything else comes from the indexes.
+    """
+    from safepip.fetch import cached_wheels
+    from safepip.resolve import (
+        choose_artifact,
+        direct_artifact,
+        merge_requirements,
+        pin_without_index,
+        pinned_sha256,
+    )
 
     hash_mode = options.require_hashes or parsed.hash_mode
     wanted, constraints, skipped = merge_requirements(
@@ -384,13 +398,32 @@ def plan_install(
                 hint="pin each requirement with `==`, or write a lock with "
                 "`pip-compile --generate-hashes` / `uv pip compile --generate-hashes` and install that",
             )
+    pins: list[Pin] = []
+    offline: dict[NormalizedName, Pin] = {}
+    if hash_mode and not violations and not problems:
+        for w in wanted.values():
+            if w.url is not None or w.pinned_version is None or not w.hashes:
+                continue
+            pin = pin_without_index(w, target, installed=(installed or {}).get(w.name), cached=())
+            if pin is None and cache is not None:
+                cached = [
+                    (c.sha256, c.filename, c.url, c.origin)
+                    for c in cached_wheels(cache, pinned_sha256(w))
+                ]
+                pin = pin_without_index(w, target, installed=None, cached=cached)
+            if pin is not None:
+                offline[w.name] = pin
     index_names = [
-        w.name for w in wanted.values() if w.url is None and w.pinned_version is not None
+        w.name
+        for w in wanted.values()
+        if w.url is None and w.pinned_version is not None and w.name not in offline
     ]
     pages = index.project_files_many(index_names) if index_names else {}
-    pins: list[Pin] = []
     for w in wanted.values():
         if any(line.editable for line in w.lines) or (w.url is None and w.pinned_version is None):
+            continue
+        if w.name in offline:
+            pins.append(offline[w.name])
             continue
         if w.url is not None:
             choice = direct_artifact(
@@ -458,14 +491,13 @@ def plan_install(
 def check_dependencies(
     plan: Plan,
     constraints: Mapping[NormalizedName, Wanted],
-    unpacked: Mapping[str, UnpackedWheel],
-    fetched: Mapping[str, FetchedArtifact],
+    metadata: Mapping[NormalizedName, bytes],
     index: IndexClient,
 ) -> None:
-    """The dependency closure, read from the verified wheels, must be pinned in the files."""
+    """The dependency closure, read from the verified wheels (or, for packages kept as they
+    are, from what safepip installed), must be pinned in the files."""
     from safepip.resolve import best_version_for, check_closure
 
-    metadata = {p.name: unpacked[fetched[p.spec].sha256].metadata for p in plan.pins}
     gaps, problems = check_closure(plan.pins, metadata, plan.target, constraints)
     if problems:
         raise ResolutionError("\n".join(problems))
@@ -553,26 +585,26 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
             reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
         session = ctx.open_session(sources, pip_config)
         index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
-        plan = plan_install(options, parsed, target, sources, index, reporter)
-        audit_report = audit_gate(
-            options.audit, plan, reporter, isolated=options.sources.isolated
+        dists = installed_distributions(target)
+        records = {} if options.reinstall else _safepip_records(dists)
+        plan = plan_install(
+            options, parsed, target, sources, index, reporter, cache=ctx.cache, installed=records
         )
-        changes = install_stage.plan_changes(
-            plan.pins, installed_distributions(target), reinstall=options.reinstall
-        )
-        # Every pin is fetched and verified, even those already installed: the closure check
-        # reads the dependencies from the verified wheels.
+        audit_report = audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
+        changes = install_stage.plan_changes(plan.pins, dists, reinstall=options.reinstall)
+        kept = {p.spec for p in changes.keep}
+        # Everything that will be written is fetched and verified first; packages kept as they
+        # are need no download (safepip installed them from a file with a pinned digest).
+        to_fetch = [p for p in plan.pins if p.spec not in kept]
         fetched_list = fetch_stage.fetch_artifacts(
-            session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
+            session, [p.artifact for p in to_fetch], ctx.cache, progress=reporter.progress()
         )
-        fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
+        fetched = {p.spec: f for p, f in zip(to_fetch, fetched_list, strict=True)}
         unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
-        if plan.hash_mode and not options.no_deps:
+        if not options.no_deps:
+            metadata = _metadata(plan, fetched, unpacked, dists)
             _, constraints, _ = _merged_constraints(parsed, target)
-            check_dependencies(plan, constraints, unpacked, fetched, index)
-        elif not options.no_deps:
-            _, constraints, _ = _merged_constraints(parsed, target)
-            check_dependencies(plan, constraints, unpacked, fetched, index)
+            check_dependencies(plan, constraints, metadata, index)
         if options.dry_run:
             return InstallOutcome(
                 plan=plan,
@@ -581,7 +613,12 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
                 audit=audit_report,
                 fetched=tuple(fetched_list),
             )
-        result = install_stage.apply(changes, fetched, unpacked, target, link=options.link)
+        if not changes.install and not changes.remove:
+            result = install_stage.InstallResult(
+                installed=(), removed=(), kept=changes.keep, linked=options.link
+            )
+        else:
+            result = install_stage.apply(changes, fetched, unpacked, target, link=options.link)
         if options.compile and changes.install:
             install_stage.compile_bytecode(target, changes.install)
         return InstallOutcome(
@@ -591,6 +628,37 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
             audit=audit_report,
             fetched=tuple(fetched_list),
         )
+
+
+def _safepip_records(
+    dists: Sequence[InstalledDistribution],
+) -> dict[NormalizedName, tuple[str, Mapping[str, object]]]:
+    from safepip.install import installed_artifact
+
+    records: dict[NormalizedName, tuple[str, Mapping[str, object]]] = {}
+    for dist in dists:
+        if dist.installer == "safepip":
+            record = installed_artifact(dist)
+            if record is not None:
+                records[dist.name] = (dist.version, record)
+    return records
+
+
+def _metadata(
+    plan: Plan,
+    fetched: Mapping[str, FetchedArtifact],
+    unpacked: Mapping[str, UnpackedWheel],
+    dists: Sequence[InstalledDistribution],
+) -> dict[NormalizedName, bytes]:
+    by_name = {d.name: d for d in dists}
+    metadata: dict[NormalizedName, bytes] = {}
+    for pin in plan.pins:
+        item = fetched.get(pin.spec)
+        if item is not None:
+            metadata[pin.name] = unpacked[item.sha256].metadata
+        else:
+            metadata[pin.name] = (by_name[pin.name].dist_info / "METADATA").read_bytes()
+    return metadata
 
 
 def _merged_constraints(
@@ -611,7 +679,7 @@ def audit_gate(
     sent to a public service.
     """
     from safepip import audit
-    from safepip.settings import load_settings
+    from safepip.settings import DEFAULT_OSV_URL, load_settings
 
     if not choice.enabled:
         reporter.warn(
@@ -626,7 +694,7 @@ def audit_gate(
         ignore_vulns=choice.ignore_vulns,
         refresh=choice.refresh,
         settings=settings,
-        **({"osv_url": choice.osv_url} if choice.osv_url else {}),
+        osv_url=choice.osv_url or DEFAULT_OSV_URL,
     )
     public = default_index_url()
     private = frozenset(p.name for p in plan.pins if not p.artifact.origin.startswith(public))
@@ -640,8 +708,7 @@ def audit_gate(
     audit.gate(report)
     if report.ignored_count:
         reporter.warn(
-            f"Ignoring {audit.plural(report.ignored_count, 'known vulnerability')} "
-            "as configured"
+            f"Ignoring {audit.plural(report.ignored_count, 'known vulnerability')} as configured"
         )
     reporter.detail(f"Audited {len(plan.pins)} packages against {report.source}")
     return report
@@ -669,7 +736,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         sources = decide_sources(options.sources, parsed, pip_config)
         session = ctx.open_session(sources, pip_config)
         index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
-        plan = plan_install(options, parsed, target, sources, index, reporter)
+        plan = plan_install(options, parsed, target, sources, index, reporter, cache=ctx.cache)
         audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         fetched_list = fetch_stage.fetch_artifacts(
             session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
@@ -678,7 +745,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
-            check_dependencies(plan, constraints, unpacked, fetched, index)
+            check_dependencies(plan, constraints, _metadata(plan, fetched, unpacked, ()), index)
         dest.mkdir(parents=True, exist_ok=True)
         written = []
         for item in fetched_list:

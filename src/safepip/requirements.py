@@ -434,9 +434,19 @@ class _Token:
     end: int
 
 
+_SHELL_SPECIAL = re.compile(r"[\\'\"]")
+_SHELL_WORD = re.compile(r"[^ \t\r\n]+")
+
+
 def _shell_split(text: str, offset: int) -> list[_Token]:
     """`shlex.split(text)` (POSIX rules), keeping where each word starts and ends."""
     tokens: list[_Token] = []
+    if not _SHELL_SPECIAL.search(text):
+        # The common case (hash options): no quotes or escapes, so words are plain runs.
+        return [
+            _Token(m.group(0), offset + m.start(), offset + m.end())
+            for m in _SHELL_WORD.finditer(text)
+        ]
     i, n = 0, len(text)
     while i < n:
         if text[i] in _SHELL_SPACE:

@@ -7,6 +7,7 @@ files are verified checks that the dependency closure read from their metadata i
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from packaging.requirements import Requirement
+    from packaging.tags import Tag
 
     from safepip.hashes import HashProblem
     from safepip.index import IndexFile
@@ -71,34 +73,73 @@ class Pin:
 
 
 def parse_metadata_requires(metadata: bytes | str) -> tuple[str, str, list[str], str | None]:
-    """(`Name`, `Version`, `Requires-Dist` lines, `Requires-Python`) from a METADATA file."""
-    from email.parser import HeaderParser
+    """(`Name`, `Version`, `Requires-Dist` lines, `Requires-Python`) from a METADATA file.
 
+    Reads only the header block (RFC 822 style, with continuation lines), which is all the
+    dependency check needs; far cheaper than `email.parser` on large METADATA files.
+    """
     text = metadata.decode("utf-8", "replace") if isinstance(metadata, bytes) else metadata
-    msg = HeaderParser().parsestr(text)
-    return (
-        str(msg.get("Name", "")),
-        str(msg.get("Version", "")),
-        [str(v) for v in msg.get_all("Requires-Dist") or []],
-        str(msg["Requires-Python"]) if msg.get("Requires-Python") else None,
-    )
+    name = version = ""
+    requires: list[str] = []
+    requires_python: str | None = None
+    key: str | None = None
+    value = ""
+
+    def flush() -> None:
+        nonlocal name, version, requires_python
+        if key == "name":
+            name = value.strip()
+        elif key == "version":
+            version = value.strip()
+        elif key == "requires-dist":
+            requires.append(value.strip())
+        elif key == "requires-python":
+            requires_python = value.strip()
+
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        if line[0] in " \t" and key is not None:
+            value += " " + line.strip()
+            continue
+        flush()
+        head, sep, rest = line.partition(":")
+        key, value = (head.strip().lower(), rest) if sep else (None, "")
+    flush()
+    return name, version, requires, requires_python
+
+
+@functools.lru_cache(maxsize=4096)
+def _requirement(line: str) -> Requirement | None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(line)
+    except InvalidRequirement:
+        return None
+
+
+_EXTRA_MARKER = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
 
 
 def dependencies_for(
     requires_dist: Sequence[str], extras: frozenset[str], markers: Mapping[str, str]
 ) -> list[Requirement]:
     """The `Requires-Dist` entries that apply to the target with the given extras."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     result: list[Requirement] = []
+    wanted = ("", *sorted(extras))
     for line in requires_dist:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
+        if ";" in line and "extra" in line:
+            # Most lines of large projects belong to extras nobody asked for: skip them
+            # without parsing (a line naming only other extras can never apply).
+            named = {canonicalize_name(e) for e in _EXTRA_MARKER.findall(line)}
+            if named and not named & extras and " or " not in line:
+                continue
+        req = _requirement(line)
+        if req is None:
             continue
         if req.marker is not None:
             env: dict[str, str] = dict(markers)
-            wanted = ("",) + tuple(sorted(extras))
             if not any(req.marker.evaluate({**env, "extra": e}) for e in wanted):
                 continue
         result.append(req)
@@ -115,7 +156,7 @@ def version_matches(spec: SpecifierSet, version: str) -> bool:
 _WHEEL_RE = re.compile(r"\.whl$", re.I)
 
 
-def rank_wheel(file: IndexFile, priority: Mapping[object, int]) -> int | None:
+def rank_wheel(file: IndexFile, priority: Mapping[Tag, int]) -> int | None:
     """Lower is better: the best tag's position in the target's preference list; None if none fit."""
     tags = file.tags
     ranks = [priority[t] for t in tags if t in priority]
@@ -582,3 +623,78 @@ def best_version_for(
     if best is None:
         return None
     return str(best[0]), _sha256_of(best[2].hashes)
+
+
+def pinned_sha256(wanted: Wanted) -> frozenset[str]:
+    return frozenset(
+        d for a, _, d in (h.partition(":") for h in wanted.hashes or ()) if a == "sha256"
+    )
+
+
+def pin_without_index(
+    wanted: Wanted,
+    target: Target,
+    *,
+    installed: tuple[str, Mapping[str, object]] | None,
+    cached: Sequence[tuple[str, str, str, str]],
+) -> Pin | None:
+    """A hash-pinned requirement that needs no index: already installed by safepip from a file
+    with a pinned digest, or a fitting wheel with a pinned digest is in the cache.
+
+    `installed` is (version, safepip's artifact record); `cached` holds (sha256, filename, url,
+    origin). The pinned digest decides which file is acceptable, so the index is not asked;
+    files from the cache are hashed again before use.
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    version = wanted.pinned_version
+    accepted = pinned_sha256(wanted)
+    if version is None or not accepted or wanted.url is not None:
+        return None
+
+    def make(filename: str, url: str, origin: str) -> Pin:
+        return Pin(
+            name=wanted.name,
+            display_name=wanted.display_name,
+            version=version,
+            artifact=Artifact(
+                name=wanted.name,
+                version=version,
+                filename=filename,
+                url=url,
+                origin=origin,
+                expected_hashes=wanted.hashes or frozenset(),
+                hash_source="pinned",
+            ),
+            requested=True,
+            extras=wanted.extras,
+            requirement=wanted.lines[0],
+        )
+
+    if installed is not None:
+        installed_version, record = installed
+        if _same(installed_version, version) and record.get("sha256") in accepted:
+            return make(
+                str(record.get("filename", "")),
+                str(record.get("url", "")),
+                str(record.get("origin", "")),
+            )
+    priority = target.tag_priority()
+    best: tuple[int, tuple[str, str, str, str]] | None = None
+    for item in cached:
+        sha, filename = item[0], item[1]
+        if sha not in accepted:
+            continue
+        try:
+            name, wheel_version, _, tags = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            continue
+        if name != wanted.name or not _same(str(wheel_version), version):
+            continue
+        ranks = [priority[t] for t in tags if t in priority]
+        if ranks and (best is None or min(ranks) < best[0]):
+            best = (min(ranks), item)
+    if best is None:
+        return None
+    _, (_, filename, url, origin) = best
+    return make(filename, url, origin)

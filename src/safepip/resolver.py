@@ -18,7 +18,7 @@ import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
@@ -420,7 +420,7 @@ class _Prefetcher:
         self.pre = pre
         self.preferred = preferred
         self.python = Version(target.python_version)
-        self.priority = cast("Mapping[object, int]", target.tag_priority())
+        self.priority = target.tag_priority()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(_PREFETCH_WORKERS, thread_name_prefix="safepip-resolve")
         self._pages: dict[NormalizedName, Future[ProjectFiles]] = {}
@@ -448,7 +448,7 @@ class _Prefetcher:
     ) -> ProjectFiles:
         page = self.index.project_files(name)
         try:
-            guess = self._likely_wheel(page, specifier)
+            guess = self._likely_wheel(name, self._group(page), specifier)
             if guess is not None:
                 self.want_metadata(name, guess[0], guess[1], extras)
         except Exception:  # speculation only; the resolver asks again
@@ -460,17 +460,21 @@ class _Prefetcher:
 
     def versions(self, name: NormalizedName) -> dict[Version, tuple[IndexFile, ...]]:
         """Files of `name` by version (wheels and sdists with a parseable name)."""
+        page = self.project(name)
         with self._lock:
             known = self._versions.get(name)
-        if known is not None:
-            return known
+        return known if known is not None else self._group(page)
+
+    def _group(self, page: ProjectFiles) -> dict[Version, tuple[IndexFile, ...]]:
+        # Done in the worker that fetched the page: parsing thousands of filenames is the
+        # costliest thing the resolver does with a page, and it overlaps with other downloads.
         by_version: dict[Version, list[IndexFile]] = {}
-        for file in self.project(name).files:
+        for file in page.files:
             if file.kind in ("wheel", "sdist") and file.version is not None:
                 by_version.setdefault(file.version, []).append(file)
         result = {v: tuple(files) for v, files in by_version.items()}
         with self._lock:
-            self._versions[name] = result
+            self._versions[page.name] = result
         return result
 
     def best_wheel(self, files: Sequence[IndexFile]) -> IndexFile | None:
@@ -485,13 +489,12 @@ class _Prefetcher:
         return min(ranked)[2] if ranked else None
 
     def _likely_wheel(
-        self, page: ProjectFiles, specifier: SpecifierSet
+        self,
+        name: NormalizedName,
+        by_version: Mapping[Version, Sequence[IndexFile]],
+        specifier: SpecifierSet,
     ) -> tuple[Version, IndexFile] | None:
-        by_version: dict[Version, list[IndexFile]] = {}
-        for file in page.files:
-            if file.kind == "wheel" and file.version is not None and file.yanked is None:
-                by_version.setdefault(file.version, []).append(file)
-        preferred = self.preferred.get(page.name)
+        preferred = self.preferred.get(name)
         order = sorted(by_version, reverse=True)
         if preferred is not None:
             wanted = _parse_version(preferred)
@@ -503,7 +506,7 @@ class _Prefetcher:
                 continue
             if version.is_prerelease and not allow_pre:
                 continue
-            wheel = self.best_wheel(by_version[version])
+            wheel = self.best_wheel([f for f in by_version[version] if f.yanked is None])
             if wheel is not None:
                 return version, wheel
         return None

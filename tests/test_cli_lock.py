@@ -1,0 +1,263 @@
+"""`safepip lock` and `safepip freeze` end to end on loopback indexes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+import tomllib
+
+from safepip import cli, cli_lock
+from safepip.install import ARTIFACT_RECORD
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def main(argv: Sequence[str]) -> int:
+    """`cli.main`, with `lock` and `freeze` added if the root parser does not have them yet."""
+    build = cli.build_parser
+
+    def with_lock() -> argparse.ArgumentParser:
+        parser = build()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "lock" not in sub.choices:
+            cli_lock.add_parsers(sub)
+            for name in ("lock", "freeze"):
+                cli._common(sub.choices[name])
+        return parser
+
+    cli.build_parser = with_lock  # type: ignore[assignment]
+    try:
+        return cli.main(list(argv))
+    finally:
+        cli.build_parser = build  # type: ignore[assignment]
+
+
+@pytest.fixture
+def index(static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory) -> StaticIndex:
+    served = static_index()
+    served.add(wheel_factory("app", "1.0", requires=["dep>=1", "winonly; sys_platform == 'win32'"]))
+    served.add(wheel_factory("dep", "1.0"))
+    served.add(wheel_factory("dep", "2.0"))
+    served.add(wheel_factory("winonly", "1.0", tag="py3-none-win_amd64"))
+    served.add(wheel_factory("other", "1.0", requires=["dep<2"]))
+    served.add(wheel_factory.sdist("built", "1.0"))
+    return served
+
+
+def run(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, ANSI.sub("", err)
+
+
+def lock_args(index: StaticIndex, *args: str) -> list[str]:
+    return ["lock", *args, "--index-url", index.url, "--python-version", "3.11", "--isolated"]
+
+
+class TestLock:
+    def test_requirements_lock(
+        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        source = tmp_path / "requirements.in"
+        source.write_text("app\n", "utf-8")
+        out = tmp_path / "requirements.txt"
+        code, stdout, stderr = run(capsys, lock_args(index, str(source), "-o", str(out)))
+        assert code == 0, stderr
+        assert stdout == ""
+        assert "Locked 2 packages for Python 3.11.0 to" in stderr
+        text = out.read_text("utf-8")
+        sha = {e.filename: e.sha256 for es in index.projects.values() for e in es}
+        assert (
+            f"app==1.0 \\\n    --hash=sha256:{sha['app-1.0-py3-none-any.whl']}\n"
+            f"    # via -r {source}\n"
+        ) in text
+        assert f"dep==2.0 \\\n    --hash=sha256:{sha['dep-2.0-py3-none-any.whl']}\n" in text
+        assert f"#    safepip lock {source} -o {out} --python-version 3.11 -i {index.url}\n" in text
+        assert f"--index-url {index.url}\n" in text
+
+    def test_stdout_and_command_line_requirements(
+        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, stdout, stderr = run(capsys, lock_args(index, "app", "other", "-o", "-"))
+        assert code == 0, stderr
+        assert "dep==1.0 \\" in stdout
+        assert "    # via\n    #   app\n    #   other\n" in stdout
+        assert "Locked" not in stdout
+        assert "to stdout" in stderr
+
+    def test_other_platform(self, index: StaticIndex, capsys: pytest.CaptureFixture[str]) -> None:
+        code, stdout, _ = run(
+            capsys, [*lock_args(index, "app", "-o", "-"), "--platform", "win_amd64"]
+        )
+        assert code == 0
+        assert "winonly==1.0" in stdout
+
+    def test_pylock_output(
+        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "pylock.toml"
+        code, _, stderr = run(capsys, lock_args(index, "app", "-o", str(out)))
+        assert code == 0, stderr
+        data = tomllib.loads(out.read_text("utf-8"))
+        assert [(p["name"], p["version"]) for p in data["packages"]] == [
+            ("app", "1.0"),
+            ("dep", "2.0"),
+        ]
+        assert data["packages"][0]["dependencies"] == [{"name": "dep"}]
+
+    def test_existing_pins_are_kept_until_released(
+        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "requirements.txt"
+        out.write_text("app==1.0\ndep==1.0\n", "utf-8")
+        code, _, _ = run(capsys, lock_args(index, "app", "-o", str(out)))
+        assert code == 0
+        assert "dep==1.0 \\" in out.read_text("utf-8")
+        code, _, _ = run(capsys, [*lock_args(index, "app", "-o", str(out)), "-P", "dep"])
+        assert code == 0
+        assert "dep==2.0 \\" in out.read_text("utf-8")
+        out.write_text("app==1.0\ndep==1.0\n", "utf-8")
+        code, _, _ = run(capsys, [*lock_args(index, "app", "-o", str(out)), "--upgrade"])
+        assert "dep==2.0 \\" in out.read_text("utf-8")
+
+    def test_pyproject_extra_and_group(
+        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        pyproject = tmp_path / "pyproject.toml"
+        pyproject.write_text(
+            '[project]\nname = "x"\nversion = "1"\ndependencies = []\n'
+            '[project.optional-dependencies]\nfull = ["app"]\n'
+            '[dependency-groups]\ndev = ["other"]\n',
+            "utf-8",
+        )
+        argv = lock_args(index, str(pyproject), "-o", "-", "--extra", "full", "--group", "dev")
+        code, stdout, stderr = run(capsys, argv)
+        assert code == 0, stderr
+        assert [line.split(" ")[0] for line in stdout.splitlines() if "==" in line] == [
+            "app==1.0",
+            "dep==1.0",
+            "other==1.0",
+        ]
+        assert f"    # via {pyproject}\n" in stdout
+
+    def test_error_conflict_exit_code(
+        self, index: StaticIndex, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        out = tmp_path / "requirements.txt"
+        code, stdout, stderr = run(capsys, lock_args(index, "other", "dep>=2", "-o", str(out)))
+        assert code == 1
+        assert stdout == ""
+        assert stderr == (
+            "error: Cannot find versions that satisfy every requirement on `dep`:\n"
+            "    `<command line>:2` requires `dep>=2`\n"
+            "    `other==1.0` requires `dep<2`\n"
+            "    available versions of `dep`: 2.0, 1.0\n\n"
+            "hint: loosen one of these requirements, or pin a parent to a version whose "
+            "requirements agree\n"
+        )
+        assert not out.exists()
+
+    def test_error_sdist_only_is_a_policy_refusal(
+        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, _, stderr = run(capsys, lock_args(index, "built", "-o", "-"))
+        assert code == 4
+        assert "error: Refusing `built`" in stderr
+
+    def test_error_needs_output(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, stderr = run(capsys, ["lock", "app"])
+        assert code == 2
+        assert "error: Where should the lock go? Give `-o OUT`" in stderr
+
+    def test_credentials_are_not_shown(
+        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = index.url.replace("http://", "http://alice:s3cret@")
+        argv = ["lock", "app", "-o", "-", "--index-url", url, "--python-version", "3.11"]
+        code, stdout, stderr = run(capsys, [*argv, "--isolated"])
+        assert code == 0, stderr
+        assert "s3cret" not in stdout + stderr
+        assert f"--index-url {index.url}\n" in stdout
+
+
+class TestFreeze:
+    def test_freeze(
+        self,
+        venv_factory: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        venv = venv_factory()
+        site = next((venv / "lib").glob("python3*/site-packages"))
+        for name, record in (
+            ("kept", {"sha256": "d" * 64, "version_installed": "1.0"}),
+            ("bare", None),
+        ):
+            info = site / f"{name}-1.0.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Name: {name}\nVersion: 1.0\n", "utf-8")
+            if record:
+                (info / ARTIFACT_RECORD).write_text(json.dumps(record), "utf-8")
+        code, stdout, stderr = run(capsys, ["freeze", "--python", str(venv), "--no-index"])
+        assert code == 0
+        assert stdout == (
+            "# bare==1.0  # no hash available: not installed by safepip, and no index is "
+            f"configured\nkept==1.0 \\\n    --hash=sha256:{'d' * 64}\n"
+        )
+        assert "warning: `bare==1.0` has no hash" in stderr
+
+
+def _uv() -> str | None:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("uv")
+    return str(beside) if beside.exists() else shutil.which("uv")
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("requirement", ["requests", "httpx[http2]"])
+def test_pins_match_uv_on_the_real_index(
+    requirement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    uv = _uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    source = tmp_path / "requirements.in"
+    source.write_text(requirement + "\n", "utf-8")
+    argv = ["lock", str(source), "-o", "-", "--python-version", "3.11", "--isolated"]
+    argv += ["--index-url", "https://pypi.org/simple", "--no-header", "--no-annotate"]
+    code, ours, stderr = run(capsys, argv)
+    assert code == 0, stderr
+    uv_args = ["pip", "compile", str(source), "--python-version", "3.11", "--no-config", "-q"]
+    uv_args += ["--index-url", "https://pypi.org/simple", "--no-header", "--no-annotate"]
+    uv_args += ["--no-cache", "--python-platform", "x86_64-manylinux_2_17"]
+    proc = subprocess.run(
+        [uv, *uv_args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    def pins(text: str) -> set[str]:
+        return {
+            line.split()[0].split("[")[0] + "==" + line.split("==")[1].split()[0]
+            for line in text.splitlines()
+            if "==" in line and not line.startswith("#")
+        }
+
+    assert pins(ours) == pins(proc.stdout)
