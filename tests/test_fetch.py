@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import random
+import re
 import stat
 import threading
 import zipfile
@@ -303,11 +304,6 @@ class TestFetch:
         assert cached_files(cache) == []
         assert leftover_tmp(cache) == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a truncated download from a real server is not retried (httpx raises "
-        "before the `cut short` check that triggers the retry)",
-    )
     def test_error_truncated_download_retried_once(
         self, index: StaticIndex, session: Session, cache: Cache, wheels: list[Path]
     ) -> None:
@@ -316,8 +312,10 @@ class TestFetch:
         with pytest.raises(NetworkError) as info:
             fetch_artifacts(session, [served(index, wheel)], cache)
         assert index.paths_requested() == [f"/files/{wheel.name}"] * 2
-        assert str(info.value) == (
-            f"Download of `{wheel.name}` was cut short: got 10 of {wheel.stat().st_size} bytes"
+        assert re.fullmatch(
+            rf"Download of `{re.escape(wheel.name)}` was cut short: got \d+ of "
+            rf"{wheel.stat().st_size} bytes",
+            str(info.value),
         )
         assert info.value.hint == "retry; if it keeps happening the server or a proxy is at fault"
 
@@ -455,10 +453,6 @@ class TestUnpackWheel:
         unpacked = unpack_wheel(wheel, sha256_file(wheel), str(cache.root))
         assert "demo-1.0.dist-info/RECORD.jws" not in {e.path for e in unpacked.entries}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a `.pyc` member with an empty RECORD hash is refused as not listed",
-    )
     def test_pyc_with_empty_record_hash_is_allowed(
         self, wheel_factory: WheelFactory, cache: Cache
     ) -> None:
@@ -646,7 +640,6 @@ class TestUnpackWheel:
             unpack(wheel, cache)
         assert info.value.problem == "expected one `.dist-info` folder for `demo`, found 2"
 
-    @pytest.mark.xfail(strict=True, reason="BUG: WheelIntegrityError does not survive pickling")
     def test_error_survives_pickling(self) -> None:
         import pickle
 
@@ -728,11 +721,6 @@ class TestUnpackAll:
                 blob = zf.read(f"{name}/blob.bin")
             assert (unpacked.root / name / "blob.bin").read_bytes() == blob
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: WheelIntegrityError cannot be unpickled, so a refusal in a worker "
-        "process surfaces as BrokenProcessPool",
-    )
     def test_refusal_in_a_process_is_raised(self, tmp_path: Path, cache: Cache) -> None:
         good = big_wheel(tmp_path / "w", "alpha", 1)
         bad = build_wheel(

@@ -109,7 +109,6 @@ class TestRedact:
             "from `https://***:***@a.example/x` via http://***@b.example/y?key=*** then 'c'"
         )
 
-    @pytest.mark.xfail(strict=True, reason="BUG: redact_url returns an unparseable URL unredacted")
     @pytest.mark.parametrize(
         "url", ["https://user:hunter2@[::1/simple/", "https://user:hunter2@[host]x/simple/"]
     )
@@ -286,10 +285,6 @@ class TestRedirects:
         assert str(info.value) == f"Too many redirects fetching `{url}`"
         assert len(index.requests) == MAX_REDIRECTS + 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a redirect to an unsupported scheme is reported as an untrusted host",
-    )
     def test_redirect_to_unsupported_scheme_names_the_scheme(
         self, index: StaticIndex, sessions: Callable[..., Session]
     ) -> None:
@@ -299,7 +294,6 @@ class TestRedirects:
         assert "unsupported URL scheme `ftp`" in str(info.value)
         assert "is not a trusted host" not in str(info.value)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: a redirect to a file: URL passes the policy check")
     def test_redirect_to_file_url_is_a_policy_violation(
         self, index: StaticIndex, sessions: Callable[..., Session], tmp_path: Path
     ) -> None:
@@ -495,10 +489,6 @@ class TestFileUrls:
         resp = sessions().get((tmp_path / "nope").as_uri(), ok_statuses=frozenset({200, 404}))
         assert resp.status == 404
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: Session.get ignores ok_statuses for file: URLs (a missing file is empty)",
-    )
     def test_missing_file_raises(self, tmp_path: Path, sessions: Callable[..., Session]) -> None:
         with pytest.raises(NetworkError):
             sessions().get((tmp_path / "requirements.txt").as_uri())

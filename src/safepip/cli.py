@@ -175,16 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(hasher)
     hasher.set_defaults(handler=cmd_hash)
 
-    try:
-        from safepip import cli_audit
-    except ImportError:  # pragma: no cover
-        cli_audit = None  # type: ignore[assignment]
-    if cli_audit is not None and hasattr(cli_audit, "add_parsers"):
-        before = set(sub.choices)
-        cli_audit.add_parsers(sub)
-        for name in set(sub.choices) - before:
-            if not any(a.dest == "quiet" for a in sub.choices[name]._actions):
-                _common(sub.choices[name])
+    from safepip import cli_audit, cli_lock
+
+    before = set(sub.choices)
+    cli_lock.add_parsers(sub)
+    cli_audit.add_parsers(sub)
+    for name in set(sub.choices) - before:
+        if not any(a.dest == "quiet" for a in sub.choices[name]._actions):
+            _common(sub.choices[name])
     return parser
 
 

@@ -70,6 +70,16 @@ class WheelIntegrityError(SafepipError):
         self.problem = problem
         self.member = member
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in unpacking processes: rebuild from the facts, not from the message.
+        return (_rebuild_integrity_error, (self.filename, self.problem, self.member))
+
+
+def _rebuild_integrity_error(
+    filename: str, problem: str, member: str | None
+) -> WheelIntegrityError:
+    return WheelIntegrityError(filename, problem, member=member)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FetchedArtifact:
@@ -175,6 +185,16 @@ def cached_wheels(cache: Cache, sha256s: Iterable[str]) -> list[CachedWheel]:
     return found
 
 
+def _cut_short(artifact: Artifact, got: int, length: str | None, url: str) -> NetworkError:
+    of = f" of {length}" if length and length.isdigit() else ""
+    return NetworkError(
+        f"Download of `{artifact.filename}` was cut short: got {got}{of} bytes",
+        url=redact_url(url),
+        hint="retry; if it keeps happening the server or a proxy is at fault",
+        retryable=True,
+    )
+
+
 def _download(
     session: Session, artifact: Artifact, cache: Cache, progress: Progress
 ) -> FetchedArtifact | HashProblem:
@@ -207,17 +227,15 @@ def _download(
                     length = resp.headers.get("content-length")
                     total = int(length) if length and length.isdigit() else artifact.size
                     progress.start(artifact, total)
-                    for chunk in resp.iter_bytes(1 << 18):
-                        hasher.update(chunk)
-                        out.write(chunk)
-                        progress.advance(artifact, len(chunk))
+                    try:
+                        for chunk in resp.iter_bytes(1 << 18):
+                            hasher.update(chunk)
+                            out.write(chunk)
+                            progress.advance(artifact, len(chunk))
+                    except NetworkError as exc:
+                        raise _cut_short(artifact, hasher.size, length, resp.url) from exc
                     if length and length.isdigit() and hasher.size != int(length):
-                        raise NetworkError(
-                            f"Download of `{artifact.filename}` was cut short: got {hasher.size} "
-                            f"of {length} bytes",
-                            url=redact_url(resp.url),
-                            hint="retry; if it keeps happening the server or a proxy is at fault",
-                        )
+                        raise _cut_short(artifact, hasher.size, length, resp.url)
         if artifact.expected_hashes and not hasher.matches(artifact.expected_hashes):
             tmp.unlink(missing_ok=True)
             return HashProblem(
@@ -275,7 +293,7 @@ def fetch_artifacts(
         try:
             return _download(session, artifact, cache, progress)
         except NetworkError as exc:
-            if "cut short" not in exc.message:
+            if not exc.retryable:
                 raise
             return _download(session, artifact, cache, progress)
 
@@ -450,7 +468,9 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 expected = None if is_record else record[name]
                 dest = staging / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                hasher = StreamHasher([expected[0].partition("=")[0]] if expected else ())
+                hasher = StreamHasher(
+                    [expected[0].partition("=")[0]] if expected and expected[0] else ()
+                )
                 with zf.open(info) as src, dest.open("wb") as out:
                     while chunk := src.read(1 << 20):
                         hasher.update(chunk)
@@ -459,7 +479,7 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 if executable:
                     dest.chmod(0o755)
                 digest = "sha256=" + _b64(bytes.fromhex(hasher.sha256))
-                if expected is not None:
+                if expected is not None and expected[0]:
                     _check_entry(filename, name, expected, hasher)
                 entries.append(
                     ManifestEntry(path=name, hash=digest, size=hasher.size, executable=executable)
@@ -519,7 +539,10 @@ def _parse_record(filename: str, data: bytes) -> dict[str, tuple[str, int | None
         digest = row[1] if len(row) > 1 else ""
         size_text = row[2] if len(row) > 2 else ""
         if not digest:
-            if path.endswith("/RECORD") or path.endswith(".pyc"):
+            if path.endswith("/RECORD"):
+                continue
+            if path.endswith(".pyc"):
+                rows[path] = ("", None)  # listed; RECORD may leave .pyc files unhashed
                 continue
             raise WheelIntegrityError(filename, "RECORD has no digest for a file", member=path)
         try:

@@ -38,11 +38,19 @@ class NetworkError(SafepipError):
     """A request failed: connection, TLS, timeout or an HTTP error status."""
 
     def __init__(
-        self, message: str, *, url: str, status: int | None = None, hint: str | None = None
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        hint: str | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.url = url
         self.status = status
+        self.retryable = retryable
+        """A transfer cut short: starting the download again may succeed."""
 
 
 def redact_url(url: str) -> str:
@@ -50,7 +58,14 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        # Never hand back the raw text: blank any userinfo and secret-looking parameters.
+        text = re.sub(r"//[^/@\s]*@", "//***@", url)
+        return re.sub(
+            r"([?&][^=&#]*(?:token|key|secret|password|passwd|auth|signature|sig)[^=&#]*=)[^&#]*",
+            r"\1***",
+            text,
+            flags=re.I,
+        )
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -200,7 +215,10 @@ class Session:
     ) -> Response:
         """GET `url` into memory. A status outside `ok_statuses` raises `NetworkError`."""
         if urlsplit(url).scheme == "file":
-            return self._get_file(url)
+            response = self._get_file(url)
+            if response.status not in ok_statuses:
+                raise _status_error(url, response.status)
+            return response
         with self.stream(url, headers=headers, purpose=purpose, package=package) as resp:
             body = b"".join(resp.iter_bytes())
             if resp.status not in ok_statuses:
@@ -321,6 +339,14 @@ class Session:
         self, source: str, target: str, *, purpose: str, package: str | None
     ) -> None:
         src, dst = urlsplit(source), urlsplit(target)
+        if dst.scheme.lower() not in ("http", "https"):
+            raise PolicyViolation(
+                f"Refusing redirect from `{redact_url(source)}` to `{redact_url(target)}`: "
+                f"unsupported URL scheme `{dst.scheme}`",
+                url=redact_url(target),
+                reason=f"unsupported URL scheme `{dst.scheme}`",
+                hint="a server may only redirect to http(s) URLs on the allowed hosts",
+            )
         if src.scheme == "https" and dst.scheme == "http":
             raise PolicyViolation(
                 f"Refusing redirect from `{redact_url(source)}` to plain HTTP `{redact_url(target)}`",
@@ -333,7 +359,8 @@ class Session:
         except PolicyViolation as exc:
             raise PolicyViolation(
                 f"Refusing redirect from `{redact_url(source)}` to `{redact_url(target)}`: "
-                f"host `{exc.host}` is not a trusted host",
+                f"{exc.reason}",
+                reason=exc.reason,
                 url=redact_url(target),
                 host=exc.host,
                 hint=exc.hint,
@@ -350,11 +377,20 @@ class StreamResponse:
         self.headers = {k.lower(): v for k, v in response.headers.items()}
 
     def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
-        return (
+        """The body in chunks; a transfer that breaks off raises a retryable `NetworkError`."""
+        import httpx
+
+        chunks = (
             self._response.iter_raw(chunk_size)
             if _identity(self.headers)
-            else (self._response.iter_bytes(chunk_size))
+            else self._response.iter_bytes(chunk_size)
         )
+        try:
+            yield from chunks
+        except httpx.HTTPError as exc:
+            error = _wrap(exc, self.url)
+            error.retryable = True
+            raise error from exc
 
     def raise_for_status(self) -> None:
         if self.status != 200:

@@ -21,8 +21,11 @@ class PolicyViolation(SafepipError):
         url: str | None = None,
         host: str | None = None,
         hint: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
+        self.reason = reason or message
+        """The refusal's reason without the request it refused (for redirect messages)."""
         self.url = url
         self.host = host
 
@@ -55,7 +58,8 @@ def is_loopback(host: str) -> bool:
 def _matches(entry: str, url: str) -> bool:
     """A `host` entry matches any port; a `host:port` entry only that port."""
     entry = entry.lower()
-    return entry in (host_of(url), host_port_of(url))
+    host = host_of(url)
+    return entry in (host, f"[{host}]", host_port_of(url))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,16 +95,25 @@ class HostPolicy:
         """Raise `PolicyViolation` unless `url` may be fetched for `purpose`."""
         from safepip.net import redact_url
 
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme == "file":
-            return
         shown = redact_url(url)
         what = f" for `{package}`" if package else ""
-        host = host_port_of(url)
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            host = host_port_of(url)
+        except ValueError:
+            raise PolicyViolation(
+                f"Refusing {purpose}{what} from `{shown}`: not a valid URL",
+                url=shown,
+                reason="not a valid URL",
+                hint="check the URL in the requirements file or the configuration",
+            ) from None
+        if scheme == "file":
+            return
         if scheme not in ("http", "https"):
             raise PolicyViolation(
                 f"Refusing {purpose}{what} from `{shown}`: unsupported URL scheme `{scheme}`",
+                reason=f"unsupported URL scheme `{scheme}`",
                 url=shown,
                 host=host,
                 hint="use an https:// index or a local folder",
@@ -108,6 +121,7 @@ class HostPolicy:
         if not self.host_allowed(url):
             raise PolicyViolation(
                 f"Refusing {purpose}{what} from `{shown}`: host `{host}` is not a trusted host",
+                reason=f"host `{host}` is not a trusted host",
                 url=shown,
                 host=host,
                 hint=(
@@ -119,6 +133,7 @@ class HostPolicy:
         if plain and not any(_matches(h, url) for h in self.trusted_hosts):
             raise PolicyViolation(
                 f"Refusing {purpose}{what} from `{shown}`: plain HTTP to `{host}` is not allowed",
+                reason=f"plain HTTP to `{host}` is not allowed",
                 url=shown,
                 host=host,
                 hint=(

@@ -82,7 +82,8 @@ class ConsoleReporter:
 
 
 class LineProgress:
-    """Plain lines for logs and CI: one per finished download (verbose only for cache hits)."""
+    """Plain lines for logs and CI: with `-v`, one per download or cache hit (the summary line
+    says how many packages were installed either way)."""
 
     def __init__(self, reporter: ConsoleReporter) -> None:
         self.reporter = reporter

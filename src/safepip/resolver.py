@@ -27,6 +27,7 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
+from safepip.net import redact_url
 from safepip.policy import PolicyViolation
 from safepip.resolve import (
     Artifact,
@@ -123,8 +124,6 @@ class ProjectNotFoundError(ResolutionError):
     """A required project that no index or find-links location offers."""
 
     def __init__(self, *, project: str, sources: Sequence[str], causes: Sequence[Cause]) -> None:
-        from safepip.net import redact_url
-
         self.project = project
         self.sources = tuple(redact_url(s) for s in sources)
         self.causes = tuple(causes)
@@ -843,11 +842,19 @@ def _explain(
                 listed = [str(v) for v in sorted(matching, reverse=True)]
                 return SdistOnlyError(project=name, versions=listed, causes=causes)
             requirement = ",".join(str(s) for s in specs if str(s))
+            reasons = _reasons(name, matching, rejected, versions, prefetcher)
+            if page.skipped_indexes and page.claimed_by is not None:
+                # First index wins (dependency confusion): say so when it hides versions.
+                skipped = ", ".join(f"`{redact_url(u)}`" for u in page.skipped_indexes)
+                reasons.append(
+                    f"`{name}` is taken from `{redact_url(page.claimed_by)}`, the first index "
+                    f"that has it; {skipped} was not consulted for it"
+                )
             return NoMatchingVersionError(
                 project=name,
                 requirement=f"{name}{requirement}",
                 causes=causes,
-                reasons=_reasons(name, matching, rejected, versions, prefetcher),
+                reasons=reasons,
             )
     names = sorted(by_name)
     causes = _causes(infos, findings)
