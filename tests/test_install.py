@@ -832,3 +832,80 @@ def test_real_index_lock_installs_and_imports(
     result = run("install", "-r", str(lock), "--python", str(venv), "--isolated")
     assert result.code == 0, result.err
     assert py(venv, "import requests; print(requests.__name__)") == "requests"
+
+
+class TestResolvingAndLocks:
+    def test_unpinned_requirements_resolve_and_use_index_hashes(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        index = static_index()
+        for wheel in (
+            project("alpha", "1.0", requires=["beta>=1"]),
+            project("beta", "1.2"),
+            project("beta", "2.0"),
+        ):
+            index.add(wheel)
+        venv = venv_factory()
+        result = run("install", "alpha", "beta<2", "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        assert py(venv, "import alpha, beta; print(beta.__version__)") == "1.2"
+        record = json.loads(
+            (site_packages(venv) / "beta-1.2.dist-info" / "safepip.json").read_text()
+        )
+        assert record["hash_source"] == "index"
+        assert (site_packages(venv) / "beta-1.2.dist-info" / "REQUESTED").exists()
+
+    def test_error_unpinned_index_file_without_hash(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index = static_index()
+        index.add(project("omega", "1.0"), hash_in_listing=False)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        refused = run("install", "omega", "--python", str(venv), "-i", index.url)
+        assert refused.code == 3, refused.err
+        assert "omega" in refused.err
+        assert tree_snapshot(venv) == before
+        allowed = run(
+            "install", "omega", "--python", str(venv), "-i", index.url, "--allow-unhashed"
+        )
+        assert allowed.code == 0, allowed.err
+
+    @pytest.mark.parametrize("output", ["requirements.txt", "pylock.toml"])
+    def test_lock_then_install_then_freeze(
+        self,
+        output: str,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        venv = venv_factory()
+        lock = tmp_path / output
+        locked = run("lock", "alpha", "-o", str(lock), "-i", index.url, "--python", str(venv))
+        assert locked.code == 0, locked.err
+        installed = run("install", "-r", str(lock), "--python", str(venv), "-i", index.url)
+        assert installed.code == 0, installed.err
+        assert py(venv, "import alpha, beta; print('ok')") == "ok"
+        frozen = run("freeze", "--python", str(venv))
+        assert frozen.code == 0, frozen.err
+        assert f"alpha==1.0 \\\n    --hash=sha256:{sha256_file(alpha)}" in frozen.out
+        # The frozen output is itself a hash-mode lock that reinstalls the same environment.
+        refrozen = write_reqs(tmp_path, frozen.out, name="frozen.txt")
+        again = run("install", "-r", str(refrozen), "--python", str(venv), "-i", index.url)
+        assert again.code == 0, again.err
+        assert "kept 2 already installed" in again.err

@@ -380,6 +380,13 @@ def plan_install(
             continue
         if w.url is None and w.pinned_version is None:
             unpinned.append(w)
+    if (
+        not hash_mode
+        and not problems
+        and not violations
+        and not any(w.url is not None for w in wanted.values())
+    ):
+        return _resolved_plan(options, parsed, target, sources, index, reporter, cache, skipped)
     if unpinned:
         if hash_mode:
             problems.extend(
@@ -393,10 +400,9 @@ def plan_install(
         else:
             names = ", ".join(f"`{w.display_name}{w.specifier}`" for w in unpinned)
             raise ResolutionError(
-                f"Not pinned: {names}; safepip installs pinned requirements only (resolving "
-                "unpinned ones is not available yet)",
-                hint="pin each requirement with `==`, or write a lock with "
-                "`pip-compile --generate-hashes` / `uv pip compile --generate-hashes` and install that",
+                f"Not pinned: {names}; with direct URL requirements every other requirement "
+                "must be pinned",
+                hint="pin each requirement with `==`, or write a lock with `safepip lock`",
             )
     pins: list[Pin] = []
     offline: dict[NormalizedName, Pin] = {}
@@ -485,6 +491,49 @@ def plan_install(
         find_links=sources.find_links,
         notes=tuple(skipped),
         warnings=tuple(warnings),
+    )
+
+
+def _resolved_plan(
+    options: InstallOptions,
+    parsed: ParsedRequirements,
+    target: Target,
+    sources: Sources,
+    index: IndexClient,
+    reporter: Reporter,
+    cache: Cache | None,
+    skipped: Sequence[str],
+) -> Plan:
+    """Outside hash mode, resolve (as pip does) and check every file against the hash the
+    index publishes; files without one are refused unless `--allow-unhashed`."""
+    from safepip.resolver import resolve_requirements
+
+    assert cache is not None
+    resolution = resolve_requirements(
+        parsed.requirements,
+        parsed.constraints,
+        index=index,
+        target=target,
+        pre=parsed.pre,
+        allow_unhashed=options.allow_unhashed,
+        session=index.session,
+        cache=cache,
+    )
+    for warning in resolution.warnings:
+        reporter.warn(warning)
+    requested = {r.name for r in parsed.requirements}
+    pins = tuple(
+        replace(p, requested=p.name in requested) if p.requested != (p.name in requested) else p
+        for p in resolution.pins
+    )
+    return Plan(
+        target=target,
+        pins=pins,
+        hash_mode=False,
+        index_urls=sources.index_urls,
+        find_links=sources.find_links,
+        notes=tuple(skipped),
+        warnings=tuple(resolution.warnings),
     )
 
 
@@ -579,7 +628,10 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         target = resolve_target(options.target, ctx.cache)
         reporter.detail(f"Target: `{target.python}` (Python {target.python_version})")
         pip_config = load_pip_config(options.sources, target)
-        parsed = parse_inputs(options, pip_config, reporter)
+        pylock = _pylock_input(options)
+        parsed = (
+            parse_inputs(options, pip_config, reporter) if pylock is None else _empty_requirements()
+        )
         sources = decide_sources(options.sources, parsed, pip_config)
         for host in sources.trusted_hosts:
             reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
@@ -587,9 +639,19 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
         dists = installed_distributions(target)
         records = {} if options.reinstall else _safepip_records(dists)
-        plan = plan_install(
-            options, parsed, target, sources, index, reporter, cache=ctx.cache, installed=records
-        )
+        if pylock is not None:
+            plan = _pylock_plan(pylock, target, sources)
+        else:
+            plan = plan_install(
+                options,
+                parsed,
+                target,
+                sources,
+                index,
+                reporter,
+                cache=ctx.cache,
+                installed=records,
+            )
         audit_report = audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         changes = install_stage.plan_changes(plan.pins, dists, reinstall=options.reinstall)
         kept = {p.spec for p in changes.keep}
@@ -628,6 +690,42 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
             audit=audit_report,
             fetched=tuple(fetched_list),
         )
+
+
+def _pylock_input(options: InstallOptions) -> Path | None:
+    """The `pylock.toml` given with `-r`, if any (PEP 751 locks are installed as they are)."""
+    from safepip.lock import LockFormat, lock_format
+
+    locks = [f for f in options.requirement_files if lock_format(f) is LockFormat.PYLOCK]
+    if not locks:
+        return None
+    if len(options.requirement_files) > 1 or options.requirements or options.constraint_files:
+        raise UsageError(
+            f"`{locks[0]}` is a PEP 751 lock; it cannot be combined with other requirements",
+            hint="install the lock on its own: `safepip install -r pylock.toml`",
+        )
+    return Path(locks[0])
+
+
+def _empty_requirements() -> ParsedRequirements:
+    from safepip.requirements import ParsedRequirements
+
+    return ParsedRequirements()
+
+
+def _pylock_plan(path: Path, target: Target, sources: Sources) -> Plan:
+    """PEP 751 install steps: environments, markers, requires-python, a wheel chosen by tags
+    from the lock only, with the lock's hashes (and sizes) as the pins."""
+    from safepip.lock import plan_from_pylock
+
+    pins = plan_from_pylock(path, target)
+    return Plan(
+        target=target,
+        pins=tuple(pins),
+        hash_mode=True,
+        index_urls=sources.index_urls,
+        find_links=sources.find_links,
+    )
 
 
 def _safepip_records(

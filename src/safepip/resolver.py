@@ -27,6 +27,7 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
+from safepip.errors import ExitCode
 from safepip.net import redact_url
 from safepip.policy import PolicyViolation
 from safepip.resolve import (
@@ -156,7 +157,10 @@ class SdistOnlyError(PolicyViolation):
 
 
 class UnhashedFilesError(ResolutionError):
-    """Chosen wheels whose index publishes no hash, outside `--allow-unhashed`."""
+    """Chosen wheels whose index publishes no hash, outside `--allow-unhashed` (an integrity
+    failure: nothing could check them)."""
+
+    exit_code = ExitCode.INTEGRITY
 
     def __init__(self, files: Sequence[str]) -> None:
         self.files = tuple(files)
