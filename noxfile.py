@@ -42,6 +42,6 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark against pip and uv (see benchmarks/README.md); pass `-- --quick` for a short run."""
+    """Benchmark against pip and uv (benchmarks/README.md); `-- --quick` for a short run."""
     session.install(".")
     session.run("python", "benchmarks/run.py", *session.posargs, env=_clean_pip_env(session))

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from safepip.cli import main
-from servers import StaticIndex
 from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from servers import StaticIndex
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -164,7 +165,7 @@ class TestInstallHappyPath:
         assert record["hash_source"] == "pinned"
         assert not (dist_info / "direct_url.json").exists()
         script = venv / "bin" / "alpha-cli"
-        assert subprocess.run([str(script)], capture_output=True, text=True).stdout == (
+        assert subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout == (
             "alpha says hi\n"
         )
         assert script.read_text().startswith(f"#!{venv / 'bin' / 'python'}")

@@ -64,7 +64,10 @@ class WheelIntegrityError(SafepipError):
         where = f" (member `{member}`)" if member else ""
         super().__init__(
             f"Refusing wheel `{filename}`: {problem}{where}",
-            hint="the wheel is malformed or was tampered with; report it to the package's maintainers",
+            hint=(
+                "the wheel is malformed or was tampered with; "
+                "report it to the package's maintainers"
+            ),
         )
         self.filename = filename
         self.problem = problem

@@ -455,7 +455,7 @@ def apply(
             txn.rollback()
             raise
         txn.commit()
-        _prune_empty_dirs(removed_paths, list(target.site_dirs()) + [target.paths.scripts])
+        _prune_empty_dirs(removed_paths, [*target.site_dirs(), target.paths.scripts])
     return InstallResult(installed=plan.install, removed=plan.remove, kept=plan.keep, linked=linked)
 
 

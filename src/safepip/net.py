@@ -349,7 +349,8 @@ class Session:
             )
         if src.scheme == "https" and dst.scheme == "http":
             raise PolicyViolation(
-                f"Refusing redirect from `{redact_url(source)}` to plain HTTP `{redact_url(target)}`",
+                f"Refusing redirect from `{redact_url(source)}` to plain HTTP "
+                f"`{redact_url(target)}`",
                 url=redact_url(target),
                 host=dst.hostname,
                 hint="a downgrade from HTTPS to HTTP is never followed; fix the server or the URL",

@@ -162,7 +162,8 @@ def summary(outcome: InstallOutcome, seconds: float) -> str:
 
 
 def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
-    """pip's installation-report shape (`pip install --report`) where it fits, plus safepip fields."""
+    """pip's installation-report shape (`pip install --report`) where it fits, plus safepip's
+    own fields."""
     from safepip.net import redact_url
 
     by_spec = {f.artifact.name + "==" + f.artifact.version: f for f in outcome.fetched}

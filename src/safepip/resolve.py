@@ -157,7 +157,8 @@ _WHEEL_RE = re.compile(r"\.whl$", re.I)
 
 
 def rank_wheel(file: IndexFile, priority: Mapping[Tag, int]) -> int | None:
-    """Lower is better: the best tag's position in the target's preference list; None if none fit."""
+    """Lower is better: the best tag's position in the target's preference list; None if no
+    tag fits."""
     tags = file.tags
     ranks = [priority[t] for t in tags if t in priority]
     return min(ranks) if ranks else None
@@ -222,13 +223,13 @@ def merge_requirements(
 
     def applies(line: ParsedRequirement) -> bool:
         req = line.requirement
-        if req is not None and req.marker is not None:
-            if not req.marker.evaluate({**markers, "extra": ""}):
-                skipped.append(
-                    f"Ignoring `{req}` ({line.location.path}:{line.location.line}): "
-                    "its markers do not match the target"
-                )
-                return False
+        marker = req.marker if req is not None else None
+        if marker is not None and not marker.evaluate({**markers, "extra": ""}):
+            skipped.append(
+                f"Ignoring `{req}` ({line.location.path}:{line.location.line}): "
+                "its markers do not match the target"
+            )
+            return False
         return True
 
     def group(

@@ -1,4 +1,4 @@
-"""The target environment: which interpreter, its tags, markers, scheme paths and installed packages.
+"""The target environment: its interpreter, tags, markers, scheme paths and installed packages.
 
 The target interpreter is consulted through one subprocess that prints JSON; safepip itself may run
 from another environment and another Python version (as with pipx). The probe result is cached per
@@ -7,6 +7,7 @@ interpreter (keyed by its path and modification times), so a no-op run does not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,7 +57,8 @@ markers = {
 }
 if mode == "prefix":
     scheme = "nt" if os.name == "nt" else "posix_prefix"
-    paths = sysconfig.get_paths(scheme, vars={"base": where, "platbase": where, "installed_base": where, "installed_platbase": where})
+    roots = ("base", "platbase", "installed_base", "installed_platbase")
+    paths = sysconfig.get_paths(scheme, vars={k: where for k in roots})
 else:
     paths = sysconfig.get_paths()
 stdlib = sysconfig.get_paths()["stdlib"]
@@ -128,7 +130,8 @@ class Target:
     is_virtualenv: bool
     externally_managed: Path | None
     kind: str = "env"
-    """`env` (an interpreter's own scheme), `target` (`--target DIR`) or `prefix` (`--prefix DIR`)."""
+    """`env` (the interpreter's own scheme), `target` (`--target DIR`) or `prefix`
+    (`--prefix DIR`)."""
 
     @property
     def python_version(self) -> str:
@@ -379,10 +382,8 @@ def installed_distributions(target: Target) -> tuple[InstalledDistribution, ...]
             if name in found:
                 continue
             installer = None
-            try:
+            with contextlib.suppress(OSError):
                 installer = (path / "INSTALLER").read_text("utf-8").strip() or None
-            except OSError:
-                pass
             found[name] = InstalledDistribution(
                 name=name, display_name=nv[0], version=nv[1], dist_info=path, installer=installer
             )
