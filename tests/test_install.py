@@ -910,3 +910,120 @@ class TestResolvingAndLocks:
         again = run("install", "-r", str(refrozen), "--python", str(venv), "-i", index.url)
         assert again.code == 0, again.err
         assert "kept 2 already installed" in again.err
+
+
+class TestConfigurationAndSources:
+    def test_pip_configuration_is_honoured_unless_isolated(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+    ) -> None:
+        wheel = project("pi", "1.0")
+        index = static_index()
+        index.add(wheel)
+        conf = tmp_path / "pip.conf"
+        conf.write_text(f"[global]\nindex-url = {index.url}\n")
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+        venv = venv_factory()
+        result = run("install", lock_line(wheel), "--python", str(venv))
+        assert result.code == 0, result.err
+        isolated = run(
+            "install",
+            lock_line(wheel),
+            "--python",
+            str(venv_factory()),
+            "--isolated",
+            "--no-index",
+            cache_dir=tmp_path / "other-cache",
+        )
+        assert isolated.code == 1
+        assert "`pi` was not found on the find-links locations" in isolated.err
+
+    def test_remote_requirements_file_with_nested_include(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        foreign_server: object,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        server = foreign_server
+        server.add_bytes("locks/base.txt", (lock_line(beta) + "\n").encode())  # type: ignore[attr-defined]
+        top = server.add_bytes(  # type: ignore[attr-defined]
+            "locks/top.txt", f"-r base.txt\n--index-url {index.url}\n{lock_line(alpha)}\n".encode()
+        )
+        venv = venv_factory()
+        result = run("install", "-r", top, "--python", str(venv))
+        assert result.code == 0, result.err
+        assert py(venv, "import alpha, beta; print('ok')") == "ok"
+
+    def test_error_credentials_are_never_shown(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        good = project("rho", "1.0")
+        evil = project("rho", "1.0", salt="x")
+        index = static_index()
+        index.basic_auth = ("user", "s3cret-token")
+        index.add(good)
+        index.serve_bytes_override[good.name] = evil.read_bytes()
+        secret_url = index.url.replace("://", "://user:s3cret-token@")
+        venv = venv_factory()
+        result = run(
+            "install", lock_line(good), "--python", str(venv), "-i", secret_url, "--report", "-"
+        )
+        assert result.code == 3
+        assert "Hash mismatch" in result.err
+        assert "s3cret-token" not in result.err + result.out
+
+    def test_two_processes_share_one_cache(
+        self,
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        venvs = [venv_factory(), venv_factory()]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "safepip",
+                    "install",
+                    "-r",
+                    str(reqs),
+                    "--python",
+                    str(v),
+                    "-i",
+                    index.url,
+                    "--cache-dir",
+                    str(tmp_path / "shared-cache"),
+                    "-q",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for v in venvs
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()
+        for v in venvs:
+            assert py(v, "import alpha, beta; print('ok')") == "ok"
