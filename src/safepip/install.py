@@ -9,6 +9,7 @@ whole install has succeeded. If anything fails, the target is put back as it was
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,13 +17,15 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
+
+    from installer.scripts import LauncherKind
 
     from safepip.fetch import FetchedArtifact, UnpackedWheel
     from safepip.resolve import Pin
@@ -111,57 +114,95 @@ def plan_changes(
 
 @dataclass
 class Transaction:
-    """Tracks every path an install creates, replaces or removes, so it can be undone."""
+    """Tracks every path an install creates, replaces or removes, so it can be undone.
 
-    backup_root: Path
-    created_files: list[Path] = field(default_factory=list)
-    created_dirs: list[Path] = field(default_factory=list)
-    moved: list[tuple[Path, Path]] = field(default_factory=list)
+    Paths are plain strings: an install touches tens of thousands of files, and this is the
+    hot loop.
+    """
 
-    def _backup_path(self) -> Path:
-        self.backup_root.mkdir(parents=True, exist_ok=True)
-        return self.backup_root / uuid.uuid4().hex
+    backup_root: str
+    created_files: list[str] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    known_dirs: set[str] = field(default_factory=set)
 
-    def set_aside(self, path: Path) -> None:
+    def _backup_path(self) -> str:
+        if self.backup_root not in self.known_dirs:
+            os.makedirs(self.backup_root, exist_ok=True)
+            self.known_dirs.add(self.backup_root)
+        return os.path.join(self.backup_root, uuid.uuid4().hex)
+
+    def set_aside(self, path: str) -> None:
         """Move an existing file (or symlink) out of the way, keeping it for a rollback."""
         backup = self._backup_path()
         try:
             os.replace(path, backup)
         except OSError:
             shutil.copy2(path, backup, follow_symlinks=False)
-            path.unlink()
+            os.unlink(path)
         self.moved.append((path, backup))
 
-    def ensure_parent(self, path: Path) -> None:
-        missing: list[Path] = []
-        parent = path.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir()
-            self.created_dirs.append(folder)
+    def ensure_dir(self, folder: str) -> None:
+        if folder in self.known_dirs:
+            return
+        missing: list[str] = []
+        current = folder
+        while not os.path.isdir(current):
+            if os.path.lexists(current):
+                raise InstallError(f"Cannot create folder `{folder}`: a file is in the way")
+            missing.append(current)
+            current = os.path.dirname(current)
+        for item in reversed(missing):
+            os.mkdir(item)
+            self.created_dirs.append(item)
+        self.known_dirs.add(folder)
 
-    def prepare(self, path: Path) -> None:
-        """Make `path` writable: its folder exists and any file already there is set aside."""
-        if path.is_symlink() or path.exists():
-            if path.is_dir() and not path.is_symlink():
-                raise InstallError(f"Cannot install file `{path}`: a folder is in the way")
-            self.set_aside(path)
-        else:
-            self.ensure_parent(path)
-        self.created_files.append(path)
+    def place(self, source: str, dest: str, *, link: bool) -> bool:
+        """Hard-link (or copy) `source` to `dest`, setting aside a file already there.
+        Returns whether a link was made."""
+        self.ensure_dir(os.path.dirname(dest))
+        if link:
+            try:
+                os.link(source, dest)
+                self.created_files.append(dest)
+                return True
+            except FileExistsError:
+                self._clear(dest)
+                return self.place(source, dest, link=link)
+            except OSError:
+                pass  # another file system, or links not allowed: copy
+        if os.path.lexists(dest):
+            self._clear(dest)
+        shutil.copyfile(source, dest)
+        shutil.copymode(source, dest)
+        self.created_files.append(dest)
+        return False
+
+    def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
+        self.ensure_dir(os.path.dirname(dest))
+        if os.path.lexists(dest):
+            self._clear(dest)
+        with open(dest, "wb") as fh:
+            self.created_files.append(dest)
+            fh.write(data)
+        if executable:
+            os.chmod(dest, 0o755)
+
+    def _clear(self, dest: str) -> None:
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            raise InstallError(f"Cannot install file `{dest}`: a folder is in the way")
+        self.set_aside(dest)
 
     def rollback(self) -> None:
         for path in reversed(self.created_files):
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.unlink(path)
         for path in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
-                shutil.rmtree(path) if path.is_dir() and not any(path.iterdir()) else None
+                os.rmdir(path)
         for original, backup in reversed(self.moved):
             with contextlib.suppress(OSError):
-                original.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(original), exist_ok=True)
                 os.replace(backup, original)
         shutil.rmtree(self.backup_root, ignore_errors=True)
 
@@ -169,124 +210,109 @@ class Transaction:
         shutil.rmtree(self.backup_root, ignore_errors=True)
 
 
-# --- installer plumbing ---------------------------------------------------------------------
+# --- laying out one wheel -------------------------------------------------------------------
+
+SCHEMES = ("purelib", "platlib", "headers", "scripts", "data")
 
 
-class _CachedFile:
-    """A file in the unpacked cache, opened only if its bytes are needed (scripts to rewrite)."""
-
-    def __init__(self, path: Path, digest: str, size: int) -> None:
-        self.path = path
-        self.digest = digest
-        self.size = size
-        self._fh: BinaryIO | None = None
-        self.touched = False
-
-    def _open(self) -> BinaryIO:
-        if self._fh is None:
-            self._fh = self.path.open("rb")
-        return self._fh
-
-    def read(self, n: int = -1) -> bytes:
-        self.touched = True
-        return self._open().read(n)
-
-    def readline(self) -> bytes:
-        self.touched = True
-        return self._open().readline()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._open().seek(offset, whence)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+def _script_name_ok(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-def _make_source(unpacked: UnpackedWheel) -> Any:
-    from installer.sources import WheelSource
+def _install_wheel(
+    wheel: UnpackedWheel,
+    target: Target,
+    txn: Transaction,
+    extra: dict[str, bytes],
+    *,
+    link: bool,
+) -> bool:
+    """Lay out one unpacked, verified wheel in the target (PEP 427 install steps).
 
-    class CachedWheelSource(WheelSource):
-        def __init__(self) -> None:
-            stem = unpacked.dist_info[: -len(".dist-info")]
-            name, _, version = stem.rpartition("-")
-            super().__init__(name, version)
-            self.files: list[_CachedFile] = []
-
-        @property
-        def dist_info_dir(self) -> str:
-            return unpacked.dist_info
-
-        @property
-        def data_dir(self) -> str:
-            return unpacked.data_dir
-
-        @property
-        def dist_info_filenames(self) -> list[str]:
-            prefix = unpacked.dist_info + "/"
-            return [e.path[len(prefix) :] for e in unpacked.entries if e.path.startswith(prefix)]
-
-        def read_dist_info(self, filename: str) -> str:
-            return unpacked.read_dist_info(filename).decode("utf-8")
-
-        def validate_record(self, **_: object) -> None:
-            """Done when the wheel was unpacked (`fetch.unpack_wheel`)."""
-
-        def get_contents(self) -> Iterator[tuple[tuple[str, str, str], BinaryIO, bool]]:
-            for entry in unpacked.entries:
-                stream = _CachedFile(unpacked.root / entry.path, entry.hash, entry.size)
-                self.files.append(stream)
-                try:
-                    yield (entry.path, entry.hash, str(entry.size)), stream, entry.executable  # type: ignore[misc]
-                finally:
-                    stream.close()
-
-    return CachedWheelSource()
-
-
-def _make_destination(target: Target, txn: Transaction, *, link: bool) -> Any:
-    from installer.destinations import SchemeDictionaryDestination
+    Files are hard-linked from the cache; `.data/scripts` files starting with `#!python` get the
+    target's interpreter in their shebang, and entry-point launchers are generated with
+    `installer`. RECORD is written last, with every path relative to the root scheme folder.
+    Member paths were checked when the wheel was unpacked (no absolute paths, no `..`).
+    """
     from installer.records import Hash, RecordEntry
-    from installer.utils import Scheme, copyfileobj_with_hashing, make_file_executable
+    from installer.scripts import Script
+    from installer.utils import construct_record_file, parse_entrypoints
 
-    class LinkingDestination(SchemeDictionaryDestination):
-        """Hard-links untouched cached files; everything else is written through installer."""
+    schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
+    root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
+    root = str(wheel.root)
+    data_prefix = wheel.data_dir + "/"
+    record_name = f"{wheel.dist_info}/RECORD"
+    records: list[tuple[str, RecordEntry]] = []
+    linked = link
+    python = str(target.python)
+    for entry in wheel.entries:
+        path = entry.path
+        if path == record_name:
+            continue
+        if path.startswith(data_prefix):
+            scheme, _, rel = path[len(data_prefix) :].partition("/")
+            if scheme not in SCHEMES or not rel:
+                raise InstallError(
+                    f"Refusing wheel `{wheel.filename}`: `{path}` is not in a valid "
+                    "`.data` subfolder"
+                )
+        else:
+            scheme, rel = root_scheme, path
+        if "__pycache__" in rel.split("/")[:-1]:
+            continue  # bytecode from the wheel is never installed (installer's rule too)
+        dest = os.path.join(schemes[scheme], rel)
+        source = os.path.join(root, path)
+        if scheme == "scripts":
+            with open(source, "rb") as fh:
+                data = fh.read()
+            if data.startswith(b"#!python"):
+                _, _, rest = data.partition(b"\n")
+                data = f"#!{python}\n".encode() + rest
+                txn.write(dest, data, executable=True)
+                digest = hashlib.sha256(data).digest()
+                records.append((scheme, RecordEntry(rel, Hash("sha256", _b64(digest)), len(data))))
+                continue
+        if not txn.place(source, dest, link=linked):
+            linked = False
+        alg, _, value = entry.hash.partition("=")
+        records.append((scheme, RecordEntry(rel, Hash(alg, value), entry.size)))
+    entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
+    if entry_points.is_file():
+        kind: LauncherKind = "posix" if os.name != "nt" else "win-amd64"
+        for name, module, attr, section in parse_entrypoints(entry_points.read_text("utf-8")):
+            if not _script_name_ok(name):
+                raise InstallError(
+                    f"Refusing wheel `{wheel.filename}`: entry point name `{name}` is not a "
+                    "plain file name"
+                )
+            script_name, data = Script(name, module, attr, section).generate(python, kind)
+            txn.write(os.path.join(schemes["scripts"], script_name), data, executable=True)
+            digest = hashlib.sha256(data).digest()
+            records.append(
+                ("scripts", RecordEntry(script_name, Hash("sha256", _b64(digest)), len(data)))
+            )
+    for filename, data in extra.items():
+        rel = f"{wheel.dist_info}/{filename}"
+        txn.write(os.path.join(schemes[root_scheme], rel), data)
+        digest = hashlib.sha256(data).digest()
+        records.append((root_scheme, RecordEntry(rel, Hash("sha256", _b64(digest)), len(data))))
+    records.append((root_scheme, RecordEntry(record_name, None, None)))
 
-        def write_to_fs(
-            self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
-        ) -> RecordEntry:
-            target_path = self._path_with_destdir(scheme, path)  # refuses paths outside the scheme
-            txn.prepare(target_path)
-            if isinstance(stream, _CachedFile) and not stream.touched:
-                if not _link_or_copy(stream.path, target_path, link=link):
-                    self._link = False
-                alg, _, value = stream.digest.partition("=")
-                return RecordEntry(path, Hash(alg, value), stream.size)
-            with target_path.open("wb") as out:
-                digest, size = copyfileobj_with_hashing(stream, out, self.hash_algorithm)
-            if is_executable:
-                make_file_executable(target_path)
-            return RecordEntry(path, Hash(self.hash_algorithm, digest), size)
+    def prefix_for(scheme: str) -> str | None:
+        if scheme == root_scheme:
+            return None
+        return os.path.relpath(schemes[scheme], start=schemes[root_scheme]) + "/"
 
-    return LinkingDestination(
-        scheme_dict=target.paths.as_dict(),
-        interpreter=str(target.python),
-        script_kind="posix" if os.name != "nt" else "win-amd64",
-        overwrite_existing=True,
-    )
+    with construct_record_file(records, prefix_for) as stream:  # type: ignore[arg-type]
+        txn.write(os.path.join(schemes[root_scheme], record_name), stream.read())
+    return linked
 
 
-def _link_or_copy(src: Path, dst: Path, *, link: bool) -> bool:
-    if link:
-        try:
-            os.link(src, dst)
-            return True
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)
-    shutil.copymode(src, dst)
-    return False
+def _b64(digest: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 # --- uninstall ------------------------------------------------------------------------------
@@ -315,16 +341,16 @@ def _record_paths(dist: InstalledDistribution, target: Target) -> list[Path]:
 def _remove_distribution(dist: InstalledDistribution, target: Target, txn: Transaction) -> None:
     for path in _record_paths(dist, target):
         if path.is_symlink() or path.is_file():
-            txn.set_aside(path)
+            txn.set_aside(str(path))
             if path.suffix == ".py":
                 cache_dir = path.parent / "__pycache__"
                 if cache_dir.is_dir():
                     for pyc in cache_dir.glob(f"{path.stem}.*.pyc"):
-                        txn.set_aside(pyc)
+                        txn.set_aside(str(pyc))
     if dist.dist_info.is_dir():
         for leftover in sorted(dist.dist_info.rglob("*"), reverse=True):
             if leftover.is_file() or leftover.is_symlink():
-                txn.set_aside(leftover)
+                txn.set_aside(str(leftover))
 
 
 def _prune_empty_dirs(paths: Sequence[Path], stop: Sequence[Path]) -> None:
@@ -410,13 +436,10 @@ def apply(
     distribution is set aside first; each new wheel is laid out by `installer` with files linked
     from the unpacked cache. On any error everything is rolled back and `InstallError` raised.
     """
-    import installer
-
     site = target.paths.purelib
     site.mkdir(parents=True, exist_ok=True)
-    lock = _lock(site)
-    with lock:
-        txn = Transaction(backup_root=site / f".safepip-txn-{uuid.uuid4().hex[:12]}")
+    with _lock(site):
+        txn = Transaction(backup_root=str(site / f".safepip-txn-{uuid.uuid4().hex[:12]}"))
         removed_paths: list[Path] = []
         linked = link
         current: str | None = None
@@ -425,13 +448,10 @@ def apply(
                 current = f"removing `{dist.display_name}=={dist.version}`"
                 before = len(txn.moved)
                 _remove_distribution(dist, target, txn)
-                removed_paths.extend(orig for orig, _ in txn.moved[before:])
+                removed_paths.extend(Path(orig) for orig, _ in txn.moved[before:])
             for pin in plan.install:
                 current = f"installing `{pin.spec}`"
                 item = fetched[pin.spec]
-                wheel = unpacked[item.sha256]
-                source = _make_source(wheel)
-                destination = _make_destination(target, txn, link=linked)
                 extra: dict[str, bytes] = {
                     "INSTALLER": b"safepip\n",
                     ARTIFACT_RECORD: _artifact_record(pin, item),
@@ -441,9 +461,7 @@ def apply(
                 direct = _direct_url_json(pin)
                 if direct is not None:
                     extra["direct_url.json"] = direct
-                installer.install(source, destination, extra)
-                if getattr(destination, "_link", True) is False:
-                    linked = False
+                linked = _install_wheel(unpacked[item.sha256], target, txn, extra, link=linked)
         except Exception as exc:
             txn.rollback()
             if isinstance(exc, SafepipError):
