@@ -139,6 +139,19 @@ def _from_cache(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
 ORIGIN_FILE = "origin.json"
 
 
+def _from_unpacked(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
+    """A wheel already unpacked (and verified) under one of the pinned sha256 digests: the
+    install works from the unpacked tree, so the archive need not be read again.
+    `unpack_all` re-checks the tree before it is used."""
+    if artifact.hash_source != "pinned":
+        return None
+    for digest in _pinned_sha256(artifact):
+        if (cache.unpacked_path(digest) / MANIFEST).is_file():
+            path = cache.artifact_path(digest, artifact.filename)
+            return FetchedArtifact(artifact=artifact, path=path, sha256=digest, cached=True)
+    return None
+
+
 def _store(tmp: Path, cache: Cache, sha256: str, artifact: Artifact) -> Path:
     final = cache.artifact_path(sha256, artifact.filename)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +286,7 @@ def fetch_artifacts(
     *,
     progress: Progress | None = None,
     max_workers: int = 8,
+    use_unpacked: bool = True,
 ) -> list[FetchedArtifact]:
     """Fetch every artifact concurrently, verifying each against its expected digests.
 
@@ -285,7 +299,8 @@ def fetch_artifacts(
     problems: list[HashProblem] = []
     todo: list[Artifact] = []
     for artifact in artifacts:
-        hit = _from_cache(artifact, cache)
+        hit = _from_unpacked(artifact, cache) if use_unpacked else None
+        hit = hit or _from_cache(artifact, cache)
         if hit is not None:
             progress.finish(artifact, cached=True)
             results.append(hit)
@@ -575,14 +590,42 @@ def _load_manifest(root: Path) -> UnpackedWheel:
 
 
 def check_unpacked(unpacked: UnpackedWheel) -> bool:
-    """Cheap re-verification of an unpacked entry: every file exists with the recorded size."""
-    for entry in unpacked.entries:
-        try:
-            if os.stat(unpacked.root / entry.path).st_size != entry.size:
-                return False
-        except OSError:
-            return False
-    return True
+    """Cheap re-verification of an unpacked entry: every file exists with the recorded size.
+
+    The entry was verified against RECORD and the wheel's pinned sha256 when it was unpacked;
+    this catches a damaged or partly deleted cache (the entry is then unpacked again).
+    """
+    root = str(unpacked.root)
+    stat_ = os.stat
+    join = os.path.join
+    try:
+        return all(stat_(join(root, e.path)).st_size == e.size for e in unpacked.entries)
+    except OSError:
+        return False
+
+
+class CacheDamagedError(SafepipError):
+    """A damaged cache entry whose archive cannot be used either."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+def _reverify_archive(item: FetchedArtifact) -> None:
+    """Before unpacking a cached archive again, hash it again: the unpacked copy was damaged,
+    so the archive may be too."""
+    hasher = StreamHasher()
+    try:
+        with item.path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+    except OSError:
+        pass
+    if hasher.sha256 != item.sha256:
+        item.path.unlink(missing_ok=True)
+        raise CacheDamagedError(
+            f"The cached copy of `{item.artifact.filename}` is damaged and was removed",
+            hint="run the same command again to download it afresh",
+        )
 
 
 def unpack_all(fetched: Sequence[FetchedArtifact], cache: Cache) -> dict[str, UnpackedWheel]:
@@ -597,6 +640,8 @@ def unpack_all(fetched: Sequence[FetchedArtifact], cache: Cache) -> dict[str, Un
                 result[item.sha256] = unpacked
                 continue
             shutil.rmtree(root, ignore_errors=True)
+            if item.cached:
+                _reverify_archive(item)
         todo.append(item)
     if not todo:
         return result

@@ -837,7 +837,11 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         plan = plan_install(options, parsed, target, sources, index, reporter, cache=ctx.cache)
         audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         fetched_list = fetch_stage.fetch_artifacts(
-            session, [p.artifact for p in plan.pins], ctx.cache, progress=reporter.progress()
+            session,
+            [p.artifact for p in plan.pins],
+            ctx.cache,
+            progress=reporter.progress(),
+            use_unpacked=False,
         )
         fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
         unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)

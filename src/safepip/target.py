@@ -8,6 +8,7 @@ interpreter (keyed by its path and modification times), so a no-op run does not 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -138,13 +139,19 @@ class Target:
         return ".".join(map(str, self.version))
 
     def tag_priority(self) -> dict[Tag, int]:
-        return {tag: i for i, tag in enumerate(self.tags)}
+        """Tag → rank (lower is preferred); computed once per tag list."""
+        return _priority(self.tags)
 
     def site_dirs(self) -> tuple[Path, ...]:
         """Folders that hold `.dist-info` directories (purelib and platlib, deduplicated)."""
         if self.paths.purelib == self.paths.platlib:
             return (self.paths.purelib,)
         return (self.paths.purelib, self.paths.platlib)
+
+
+@functools.lru_cache(maxsize=8)
+def _priority(tags: tuple[Tag, ...]) -> dict[Tag, int]:
+    return {tag: i for i, tag in enumerate(tags)}
 
 
 def find_python(
