@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from typing import TYPE_CHECKING
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import tomllib
 
-from safepip import cli, cli_lock
+from safepip import cli
 from safepip.install import ARTIFACT_RECORD
 
 if TYPE_CHECKING:
@@ -24,23 +23,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def main(argv: Sequence[str]) -> int:
-    """`cli.main`, with `lock` and `freeze` added if the root parser does not have them yet."""
-    build = cli.build_parser
-
-    def with_lock() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "lock" not in sub.choices:
-            cli_lock.add_parsers(sub)
-            for name in ("lock", "freeze"):
-                cli._common(sub.choices[name])
-        return parser
-
-    cli.build_parser = with_lock  # type: ignore[assignment]
-    try:
-        return cli.main(list(argv))
-    finally:
-        cli.build_parser = build  # type: ignore[assignment]
+    return cli.main(list(argv))
 
 
 @pytest.fixture

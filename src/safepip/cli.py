@@ -124,7 +124,9 @@ def _audit(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refresh", action="store_true", help="update the database first")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only` (the command being run), the other commands' parsers are
+    not built (their modules are not even imported: a no-op install should start fast)."""
     parser = argparse.ArgumentParser(
         prog="safepip",
         description="Install pinned, hashed, audited wheels from trusted hosts only.",
@@ -175,15 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(hasher)
     hasher.set_defaults(handler=cmd_hash)
 
-    from safepip import cli_audit, cli_lock
-
     before = set(sub.choices)
-    cli_lock.add_parsers(sub)
-    cli_audit.add_parsers(sub)
+    if only in (None, "lock", "freeze"):
+        from safepip import cli_lock
+
+        cli_lock.add_parsers(sub)
+    if only in (None, "audit", "db"):
+        from safepip import cli_audit
+
+        cli_audit.add_parsers(sub)
     for name in set(sub.choices) - before:
         if not any(a.dest == "quiet" for a in sub.choices[name]._actions):
             _common(sub.choices[name])
     return parser
+
+
+_CORE = ("install", "download", "hash")
 
 
 def _reporter(args: argparse.Namespace) -> ConsoleReporter:
@@ -316,7 +325,9 @@ def _add_install_defaults(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run safepip with `argv`; return the exit code (see README for their meaning)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in (*_CORE, "lock", "freeze", "audit", "db") else None
+    parser = build_parser(command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -10,20 +10,19 @@ import contextlib
 import os
 import random
 import re
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
-from urllib.request import url2pathname
 
 from safepip import __version__
 from safepip.errors import SafepipError
 from safepip.policy import HostPolicy, PolicyViolation
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Iterator, Mapping
 
     import httpx
@@ -92,7 +91,12 @@ def file_url_to_path(url: str) -> Path:
     """The local path of a `file:` URL."""
     parts = urlsplit(url)
     netloc = parts.netloc
-    path = url2pathname(unquote(parts.path))
+    if os.name == "nt":  # pragma: no cover - POSIX paths are the URL path unquoted
+        from nturl2path import url2pathname
+
+        path = url2pathname(parts.path)
+    else:
+        path = unquote(parts.path)
     if netloc and netloc != "localhost":
         path = f"//{netloc}{path}"
     return Path(path)
@@ -135,6 +139,8 @@ class NetConfig:
 
 
 def _ssl_context(config: NetConfig) -> ssl.SSLContext:
+    import ssl
+
     import truststore
 
     ctx: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

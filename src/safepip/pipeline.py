@@ -658,11 +658,10 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         # Everything that will be written is fetched and verified first; packages kept as they
         # are need no download (safepip installed them from a file with a pinned digest).
         to_fetch = [p for p in plan.pins if p.spec not in kept]
-        fetched_list = fetch_stage.fetch_artifacts(
+        fetched_list, unpacked = fetch_stage.fetch_and_unpack(
             session, [p.artifact for p in to_fetch], ctx.cache, progress=reporter.progress()
         )
         fetched = {p.spec: f for p, f in zip(to_fetch, fetched_list, strict=True)}
-        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
         if not options.no_deps:
             metadata = _metadata(plan, fetched, unpacked, dists)
             _, constraints, _ = _merged_constraints(parsed, target)

@@ -7,7 +7,6 @@ import enum
 import os
 import re
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -627,7 +626,7 @@ def _url_filename(url: str) -> str:
 
 def _path_to_url(path: str) -> str:
     absolute = os.path.normpath(os.path.abspath(path))
-    return urllib.parse.urljoin("file://", urllib.request.pathname2url(absolute))
+    return Path(absolute).as_uri()
 
 
 def _looks_like_path(text: str) -> bool:
