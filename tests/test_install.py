@@ -1027,3 +1027,55 @@ class TestConfigurationAndSources:
             assert proc.returncode == 0, err.decode()
         for v in venvs:
             assert py(v, "import alpha, beta; print('ok')") == "ok"
+
+
+class TestVerify:
+    def test_verify_detects_a_modified_file_and_checks_a_lock(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        two_packages: tuple[Path, Path],
+        tmp_path: Path,
+    ) -> None:
+        alpha, beta = two_packages
+        index = static_index()
+        index.add(alpha)
+        index.add(beta)
+        venv = venv_factory()
+        reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
+        assert run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url).code == 0
+        clean = run("verify", "--python", str(venv), "-r", str(reqs))
+        assert clean.code == 0, clean.err
+        assert "Verified 2 packages" in clean.err
+        only_alpha = write_reqs(tmp_path, lock_line(alpha), name="alpha-only.txt")
+        extra = run("verify", "--python", str(venv), "-r", str(only_alpha))
+        assert extra.code == 3
+        assert "`beta==1.2`: installed but not in the lock" in extra.err
+        target = site_packages(venv) / "beta" / "__init__.py"
+        target.write_text("print('tampered')\n")
+        tampered = run("verify", "--python", str(venv))
+        assert tampered.code == 3
+        assert f"`beta==1.2`: {target} is modified" in tampered.err
+
+    def test_an_edit_in_one_environment_never_reaches_the_next_install(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        """Installed files are hard links into the cache; editing one in place must not change
+        what a later install gets."""
+        wheel = project("sigma", "1.0", files={"sigma/__init__.py": "VALUE = 'original'\n"})
+        index = static_index()
+        index.add(wheel)
+        first = venv_factory()
+        assert run("install", lock_line(wheel), "--python", str(first), "-i", index.url).code == 0
+        installed = site_packages(first) / "sigma" / "__init__.py"
+        with installed.open("r+") as fh:  # same size, in place: the shared inode changes
+            fh.write("VALUE = 'tampere'\n")
+        second = venv_factory()
+        result = run("install", lock_line(wheel), "--python", str(second), "-i", index.url)
+        assert result.code == 0, result.err
+        assert py(second, "import sigma; print(sigma.VALUE)") == "original"

@@ -14,7 +14,10 @@ from safepip.errors import ExitCode, SafepipError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from packaging.utils import NormalizedName
+
     from safepip.report import ConsoleReporter
+    from safepip.target import Target
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +172,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _common(download)
     download.set_defaults(handler=cmd_download)
 
+    verify = sub.add_parser(
+        "verify", help="check an installed environment against RECORD files (and a lock)"
+    )
+    verify.add_argument(
+        "-p", "--python", help="environment to check (default: `$VIRTUAL_ENV`, then `./.venv`)"
+    )
+    verify.add_argument(
+        "-r",
+        "--requirement",
+        dest="req_files",
+        action="append",
+        default=[],
+        metavar="LOCK",
+        help="also check that exactly these hash-pinned packages are installed",
+    )
+    verify.add_argument(
+        "--strict", action="store_true", help="fail on packages not installed by safepip"
+    )
+    _common(verify)
+    verify.set_defaults(handler=cmd_verify)
+
     hasher = sub.add_parser("hash", help="print the hash of files, in pip's format")
     hasher.add_argument("files", nargs="+", type=Path)
     hasher.add_argument(
@@ -192,7 +216,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-_CORE = ("install", "download", "hash")
+_CORE = ("install", "download", "hash", "verify")
 
 
 def _reporter(args: argparse.Namespace) -> ConsoleReporter:
@@ -298,6 +322,55 @@ def cmd_download(args: argparse.Namespace) -> int:
         reporter.detail(f"Saved {path}")
     reporter.success(f"Saved {plural(len(outcome.files), 'file')} to {args.dest}")
     return ExitCode.OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from safepip.report import plural
+    from safepip.target import find_python, installed_distributions, probe
+    from safepip.verify import VerificationFailed, verify_environment
+
+    reporter = _reporter(args)
+    target = probe(find_python(args.python, system=False))
+    dists = installed_distributions(target)
+    lock = _lock_pins(args.req_files, target) if args.req_files else None
+    report = verify_environment(target, dists, lock=lock)
+    for note in report.unverifiable:
+        reporter.warn(f"`{note.package}`: {note.note}")
+    if not report.ok:
+        raise VerificationFailed(report)
+    if args.strict and report.unverifiable:
+        from safepip.errors import SafepipError
+
+        raise SafepipError(
+            f"{plural(len(report.unverifiable), 'package')} not installed by safepip",
+            hint="reinstall them with `safepip install --force-reinstall`",
+        )
+    reporter.success(
+        f"Verified {plural(report.packages, 'package')} and {plural(report.files, 'file')}"
+    )
+    return ExitCode.OK
+
+
+def _lock_pins(
+    files: Sequence[str], target: Target
+) -> dict[NormalizedName, tuple[str, frozenset[str]]]:
+    from safepip.requirements import parse_requirements
+    from safepip.resolve import merge_requirements, pinned_sha256
+
+    parsed = parse_requirements(files=files)
+    wanted, _, _ = merge_requirements(parsed.requirements, (), target.markers)
+    pins: dict[NormalizedName, tuple[str, frozenset[str]]] = {}
+    for name, w in wanted.items():
+        version = w.pinned_version
+        if version is None:
+            from safepip.errors import UsageError
+
+            raise UsageError(
+                f"`{w.display_name}{w.specifier}` is not pinned ({w.where})",
+                hint="verify against a hash-pinned lock",
+            )
+        pins[name] = (version, pinned_sha256(w))
+    return pins
 
 
 def cmd_hash(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from safepip.net import Session
     from safepip.resolve import Artifact
 
-UNPACK_FORMAT = 1
+UNPACK_FORMAT = 2
 MANIFEST = ".safepip-manifest.json"
 
 
@@ -364,6 +364,9 @@ class ManifestEntry:
     """`sha256=<urlsafe b64>` as in RECORD."""
     size: int
     executable: bool
+    mtime_ns: int = 0
+    """When the cached copy was written: an installed file is a hard link to it, so an edit in
+    an environment shows up here as a new modification time."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -510,11 +513,18 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                     executable = bool((info.external_attr >> 16) & 0o111)
                     if executable:
                         os.chmod(dest, 0o755)
+                    mtime_ns = os.stat(dest).st_mtime_ns
                     digest = "sha256=" + _b64(hashlib.sha256(data).digest())
                     if expected is not None and expected[0]:
                         _check_entry(filename, name, expected, data, digest)
                     entries.append(
-                        ManifestEntry(path=name, hash=digest, size=len(data), executable=executable)
+                        ManifestEntry(
+                            path=name,
+                            hash=digest,
+                            size=len(data),
+                            executable=executable,
+                            mtime_ns=mtime_ns,
+                        )
                     )
             data_dir = dist_info[: -len(".dist-info")] + ".data"
             manifest = {
@@ -524,7 +534,7 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 "dist_info": dist_info,
                 "data_dir": data_dir,
                 "root_is_purelib": root_is_purelib,
-                "entries": [[e.path, e.hash, e.size, e.executable] for e in entries],
+                "entries": [[e.path, e.hash, e.size, e.executable, e.mtime_ns] for e in entries],
             }
             (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
             try:
@@ -638,25 +648,29 @@ def _load_manifest(root: Path) -> UnpackedWheel:
         data_dir=data["data_dir"],
         root_is_purelib=bool(data["root_is_purelib"]),
         entries=tuple(
-            ManifestEntry(path=p, hash=h, size=int(s), executable=bool(x))
-            for p, h, s, x in data["entries"]
+            ManifestEntry(path=p, hash=h, size=int(s), executable=bool(x), mtime_ns=int(m))
+            for p, h, s, x, m in data["entries"]
         ),
     )
 
 
 def check_unpacked(unpacked: UnpackedWheel) -> bool:
-    """Cheap re-verification of an unpacked entry: every file exists with the recorded size.
-
-    The entry was verified against RECORD and the wheel's pinned sha256 when it was unpacked;
-    this catches a damaged or partly deleted cache (the entry is then unpacked again).
+    """Cheap re-verification of an unpacked entry: every file still has the size and the
+    modification time it had when it was unpacked (and verified against RECORD and the wheel's
+    pinned sha256). Installed files are hard links to these, so an edit made in an environment
+    is caught here and the entry is unpacked again from the verified archive.
     """
     root = str(unpacked.root)
     stat_ = os.stat
     join = os.path.join
     try:
-        return all(stat_(join(root, e.path)).st_size == e.size for e in unpacked.entries)
+        for e in unpacked.entries:
+            st = stat_(join(root, e.path))
+            if st.st_size != e.size or st.st_mtime_ns != e.mtime_ns:
+                return False
     except OSError:
         return False
+    return True
 
 
 class CacheDamagedError(SafepipError):

@@ -1,0 +1,181 @@
+"""Verifying an installed environment: every file against its RECORD, every package against
+the artifact safepip recorded and, optionally, against a lock."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from safepip.errors import ExitCode, SafepipError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from packaging.utils import NormalizedName
+
+    from safepip.target import InstalledDistribution, Target
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileProblem:
+    package: str
+    path: str
+    problem: str
+    """`modified`, `missing` or `outside the environment`."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PackageNote:
+    package: str
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VerifyReport:
+    packages: int
+    files: int
+    file_problems: tuple[FileProblem, ...]
+    lock_problems: tuple[PackageNote, ...]
+    unverifiable: tuple[PackageNote, ...]
+    """Packages whose origin safepip cannot vouch for (installed by another tool)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.file_problems and not self.lock_problems
+
+
+class VerificationFailed(SafepipError):
+    exit_code = ExitCode.INTEGRITY
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        lines = [
+            f"{len(report.file_problems) + len(report.lock_problems)} problems in the environment"
+        ]
+        for p in report.file_problems[:50]:
+            lines.append(f"    `{p.package}`: {p.path} is {p.problem}")
+        if len(report.file_problems) > 50:
+            lines.append(f"    … and {len(report.file_problems) - 50} more files")
+        for n in report.lock_problems:
+            lines.append(f"    `{n.package}`: {n.note}")
+        super().__init__(
+            "\n".join(lines),
+            hint="reinstall the affected packages with `safepip install --force-reinstall`",
+        )
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _check_file(path: str, algorithm: str, expected: str, size: str) -> str | None:
+    try:
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError):
+        return "unreadable"
+    if _b64(h.digest()) != expected:
+        return "modified"
+    if size and size.isdigit() and os.path.getsize(path) != int(size):
+        return "modified"
+    return None
+
+
+def verify_environment(
+    target: Target,
+    dists: Sequence[InstalledDistribution],
+    *,
+    lock: Mapping[NormalizedName, tuple[str, frozenset[str]]] | None = None,
+) -> VerifyReport:
+    """Hash every file listed in each distribution's RECORD and compare.
+
+    With `lock` ({name: (version, accepted sha256 digests)}), also check that exactly the
+    locked packages are installed, at the locked versions, from files with a locked digest
+    (according to safepip's install record). Files not listed in RECORD are not inspected.
+    """
+    from safepip.install import installed_artifact
+
+    roots = [os.path.abspath(p) for p in target.paths.as_dict().values()]
+    roots.append(os.path.abspath(target.prefix))
+    jobs: list[tuple[str, str, str, str, str]] = []
+    problems: list[FileProblem] = []
+    unverifiable: list[PackageNote] = []
+    lock_problems: list[PackageNote] = []
+    for dist in dists:
+        label = f"{dist.display_name}=={dist.version}"
+        site = str(dist.dist_info.parent)
+        text = dist.read_text("RECORD")
+        if text is None:
+            problems.append(FileProblem(package=label, path="RECORD", problem="missing"))
+            continue
+        for row in csv.reader(io.StringIO(text)):
+            if len(row) < 2 or not row[0] or not row[1]:
+                continue
+            path = os.path.abspath(os.path.join(site, row[0]))
+            if not any(path == r or path.startswith(r + os.sep) for r in roots):
+                problems.append(
+                    FileProblem(package=label, path=row[0], problem="outside the environment")
+                )
+                continue
+            alg, _, value = row[1].partition("=")
+            jobs.append((label, path, alg, value, row[2] if len(row) > 2 else ""))
+        if dist.installer != "safepip" or installed_artifact(dist) is None:
+            unverifiable.append(
+                PackageNote(
+                    package=label,
+                    note=f"installed by `{dist.installer or 'an unknown tool'}`, not from a "
+                    "file safepip verified",
+                )
+            )
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        outcomes = pool.map(lambda j: _check_file(j[1], j[2], j[3], j[4]), jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome is not None:
+                problems.append(FileProblem(package=job[0], path=job[1], problem=outcome))
+    if lock is not None:
+        by_name = {d.name: d for d in dists}
+        for name, (version, digests) in sorted(lock.items()):
+            found = by_name.get(name)
+            if found is None:
+                lock_problems.append(PackageNote(package=name, note="locked but not installed"))
+                continue
+            dist = found
+            if dist.version != version:
+                lock_problems.append(
+                    PackageNote(
+                        package=name, note=f"installed {dist.version}, the lock pins {version}"
+                    )
+                )
+                continue
+            record = installed_artifact(dist)
+            if digests and (record is None or record.get("sha256") not in digests):
+                lock_problems.append(
+                    PackageNote(
+                        package=name,
+                        note="not installed from a file whose hash the lock pins",
+                    )
+                )
+        for name in sorted(set(by_name) - set(lock)):
+            lock_problems.append(
+                PackageNote(
+                    package=f"{by_name[name].display_name}=={by_name[name].version}",
+                    note="installed but not in the lock",
+                )
+            )
+    return VerifyReport(
+        packages=len(dists),
+        files=len(jobs),
+        file_problems=tuple(problems),
+        lock_problems=tuple(lock_problems),
+        unverifiable=tuple(unverifiable),
+    )
