@@ -1079,3 +1079,81 @@ class TestVerify:
         result = run("install", lock_line(wheel), "--python", str(second), "-i", index.url)
         assert result.code == 0, result.err
         assert py(second, "import sigma; print(sigma.VALUE)") == "original"
+
+
+class TestCompile:
+    def test_compile_writes_bytecode_for_the_target_interpreter(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        wheel = project("tau", "1.0")
+        index = static_index()
+        index.add(wheel)
+        venv = venv_factory()
+        plain = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
+        assert plain.code == 0, plain.err
+        assert not list(site_packages(venv).rglob("*.pyc"))
+        venv2 = venv_factory()
+        compiled = run(
+            "install", lock_line(wheel), "--python", str(venv2), "-i", index.url, "--compile"
+        )
+        assert compiled.code == 0, compiled.err
+        tag = py(venv2, "import sys; print(sys.implementation.cache_tag)")
+        assert (site_packages(venv2) / "tau" / "__pycache__" / f"__init__.{tag}.pyc").exists()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("lock", ["small.pip-compile.txt", "small.uv.txt"])
+def test_real_index_same_distributions_as_pip(
+    lock: str, run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """The 'done when' of the install issue: a lock written by pip-compile or uv installs
+    exactly the distributions pip would install from it."""
+    path = Path(__file__).parent / "data" / "locks" / lock
+    pip_report = tmp_path / "pip.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "-q",
+            "--report",
+            str(pip_report),
+            "-r",
+            str(path),
+            "--target",
+            str(tmp_path / "pip"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ours = run(
+        "install",
+        "-r",
+        str(path),
+        "--target",
+        str(tmp_path / "t"),
+        "--isolated",
+        "--dry-run",
+        "--report",
+        "-",
+    )
+    assert ours.code == 0, ours.err
+
+    def pins(report: dict[str, object]) -> set[tuple[str, str, str]]:
+        return {
+            (
+                i["metadata"]["name"].lower(),  # type: ignore[index]
+                i["metadata"]["version"],  # type: ignore[index]
+                i["download_info"]["archive_info"]["hashes"]["sha256"],  # type: ignore[index]
+            )
+            for i in report["install"]  # type: ignore[attr-defined]
+        }
+
+    assert pins(json.loads(ours.out)) == pins(json.loads(pip_report.read_text()))
