@@ -79,6 +79,39 @@ def other_python() -> str | None:
     return None
 
 
+def pip_dry_run_report(tmp_path: Path, *args: str) -> dict[str, object]:
+    """pip's own answer (the oracle): its installation report for a dry run."""
+    report = tmp_path / "pip-report.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "-q",
+            "--report",
+            str(report),
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    data: dict[str, object] = json.loads(report.read_text())
+    return data
+
+
+def report_pins(report: dict[str, object], *, with_hash: bool = False) -> set[tuple[str, ...]]:
+    """(name, version[, sha256]) of every distribution an installation report installs."""
+    pins = set()
+    for item in report["install"]:  # type: ignore[attr-defined]
+        name, version = item["metadata"]["name"].lower(), item["metadata"]["version"]
+        sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
+        pins.add((name, version, sha) if with_hash else (name, version))
+    return pins
+
+
 def site_packages(venv: Path) -> Path:
     return next((venv / "lib").glob("python3*/site-packages"))
 
@@ -719,26 +752,7 @@ class TestOracle:
             lock_line(wheels[4]),
             "three==3.0 ; python_version < '3'",
         )
-        pip_report = tmp_path / "pip.json"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--dry-run",
-                "--ignore-installed",
-                "-q",
-                "--report",
-                str(pip_report),
-                "-r",
-                str(reqs),
-                "--index-url",
-                index.url,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        pip_report = pip_dry_run_report(tmp_path, "-r", str(reqs), "--index-url", index.url)
         ours = run(
             "install",
             "-r",
@@ -752,14 +766,7 @@ class TestOracle:
             "-",
         )
         assert ours.code == 0, ours.err
-
-        def pins(report: dict[str, object]) -> set[tuple[str, str]]:
-            return {
-                (i["metadata"]["name"], i["metadata"]["version"])  # type: ignore[index]
-                for i in report["install"]  # type: ignore[attr-defined]
-            }
-
-        assert pins(json.loads(ours.out)) == pins(json.loads(pip_report.read_text()))
+        assert report_pins(json.loads(ours.out)) == report_pins(pip_report)
 
 
 class TestDownloadAndHash:
@@ -1113,26 +1120,7 @@ def test_real_index_same_distributions_as_pip(
     """The 'done when' of the install issue: a lock written by pip-compile or uv installs
     exactly the distributions pip would install from it."""
     path = Path(__file__).parent / "data" / "locks" / lock
-    pip_report = tmp_path / "pip.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "-q",
-            "--report",
-            str(pip_report),
-            "-r",
-            str(path),
-            "--target",
-            str(tmp_path / "pip"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip_report = pip_dry_run_report(tmp_path, "-r", str(path), "--target", str(tmp_path / "p"))
     ours = run(
         "install",
         "-r",
@@ -1145,15 +1133,6 @@ def test_real_index_same_distributions_as_pip(
         "-",
     )
     assert ours.code == 0, ours.err
-
-    def pins(report: dict[str, object]) -> set[tuple[str, str, str]]:
-        return {
-            (
-                i["metadata"]["name"].lower(),  # type: ignore[index]
-                i["metadata"]["version"],  # type: ignore[index]
-                i["download_info"]["archive_info"]["hashes"]["sha256"],  # type: ignore[index]
-            )
-            for i in report["install"]  # type: ignore[attr-defined]
-        }
-
-    assert pins(json.loads(ours.out)) == pins(json.loads(pip_report.read_text()))
+    assert report_pins(json.loads(ours.out), with_hash=True) == report_pins(
+        pip_report, with_hash=True
+    )

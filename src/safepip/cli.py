@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from packaging.utils import NormalizedName
 
+    from safepip.pipeline import SourceOptions
     from safepip.report import ConsoleReporter
     from safepip.target import Target
 
@@ -227,27 +228,34 @@ def _reporter(args: argparse.Namespace) -> ConsoleReporter:
     return ConsoleReporter(verbosity=verbosity, color=color)
 
 
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    """The options of the `package sources and trust` group (`_sources`) as one value."""
+    from safepip.pipeline import SourceOptions
+
+    return SourceOptions(
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_url),
+        no_index=args.no_index,
+        find_links=tuple(args.find_links),
+        allow_hosts=tuple(args.allow_host),
+        trusted_hosts=tuple(args.trusted_host),
+        cert=args.cert,
+        client_cert=args.client_cert,
+        timeout=args.timeout,
+        retries=args.retries,
+        proxy=args.proxy,
+        isolated=args.isolated,
+    )
+
+
 def _install_options(args: argparse.Namespace) -> object:
-    from safepip.pipeline import AuditChoice, InstallOptions, SourceOptions, TargetOptions
+    from safepip.pipeline import AuditChoice, InstallOptions, TargetOptions
 
     return InstallOptions(
         requirement_files=tuple(args.req_files),
         constraint_files=tuple(args.constraint_files),
         requirements=tuple(args.requirements),
-        sources=SourceOptions(
-            index_url=args.index_url,
-            extra_index_urls=tuple(args.extra_index_url),
-            no_index=args.no_index,
-            find_links=tuple(args.find_links),
-            allow_hosts=tuple(args.allow_host),
-            trusted_hosts=tuple(args.trusted_host),
-            cert=args.cert,
-            client_cert=args.client_cert,
-            timeout=args.timeout,
-            retries=args.retries,
-            proxy=args.proxy,
-            isolated=args.isolated,
-        ),
+        sources=source_options(args),
         target=TargetOptions(
             python=getattr(args, "python", None),
             system=getattr(args, "system", False),
