@@ -148,8 +148,9 @@ def _from_unpacked(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
     `unpack_all` re-checks the tree before it is used."""
     if artifact.hash_source != "pinned":
         return None
+    base = os.path.join(cache.root, "unpacked", f"v{UNPACK_FORMAT}")
     for digest in _pinned_sha256(artifact):
-        if (cache.unpacked_path(digest) / MANIFEST).is_file():
+        if os.path.isfile(os.path.join(base, digest[:2], digest, MANIFEST)):
             path = cache.artifact_path(digest, artifact.filename)
             return FetchedArtifact(artifact=artifact, path=path, sha256=digest, cached=True)
     return None
@@ -185,8 +186,12 @@ def cached_wheels(cache: Cache, sha256s: Iterable[str]) -> list[CachedWheel]:
     """The cached wheels among `sha256s`, without reading the index (only hash-pinned installs
     may use this: the pinned digest, not the index, says which file is acceptable)."""
     found: list[CachedWheel] = []
+    base = os.path.join(cache.root, "artifacts")
     for digest in sha256s:
-        folder = cache.root / "artifacts" / digest[:2] / digest
+        origin = os.path.join(base, digest[:2], digest, ORIGIN_FILE)
+        if not os.path.isfile(origin):
+            continue
+        folder = Path(origin).parent
         try:
             info = json.loads((folder / ORIGIN_FILE).read_text("utf-8"))
         except (OSError, ValueError):
@@ -725,7 +730,11 @@ def fetch_and_unpack(
         # forkserver: workers are forked from a fresh single-threaded server process, never
         # from this multi-threaded one.
         ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
-        pool = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 4), mp_context=ctx)
+        workers = min(os.cpu_count() or 1, 4)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        # Start the workers now, while the first downloads run, not when the first is done.
+        for _ in range(workers):
+            pool.submit(_warm_up)
 
     def on_ready(item: FetchedArtifact) -> None:
         ready = _reusable_unpacked(item, cache)
@@ -758,6 +767,10 @@ def fetch_and_unpack(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return fetched, result
+
+
+def _warm_up() -> None:
+    """Runs in each new worker process: the import of this module is the work."""
 
 
 def _reusable_unpacked(item: FetchedArtifact, cache: Cache) -> UnpackedWheel | None:

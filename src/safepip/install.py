@@ -233,17 +233,18 @@ def _install_wheel(
     target's interpreter in their shebang, and entry-point launchers are generated with
     `installer`. RECORD is written last, with every path relative to the root scheme folder.
     Member paths were checked when the wheel was unpacked (no absolute paths, no `..`).
+    Returns whether files could be hard-linked.
     """
-    from installer.records import Hash, RecordEntry
-    from installer.scripts import Script
-    from installer.utils import construct_record_file, parse_entrypoints
+    import csv
+    import io
 
     schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
     data_prefix = wheel.data_dir + "/"
     record_name = f"{wheel.dist_info}/RECORD"
-    records: list[tuple[str, RecordEntry]] = []
+    # RECORD rows as (scheme, path within the scheme, "alg=digest", size).
+    records: list[tuple[str, str, str, str]] = []
     linked = link
     python = str(target.python)
     for entry in wheel.entries:
@@ -270,15 +271,16 @@ def _install_wheel(
                 _, _, rest = data.partition(b"\n")
                 data = f"#!{python}\n".encode() + rest
                 txn.write(dest, data, executable=True)
-                digest = hashlib.sha256(data).digest()
-                records.append((scheme, RecordEntry(rel, Hash("sha256", _b64(digest)), len(data))))
+                records.append((scheme, rel, _digest(data), str(len(data))))
                 continue
         if not txn.place(source, dest, link=linked):
             linked = False
-        alg, _, value = entry.hash.partition("=")
-        records.append((scheme, RecordEntry(rel, Hash(alg, value), entry.size)))
+        records.append((scheme, rel, entry.hash, str(entry.size)))
     entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
     if entry_points.is_file():
+        from installer.scripts import Script
+        from installer.utils import parse_entrypoints
+
         kind: LauncherKind = "posix" if os.name != "nt" else "win-amd64"
         for name, module, attr, section in parse_entrypoints(entry_points.read_text("utf-8")):
             if not _script_name_ok(name):
@@ -288,25 +290,28 @@ def _install_wheel(
                 )
             script_name, data = Script(name, module, attr, section).generate(python, kind)
             txn.write(os.path.join(schemes["scripts"], script_name), data, executable=True)
-            digest = hashlib.sha256(data).digest()
-            records.append(
-                ("scripts", RecordEntry(script_name, Hash("sha256", _b64(digest)), len(data)))
-            )
+            records.append(("scripts", script_name, _digest(data), str(len(data))))
     for filename, data in extra.items():
         rel = f"{wheel.dist_info}/{filename}"
         txn.write(os.path.join(schemes[root_scheme], rel), data)
-        digest = hashlib.sha256(data).digest()
-        records.append((root_scheme, RecordEntry(rel, Hash("sha256", _b64(digest)), len(data))))
-    records.append((root_scheme, RecordEntry(record_name, None, None)))
-
-    def prefix_for(scheme: str) -> str | None:
-        if scheme == root_scheme:
-            return None
-        return os.path.relpath(schemes[scheme], start=schemes[root_scheme]) + "/"
-
-    with construct_record_file(records, prefix_for) as stream:  # type: ignore[arg-type]
-        txn.write(os.path.join(schemes[root_scheme], record_name), stream.read())
+        records.append((root_scheme, rel, _digest(data), str(len(data))))
+    records.append((root_scheme, record_name, "", ""))
+    # Paths in other schemes are written relative to the root scheme folder (installer's rule).
+    prefixes = {
+        k: "" if k == root_scheme else os.path.relpath(v, start=schemes[root_scheme]) + "/"
+        for k, v in schemes.items()
+    }
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=",", quotechar='"', lineterminator="\n")
+    writer.writerows(
+        (prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records
+    )
+    txn.write(os.path.join(schemes[root_scheme], record_name), out.getvalue().encode("utf-8"))
     return linked
+
+
+def _digest(data: bytes) -> str:
+    return "sha256=" + _b64(hashlib.sha256(data).digest())
 
 
 def _b64(digest: bytes) -> str:

@@ -8,7 +8,6 @@ interpreter (keyed by its path and modification times), so a no-op run does not 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -149,9 +148,16 @@ class Target:
         return (self.paths.purelib, self.paths.platlib)
 
 
-@functools.lru_cache(maxsize=8)
+_PRIORITIES: dict[int, tuple[tuple[Tag, ...], dict[Tag, int]]] = {}
+
+
 def _priority(tags: tuple[Tag, ...]) -> dict[Tag, int]:
-    return {tag: i for i, tag in enumerate(tags)}
+    # Keyed by identity: hashing a thousand tags on every call would cost more than the dict.
+    cached = _PRIORITIES.get(id(tags))
+    if cached is None or cached[0] is not tags:
+        cached = (tags, {tag: i for i, tag in enumerate(tags)})
+        _PRIORITIES[id(tags)] = cached
+    return cached[1]
 
 
 def find_python(
