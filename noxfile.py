@@ -40,8 +40,11 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *args, env=_clean_pip_env(session))
 
 
-@nox.session
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmark against pip and uv (benchmarks/README.md); `-- --quick` for a short run."""
-    session.install(".")
+    """Benchmark safepip against pip and uv (benchmarks/README.md); `-- --quick` for a short run.
+
+    The harness installs safepip from this checkout, pip, uv and pip-tools into venvs of its own.
+    """
+    session.install("packaging")
     session.run("python", "benchmarks/run.py", *session.posargs, env=_clean_pip_env(session))

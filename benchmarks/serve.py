@@ -1,4 +1,4 @@
-"""Static file servers for the benchmark index: nginx when installed, else a sendfile asyncio server.
+"""Static servers for the benchmark index: nginx when installed, else a sendfile asyncio server.
 
 Run as a script, this module is the asyncio server: `python serve.py ROOT --port N`.
 """
@@ -187,7 +187,7 @@ def _start_nginx(binary: str, root: Path, run_dir: Path) -> Server:
             continue
         return Server(
             kind="nginx",
-            version=version.removeprefix("nginx version: "),
+            version=version.removeprefix("nginx version: ").removeprefix("nginx/"),
             port=port,
             process=process,
             run_dir=run_dir,
@@ -321,10 +321,14 @@ def _route(root: Path, method: str, target: str, accept: str) -> tuple[str, list
         return "404 Not Found", [], None
     path = root.joinpath(*parts)
     if parts and parts[0] == "packages":
-        return ("200 OK", [f"Cache-Control: {FILE_CACHE_CONTROL}"], path) if path.is_file() else (
-            "404 Not Found",
-            [],
-            None,
+        return (
+            ("200 OK", [f"Cache-Control: {FILE_CACHE_CONTROL}"], path)
+            if path.is_file()
+            else (
+                "404 Not Found",
+                [],
+                None,
+            )
         )
     if path.is_dir():
         if not url_path.endswith("/"):
@@ -336,6 +340,11 @@ def _route(root: Path, method: str, target: str, accept: str) -> tuple[str, list
     return "200 OK", [f"Cache-Control: {PAGE_CACHE_CONTROL}", "Vary: Accept"], path
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _serve(root: Path, port: int) -> None:
     server = await asyncio.start_server(
         lambda r, w: _handle(root, r, w), "127.0.0.1", port, backlog=256
@@ -343,7 +352,7 @@ async def _serve(root: Path, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, _resolve, stop)
     async with server:
         await stop
 

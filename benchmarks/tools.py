@@ -6,13 +6,13 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wheelhouse import PYPI_SIMPLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     Log = Callable[[str], None]
 
@@ -147,6 +147,7 @@ class Tools:
                     "--pip-args",
                     f"--cache-dir {cache / 'pip'} --disable-pip-version-check",
                     "--no-header",
+                    "--no-emit-index-url",
                     "--quiet",
                 ]
             case "uv":
@@ -242,10 +243,8 @@ def setup(
             "installing pip and uv",
         )
     uv = peers / "bin" / "uv"
-    versions["pip"] = _checked([str(peer_python), "-m", "pip", "--version"], env, "pip").split(
-        " from "
-    )[0]
-    versions["uv"] = _checked([str(uv), "--version"], env, "uv")
+    versions["pip"] = _checked([str(peer_python), "-m", "pip", "--version"], env, "pip").split()[1]
+    versions["uv"] = _checked([str(uv), "--version"], env, "uv").split()[1]
     versions["python"] = _checked(
         [str(python), "-c", "import sys; print(sys.version.split()[0])"], env, "python"
     )
@@ -258,7 +257,9 @@ def setup(
         try:
             if pip_tools.exists() and not upgrade:
                 shutil.rmtree(pip_tools)
-            _checked([str(python), "-m", "venv", str(pip_tools)], env, "creating the pip-tools venv")
+            _checked(
+                [str(python), "-m", "venv", str(pip_tools)], env, "creating the pip-tools venv"
+            )
             _checked(
                 [
                     str(pip_tools / "bin" / "python"),
@@ -277,7 +278,9 @@ def setup(
         except RuntimeError as exc:
             log(f"tools: {exc}")
     if pip_compile.exists():
-        versions["pip-tools"] = _checked([str(pip_compile), "--version"], env, "pip-compile")
+        versions["pip-tools"] = _checked(
+            [str(pip_compile), "--version"], env, "pip-compile"
+        ).split()[-1]
     else:
         unavailable["pip lock"] = "pip-tools could not be installed"
         pip_compile = None
@@ -287,7 +290,14 @@ def setup(
         unavailable["safepip"] = "not requested"
     else:
         safepip_python = _setup_safepip(
-            cache / "safepip", safepip_source, python, uv, env, versions, unavailable, log
+            venv=cache / "safepip",
+            source=safepip_source,
+            python=python,
+            uv=uv,
+            env=env,
+            versions=versions,
+            unavailable=unavailable,
+            log=log,
         )
     return Tools(
         python=python,
@@ -301,6 +311,7 @@ def setup(
 
 
 def _setup_safepip(
+    *,
     venv: Path,
     source: Path,
     python: Path,
@@ -337,29 +348,28 @@ def _setup_safepip(
             "installing safepip",
         )
     except RuntimeError as exc:
-        unavailable["safepip"] = f"could not install safepip from `{source}`: {_first_line(exc)}"
+        unavailable["safepip"] = f"could not install safepip from `{source}`: {_last_line(exc)}"
         return None
     described = _run(["git", "-C", str(source), "describe", "--always", "--dirty"], env)
     commit = described.stdout.strip() if described.returncode == 0 else "unknown commit"
     probe = _run([str(safepip_python), "-m", "safepip", "install", "--help"], env)
     if probe.returncode != 0:
         unavailable["safepip"] = (
-            f"`python -m safepip install --help` failed: {_first_line(probe.stderr)}"
+            f"`python -m safepip install --help` failed: {_last_line(probe.stderr)}"
         )
         return safepip_python
     version = _run([str(safepip_python), "-m", "safepip", "--version"], env)
-    versions["safepip"] = (
-        (version.stdout.strip() or version.stderr.strip()) if version.returncode == 0 else "safepip"
-    ) + f" ({commit})"
+    text = (version.stdout.strip() or version.stderr.strip()) if version.returncode == 0 else ""
+    versions["safepip"] = f"{text.removeprefix('safepip ') or 'unknown version'} ({commit})"
     for command in ("lock", "audit"):
         probe = _run([str(safepip_python), "-m", "safepip", command, "--help"], env)
         if probe.returncode != 0:
             unavailable[f"safepip {command}"] = (
-                f"`safepip {command} --help` failed: {_first_line(probe.stderr)}"
+                f"`safepip {command} --help` failed: {_last_line(probe.stderr)}"
             )
     return safepip_python
 
 
-def _first_line(error: object) -> str:
+def _last_line(error: object) -> str:
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "no output"

@@ -1,4 +1,4 @@
-"""The benchmark wheelhouse: download the workloads' pinned wheels once, verify them, build an index."""
+"""The benchmark wheelhouse: the workloads' pinned wheels, downloaded once, verified, indexed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import zipfile
 from dataclasses import dataclass
 from email.parser import BytesParser
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
@@ -20,12 +19,15 @@ from packaging.version import Version
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+    from pathlib import Path
 
     Log = Callable[[str], None]
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 MANIFEST_VERSION = 2
 WORKLOADS = ("small", "medium", "large")
+# Index options that lock writers may emit; they do not change what the pins are.
+_IGNORED_OPTIONS = ("--index-url", "-i ", "--extra-index-url", "--find-links", "--trusted-host")
 
 
 class WheelhouseError(Exception):
@@ -97,6 +99,8 @@ def parse_lock(path: Path) -> list[Pin]:
         words = line.split()
         hashes = {w.split(":", 1)[1].lower() for w in words if w.startswith("--hash=sha256:")}
         requirement = " ".join(w for w in words if not w.startswith("--hash="))
+        if requirement.startswith(_IGNORED_OPTIONS):
+            continue
         if requirement.startswith("-"):
             raise WheelhouseError(f"{path}: unsupported option line {line!r}")
         req = Requirement(requirement)
@@ -148,7 +152,9 @@ def load_or_build(
         else:
             log(f"wheelhouse: verified {sum(map(len, house.artifacts.values()))} cached entries")
             return house
-    return _build(root, workloads_dir, pip, env, lock_digest, log)
+    return _build(
+        root=root, workloads_dir=workloads_dir, pip=pip, env=env, lock_digest=lock_digest, log=log
+    )
 
 
 def _load(root: Path, manifest_path: Path, lock_digest: str) -> Wheelhouse:
@@ -185,6 +191,7 @@ def _load(root: Path, manifest_path: Path, lock_digest: str) -> Wheelhouse:
 
 
 def _build(
+    *,
     root: Path,
     workloads_dir: Path,
     pip: list[str],
@@ -327,7 +334,7 @@ def _write_index(simple: Path, artifacts: Iterable[Artifact]) -> None:
             )
         _write_text(
             folder / "index.html",
-            "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">"
+            '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.1">'
             f"<title>Links for {name}</title></head><body><h1>Links for {name}</h1>\n"
             + "\n".join(anchors)
             + "\n</body></html>\n",
@@ -336,13 +343,18 @@ def _write_index(simple: Path, artifacts: Iterable[Artifact]) -> None:
         _write_text(
             folder / "index.json",
             json.dumps(
-                {"meta": {"api-version": "1.1"}, "name": name, "versions": versions, "files": entries}
+                {
+                    "meta": {"api-version": "1.1"},
+                    "name": name,
+                    "versions": versions,
+                    "files": entries,
+                }
             ),
         )
     names = sorted(projects)
     _write_text(
         simple / "index.html",
-        "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">"
+        '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.1">'
         "<title>Simple index</title></head><body>\n"
         + "\n".join(f'<a href="{n}/">{n}</a><br>' for n in names)
         + "\n</body></html>\n",
