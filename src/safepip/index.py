@@ -7,18 +7,21 @@ how dependency-confusion attacks work; this follows uv's "first index wins" inst
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
 import posixpath
 import re
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
@@ -28,7 +31,7 @@ from packaging.utils import (
 )
 
 from safepip.errors import ExitCode, SafepipError
-from safepip.net import NetworkError, file_url_to_path, redact_url
+from safepip.net import NetworkError, Response, file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from packaging.tags import Tag
     from packaging.version import Version
 
-    from safepip.net import Response, Session
+    from safepip.net import Session
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -525,11 +528,191 @@ def _is_distribution(filename: str) -> bool:
     return filename.endswith(DISTRIBUTION_SUFFIXES)
 
 
+# -- the HTTP validator cache
+
+_CACHE_FORMAT = 1
+_PAGES_DIR = "index-pages"
+_METADATA_DIR = "metadata"
+_REVALIDATED_METADATA_DIR = "metadata-revalidated"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _CachedResponse:
+    """A stored 200 response and the validators that let the server confirm it is current."""
+
+    content_type: str
+    etag: str | None
+    last_modified: str | None
+    body: bytes
+
+    def conditional_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.etag is not None:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified is not None:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+def _url_secrets(url: str) -> list[bytes]:
+    """The parts of `url` that `redact_url` hides: the password (or lone token) and secret
+    query values, so a response that echoes one of them is never written to disk."""
+    secrets: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            secrets.append(unquote(parts.password))
+        elif parts.username:
+            secrets.append(unquote(parts.username))
+        redacted = parse_qsl(urlsplit(redact_url(url)).query, keep_blank_values=True)
+        original = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return []
+    if len(original) != len(redacted):
+        secrets.extend(value for _, value in original)
+    else:
+        pairs = zip(original, redacted, strict=True)
+        secrets.extend(value for (_, value), (_, shown) in pairs if shown == "***")
+    return [s.encode() for s in secrets if s]
+
+
+def _read_cached_response(path: Path) -> _CachedResponse | None:
+    """The entry at `path`; None when it is missing or damaged in any way (never raises)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    head, newline, body = data.partition(b"\n")
+    try:
+        meta = json.loads(head)
+    except (ValueError, RecursionError):
+        return None
+    if not newline or not isinstance(meta, dict) or meta.get("format") != _CACHE_FORMAT:
+        return None
+    content_type, etag, modified = (
+        meta.get("content_type"),
+        meta.get("etag"),
+        meta.get("last_modified"),
+    )
+    if (
+        not isinstance(content_type, str)
+        or not isinstance(etag, (str, type(None)))
+        or not isinstance(modified, (str, type(None)))
+        or (etag is None and modified is None)
+        or meta.get("size") != len(body)
+        or meta.get("sha256") != hashlib.sha256(body).hexdigest()
+    ):
+        return None
+    return _CachedResponse(content_type=content_type, etag=etag, last_modified=modified, body=body)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place.
+
+    Readers (other threads or processes) see the old file or the new one, never a mix; when two
+    writers race, the last rename wins with a whole file. Failures are ignored: the cache only
+    saves requests, it never decides anything.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+class _ValidatorCache:
+    """Index pages and PEP 658 metadata on disk, keyed so credentials never appear in names.
+
+    A page is never served without asking the server first (`If-None-Match`,
+    `If-Modified-Since`): an index can yank or replace files at any time, so only a 304 makes a
+    stored page current. Metadata whose sha256 the index published is content-addressed instead:
+    the hash pins the bytes, so a stored copy that still matches it needs no request at all.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def entry_path(self, folder: str, url: str, accept: str) -> Path:
+        # The full URL (credentials included) goes into the hash only: different credentials
+        # may see different pages, and the name on disk reveals nothing.
+        key = hashlib.sha256(f"{url}\n{accept}".encode()).hexdigest()
+        return self.root / folder / key
+
+    def load(self, path: Path) -> _CachedResponse | None:
+        return _read_cached_response(path)
+
+    def store(self, path: Path, *, request_url: str, response: Response) -> None:
+        """Keep a 200 response that carries a validator; drop what cannot be revalidated."""
+        etag = response.headers.get("etag")
+        modified = response.headers.get("last-modified")
+        no_store = "no-store" in response.headers.get("cache-control", "").lower()
+        secrets = _url_secrets(request_url) + _url_secrets(response.url)
+        if (etag is None and modified is None) or no_store:
+            self.forget(path)
+            return
+        if any(secret in response.content for secret in secrets):
+            # The page echoes a credential (some servers put it in every link): keep it off disk.
+            self.forget(path)
+            return
+        meta = {
+            "format": _CACHE_FORMAT,
+            "url": redact_url(request_url),
+            "final_url": redact_url(response.url),
+            "content_type": response.headers.get("content-type", ""),
+            "etag": etag,
+            "last_modified": modified,
+            "size": len(response.content),
+            "sha256": hashlib.sha256(response.content).hexdigest(),
+        }
+        header = json.dumps(meta, separators=(",", ":"), ensure_ascii=True).encode()
+        _write_atomically(path, header + b"\n" + response.content)
+
+    def forget(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    def metadata_path(self, sha256: str) -> Path:
+        return self.root / _METADATA_DIR / sha256
+
+    def load_metadata(self, sha256: str) -> bytes | None:
+        """The stored metadata whose sha256 is `sha256`; a damaged copy is removed."""
+        path = self.metadata_path(sha256)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            self.forget(path)
+            return None
+        return data
+
+    def store_metadata(self, sha256: str, data: bytes) -> None:
+        path = self.metadata_path(sha256)
+        if not path.exists():
+            _write_atomically(path, data)
+
+
+def _is_http(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("http", "https")
+
+
 class IndexClient:
     """Reads project pages from the configured indexes and files from find-links locations.
 
     Does not check hashes of the files themselves (that is `fetch`'s job), does not choose
     versions, and does not filter yanked files: it reports what the sources list.
+
+    With `cache_dir`, http(s) pages and metadata are kept on disk with their `ETag` and
+    `Last-Modified` and revalidated on every use (a 304 costs no body); metadata whose sha256
+    the index published is served from disk without a request. Only redacted URLs are written.
     """
 
     def __init__(
@@ -539,11 +722,13 @@ class IndexClient:
         index_urls: Sequence[str],
         find_links: Sequence[str] = (),
         max_workers: int = 16,
+        cache_dir: Path | None = None,
     ) -> None:
         self.session = session
         self.index_urls = tuple(index_urls)
         self.find_links = tuple(find_links)
         self.max_workers = max(1, max_workers)
+        self._cache = _ValidatorCache(cache_dir) if cache_dir is not None else None
         self._lock = threading.Lock()
         self._find_links_files: tuple[IndexFile, ...] | None = None
         self._find_links_warnings: tuple[str, ...] = ()
@@ -556,16 +741,46 @@ class IndexClient:
         Any other failure raises (`NetworkError`, `PolicyViolation`, `IndexPageError`): an
         index that cannot be read must not silently hand the name to the next index.
         """
-        response = self.session.get(
+        response = self._get_revalidated(
             project_url(origin, name),
-            headers={"Accept": ACCEPT},
+            folder=_PAGES_DIR,
+            accept=ACCEPT,
             purpose=_PAGE_PURPOSE,
             package=normalize_name(name),
-            ok_statuses=frozenset({200, 404}),
         )
         if response.status == 404:
             return None
         return parse_project_page(response, name=name, origin=origin)
+
+    def _get_revalidated(
+        self, url: str, *, folder: str, accept: str | None, purpose: str, package: str | None
+    ) -> Response:
+        """GET `url` (200 or 404), answering from the cache when the server says 304."""
+        headers = {"Accept": accept} if accept is not None else {}
+        cache = self._cache if _is_http(url) else None
+        path = cache.entry_path(folder, url, accept or "") if cache is not None else None
+        cached = cache.load(path) if cache is not None and path is not None else None
+        response = self.session.get(
+            url,
+            headers={**headers, **(cached.conditional_headers() if cached else {})},
+            purpose=purpose,
+            package=package,
+            # A 304 is only acceptable when this request asked for one.
+            ok_statuses=frozenset({200, 304, 404} if cached else {200, 404}),
+        )
+        if response.status == 304 and cached is not None:
+            return Response(
+                url=response.url,
+                status=200,
+                headers={"content-type": cached.content_type},
+                content=cached.body,
+            )
+        if cache is not None and path is not None:
+            if response.status == 200:
+                cache.store(path, request_url=url, response=response)
+            else:
+                cache.forget(path)
+        return response
 
     def project_files(self, name: str) -> ProjectFiles:
         """The files for `name`: the first index (in order) with a page claims it, plus find-links.
@@ -650,11 +865,8 @@ class IndexClient:
             url = path.as_uri()
         else:
             url = location
-        response = self.session.get(
-            url,
-            headers={"Accept": "text/html"},
-            purpose="the find-links page",
-            ok_statuses=frozenset({200, 404}),
+        response = self._get_revalidated(
+            url, folder=_PAGES_DIR, accept="text/html", purpose="the find-links page", package=None
         )
         if response.status == 404:
             warnings.append(
@@ -677,28 +889,25 @@ class IndexClient:
         `MetadataHashError`. Without published hashes (or with only algorithms hashlib lacks) the
         body is unverified: callers must check it against the distribution once that is
         downloaded and hash-checked.
+
+        With a cache, metadata pinned by a published sha256 is read from disk when a copy with
+        that digest is there (no request); other metadata is revalidated like index pages.
         """
-        advertised = file.core_metadata is not False
-        try:
-            response = self.session.get(
-                file.metadata_url,
-                purpose=_METADATA_PURPOSE,
-                package=str(file.project or file.filename),
-                ok_statuses=frozenset({200, 404}),
-            )
-        except NetworkError as exc:
-            # Some indexes answer 403 or 400 for a file they never offered.
-            if not advertised and exc.status is not None and 400 <= exc.status < 500:
+        published = file.core_metadata if isinstance(file.core_metadata, dict) else {}
+        pinned = published.get("sha256")
+        if pinned is not None and not _SHA256.fullmatch(pinned):
+            pinned = None
+        content = None
+        if self._cache is not None and pinned is not None:
+            content = self._cache.load_metadata(pinned)
+        if content is None:
+            content = self._download_metadata(file, revalidate=pinned is None)
+            if content is None:
                 return None
-            raise
-        if response.status == 404:
-            return None
-        if isinstance(file.core_metadata, bool):
-            return response.content
-        for algorithm, expected in sorted(file.core_metadata.items()):
+        for algorithm, expected in sorted(published.items()):
             if algorithm not in _VERIFIABLE:
                 continue
-            got = hashlib.new(algorithm, response.content).hexdigest()
+            got = hashlib.new(algorithm, content).hexdigest()
             if got != expected:
                 raise MetadataHashError(
                     filename=file.filename,
@@ -707,6 +916,36 @@ class IndexClient:
                     expected=expected,
                     got=got,
                 )
+        if self._cache is not None and pinned is not None and _is_http(file.metadata_url):
+            self._cache.store_metadata(pinned, content)
+        return content
+
+    def _download_metadata(self, file: IndexFile, *, revalidate: bool) -> bytes | None:
+        advertised = file.core_metadata is not False
+        try:
+            if not revalidate:
+                # Pinned by its published sha256: cached by content, no validators needed.
+                response = self.session.get(
+                    file.metadata_url,
+                    purpose=_METADATA_PURPOSE,
+                    package=str(file.project or file.filename),
+                    ok_statuses=frozenset({200, 404}),
+                )
+            else:
+                response = self._get_revalidated(
+                    file.metadata_url,
+                    folder=_REVALIDATED_METADATA_DIR,
+                    accept=None,
+                    purpose=_METADATA_PURPOSE,
+                    package=str(file.project or file.filename),
+                )
+        except NetworkError as exc:
+            # Some indexes answer 403 or 400 for a file they never offered.
+            if not advertised and exc.status is not None and 400 <= exc.status < 500:
+                return None
+            raise
+        if response.status == 404:
+            return None
         return response.content
 
 

@@ -636,7 +636,12 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         for host in sources.trusted_hosts:
             reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
         session = ctx.open_session(sources, pip_config)
-        index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
+        index = IndexClient(
+            session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=ctx.cache.root / "http",
+        )
         dists = installed_distributions(target)
         records = {} if options.reinstall else _safepip_records(dists)
         if pylock is not None:
@@ -832,7 +837,12 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         parsed = parse_inputs(options, pip_config, reporter)
         sources = decide_sources(options.sources, parsed, pip_config)
         session = ctx.open_session(sources, pip_config)
-        index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
+        index = IndexClient(
+            session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=ctx.cache.root / "http",
+        )
         plan = plan_install(options, parsed, target, sources, index, reporter, cache=ctx.cache)
         audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         fetched_list = fetch_stage.fetch_artifacts(
