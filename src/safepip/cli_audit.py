@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from safepip.audit import AuditReport
+    from safepip.pipeline import Reporter, SourceOptions
 
 FORMATS = ("table", "json", "markdown", "cyclonedx", "sarif")
 
@@ -41,15 +43,19 @@ class UnpinnedRequirements(AuditError):
         )
 
 
-class FixNeedsLock(AuditError):
-    """`--fix` rewrites pins with fresh hashes, which needs the lock machinery."""
+class FixUsageError(UsageError):
+    """`--fix` was asked of inputs it cannot rewrite."""
 
-    def __init__(self, moves: list[str]) -> None:
-        self.moves = moves
+
+class FixError(AuditError):
+    """`--fix` could not re-lock a file; every file was left as it was."""
+
+    def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
+        self.path = path
+        self.reason = reason
         super().__init__(
-            "`--fix` needs `safepip lock` to rewrite pins with fresh hashes, and it is not "
-            "available yet; nothing was changed",
-            hint="apply the planned moves above by hand, then re-lock and re-run `safepip audit`",
+            f"Cannot fix `{path}`, no file was changed: {reason}",
+            hint=hint or "re-lock by hand with `safepip lock`, then run `safepip audit` again",
         )
 
 
@@ -72,7 +78,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=(
             "Check pinned packages against known vulnerabilities (OSV data). Exit codes: 0 "
             "clean, 5 vulnerabilities found, 1 when the audit could not run or a package could "
-            "not be audited."
+            "not be audited. With `--fix`, the exit code describes the lock after the fix; 1 "
+            "when the re-lock failed (nothing is written)."
         ),
     )
     audit.add_argument(
@@ -116,11 +123,20 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="ID",
         help="ignore an advisory by id or alias (repeatable)",
     )
-    audit.add_argument(
+    fix = audit.add_argument_group("fixing a lock")
+    fix.add_argument(
         "--fix",
         action="store_true",
-        help="move vulnerable pins to the smallest fixed versions (needs `safepip lock`)",
+        help="re-lock the `-r` file or pylock.toml with vulnerable pins moved to the smallest "
+        "fixed versions (fresh hashes, other pins kept)",
     )
+    fix.add_argument(
+        "--dry-run", action="store_true", help="with `--fix`: show the changes, write nothing"
+    )
+    _fix_sources(audit)
+    from safepip.cli import _cache
+
+    _cache(audit)
     audit.set_defaults(handler=run_audit)
 
     db = subparsers.add_parser(
@@ -146,6 +162,43 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     update.add_argument("--date", type=_date_arg, help="the snapshot's date (YYYY-MM-DD)")
     update.set_defaults(handler=run_db_update)
+
+
+def _fix_sources(parser: argparse.ArgumentParser) -> None:
+    # `safepip install`'s source options, except `-f` (here it is `--format`).
+    group = parser.add_argument_group("package sources for `--fix` (default: those of the lock)")
+    group.add_argument("-i", "--index-url", help="base URL of the package index (PEP 503/691)")
+    group.add_argument(
+        "--extra-index-url", action="append", default=[], help="more indexes, consulted in order"
+    )
+    group.add_argument("--no-index", action="store_true", help="use only `--find-links`")
+    group.add_argument(
+        "--find-links", action="append", default=[], help="a folder or page of files"
+    )
+    group.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also accept files from HOST",
+    )
+    group.add_argument(
+        "--trusted-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow plain HTTP for HOST (printed as a warning)",
+    )
+    group.add_argument("--cert", help="a CA bundle added to the system trust store")
+    group.add_argument("--client-cert", help="a client certificate (PEM with key)")
+    group.add_argument("--timeout", type=float, help="network timeout in seconds (default 15)")
+    group.add_argument("--retries", type=int, help="retries on transient errors (default 3)")
+    group.add_argument("--proxy", help="proxy URL")
+    group.add_argument(
+        "--isolated",
+        action="store_true",
+        help="ignore pip's and safepip's configuration files and PIP_* variables",
+    )
 
 
 def _date_arg(text: str) -> dt.date:
@@ -360,9 +413,16 @@ def collect_inputs(args: argparse.Namespace) -> list[AuditInput]:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """`safepip audit`: 0 clean, 5 vulnerable, 1 when anything could not be audited."""
+    """`safepip audit`: 0 clean, 5 vulnerable, 1 when anything could not be audited.
+
+    With `--fix`: 0 when nothing vulnerable remains after the re-lock, 5 when something does
+    (or with `--dry-run`, which changes nothing), 1 when a re-lock fails (no file is changed).
+    """
     from safepip.audit import AuditOptions, SkippedPackage, audit_packages
 
+    fix_paths = _fix_paths(args) if args.fix else []
+    if args.dry_run and not args.fix:
+        raise UsageError("`--dry-run` only applies to `--fix`", hint="add `--fix`")
     settings = _settings(args)
     inputs = collect_inputs(args)
     source = args.source or settings.audit.source
@@ -386,17 +446,398 @@ def run_audit(args: argparse.Namespace) -> int:
         if i.version is None
     )
     if direct:
-        from dataclasses import replace
-
         report = replace(report, skipped=(*report.skipped, *direct))
     _output(args, report, inputs)
-    if args.fix and report.active_findings:
-        _refuse_fix(args, report)
+    if args.fix and report.active_findings and _fix(args, report, fix_paths):
+        report = _audit_fixed(args, replace(options, refresh=False))
+    return _exit_code(report)
+
+
+def _exit_code(report: AuditReport) -> int:
     if report.vulnerability_count:
         return 5
     if report.skipped:
         return 1
     return 0
+
+
+# --- --fix -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockToFix:
+    """A lock file read for what re-locking it needs."""
+
+    path: str
+    pins: dict[NormalizedName, str]
+    roots: tuple[str, ...]
+    """Requirement lines (no version) for the packages the lock was made for: those whose `# via`
+    names an input, or every package when the lock does not say."""
+    sources: tuple[str, ...] = ()
+    """Input files named by `# via -r FILE` that still exist; they stand for their roots."""
+    index: SourceOptions
+    """The indexes the lock names, else those of the command line."""
+    command: str | None
+    """The command in the file's header, or None when it has no header."""
+    annotate: bool
+    python_version: str | None = None
+    platforms: tuple[str, ...] = ()
+    pre: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FixedLock:
+    """A lock re-locked with the vulnerable pins moved."""
+
+    path: str
+    text: str
+    changes: tuple[str, ...]
+    """`name old -> new`, `name new (added)`, `name old (removed)`."""
+
+
+def _fix_paths(args: argparse.Namespace) -> list[str]:
+    """The lock files `--fix` rewrites; anything else among the inputs is a usage error."""
+    if args.python:
+        raise FixUsageError(
+            "`--fix` rewrites lock files; it cannot change the environment of `--python`",
+            hint="fix the lock the environment was installed from (`safepip audit --fix -r "
+            "requirements.txt`), then install it again",
+        )
+    paths = list(args.requirements)
+    specs = []
+    for target in args.targets:
+        if _is_pylock(target) or Path(target).is_file():
+            paths.append(target)
+        else:
+            specs.append(target)
+    if specs:
+        shown = ", ".join(f"`{s}`" for s in specs)
+        raise FixUsageError(
+            f"`--fix` rewrites lock files; it cannot change {shown}",
+            hint="pin the fixed versions the report names yourself, or audit a lock "
+            "(`-r requirements.txt` or a `pylock.toml`) with `--fix`",
+        )
+    if not paths:
+        raise FixUsageError(
+            "`--fix` needs a lock file to rewrite",
+            hint="pass `-r requirements.txt` (hash-pinned, as `safepip lock` writes it) or a "
+            "`pylock.toml`",
+        )
+    remote = [p for p in paths if "://" in p]
+    if remote:
+        raise FixUsageError(f"`--fix` cannot rewrite the remote file `{remote[0]}`")
+    return paths
+
+
+def _fix(args: argparse.Namespace, report: AuditReport, paths: list[str]) -> bool:
+    """Re-lock every file with a vulnerable pin, then write them all (or with `--dry-run`, show
+    the changes). True when files were written."""
+    from rich.markup import escape
+
+    from safepip.audit.report import plan_fixes
+    from safepip.cli_lock import write_output
+    from safepip.lock import read_existing_pins
+
+    console = _console(args)
+    targets = {(p.name, p.old_version): p.new_version for p in plan_fixes(report)}
+    for (name, version), target in targets.items():
+        if target is None:
+            console.print(
+                f"[yellow]warning:[/] `{name}=={version}`: no released version fixes every "
+                "finding; its pin is left as it is"
+            )
+    reporter = _lock_reporter(args)
+    fixed: list[FixedLock] = []
+    for path in paths:
+        pins = read_existing_pins(Path(path))
+        moves = {
+            name: target
+            for name, version in pins.items()
+            if (target := targets.get((name, version))) is not None
+        }
+        if moves:
+            fixed.append(_relock(_read_lock(path, pins, args), moves, args, reporter))
+    if not fixed:
+        console.print("Nothing to fix: no vulnerable pin has a fixed version")
+        return False
+    verb = "Would change" if args.dry_run else "Changed"
+    for lock_fixed in fixed:
+        if not args.dry_run:
+            write_output(lock_fixed.text, lock_fixed.path)
+        console.print(f"{verb} `{escape(lock_fixed.path)}`:")
+        for change in lock_fixed.changes:
+            console.print(f"  {escape(change)}")
+    if args.dry_run:
+        console.print("Dry run: no file was written")
+        return False
+    return True
+
+
+def _audit_fixed(args: argparse.Namespace, options: Any) -> AuditReport:
+    """Audit the rewritten files as they are now on disk; print the findings left, if any."""
+    from rich.markup import escape
+
+    from safepip.audit import audit_packages
+    from safepip.audit import report as fmt
+
+    inputs = collect_inputs(args)
+    report = audit_packages([(i.name, i.version) for i in inputs if i.version is not None], options)
+    console = _console(args)
+    for package in report.active_findings:
+        ids = ", ".join(v.id for v in package.active)
+        console.print(f"Still vulnerable: `{escape(package.name)}=={package.version}` ({ids})")
+    console.print(escape(f"After the fix: {fmt.summary_line(report)}"))
+    return report
+
+
+def _lock_reporter(args: argparse.Namespace) -> Reporter:
+    from safepip.report import ConsoleReporter
+
+    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    return ConsoleReporter(
+        verbosity=verbosity, color=False if getattr(args, "no_color", False) else None
+    )
+
+
+_HEADER_COMMAND = re.compile(
+    r"^#[ \t]*by the following command:[ \t]*\n#[ \t]*\n#[ \t]+(\S.*)$", re.M
+)
+_VIA = re.compile(r"^\s*#\s*via(?:\s+(?P<entry>\S.*))?$")
+
+
+def _command_options(command: str) -> tuple[str | None, tuple[str, ...], bool]:
+    """`--python-version`, `--platform` and `--pre` of a `safepip lock` command line."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None, (), False
+    python_version = None
+    platforms = []
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if not eq:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        if flag == "--python-version" and value:
+            python_version = value
+        elif flag == "--platform" and value:
+            platforms.append(value)
+    return python_version, tuple(platforms), "--pre" in words
+
+
+def _via(lines: list[str], start: int, end: int) -> list[str]:
+    """The `# via` entries among `lines[start:end]` (pip-compile's one-line and list forms)."""
+    entries: list[str] = []
+    in_via = False
+    for raw in lines[start:end]:
+        text = raw.strip()
+        match = _VIA.match(raw)
+        if match:
+            in_via = True
+            if match["entry"]:
+                entries.append(match["entry"].strip())
+        elif in_via and text.startswith("#") and raw[:1].isspace() and text[1:].strip():
+            entries.append(text[1:].strip())
+        elif not text:
+            in_via = False
+    return entries
+
+
+def _source_options(args: argparse.Namespace) -> SourceOptions:
+    from safepip.cli import source_options
+
+    return source_options(args)
+
+
+def _given_sources(options: SourceOptions) -> bool:
+    return bool(
+        options.index_url or options.extra_index_urls or options.no_index or options.find_links
+    )
+
+
+def _read_lock(path: str, pins: dict[NormalizedName, str], args: argparse.Namespace) -> LockToFix:
+    from safepip import lock as lock_mod
+
+    given = _source_options(args)
+    if lock_mod.lock_format(path) is lock_mod.LockFormat.PYLOCK:
+        return _read_pylock(path, pins, given)
+    return _read_requirements_lock(path, pins, given)
+
+
+def _read_requirements_lock(
+    path: str, pins: dict[NormalizedName, str], given: SourceOptions
+) -> LockToFix:
+    from packaging.utils import canonicalize_name
+
+    from safepip.requirements import IndexDirective, parse_requirements
+
+    parsed = parse_requirements(files=[path])
+    unhashed = [
+        str(item.requirement or item.name) for item in parsed.requirements if not item.hashes
+    ]
+    if unhashed:
+        raise FixUsageError(
+            f"`--fix` rewrites hash-pinned locks, and `{path}` has requirements without "
+            f"`--hash`: {', '.join(f'`{u}`' for u in unhashed)}",
+            hint="change the pins by hand, or lock the file with `safepip lock` first",
+        )
+    for item in parsed.requirements:
+        if item.url is not None or item.requirement is None:
+            raise FixError(
+                path,
+                f"`{item.requirement or item.url}` ({item.location}) is a direct reference, "
+                "which a re-lock cannot resolve from an index",
+            )
+    text = Path(path).read_text("utf-8", errors="replace")
+    lines = text.splitlines()
+    starts = sorted((item.location.line or 1) - 1 for item in parsed.requirements)
+    annotate = any(_VIA.match(line) for line in lines)
+    roots = []
+    sources: list[str] = []
+    for item in sorted(parsed.requirements, key=lambda i: i.location.line or 0):
+        requirement = item.requirement
+        assert requirement is not None
+        start = (item.location.line or 1) - 1
+        later = [s for s in starts if s > start]
+        via = _via(lines, start, later[0] if later else len(lines))
+        if annotate and via and all(canonicalize_name(v) in pins for v in via):
+            continue
+        # `# via -r requirements.in`: re-reading that input keeps its label (and its specifiers).
+        files = [v[3:].strip() for v in via if v.startswith("-r ")]
+        if files and all(Path(f).is_file() for f in files):
+            sources += [f for f in files if f not in sources]
+            if all(v.startswith("-r ") or canonicalize_name(v) in pins for v in via):
+                continue
+        extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+        marker = f" ; {requirement.marker}" if requirement.marker else ""
+        roots.append(f"{item.name}{extras}{marker}")
+    index = given
+    if not _given_sources(given):
+        urls, no_index = parsed.apply_index_options([])
+        has_index = any(o.kind is IndexDirective.INDEX_URL for o in parsed.index_options)
+        index = replace(
+            given,
+            index_url=urls[0] if has_index and urls else None,
+            extra_index_urls=tuple(urls[1:] if has_index else urls),
+            no_index=no_index,
+            find_links=parsed.find_links,
+            trusted_hosts=(*given.trusted_hosts, *parsed.trusted_hosts),
+        )
+    match = _HEADER_COMMAND.search(text)
+    command = match[1].strip() if match else None
+    python_version, platforms, pre = _command_options(command) if command else (None, (), False)
+    return LockToFix(
+        path=path,
+        pins=pins,
+        roots=tuple(roots),
+        sources=tuple(sources),
+        index=index,
+        command=command,
+        annotate=annotate,
+        python_version=python_version,
+        platforms=platforms,
+        pre=pre or parsed.pre,
+    )
+
+
+def _read_pylock(path: str, pins: dict[NormalizedName, str], given: SourceOptions) -> LockToFix:
+    from packaging.utils import canonicalize_name
+
+    from safepip.settings import read_toml
+
+    packages = [p for p in read_toml(Path(path)).get("packages", []) if isinstance(p, dict)]
+    unversioned = [str(p.get("name")) for p in packages if not p.get("version")]
+    if unversioned:
+        raise FixError(
+            path,
+            f"`{unversioned[0]}` is locked without a version (a direct reference), which a "
+            "re-lock cannot resolve from an index",
+        )
+    needed = {
+        canonicalize_name(str(d["name"]))
+        for p in packages
+        for d in p.get("dependencies") or ()
+        if isinstance(d, dict) and d.get("name")
+    }
+    roots = []
+    for package in packages:
+        name = canonicalize_name(str(package["name"]))
+        if name in needed:
+            continue
+        marker = f" ; {package['marker']}" if package.get("marker") else ""
+        roots.append(f"{name}{marker}")
+    index = given
+    if not _given_sources(given):
+        urls = list(dict.fromkeys(str(p["index"]) for p in packages if p.get("index")))
+        if urls:
+            index = replace(given, index_url=urls[0], extra_index_urls=tuple(urls[1:]))
+    return LockToFix(
+        path=path, pins=pins, roots=tuple(roots), index=index, command=None, annotate=True
+    )
+
+
+def _relock(
+    lock: LockToFix, moves: dict[NormalizedName, str], args: argparse.Namespace, reporter: Reporter
+) -> FixedLock:
+    """Resolve the lock again: the other pins preferred, each moved package constrained to its
+    fixed version (`==`, or `>=` when exactly that version does not resolve)."""
+    import tempfile
+
+    from safepip.cli_lock import LockOptions, run_lock
+    from safepip.errors import SafepipError
+    from safepip.resolve import ResolutionError
+
+    with tempfile.TemporaryDirectory(prefix="safepip-fix-") as tmp:
+        constraints = Path(tmp) / "fixed-versions.txt"
+        outcome = None
+        for operator in ("==", ">="):
+            constraints.write_text(
+                "".join(f"{name}{operator}{version}\n" for name, version in moves.items()),
+                "utf-8",
+            )
+            options = LockOptions(
+                sources=lock.sources,
+                requirements=lock.roots,
+                constraint_files=(str(constraints),),
+                output=lock.path,
+                upgrade_packages=tuple(moves),
+                pre=lock.pre,
+                python_version=lock.python_version,
+                platforms=lock.platforms,
+                index=lock.index,
+                cache_dir=args.cache_dir,
+                no_cache=args.no_cache,
+                header=lock.command is not None,
+                annotate=lock.annotate,
+                command=lock.command or "",
+            )
+            try:
+                outcome = run_lock(options, reporter)
+                break
+            except ResolutionError as exc:
+                if operator == ">=":
+                    raise FixError(lock.path, f"the re-lock failed: {exc}", hint=exc.hint) from exc
+            except SafepipError as exc:
+                raise FixError(lock.path, f"the re-lock failed: {exc}", hint=exc.hint) from exc
+    assert outcome is not None
+    new = {pin.name: pin.version for pin in outcome.resolution.pins}
+    return FixedLock(path=lock.path, text=outcome.text, changes=_changes(lock.pins, new))
+
+
+def _changes(old: dict[NormalizedName, str], new: dict[NormalizedName, str]) -> tuple[str, ...]:
+    changes = []
+    for name in sorted({*old, *new}):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if before is None:
+            changes.append(f"{name} {after} (added)")
+        elif after is None:
+            changes.append(f"{name} {before} (removed)")
+        else:
+            changes.append(f"{name} {before} -> {after}")
+    return tuple(changes)
 
 
 def _output(args: argparse.Namespace, report: AuditReport, inputs: list[AuditInput]) -> None:
@@ -433,24 +874,6 @@ def _output(args: argparse.Namespace, report: AuditReport, inputs: list[AuditInp
     if not quiet:
         console.print(escape(fmt.data_line(report)))
         console.print(escape(fmt.summary_line(report)))
-
-
-def _refuse_fix(args: argparse.Namespace, report: AuditReport) -> None:
-    from rich.markup import escape
-
-    from safepip.audit.report import plan_fixes
-
-    console = _console(args)
-    moves = []
-    for fix in plan_fixes(report):
-        if fix.new_version:
-            moves.append(f"{fix.name}: {fix.old_version} -> {fix.new_version}")
-        else:
-            moves.append(f"{fix.name}: {fix.old_version} -> (no fixed version)")
-    console.print("Planned moves:")
-    for move in moves:
-        console.print(f"  {escape(move)}")
-    raise FixNeedsLock(moves)
 
 
 def _print_info(info: Any, *, bundled: bool) -> None:

@@ -134,7 +134,10 @@ class NetConfig:
     timeout: float = 15.0
     retries: int = 3
     proxy: str | None = None
-    http2: bool = True
+    http2: bool = False
+    """Off by default: httpx's synchronous HTTP/2 is not safe to share between the download
+    threads (encode/httpx#3072: `KeyError` from httpcore's HTTP/2 stream table under load, seen
+    in this project's test runs). HTTP/1.1 with a pool of keep-alive connections is used."""
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
