@@ -6,9 +6,12 @@ import argparse
 import datetime as dt
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from safepip import cli_audit
 from safepip.audit import database as db
@@ -16,7 +19,10 @@ from safepip.errors import SafepipError
 from test_audit import make_osv_zip
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -167,11 +173,10 @@ def test_error_nothing_to_audit(capsys: pytest.CaptureFixture[str]) -> None:
     assert "error: Nothing to audit" in err
 
 
-def test_fix_plans_then_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+def test_error_fix_needs_a_lock_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["audit", "jinja2==2.10", "--fix"], capsys)
-    assert code == 1
-    assert "jinja2: 2.10 -> 3.1.6" in err
-    assert "error: `--fix` needs `safepip lock`" in err
+    assert code == 2
+    assert "error: `--fix` rewrites lock files; it cannot change `jinja2==2.10`" in err
 
 
 def test_markdown_and_cyclonedx(capsys: pytest.CaptureFixture[str]) -> None:
@@ -227,3 +232,254 @@ class TestDb:
         with pytest.raises(SystemExit):
             parser().parse_args(["db", "import", str(osv_zip), "--date", "yesterday"])
         assert dt.date.fromisoformat("2026-07-20")
+
+
+# --- --fix: re-locking on a loopback index ------------------------------------------------------
+
+
+def write_osv(folder: Path, name: str, events: list[dict[str, str]], osv_id: str) -> None:
+    folder.mkdir(exist_ok=True)
+    record = {
+        "schema_version": "1.6.0",
+        "id": osv_id,
+        "modified": "2026-07-01T00:00:00Z",
+        "summary": f"made-up flaw in {name}",
+        "affected": [
+            {
+                "package": {"name": name, "ecosystem": "PyPI"},
+                "ranges": [{"type": "ECOSYSTEM", "events": events}],
+            }
+        ],
+    }
+    (folder / f"{osv_id}.json").write_text(json.dumps(record), "utf-8")
+
+
+@pytest.fixture
+def advisories(tmp_path: Path) -> Path:
+    """`vulnpkg` is affected below 1.5; `nofix` has no fixed release."""
+    folder = tmp_path / "osv"
+    write_osv(folder, "vulnpkg", [{"introduced": "0"}, {"fixed": "1.5"}], "TEST-2026-1")
+    write_osv(folder, "nofix", [{"introduced": "0"}], "TEST-2026-2")
+    return folder
+
+
+@pytest.fixture
+def fix_index(static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory) -> StaticIndex:
+    served = static_index()
+    served.add(wheel_factory("app", "1.0", requires=["vulnpkg>=1"]))
+    for version in ("1.0", "1.5", "2.0"):
+        served.add(wheel_factory("vulnpkg", version))
+    served.add(wheel_factory("nofix", "1.0"))
+    served.add(wheel_factory("capped", "1.0", requires=["vulnpkg<1.5"]))
+    return served
+
+
+def main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from safepip import cli
+
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, ANSI.sub("", err)
+
+
+def make_lock(
+    index: StaticIndex, capsys: pytest.CaptureFixture[str], output: str, *inputs: str
+) -> Path:
+    """`safepip lock` of `inputs` with `vulnpkg` held at the vulnerable 1.0."""
+    Path("constraints.txt").write_text("vulnpkg==1.0\n", "utf-8")
+    argv = ["lock", *inputs, "-o", output, "-c", "constraints.txt", "-i", index.url]
+    code, _, err = main([*argv, "--python-version", "3.11", "--isolated"], capsys)
+    assert code == 0, err
+    return Path(output)
+
+
+def sha256_of(index: StaticIndex, filename: str) -> str:
+    return next(
+        f.sha256 for files in index.projects.values() for f in files if f.filename == filename
+    )
+
+
+def pip_accepts(lock: Path, index: StaticIndex, tmp_path: Path) -> None:
+    """pip's own hash-checking mode installs the rewritten lock (as a dry run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "pip", "install", "--dry-run", "--require-hashes", "--ignore-installed"),
+            *("-r", str(lock), "--index-url", index.url, "--target", str(tmp_path / "t")),
+            *("--disable-pip-version-check", "--no-cache-dir"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "vulnpkg-1.5" in done.stdout
+
+
+class TestFix:
+    def test_requirements_lock_moves_to_smallest_fix(
+        self,
+        fix_index: StaticIndex,
+        advisories: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        Path("requirements.in").write_text("app\n", "utf-8")
+        lock = make_lock(fix_index, capsys, "requirements.txt", "requirements.in")
+        before = lock.read_text("utf-8")
+        assert "vulnpkg==1.0 \\" in before
+        code, out, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        assert code == 0, err
+        assert out == ""
+        assert "TEST-2026-1" in err
+        assert "Changed `requirements.txt`: vulnpkg 1.0 -> 1.5" in " ".join(err.split())
+        assert "After the fix: No known vulnerabilities found in 2 packages" in err
+        text = lock.read_text("utf-8")
+        sha = sha256_of(fix_index, "vulnpkg-1.5-py3-none-any.whl")
+        assert f"vulnpkg==1.5 \\\n    --hash=sha256:{sha}\n    # via app\n" in text
+        # The other pin, the header's command and the `# via` style are kept.
+        assert text.replace(f"vulnpkg==1.5 \\\n    --hash=sha256:{sha}", "") == before.replace(
+            "vulnpkg==1.0 \\\n    --hash=sha256:"
+            + sha256_of(fix_index, "vulnpkg-1.0-py3-none-any.whl"),
+            "",
+        )
+        assert list(Path().glob(".requirements.txt.*")) == []
+        pip_accepts(lock, fix_index, tmp_path)
+
+    def test_dry_run_writes_nothing(
+        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lock = make_lock(fix_index, capsys, "requirements.txt", "app")
+        before = lock.read_bytes()
+        argv = ["audit", "--fix", "--dry-run", "-r", str(lock), "--db", str(advisories)]
+        code, _, err = main(argv, capsys)
+        assert code == 5
+        assert "Would change `requirements.txt`: vulnpkg 1.0 -> 1.5" in " ".join(err.split())
+        assert "Dry run: no file was written" in err
+        assert lock.read_bytes() == before
+
+    def test_pylock(
+        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import tomllib
+
+        lock = make_lock(fix_index, capsys, "pylock.toml", "app")
+        code, _, err = main(["audit", "--fix", str(lock), "--db", str(advisories)], capsys)
+        assert code == 0, err
+        assert "vulnpkg 1.0 -> 1.5" in err
+        packages = {p["name"]: p for p in tomllib.loads(lock.read_text("utf-8"))["packages"]}
+        assert sorted(packages) == ["app", "vulnpkg"]
+        assert packages["vulnpkg"]["version"] == "1.5"
+        wheel = packages["vulnpkg"]["wheels"][0]
+        assert wheel["name"] == "vulnpkg-1.5-py3-none-any.whl"
+        assert wheel["hashes"] == {"sha256": sha256_of(fix_index, wheel["name"])}
+        assert packages["app"]["version"] == "1.0"
+
+    def test_no_fix_available_leaves_that_pin(
+        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lock = make_lock(fix_index, capsys, "requirements.txt", "app", "nofix")
+        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        assert code == 5
+        flat = " ".join(err.split())
+        assert (
+            "warning: `nofix==1.0`: no released version fixes every finding; its pin is left "
+            "as it is" in flat
+        )
+        assert "vulnpkg 1.0 -> 1.5" in flat
+        assert "Still vulnerable: `nofix==1.0` (TEST-2026-2)" in flat
+        assert "After the fix: Found 1 vulnerability in 1 package" in flat
+        text = lock.read_text("utf-8")
+        assert "nofix==1.0 \\" in text
+        assert "vulnpkg==1.5 \\" in text
+
+    def test_nothing_fixable_changes_nothing(
+        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lock = make_lock(fix_index, capsys, "requirements.txt", "nofix")
+        before = lock.read_bytes()
+        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        assert code == 5
+        assert "Nothing to fix: no vulnerable pin has a fixed version" in err
+        assert lock.read_bytes() == before
+
+    def test_error_relock_failure_leaves_file(
+        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lock = make_lock(fix_index, capsys, "requirements.txt", "capped")
+        before = lock.read_bytes()
+        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        assert code == 1
+        flat = " ".join(err.split())
+        assert (
+            "error: Cannot fix `requirements.txt`, no file was changed: the re-lock failed: "
+            "No version of `vulnpkg` satisfies `vulnpkg<1.5,>=1.5` `capped==1.0` requires "
+            "`vulnpkg<1.5`" in flat
+        )
+        assert lock.read_bytes() == before
+
+    def test_error_fix_python_environment(self, capsys: pytest.CaptureFixture[str]) -> None:
+        import sys
+
+        code, _, err = main(["audit", "--fix", "--python", sys.executable], capsys)
+        assert code == 2
+        assert (
+            "error: `--fix` rewrites lock files; it cannot change the environment of `--python`"
+            in err
+        )
+
+    def test_error_fix_unhashed_file(
+        self, advisories: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        Path("requirements.txt").write_text("vulnpkg==1.0\n", "utf-8")
+        argv = ["audit", "--fix", "-r", "requirements.txt", "--db", str(advisories)]
+        code, _, err = main(argv, capsys)
+        assert code == 2
+        assert (
+            "error: `--fix` rewrites hash-pinned locks, and `requirements.txt` has requirements "
+            "without `--hash`: `vulnpkg==1.0`" in " ".join(err.split())
+        )
+
+    def test_error_dry_run_without_fix(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = main(["audit", "--dry-run", "jinja2==2.10"], capsys)
+        assert code == 2
+        assert "error: `--dry-run` only applies to `--fix`" in err
+
+
+class TestViaComments:
+    def test_forms(self) -> None:
+        lines = [
+            "a==1.0 \\",
+            "    --hash=sha256:00",
+            "    # via",
+            "    #   -r requirements.in",
+            "    #   b",
+            "",
+            "# The following packages are considered to be unsafe:",
+            "#   pip",
+        ]
+        assert cli_audit._via(lines, 0, len(lines)) == ["-r requirements.in", "b"]
+        assert cli_audit._via(["c==1", "    # via d"], 0, 2) == ["d"]
+        assert cli_audit._via(["c==1", "    # viable comment"], 0, 2) == []
+
+    @given(
+        st.lists(
+            st.from_regex(r"(-r )?[a-z][a-z0-9._-]{0,12}", fullmatch=True),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    def test_round_trips_the_lock_writers_forms(self, entries: list[str]) -> None:
+        if len(entries) == 1:
+            comment = [f"    # via {entries[0]}"]
+        else:
+            comment = ["    # via", *(f"    #   {e}" for e in entries)]
+        lines = ["x==1 \\", "    --hash=sha256:00", *comment, "y==2"]
+        assert cli_audit._via(lines, 0, len(lines) - 1) == entries

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
     from rich.console import Console
 
-    from safepip.audit import AuditReport
+    from safepip.audit import AuditOptions, AuditReport
     from safepip.pipeline import Reporter, SourceOptions
 
 FORMATS = ("table", "json", "markdown", "cyclonedx", "sarif")
@@ -418,7 +418,7 @@ def run_audit(args: argparse.Namespace) -> int:
     With `--fix`: 0 when nothing vulnerable remains after the re-lock, 5 when something does
     (or with `--dry-run`, which changes nothing), 1 when a re-lock fails (no file is changed).
     """
-    from safepip.audit import AuditOptions, SkippedPackage, audit_packages
+    from safepip.audit import AuditOptions
 
     fix_paths = _fix_paths(args) if args.fix else []
     if args.dry_run and not args.fix:
@@ -438,6 +438,17 @@ def run_audit(args: argparse.Namespace) -> int:
     )
     if args.refresh and source == "osv":
         raise UsageError("`--refresh` updates the offline database; it has no effect on `osv`")
+    report = _audit_inputs(inputs, options)
+    _output(args, report, inputs)
+    if args.fix and report.active_findings and _fix(args, report, fix_paths):
+        report = _audit_fixed(args, replace(options, refresh=False))
+    return _exit_code(report)
+
+
+def _audit_inputs(inputs: list[AuditInput], options: AuditOptions) -> AuditReport:
+    """Audit `inputs`; those without a version are reported as not audited."""
+    from safepip.audit import SkippedPackage, audit_packages
+
     auditable = [(i.name, i.version) for i in inputs if i.version is not None]
     report = audit_packages(auditable, options)
     direct = tuple(
@@ -447,10 +458,7 @@ def run_audit(args: argparse.Namespace) -> int:
     )
     if direct:
         report = replace(report, skipped=(*report.skipped, *direct))
-    _output(args, report, inputs)
-    if args.fix and report.active_findings and _fix(args, report, fix_paths):
-        report = _audit_fixed(args, replace(options, refresh=False))
-    return _exit_code(report)
+    return report
 
 
 def _exit_code(report: AuditReport) -> int:
@@ -573,15 +581,13 @@ def _fix(args: argparse.Namespace, report: AuditReport, paths: list[str]) -> boo
     return True
 
 
-def _audit_fixed(args: argparse.Namespace, options: Any) -> AuditReport:
+def _audit_fixed(args: argparse.Namespace, options: AuditOptions) -> AuditReport:
     """Audit the rewritten files as they are now on disk; print the findings left, if any."""
     from rich.markup import escape
 
-    from safepip.audit import audit_packages
     from safepip.audit import report as fmt
 
-    inputs = collect_inputs(args)
-    report = audit_packages([(i.name, i.version) for i in inputs if i.version is not None], options)
+    report = _audit_inputs(collect_inputs(args), options)
     console = _console(args)
     for package in report.active_findings:
         ids = ", ".join(v.id for v in package.active)

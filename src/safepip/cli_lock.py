@@ -162,7 +162,12 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
     cache_options = pipeline.InstallOptions(cache_dir=options.cache_dir, no_cache=options.no_cache)
     with Session(config) as session, pipeline._TempCache(cache_options) as cache:
         assert isinstance(cache, Cache)
-        index = IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)
+        index = IndexClient(
+            session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=cache.root / "http",
+        )
         resolution = resolve_requirements(
             requirements,
             parsed.constraints,
@@ -293,30 +298,15 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
-    from safepip.report import ConsoleReporter
+    from safepip.cli import _reporter as reporter
 
-    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
-    color = False if getattr(args, "no_color", False) else None
-    return ConsoleReporter(verbosity=verbosity, color=color)
+    return reporter(args)
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
-    from safepip.pipeline import SourceOptions
+    from safepip.cli import source_options
 
-    return SourceOptions(
-        index_url=args.index_url,
-        extra_index_urls=tuple(args.extra_index_url),
-        no_index=args.no_index,
-        find_links=tuple(args.find_links),
-        allow_hosts=tuple(args.allow_host),
-        trusted_hosts=tuple(args.trusted_host),
-        cert=args.cert,
-        client_cert=args.client_cert,
-        timeout=args.timeout,
-        retries=args.retries,
-        proxy=args.proxy,
-        isolated=args.isolated,
-    )
+    return source_options(args)
 
 
 def _looks_like_file(text: str) -> bool:

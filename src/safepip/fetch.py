@@ -337,6 +337,8 @@ def fetch_artifacts(
             futures = [pool.submit(work, a) for a in todo]
             first_error: BaseException | None = None
             for future in as_completed(futures):
+                if future.cancelled():
+                    continue  # cancelled after the first error
                 try:
                     outcome = future.result()
                 except SafepipError as exc:
