@@ -500,17 +500,32 @@ def compile_bytecode(target: Target, pins: Sequence[Pin]) -> None:
     """Compile the installed `.py` files with the *target* interpreter, on every core.
 
     Bytecode is specific to the interpreter's version, so safepip never compiles with its own.
-    Failures (a file with a syntax error for this Python) are ignored, as pip does.
+    `compileall -j` parallelises folders only, not a list of files, so the list is split across
+    one `compileall` process per core. Failures (a file with a syntax error for this Python)
+    are ignored, as pip does.
     """
     files = _installed_py_files(target, pins)
     if not files:
         return
-    subprocess.run(
-        [str(target.python), "-I", "-m", "compileall", "-q", "-j", "0", "-i", "-"],
-        input="\n".join(str(f) for f in files).encode(),
-        check=False,
-        capture_output=True,
-    )
+    workers = max(1, min(os.cpu_count() or 1, len(files) // 50 or 1))
+    # Interleave by size so every process gets a similar amount of work.
+    files.sort(key=lambda f: f.stat().st_size if f.exists() else 0, reverse=True)
+    chunks = [files[i::workers] for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [str(target.python), "-I", "-m", "compileall", "-q", "-i", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in chunks
+    ]
+    for proc, chunk in zip(procs, chunks, strict=True):
+        assert proc.stdin is not None
+        proc.stdin.write("\n".join(str(f) for f in chunk).encode())
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait()
 
 
 def _installed_py_files(target: Target, pins: Sequence[Pin]) -> list[Path]:
