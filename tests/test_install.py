@@ -1136,3 +1136,29 @@ def test_real_index_same_distributions_as_pip(
     assert report_pins(json.loads(ours.out), with_hash=True) == report_pins(
         pip_report, with_hash=True
     )
+
+
+class TestNoForeignCode:
+    def test_error_editable_and_vcs_requirements_are_refused(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        project_dir = tmp_path / "src-tree"
+        project_dir.mkdir()
+        (project_dir / "setup.py").write_text("raise SystemExit('must never run')\n")
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        editable = write_reqs(tmp_path, f"-e {project_dir}", name="editable.txt")
+        refused = run("install", "-r", str(editable), "--python", str(venv), "--no-index")
+        assert refused.code == 4, refused.err
+        assert "is an editable install; building it runs its code" in refused.err
+        hashed = write_reqs(
+            tmp_path, f"-e {project_dir}", "--require-hashes", name="editable-hashed.txt"
+        )
+        in_hash_mode = run("install", "-r", str(hashed), "--python", str(venv), "--no-index")
+        assert in_hash_mode.code == 3, in_hash_mode.err
+        assert "cannot be hash-checked" in in_hash_mode.err
+        assert tree_snapshot(venv) == before

@@ -371,12 +371,16 @@ def plan_install(
             w = replace(w, hashes=c.hashes if w.hashes is None else w.hashes & c.hashes)
             wanted[w.name] = w
         if any(line.editable for line in w.lines):
-            (problems if hash_mode else violations).append(
-                HashProblem(kind=ProblemKind.UNHASHABLE, package=w.display_name, where=w.where)
-                if hash_mode
-                else f"`{w.display_name}` is an editable install; building it runs its code "  # type: ignore[arg-type]
-                f"({w.where})"
-            )
+            # Editables are local source trees: nothing to hash, and building runs their code.
+            if hash_mode:
+                problems.append(
+                    HashProblem(kind=ProblemKind.UNHASHABLE, package=w.display_name, where=w.where)
+                )
+            else:
+                violations.append(
+                    f"`{w.display_name}` is an editable install; building it runs its code "
+                    f"({w.where})"
+                )
             continue
         if w.url is None and w.pinned_version is None:
             unpinned.append(w)
