@@ -28,15 +28,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-color", action="store_true", help="no colour (also `NO_COLOR`)")
 
 
-def _sources(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("package sources and trust")
+def _sources(
+    parser: argparse.ArgumentParser,
+    *,
+    title: str = "package sources and trust",
+    short_find_links: bool = True,
+) -> None:
+    """pip's source and trust options; `short_find_links=False` where `-f` means something else."""
+    group = parser.add_argument_group(title)
     group.add_argument("-i", "--index-url", help="base URL of the package index (PEP 503/691)")
     group.add_argument(
         "--extra-index-url", action="append", default=[], help="more indexes, consulted in order"
     )
     group.add_argument("--no-index", action="store_true", help="use only `--find-links`")
     group.add_argument(
-        "-f", "--find-links", action="append", default=[], help="a folder or page of files"
+        *(["-f"] if short_find_links else []),
+        "--find-links",
+        action="append",
+        default=[],
+        help="a folder or page of files",
     )
     group.add_argument(
         "--allow-host",
@@ -60,7 +70,7 @@ def _sources(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--isolated",
         action="store_true",
-        help="ignore pip's configuration files and PIP_* variables",
+        help="ignore pip's and safepip's configuration files and PIP_* variables",
     )
 
 

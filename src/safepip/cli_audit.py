@@ -166,38 +166,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _fix_sources(parser: argparse.ArgumentParser) -> None:
     # `safepip install`'s source options, except `-f` (here it is `--format`).
-    group = parser.add_argument_group("package sources for `--fix` (default: those of the lock)")
-    group.add_argument("-i", "--index-url", help="base URL of the package index (PEP 503/691)")
-    group.add_argument(
-        "--extra-index-url", action="append", default=[], help="more indexes, consulted in order"
-    )
-    group.add_argument("--no-index", action="store_true", help="use only `--find-links`")
-    group.add_argument(
-        "--find-links", action="append", default=[], help="a folder or page of files"
-    )
-    group.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="also accept files from HOST",
-    )
-    group.add_argument(
-        "--trusted-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="allow plain HTTP for HOST (printed as a warning)",
-    )
-    group.add_argument("--cert", help="a CA bundle added to the system trust store")
-    group.add_argument("--client-cert", help="a client certificate (PEM with key)")
-    group.add_argument("--timeout", type=float, help="network timeout in seconds (default 15)")
-    group.add_argument("--retries", type=int, help="retries on transient errors (default 3)")
-    group.add_argument("--proxy", help="proxy URL")
-    group.add_argument(
-        "--isolated",
-        action="store_true",
-        help="ignore pip's and safepip's configuration files and PIP_* variables",
+    from safepip.cli import _sources
+
+    _sources(
+        parser,
+        title="package sources for `--fix` (default: those of the lock)",
+        short_find_links=False,
     )
 
 
@@ -597,12 +571,9 @@ def _audit_fixed(args: argparse.Namespace, options: AuditOptions) -> AuditReport
 
 
 def _lock_reporter(args: argparse.Namespace) -> Reporter:
-    from safepip.report import ConsoleReporter
+    from safepip.cli import _reporter
 
-    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
-    return ConsoleReporter(
-        verbosity=verbosity, color=False if getattr(args, "no_color", False) else None
-    )
+    return _reporter(args)
 
 
 _HEADER_COMMAND = re.compile(
