@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
-from safepip.errors import SafepipError, UsageError
+from safepip.errors import ExitCode, SafepipError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -80,8 +80,16 @@ class TargetError(SafepipError):
     """The target environment cannot be used."""
 
 
+class NoEnvironmentError(TargetError):
+    """No target was named and none was found (a usage error: say which one)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ExternallyManagedError(TargetError):
-    """PEP 668: the interpreter's distributor manages its packages."""
+    """PEP 668: the interpreter's distributor manages its packages (a policy refusal)."""
+
+    exit_code = ExitCode.POLICY
 
     def __init__(self, python: Path, text: str) -> None:
         super().__init__(
@@ -179,7 +187,7 @@ def find_python(
         return _interpreter_of(Path(env["VIRTUAL_ENV"]), given=env["VIRTUAL_ENV"])
     if Path(".venv").is_dir():
         return _interpreter_of(Path(".venv"), given=".venv")
-    raise TargetError(
+    raise NoEnvironmentError(
         "No virtual environment to install into: `VIRTUAL_ENV` is not set and there is no `.venv`",
         hint=(
             "pass `--python PATH` (an interpreter or a venv folder), create one with "
