@@ -437,6 +437,31 @@ class TestUnpackWheel:
         assert (unpacked.root / MANIFEST).is_file()
         assert check_unpacked(unpacked)
 
+    def test_error_corrupt_deflate_stream(
+        self, wheel_factory: WheelFactory, cache: Cache, tmp_path: Path
+    ) -> None:
+        """Members are inflated straight from the archive (no CRC check); a damaged stream
+        must still be refused, by the decoder or by the RECORD digest."""
+        wheel = wheel_factory("crumbly", "1.0", files={"crumbly/__init__.py": "x = 1\n" * 4000})
+        data = bytearray(wheel.read_bytes())
+        with zipfile.ZipFile(wheel) as zf:
+            info = zf.getinfo("crumbly/__init__.py")
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        for i in range(start + 2, start + info.compress_size - 2):
+            data[i] ^= 0x5A
+        broken = tmp_path / wheel.name
+        broken.write_bytes(bytes(data))
+        with pytest.raises(WheelIntegrityError) as info_:
+            unpack_wheel(broken, "0" * 64, str(cache.root))
+        assert info_.value.member == "crumbly/__init__.py"
+        assert info_.value.problem in (
+            "member cannot be decompressed",
+            "content does not match its RECORD digest",
+            "member size differs from the archive directory",
+        )
+        assert not cache.unpacked_path("0" * 64).exists()
+
     def test_idempotent(self, wheel_factory: WheelFactory, cache: Cache) -> None:
         wheel = wheel_factory("demo", "1.0")
         sha = sha256_file(wheel)

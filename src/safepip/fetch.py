@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from safepip.errors import ExitCode, SafepipError
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind, StreamHasher, split_hash
@@ -575,6 +576,26 @@ def _check_entry(
         raise WheelIntegrityError(filename, "size does not match RECORD", member=name)
 
 
+@functools.cache
+def _raw_inflate_module() -> Any:
+    """The fastest raw-deflate decoder available: ISA-L (`isal`, about twice as fast as zlib
+    here, where inflating is most of a cold install's CPU time), else the standard zlib."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - platforms without isal wheels
+        return zlib
+    return isal_zlib
+
+
+def _inflate(payload: bytes) -> bytes:
+    data: bytes = _raw_inflate_module().decompress(payload, -15)
+    return data
+
+
+def _inflate_errors() -> tuple[type[BaseException], ...]:
+    return (zlib.error, _raw_inflate_module().error)
+
+
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 
 
@@ -601,8 +622,8 @@ def _read_member(raw: BinaryIO, zf: zipfile.ZipFile, info: zipfile.ZipInfo, file
         data = payload
     else:
         try:
-            data = zlib.decompress(payload, -15)
-        except zlib.error as exc:
+            data = _inflate(payload)
+        except _inflate_errors() as exc:
             raise WheelIntegrityError(
                 filename, "member cannot be decompressed", member=info.filename
             ) from exc
