@@ -143,6 +143,19 @@ def project(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
+def serve(static_index: Callable[..., StaticIndex]) -> Callable[..., StaticIndex]:
+    """`serve(*wheels, mode=...)`: a loopback index serving these wheels."""
+
+    def make(*wheels: Path, mode: str = "auto") -> StaticIndex:
+        index = static_index(mode=mode)
+        for wheel in wheels:
+            index.add(wheel)
+        return index
+
+    return make
+
+
+@pytest.fixture
 def two_packages(project: Callable[..., Path]) -> tuple[Path, Path]:
     alpha = project(
         "alpha",
@@ -169,15 +182,13 @@ class TestInstallHappyPath:
         self,
         mode: str,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index(mode=mode)
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta, mode=mode)
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
 
@@ -210,16 +221,14 @@ class TestInstallHappyPath:
     def test_reinstall_is_a_no_op_and_version_change_replaces(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
         tmp_path: Path,
     ) -> None:
         old = project("gamma", "1.0", files={"gamma/__init__.py": "V = 1\n", "gamma/old.py": ""})
         new = project("gamma", "2.0", files={"gamma/__init__.py": "V = 2\n"})
-        index = static_index()
-        index.add(old)
-        index.add(new)
+        index = serve(old, new)
         venv = venv_factory()
         site = site_packages(venv)
         assert run("install", lock_line(old), "--python", str(venv), "-i", index.url).code == 0
@@ -239,13 +248,12 @@ class TestInstallHappyPath:
     def test_package_installed_by_another_tool_is_reinstalled_from_the_verified_file(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         wheel = project("delta", "1.0")
-        index = static_index()
-        index.add(wheel)
+        index = serve(wheel)
         venv = venv_factory()
         subprocess.run(
             [
@@ -321,14 +329,12 @@ class TestInstallHappyPath:
     def test_target_and_prefix(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         target = tmp_path / "target"
         result = run("install", "-r", str(reqs), "--target", str(target), "-i", index.url)
@@ -344,16 +350,14 @@ class TestInstallHappyPath:
     def test_dry_run_writes_nothing_and_reports(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         venv = venv_factory()
         before = tree_snapshot(venv)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
@@ -384,7 +388,7 @@ class TestInstallHappyPath:
     def test_other_python_version(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
@@ -392,8 +396,7 @@ class TestInstallHappyPath:
         if other is None:
             pytest.skip("no second Python version (3.10, 3.12 or 3.13) on this machine")
         tagged = project("eps", "1.0", requires_python=">=3.8")
-        index = static_index()
-        index.add(tagged)
+        index = serve(tagged)
         venv = venv_factory(other)
         result = run("install", lock_line(tagged), "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
@@ -403,13 +406,12 @@ class TestInstallHappyPath:
     def test_direct_url_requirement_writes_direct_url_json(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         wheel = project("zeta", "1.0")
-        index = static_index()
-        index.add(wheel)
+        index = serve(wheel)
         venv = venv_factory()
         url = index.file_url(wheel.name)
         result = run(
@@ -436,15 +438,14 @@ class TestRefusals:
         self,
         venv_factory: Callable[..., Path],
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         project: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
     ) -> dict[str, object]:
         """A venv with `base==1.0` installed by safepip, and its snapshot."""
         venv = venv_factory()
         base = project("base", "1.0")
-        index = static_index()
-        index.add(base)
+        index = serve(base)
         assert run("install", lock_line(base), "--python", str(venv), "-i", index.url).code == 0
         return {"venv": venv, "index": index, "snapshot": tree_snapshot(venv), "base": base}
 
@@ -773,15 +774,13 @@ class TestDownloadAndHash:
     def test_download_feeds_pip_offline(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
         venv_factory: Callable[..., Path],
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         dest = tmp_path / "wheelhouse"
         result = run("download", "-r", str(reqs), "-d", str(dest), "-i", index.url)
@@ -893,15 +892,13 @@ class TestResolvingAndLocks:
         self,
         output: str,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         venv = venv_factory()
         lock = tmp_path / output
         locked = run("lock", "alpha", "-o", str(lock), "-i", index.url, "--python", str(venv))
@@ -923,15 +920,14 @@ class TestConfigurationAndSources:
     def test_pip_configuration_is_honoured_unless_isolated(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
     ) -> None:
         wheel = project("pi", "1.0")
-        index = static_index()
-        index.add(wheel)
+        index = serve(wheel)
         conf = tmp_path / "pip.conf"
         conf.write_text(f"[global]\nindex-url = {index.url}\n")
         monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
@@ -953,15 +949,13 @@ class TestConfigurationAndSources:
     def test_remote_requirements_file_with_nested_include(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         foreign_server: object,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         server = foreign_server
         server.add_bytes("locks/base.txt", (lock_line(beta) + "\n").encode())  # type: ignore[attr-defined]
         top = server.add_bytes(  # type: ignore[attr-defined]
@@ -996,15 +990,13 @@ class TestConfigurationAndSources:
 
     def test_two_processes_share_one_cache(
         self,
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         venvs = [venv_factory(), venv_factory()]
         procs = [
@@ -1040,15 +1032,13 @@ class TestVerify:
     def test_verify_detects_a_modified_file_and_checks_a_lock(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        index = static_index()
-        index.add(alpha)
-        index.add(beta)
+        index = serve(alpha, beta)
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         assert run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url).code == 0
@@ -1068,15 +1058,14 @@ class TestVerify:
     def test_an_edit_in_one_environment_never_reaches_the_next_install(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         """Installed files are hard links into the cache; editing one in place must not change
         what a later install gets."""
         wheel = project("sigma", "1.0", files={"sigma/__init__.py": "VALUE = 'original'\n"})
-        index = static_index()
-        index.add(wheel)
+        index = serve(wheel)
         first = venv_factory()
         assert run("install", lock_line(wheel), "--python", str(first), "-i", index.url).code == 0
         installed = site_packages(first) / "sigma" / "__init__.py"
@@ -1092,13 +1081,12 @@ class TestCompile:
     def test_compile_writes_bytecode_for_the_target_interpreter(
         self,
         run: Callable[..., Result],
-        static_index: Callable[..., StaticIndex],
+        serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         wheel = project("tau", "1.0")
-        index = static_index()
-        index.add(wheel)
+        index = serve(wheel)
         venv = venv_factory()
         plain = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
         assert plain.code == 0, plain.err

@@ -408,12 +408,6 @@ def cmd_hash(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _add_install_defaults(args: argparse.Namespace) -> None:
-    for name in ("python", "system", "break_system_packages", "target", "prefix"):
-        if not hasattr(args, name):
-            setattr(args, name, None if name in ("python", "target", "prefix") else False)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run safepip with `argv`; return the exit code (see README for their meaning)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -423,7 +417,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    _add_install_defaults(args)
     try:
         return int(args.handler(args))
     except SafepipError as exc:

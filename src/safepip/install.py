@@ -40,12 +40,6 @@ class InstallError(SafepipError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class PlannedInstall:
-    pin: Pin
-    fetched: FetchedArtifact
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class ChangePlan:
     """What an install will do to the target."""
 

@@ -57,27 +57,6 @@ class Reporter(Protocol):
     def progress(self) -> Progress: ...
 
 
-class SilentReporter:
-    """A reporter that collects messages (for tests and library use)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str]] = []
-
-    def info(self, text: str) -> None:
-        self.messages.append(("info", text))
-
-    def warn(self, text: str) -> None:
-        self.messages.append(("warn", text))
-
-    def detail(self, text: str) -> None:
-        self.messages.append(("detail", text))
-
-    def progress(self) -> Progress:
-        from safepip.fetch import NoProgress
-
-        return NoProgress()
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SourceOptions:
     """Where packages may come from, as given on the command line."""

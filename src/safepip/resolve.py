@@ -153,9 +153,6 @@ def version_matches(spec: SpecifierSet, version: str) -> bool:
         return False
 
 
-_WHEEL_RE = re.compile(r"\.whl$", re.I)
-
-
 def rank_wheel(file: IndexFile, priority: Mapping[Tag, int]) -> int | None:
     """Lower is better: the best tag's position in the target's preference list; None if no
     tag fits."""
@@ -203,14 +200,6 @@ class Wanted:
         if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
             return specs[0].version
         return None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PlanNotes:
-    """Things the user should hear about that do not stop the install."""
-
-    skipped: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
 
 
 def merge_requirements(
