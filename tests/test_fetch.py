@@ -28,8 +28,8 @@ from safepip.fetch import (
 )
 from safepip.hashes import HashCheckError, ProblemKind
 from safepip.net import NetConfig, NetworkError, Session
+from safepip.plan import Artifact
 from safepip.policy import HostPolicy, PolicyViolation
-from safepip.resolve import Artifact
 from wheelbuild import build_wheel, record_digest, sha256_file
 
 if TYPE_CHECKING:

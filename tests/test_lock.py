@@ -23,11 +23,11 @@ from safepip.fetch import Cache
 from safepip.index import IndexClient, IndexFile
 from safepip.install import ARTIFACT_RECORD
 from safepip.net import NetConfig, Session
+from safepip.plan import Artifact, Pin
 from safepip.policy import HostPolicy, PolicyViolation
 from safepip.requirements import parse_requirements
-from safepip.resolve import Artifact, Pin
-from safepip.resolver import Resolution, resolve_requirements, synthetic_target
-from safepip.target import probe
+from safepip.resolver import Resolution, resolve_requirements
+from safepip.target import probe, synthetic_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -7,13 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from safepip.errors import ExitCode
-from safepip.policy import (
-    HostPolicy,
-    PolicyViolation,
-    host_of,
-    host_port_of,
-    is_loopback,
-)
+from safepip.policy import HostPolicy, PolicyViolation
+from safepip.urls import is_loopback
 
 POLICY = HostPolicy(allowed_hosts=frozenset({"pypi.org", "files.example:8443"}))
 
@@ -24,43 +19,6 @@ def allowed(policy: HostPolicy, url: str) -> bool:
     except PolicyViolation:
         return False
     return True
-
-
-class TestHelpers:
-    @pytest.mark.parametrize(
-        ("url", "host", "host_port"),
-        [
-            ("https://PyPI.org/simple/", "pypi.org", "pypi.org"),
-            ("https://pypi.org:8443/simple/", "pypi.org", "pypi.org:8443"),
-            ("https://user:pw@pypi.org:1/x", "pypi.org", "pypi.org:1"),
-            ("http://[::1]:8080/x", "::1", "[::1]:8080"),
-            ("http://[2001:DB8::1]/x", "2001:db8::1", "[2001:db8::1]"),
-            ("file:///tmp/x", "", ""),
-        ],
-    )
-    def test_host_of_and_host_port_of(self, url: str, host: str, host_port: str) -> None:
-        assert host_of(url) == host
-        assert host_port_of(url) == host_port
-
-    @pytest.mark.parametrize(
-        ("host", "expected"),
-        [
-            ("localhost", True),
-            ("LOCALHOST", True),
-            ("api.localhost", True),
-            ("127.0.0.1", True),
-            ("127.8.9.10", True),
-            ("::1", True),
-            ("[::1]", True),
-            ("128.0.0.1", False),
-            ("10.0.0.1", False),
-            ("localhost.example.com", False),
-            ("notlocalhost", False),
-            ("", False),
-        ],
-    )
-    def test_is_loopback(self, host: str, expected: bool) -> None:
-        assert is_loopback(host) is expected
 
 
 class TestCheck:

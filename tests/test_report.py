@@ -15,6 +15,7 @@ from safepip import __version__
 from safepip.fetch import FetchedArtifact, NoProgress
 from safepip.install import ChangePlan, InstallResult
 from safepip.pipeline import InstallOutcome, Plan
+from safepip.plan import Artifact, Pin
 from safepip.report import (
     REPORT_VERSION,
     ConsoleReporter,
@@ -26,7 +27,6 @@ from safepip.report import (
     use_color,
     write_json,
 )
-from safepip.resolve import Artifact, Pin
 from safepip.target import InstalledDistribution, SchemePaths, Target
 
 if TYPE_CHECKING:

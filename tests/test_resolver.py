@@ -7,20 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from packaging.tags import Tag
 from packaging.utils import NormalizedName
 
 from safepip import resolver
-from safepip.errors import UsageError
 from safepip.fetch import Cache
 from safepip.index import IndexClient
 from safepip.net import NetConfig, Session
+from safepip.plan import ResolutionError
 from safepip.policy import HostPolicy, PolicyViolation
 from safepip.requirements import parse_requirements
-from safepip.resolve import ResolutionError
-from safepip.resolver import resolve_requirements, synthetic_target
+from safepip.resolver import resolve_requirements
+from safepip.target import synthetic_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -244,42 +241,3 @@ class TestErrors:
             project="x", sources=["https://user:secret@example.org/simple/"], causes=[]
         )
         assert str(error) == "`x` was not found on `https://***:***@example.org/simple/`"
-
-
-class TestSyntheticTarget:
-    def test_linux_tags_and_markers(self) -> None:
-        target = synthetic_target("3.11", ["manylinux_2_28_x86_64"])
-        assert target.version == (3, 11, 0)
-        assert target.tags[0] == Tag("cp311", "cp311", "manylinux_2_28_x86_64")
-        assert Tag("cp311", "abi3", "manylinux2014_x86_64") in target.tags
-        assert Tag("cp311", "cp311", "linux_x86_64") in target.tags
-        assert Tag("py3", "none", "any") in target.tags
-        assert Tag("cp311", "cp311", "manylinux_2_29_x86_64") not in target.tags
-        assert target.markers["sys_platform"] == "linux"
-        assert target.markers["platform_machine"] == "x86_64"
-        assert target.markers["python_full_version"] == "3.11.0"
-
-    def test_windows_and_mac(self) -> None:
-        win = synthetic_target("3.12.4", ["win_amd64"])
-        assert win.markers["sys_platform"] == "win32"
-        assert win.markers["platform_machine"] == "AMD64"
-        assert win.tags[0] == Tag("cp312", "cp312", "win_amd64")
-        mac = synthetic_target("3.10", ["macosx_14_0_arm64"])
-        assert mac.markers["sys_platform"] == "darwin"
-        assert Tag("cp310", "cp310", "macosx_11_0_arm64") in mac.tags
-
-    def test_error_bad_python_version(self) -> None:
-        with pytest.raises(UsageError) as info:
-            synthetic_target("three")
-        assert str(info.value) == "`--python-version three` is not a Python 3 version"
-
-    @given(
-        st.sampled_from(["x86_64", "aarch64", "i686"]),
-        st.integers(min_value=5, max_value=40),
-    )
-    def test_manylinux_widening_includes_every_older_glibc(self, arch: str, minor: int) -> None:
-        widened = resolver._widen_platform(f"manylinux_2_{minor}_{arch}")
-        assert widened[0] == f"manylinux_2_{minor}_{arch}"
-        assert {f"manylinux_2_{m}_{arch}" for m in range(5, minor + 1)} <= set(widened)
-        assert widened[-1] == f"linux_{arch}"
-        assert ("manylinux2014_" + arch in widened) == (minor >= 17)

@@ -372,8 +372,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _lock_pins(
     files: Sequence[str], target: Target
 ) -> dict[NormalizedName, tuple[str, frozenset[str]]]:
+    from safepip.plan import merge_requirements, pinned_sha256
     from safepip.requirements import parse_requirements
-    from safepip.resolve import merge_requirements, pinned_sha256
 
     parsed = parse_requirements(files=files)
     wanted, _, _ = merge_requirements(parsed.requirements, (), target.markers)
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except SafepipError as exc:
-        from safepip.net import redact_text
+        from safepip.urls import redact_text
 
         reporter = _reporter(args)
         reporter.error(redact_text(str(exc)), redact_text(exc.hint) if exc.hint else None)

@@ -763,7 +763,7 @@ def _relock(
 
     from safepip.cli_lock import LockOptions, run_lock
     from safepip.errors import SafepipError
-    from safepip.resolve import ResolutionError
+    from safepip.plan import ResolutionError
 
     with tempfile.TemporaryDirectory(prefix="safepip-fix-") as tmp:
         constraints = Path(tmp) / "fixed-versions.txt"

@@ -75,7 +75,7 @@ def lock_target(options: LockOptions) -> Target:
     """The environment to lock for: a synthetic one for `--python-version`/`--platform`, else
     `--python`, else the active virtual environment or `./.venv`, else safepip's interpreter."""
     from safepip import target as target_mod
-    from safepip.resolver import synthetic_target
+    from safepip.target import synthetic_target
 
     if options.python_version or options.platforms:
         if options.python is not None:
@@ -319,7 +319,7 @@ def lock_command(args: argparse.Namespace, files: Sequence[str], output: str) ->
     """The command that regenerates the lock, for its header (URLs without credentials)."""
     import shlex
 
-    from safepip.lock import without_credentials
+    from safepip.urls import without_credentials
 
     parts = ["safepip", "lock", *files, *args.requirements_text]
     parts += ["-o", output]

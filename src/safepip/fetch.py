@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from safepip.errors import ExitCode, SafepipError
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind, StreamHasher, split_hash
-from safepip.net import NetworkError, file_url_to_path, redact_url
+from safepip.net import NetworkError
+from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from safepip.net import Session
-    from safepip.resolve import Artifact
+    from safepip.plan import Artifact
 
 UNPACK_FORMAT = 2
 MANIFEST = ".safepip-manifest.json"

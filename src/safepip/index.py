@@ -31,7 +31,8 @@ from packaging.utils import (
 )
 
 from safepip.errors import ExitCode, SafepipError
-from safepip.net import NetworkError, Response, file_url_to_path, redact_url
+from safepip.net import NetworkError, Response
+from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from installer.scripts import LauncherKind
 
     from safepip.fetch import FetchedArtifact, UnpackedWheel
-    from safepip.resolve import Pin
+    from safepip.plan import Pin
     from safepip.target import InstalledDistribution, Target
 
 ARTIFACT_RECORD = "safepip.json"
@@ -383,7 +383,7 @@ class InstallResult:
 def _direct_url_json(pin: Pin) -> bytes | None:
     if not pin.artifact.direct_url:
         return None
-    from safepip.net import redact_url
+    from safepip.urls import redact_url
 
     url = redact_url(pin.artifact.url)
     sha = next(
@@ -398,7 +398,7 @@ def _direct_url_json(pin: Pin) -> bytes | None:
 
 def _artifact_record(pin: Pin, fetched: FetchedArtifact) -> bytes:
     from safepip import __version__
-    from safepip.net import redact_url
+    from safepip.urls import redact_url
 
     return (
         json.dumps(

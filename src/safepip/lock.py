@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip.errors import ExitCode, SafepipError
+from safepip.plan import Artifact, Pin
 from safepip.policy import PolicyViolation
-from safepip.resolve import Artifact, Pin
+from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -58,15 +59,6 @@ def lock_format(output: str) -> LockFormat:
     if output != "-" and is_valid_pylock_path(Path(output)):
         return LockFormat.PYLOCK
     return LockFormat.REQUIREMENTS
-
-
-def without_credentials(url: str) -> str:
-    """`url` with any `user:password@` removed (a lock is shared; its readers log in themselves)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from safepip import __version__
 from safepip.errors import SafepipError
 from safepip.policy import HostPolicy, PolicyViolation
+from safepip.urls import file_url_to_path, redact_text, redact_url
 
 if TYPE_CHECKING:
     import ssl
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 USER_AGENT = f"safepip/{__version__}"
 MAX_REDIRECTS = 10
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_SECRET_QUERY_KEYS = re.compile(r"(token|key|secret|password|passwd|auth|signature|sig)", re.I)
 
 
 class NetworkError(SafepipError):
@@ -50,61 +49,6 @@ class NetworkError(SafepipError):
         self.status = status
         self.retryable = retryable
         """A transfer cut short: starting the download again may succeed."""
-
-
-def redact_url(url: str) -> str:
-    """`url` with `user:password@` and secret-looking query parameters replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        # Never hand back the raw text: blank any userinfo and secret-looking parameters.
-        text = re.sub(r"//[^/@\s]*@", "//***@", url)
-        return re.sub(
-            r"([?&][^=&#]*(?:token|key|secret|password|passwd|auth|signature|sig)[^=&#]*=)[^&#]*",
-            r"\1***",
-            text,
-            flags=re.I,
-        )
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{'***' if ':' in userinfo or not user else user}:***@{hostport}"
-        if ":" not in userinfo:
-            # A lone user part is usually a token (`https://TOKEN@host/`): hide it too.
-            netloc = f"***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """Every URL inside `text` redacted."""
-    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+", lambda m: redact_url(m.group(0)), text)
-
-
-def file_url_to_path(url: str) -> Path:
-    """The local path of a `file:` URL."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if os.name == "nt":  # pragma: no cover - POSIX paths are the URL path unquoted
-        from nturl2path import url2pathname
-
-        path = url2pathname(parts.path)
-    else:
-        path = unquote(parts.path)
-    if netloc and netloc != "localhost":
-        path = f"//{netloc}{path}"
-    return Path(path)
-
-
-def strip_fragment(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from safepip.errors import UsageError
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
-from safepip.policy import HostPolicy, PolicyViolation, host_port_of
-from safepip.resolve import Pin, ResolutionError
+from safepip.plan import Pin, ResolutionError
+from safepip.policy import HostPolicy, PolicyViolation
+from safepip.urls import host_port_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from safepip.index import IndexClient
     from safepip.install import ChangePlan, InstallResult
     from safepip.net import Session
+    from safepip.plan import Wanted
     from safepip.requirements import ParsedRequirements
-    from safepip.resolve import Wanted
     from safepip.target import InstalledDistribution, Target
 
 
@@ -320,7 +321,7 @@ def plan_install(
     warm installs); everything else comes from the indexes.
     """
     from safepip.fetch import cached_wheels
-    from safepip.resolve import (
+    from safepip.plan import (
         choose_artifact,
         direct_artifact,
         merge_requirements,
@@ -528,7 +529,7 @@ def check_dependencies(
 ) -> None:
     """The dependency closure, read from the verified wheels (or, for packages kept as they
     are, from what safepip installed), must be pinned in the files."""
-    from safepip.resolve import best_version_for, check_closure
+    from safepip.plan import best_version_for, check_closure
 
     gaps, problems = check_closure(plan.pins, metadata, plan.target, constraints)
     if problems:
@@ -749,7 +750,7 @@ def _metadata(
 def _merged_constraints(
     parsed: ParsedRequirements, target: Target
 ) -> tuple[dict[NormalizedName, Wanted], dict[NormalizedName, Wanted], list[str]]:
-    from safepip.resolve import merge_requirements
+    from safepip.plan import merge_requirements
 
     return merge_requirements(parsed.requirements, parsed.constraints, target.markers)
 

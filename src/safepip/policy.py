@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from safepip.errors import ExitCode, SafepipError
+from safepip.urls import host_of, host_port_of, is_loopback, redact_url
 
 
 class PolicyViolation(SafepipError):
@@ -28,31 +28,6 @@ class PolicyViolation(SafepipError):
         """The refusal's reason without the request it refused (for redirect messages)."""
         self.url = url
         self.host = host
-
-
-def host_of(url: str) -> str:
-    """The lower-case host name of `url`, without port or credentials."""
-    return (urlsplit(url).hostname or "").lower()
-
-
-def host_port_of(url: str) -> str:
-    """`host` or `host:port` of `url`, as pip's `--trusted-host` accepts it."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"{host}:{parts.port}" if parts.port else host
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and addresses in 127.0.0.0/8 or ::1."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _matches(entry: str, url: str) -> bool:
@@ -93,8 +68,6 @@ class HostPolicy:
 
     def check(self, url: str, *, purpose: str, package: str | None = None) -> None:
         """Raise `PolicyViolation` unless `url` may be fetched for `purpose`."""
-        from safepip.net import redact_url
-
         shown = redact_url(url)
         what = f" for `{package}`" if package else ""
         try:

@@ -13,7 +13,7 @@ from safepip import __version__
 if TYPE_CHECKING:
     from safepip.fetch import Progress
     from safepip.pipeline import InstallOutcome
-    from safepip.resolve import Artifact
+    from safepip.plan import Artifact
 
 REPORT_VERSION = "1"
 
@@ -164,7 +164,7 @@ def summary(outcome: InstallOutcome, seconds: float) -> str:
 def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
     """pip's installation-report shape (`pip install --report`) where it fits, plus safepip's
     own fields."""
-    from safepip.net import redact_url
+    from safepip.urls import redact_url
 
     by_spec = {f.artifact.name + "==" + f.artifact.version: f for f in outcome.fetched}
     kept = {p.spec for p in outcome.changes.keep}

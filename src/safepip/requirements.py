@@ -23,7 +23,7 @@ from packaging.utils import (
 )
 
 from safepip.errors import ExitCode, SafepipError
-from safepip.net import file_url_to_path, redact_text, redact_url, strip_fragment
+from safepip.urls import file_url_to_path, redact_text, redact_url, strip_fragment
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging import tags as ptags
 from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip.errors import ExitCode, SafepipError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 PROBE_VERSION = 2
 
@@ -413,3 +414,108 @@ def installed_distributions(target: Target) -> tuple[InstalledDistribution, ...]
 
 def current_python() -> Path:
     return Path(sys.executable)
+
+
+# --- the synthetic target -------------------------------------------------------------------
+
+
+def synthetic_target(python_version: str, platforms: Sequence[str] = ()) -> Target:
+    """A `Target` for another machine: CPython `python_version` on the given platform tags.
+
+    With no platforms, the platforms of the machine safepip runs on are used. `manylinux` and
+    `macosx` platform tags are widened the way installers do (a `manylinux_2_28` machine also
+    takes `manylinux_2_17` wheels). The result has no interpreter and no folders: it is for
+    choosing versions and files, not for installing.
+    """
+    parts = python_version.split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts) or parts[0] != "3":
+        raise UsageError(
+            f"`--python-version {python_version}` is not a Python 3 version",
+            hint="give it as `3.X` or `3.X.Y`, e.g. `--python-version 3.11`",
+        )
+    version = (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+    wanted = list(platforms) or list(ptags.platform_tags())
+    expanded = list(dict.fromkeys(p for given in wanted for p in _widen_platform(given)))
+    tags: list[Tag] = list(ptags.cpython_tags(version[:2], platforms=expanded))
+    tags += [
+        t for t in ptags.compatible_tags(version[:2], f"cp3{version[1]}", expanded) if t not in tags
+    ]
+    markers = _platform_markers(wanted[0] if wanted else "any")
+    full = ".".join(map(str, version))
+    markers |= {
+        "implementation_name": "cpython",
+        "implementation_version": full,
+        "platform_python_implementation": "CPython",
+        "python_full_version": full,
+        "python_version": f"{version[0]}.{version[1]}",
+        "platform_release": "",
+        "platform_version": "",
+    }
+    nowhere = Path("/nonexistent")
+    return Target(
+        python=Path(f"<python {full}>"),
+        version=version,
+        markers=markers,
+        tags=tuple(tags),
+        paths=SchemePaths(
+            purelib=nowhere, platlib=nowhere, scripts=nowhere, data=nowhere, headers=nowhere
+        ),
+        prefix=nowhere,
+        is_virtualenv=True,
+        externally_managed=None,
+        kind="synthetic",
+    )
+
+
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+def _widen_platform(platform: str) -> list[str]:
+    platform = platform.replace("-", "_").replace(".", "_").lower()
+    for legacy, (major, minor) in _LEGACY_MANYLINUX.items():
+        if platform.startswith(legacy + "_"):
+            platform = f"manylinux_{major}_{minor}_{platform[len(legacy) + 1 :]}"
+    parts = platform.split("_")
+    if parts[0] == "manylinux" and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        major, top = int(parts[1]), int(parts[2])
+        out = [f"manylinux_{major}_{m}_{arch}" for m in range(top, 4, -1)]
+        out += [f"{legacy}_{arch}" for legacy, mm in _LEGACY_MANYLINUX.items() if mm[1] <= top]
+        return [*out, f"linux_{arch}"]
+    if parts[0] == "musllinux" and len(parts) >= 4 and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        return [f"musllinux_{parts[1]}_{m}_{arch}" for m in range(int(parts[2]), -1, -1)] + [
+            f"linux_{arch}"
+        ]
+    if parts[0] == "macosx" and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
+        arch = "_".join(parts[3:])
+        return list(ptags.mac_platforms((int(parts[1]), int(parts[2])), arch))
+    return [platform]
+
+
+def _platform_markers(platform: str) -> dict[str, str]:
+    if platform.startswith(("manylinux", "musllinux", "linux")):
+        arch = platform.split("_", 3)[-1] if platform.count("_") >= 3 else platform.split("_", 1)[1]
+        return {
+            "os_name": "posix",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "platform_machine": arch,
+        }
+    if platform.startswith("macosx"):
+        arch = platform.split("_", 3)[-1]
+        return {
+            "os_name": "posix",
+            "sys_platform": "darwin",
+            "platform_system": "Darwin",
+            "platform_machine": "arm64" if arch in ("arm64", "universal2") else arch,
+        }
+    if platform.startswith("win"):
+        machine = {"win32": "x86", "win_amd64": "AMD64", "win_arm64": "ARM64"}.get(platform, "")
+        return {
+            "os_name": "nt",
+            "sys_platform": "win32",
+            "platform_system": "Windows",
+            "platform_machine": machine,
+        }
+    return {"os_name": "posix", "sys_platform": "", "platform_system": "", "platform_machine": ""}

@@ -510,13 +510,14 @@ def update_database(
     The download goes to a temporary file in `data_dir` and is hashed while it is written; the
     database is only replaced once the new one has been built and read back.
     """
-    from safepip.net import NetworkError, redact_url
+    from safepip.net import NetworkError
     from safepip.policy import PolicyViolation
+    from safepip.urls import redact_url
 
     if "://" not in url_or_path:
         return import_database(Path(url_or_path), data_dir=data_dir, date=date, today=today)
     if url_or_path.startswith("file:"):
-        from safepip.net import file_url_to_path
+        from safepip.urls import file_url_to_path
 
         return import_database(
             file_url_to_path(url_or_path), data_dir=data_dir, date=date, today=today

@@ -39,7 +39,8 @@ class OsvApiError(AuditError):
 
 def _post_json(session: Session, url: str, payload: object) -> Any:
     """POST `payload` as JSON through the session (policy-checked, retried, no redirects)."""
-    from safepip.net import NetworkError, redact_url
+    from safepip.net import NetworkError
+    from safepip.urls import redact_url
 
     try:
         response = session.post_json(url, payload, purpose="an advisory query")
@@ -54,7 +55,7 @@ def _post_json(session: Session, url: str, payload: object) -> Any:
 
 
 def _decode(content: bytes, url: str) -> Any:
-    from safepip.net import redact_url
+    from safepip.urls import redact_url
 
     try:
         return json.loads(content)
@@ -75,7 +76,7 @@ class OsvApiSource:
         private_names: frozenset[NormalizedName],
         today: dt.date,
     ) -> None:
-        from safepip.net import redact_url
+        from safepip.urls import redact_url
 
         self.base_url = base_url.rstrip("/")
         self._session_factory = session_factory

@@ -428,7 +428,7 @@ def direct_artifact(
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     from safepip.hashes import HashProblem, ProblemKind
-    from safepip.net import strip_fragment
+    from safepip.urls import strip_fragment
 
     assert wanted.url is not None
     url = wanted.url
