@@ -311,7 +311,7 @@ class TestRefuse:
 
 class TestTarget:
     def test_fits(self) -> None:
-        from safepip.resolver import synthetic_target
+        from safepip.target import synthetic_target
 
         made = BundleTarget.of(synthetic_target("3.12", ["manylinux_2_28_x86_64"]))
         assert made == BundleTarget(
