@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     date = args.date or database.osv_snapshot_date(args.source)
     digest = database.file_sha256(args.source) if args.source.is_file() else None
     info = database.build_database(
-        database.read_osv_records(args.source),
+        database.OsvReader(args.source),
         args.out,
         date=date,
         source=args.source_name or args.source.name,

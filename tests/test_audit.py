@@ -52,6 +52,16 @@ def options(tmp_path: Path, data_dir: Path) -> AuditOptions:
     return AuditOptions(data_dir=data_dir, today=TODAY)
 
 
+def undated_folder(tmp_path: Path) -> Path:
+    """A folder of OSV data whose one record (jw.util < 2.3) has no `modified` date."""
+    folder = tmp_path / "undated"
+    folder.mkdir()
+    record = json.loads((DATA / "pypa-2026-07-23" / "PYSEC-2020-341.json").read_text("utf-8"))
+    del record["modified"]
+    (folder / "PYSEC-2020-341.json").write_text(json.dumps(record))
+    return folder
+
+
 def pkgs(*specs: str) -> list[tuple[NormalizedName, str]]:
     out = []
     for spec in specs:
@@ -144,6 +154,32 @@ class TestAuditPackages:
         assert str(info.value) == (
             "Refusing to audit with stale data: the advisory data is from 2026-07-23 "
             "(122 days old, more than the 30 days allowed)"
+        )
+
+    def test_error_undated_data_refused_when_stale_is_refused(self, tmp_path: Path) -> None:
+        folder = undated_folder(tmp_path)
+        settings = Settings(audit=AuditSettings(refuse_stale=True))
+        opts = AuditOptions(db_path=folder, today=TODAY, settings=settings)
+        with pytest.raises(AuditError) as info:
+            audit_packages(pkgs("jw.util==2.0"), opts)
+        assert info.value.exit_code == 1
+        assert str(info.value) == (
+            f"Refusing to audit with data of unknown date: `{folder}` has no snapshot date and "
+            "no record with a `modified` date"
+        )
+        # Imported, the same data stays undated and is refused the same way.
+        db.import_database(folder, data_dir=tmp_path / "data", today=TODAY)
+        imported = AuditOptions(data_dir=tmp_path / "data", today=TODAY, settings=settings)
+        with pytest.raises(AuditError, match=r"^Refusing to audit with data of unknown date"):
+            audit_packages(pkgs("jw.util==2.0"), imported)
+
+    def test_undated_data_warns(self, tmp_path: Path) -> None:
+        folder = undated_folder(tmp_path)
+        report = audit_packages(pkgs("jw.util==2.0"), AuditOptions(db_path=folder, today=TODAY))
+        assert report.data_date is None
+        assert report.vulnerability_count == 1
+        assert report.warnings == (
+            f"The advisory data `{folder}` has no date, so its age cannot be checked",
         )
 
     def test_bundled_database_used_without_user_database(self, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import http.server
+import json
+import re
 import threading
 import zipfile
 from pathlib import Path
@@ -14,10 +16,14 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from safepip.audit import database as db
-from test_audit import DATA, TODAY, make_osv_zip
+from test_audit import DATA, TODAY, make_osv_zip, undated_folder
+from wheelbuild import sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -43,10 +49,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 class TestBuild:
     def test_build_is_reproducible_and_drops_withdrawn(self, tmp_path: Path) -> None:
-        records = list(db.read_osv_records(DATA / "pypa-2026-07-23"))
+        folder = DATA / "pypa-2026-07-23"
+        records = [r for r, _ in db.OsvReader(folder)]
         a, b = tmp_path / "a.zip", tmp_path / "b.zip"
-        info = db.build_database(records, a, date=dt.date(2026, 7, 23), source="test")
-        db.build_database(records, b, date=dt.date(2026, 7, 23), source="test")
+        info = db.build_database(db.OsvReader(folder), a, date=dt.date(2026, 7, 23), source="t")
+        db.build_database(db.OsvReader(folder), b, date=dt.date(2026, 7, 23), source="t")
         assert a.read_bytes() == b.read_bytes()
         withdrawn = sum(1 for r in records if r.get("withdrawn"))
         assert info.withdrawn == withdrawn > 0
@@ -57,9 +64,16 @@ class TestBuild:
         assert names[0] == db.META_MEMBER
 
     def test_error_build_without_records(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").mkdir()
+        reader = db.OsvReader(tmp_path / "empty")
         with pytest.raises(db.DatabaseError) as info:
-            db.build_database([], tmp_path / "x.zip", date=TODAY, source="empty")
+            db.build_database(reader, tmp_path / "x.zip", date=TODAY, source="empty")
         assert str(info.value) == "No OSV records found in `empty`"
+        assert info.value.hint == (
+            "pass an OSV `all.zip` or a folder of OSV JSON files; an empty database would "
+            "report every package as clean"
+        )
+        assert not (tmp_path / "x.zip").exists()
 
     def test_bundled_database_is_current(self) -> None:
         bundled = db.CompactDatabase(db.SHIPPED, origin="bundled")
@@ -94,8 +108,9 @@ class TestOpen:
             matches = found[(canonicalize_name("jw.util"), "2.0")]
             assert not isinstance(matches, str)
             assert [m.advisory.id for m in matches] == ["PYSEC-2020-341"]
-        # A folder has no member timestamps: its date is the day it was read.
-        assert folder.data_date == TODAY
+        # A folder has no member timestamps: it is dated by its records' newest `modified`
+        # date that is not in the future (two records claim 2027-07-09), never by today.
+        assert folder.data_date == dt.date(2026, 7, 10)
 
     def test_snapshot_date_ignores_future_member_timestamps(self, tmp_path: Path) -> None:
         path = make_osv_zip("pypa-2026-07-23", tmp_path / "all.zip")
@@ -116,8 +131,19 @@ class TestOpen:
         with pytest.raises(db.DatabaseError) as info:
             db.open_database(bad)
         assert str(info.value).startswith(
-            f"Member `PYSEC-1.json` of `{bad}` is not an OSV JSON record"
+            f"No OSV records found in `{bad}`: 1 file skipped: `PYSEC-1.json` (not JSON: "
         )
+
+    def test_error_damaged_zip_member_stops(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.zip"
+        with zipfile.ZipFile(bad, "w") as zf:
+            zf.writestr("PYSEC-1.json", '{"id": "PYSEC-1", "affected": []}' * 10)
+        data = bytearray(bad.read_bytes())
+        data[50] ^= 0xFF  # inside the stored member: its CRC no longer matches
+        bad.write_bytes(bytes(data))
+        with pytest.raises(db.DatabaseError) as info:
+            db.open_database(bad)
+        assert str(info.value).startswith(f"Member `PYSEC-1.json` of `{bad}` cannot be read (")
 
     def test_user_database_takes_precedence_and_warns_when_older(self, tmp_path: Path) -> None:
         data_dir = tmp_path / "data"
@@ -180,3 +206,333 @@ class TestImportUpdate:
         src = make_osv_zip("pypa-2024-10-10", tmp_path / "all.zip")
         info = db.update_database(str(src), data_dir=tmp_path / "d", date=dt.date(2024, 10, 10))
         assert info.data_date == dt.date(2024, 10, 10)
+
+
+# --- data that must never read as "clean" (issue 8, item 8) -----------------------------------
+
+GOOD = DATA / "pypa-2026-07-23" / "PYSEC-2020-341.json"
+MALFORMED = {
+    "empty.json": "{}",
+    "no-id.json": '{"affected": []}',
+    "affected-object.json": '{"id": "PYSEC-X", "affected": {"package": {"name": "jw.util"}}}',
+    "a-list.json": "[1]",
+    "not-json.json": "{oops",
+}
+REASONS = {
+    "a-list.json": "the record is not an object",
+    "affected-object.json": "`affected` is not a list",
+    "empty.json": "the record has no `id`",
+    "no-id.json": "the record has no `id`",
+}
+
+
+def empty_sources(root: Path) -> dict[str, Path]:
+    """An empty zip, a zip without JSON members, an empty folder, a folder of non-records."""
+    root.mkdir(parents=True, exist_ok=True)
+    empty_zip = root / "empty.zip"
+    zipfile.ZipFile(empty_zip, "w").close()
+    no_json = root / "no-json.zip"
+    with zipfile.ZipFile(no_json, "w") as zf:
+        zf.writestr("README.txt", "no records here")
+        zf.writestr("vulns/", "")
+    (root / "empty-folder").mkdir()
+    junk = root / "junk-folder"
+    junk.mkdir()
+    for name, text in MALFORMED.items():
+        (junk / name).write_text(text)
+    return {
+        "empty zip": empty_zip,
+        "zip without JSON": no_json,
+        "empty folder": root / "empty-folder",
+        "only malformed": junk,
+    }
+
+
+def folder_with(tmp_path: Path, *bad: str, modified: bool = True) -> Path:
+    """A folder with one genuine record (jw.util < 2.3) and the named malformed files."""
+    folder = tmp_path / "osv"
+    folder.mkdir()
+    record = json.loads(GOOD.read_text("utf-8"))
+    if not modified:
+        del record["modified"]
+    (folder / GOOD.name).write_text(json.dumps(record))
+    for name in bad:
+        (folder / name).write_text(MALFORMED[name])
+    return folder
+
+
+class TestEmptyOrMalformedData:
+    @pytest.mark.parametrize("kind", ["empty zip", "zip without JSON", "empty folder"])
+    def test_error_no_records_opens_as_an_error(self, tmp_path: Path, kind: str) -> None:
+        path = empty_sources(tmp_path)[kind]
+        with pytest.raises(db.DatabaseError) as info:
+            db.open_database(path, today=TODAY)
+        assert str(info.value) == f"No OSV records found in `{path}`"
+        assert info.value.exit_code == 1
+        with pytest.raises(db.DatabaseError) as info:
+            db.import_database(path, data_dir=tmp_path / "data", today=TODAY)
+        assert (
+            str(info.value) == f"No OSV records found in `{path.name if path.is_file() else path}`"
+        )
+        assert not (tmp_path / "data" / db.DB_FILENAME).exists()
+
+    def test_error_only_malformed_files_names_them(self, tmp_path: Path) -> None:
+        path = empty_sources(tmp_path)["only malformed"]
+        with pytest.raises(db.DatabaseError) as info:
+            db.open_database(path, today=TODAY)
+        assert str(info.value) == (
+            f"No OSV records found in `{path}`: 5 files skipped: `a-list.json` (the record is "
+            "not an object), `affected-object.json` (`affected` is not a list), `empty.json` "
+            "(the record has no `id`) and 2 more"
+        )
+
+    def test_error_compact_database_without_records(self, tmp_path: Path) -> None:
+        path = tmp_path / "hollow.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(db.META_MEMBER, json.dumps({"format": db.FORMAT, "date": "2026-11-01"}))
+        with pytest.raises(db.DatabaseError) as info:
+            db.open_database(path)
+        assert str(info.value) == f"The advisory database `{path}` has no records"
+
+    def test_error_update_download_without_records_keeps_the_database(
+        self, tmp_path: Path, served: tuple[str, Path]
+    ) -> None:
+        base, root = served
+        zipfile.ZipFile(root / "all.zip", "w").close()
+        data_dir = tmp_path / "data"
+        db.import_database(make_osv_zip("pypa-2024-10-10", tmp_path / "o.zip"), data_dir=data_dir)
+        before = (data_dir / db.DB_FILENAME).read_bytes()
+        with pytest.raises(db.DatabaseError) as info:
+            db.update_database(f"{base}/all.zip", data_dir=data_dir, today=TODAY)
+        assert str(info.value) == f"No OSV records found in `{base}/all.zip`"
+        assert (data_dir / db.DB_FILENAME).read_bytes() == before
+        assert [p.name for p in data_dir.iterdir()] == [db.DB_FILENAME]
+
+    @pytest.mark.parametrize("name", sorted(REASONS))
+    def test_malformed_record_is_skipped_by_name(self, tmp_path: Path, name: str) -> None:
+        folder = folder_with(tmp_path, name)
+        opened = db.open_database(folder, today=TODAY)
+        assert opened.warnings == (
+            f"Skipped `{name}` in `{folder}`: not an OSV record ({REASONS[name]})",
+        )
+        jw = (canonicalize_name("jw.util"), "2.0")
+        found = opened.find([jw])[jw]
+        assert not isinstance(found, str)
+        assert [m.advisory.id for m in found] == ["PYSEC-2020-341"]
+        info = opened.info()
+        assert (info.records, info.skipped) == (1, 1)
+
+    def test_many_malformed_records_are_one_warning_line(self, tmp_path: Path) -> None:
+        folder = folder_with(tmp_path, *MALFORMED)
+        opened = db.open_database(folder, today=TODAY)
+        assert len(opened.warnings) == 1
+        assert opened.warnings[0].startswith(
+            f"Skipped 5 files in `{folder}` that are not OSV records: `a-list.json` (the record "
+            "is not an object); `affected-object.json` (`affected` is not a list); "
+        )
+        assert opened.warnings[0].endswith("; and 2 more")
+
+    def test_import_counts_skipped_records(self, tmp_path: Path) -> None:
+        folder = folder_with(tmp_path, *MALFORMED)
+        info = db.import_database(folder, data_dir=tmp_path / "data", today=TODAY)
+        assert (info.records, info.skipped) == (1, 5)
+        assert info.skipped_examples == (
+            "a-list.json (the record is not an object)",
+            "affected-object.json (`affected` is not a list)",
+            "empty.json (the record has no `id`)",
+        )
+        again = db.default_database(tmp_path / "data").info()
+        assert (again.skipped, again.skipped_examples) == (5, info.skipped_examples)
+
+    def test_folder_is_dated_by_its_records_never_today(self, tmp_path: Path) -> None:
+        folder = folder_with(tmp_path)
+        assert db.open_database(folder, today=TODAY).data_date == dt.date(2022, 1, 5)
+        info = db.import_database(folder, data_dir=tmp_path / "data", today=TODAY)
+        assert info.data_date == dt.date(2022, 1, 5)
+
+    def test_undated_folder_has_unknown_date(self, tmp_path: Path) -> None:
+        folder = folder_with(tmp_path, modified=False)
+        assert db.open_database(folder, today=TODAY).data_date is None
+        info = db.import_database(folder, data_dir=tmp_path / "data", today=TODAY)
+        assert info.data_date is None
+        assert db.default_database(tmp_path / "data").data_date is None
+
+
+# --- empty and malformed data through the commands and the install gate (issue 8, item 8) ------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[int, str, str]]:
+    """`cli(*argv)` -> (exit code, stdout, stderr without colour), with an empty user data
+    folder and working directory."""
+    from safepip.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, " ".join(ANSI.sub("", err).split())
+
+    return invoke
+
+
+EMPTY_KINDS = ["empty zip", "zip without JSON", "empty folder", "only malformed"]
+
+
+class TestEmptyDataThroughTheCommands:
+    @pytest.mark.parametrize("kind", EMPTY_KINDS)
+    def test_error_audit_with_empty_data(
+        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path, kind: str
+    ) -> None:
+        path = empty_sources(tmp_path / "src")[kind]
+        code, out, err = cli("audit", "--db", str(path), "jw.util==2.0")
+        assert code == 1
+        assert out == ""
+        assert err.startswith(f"error: No OSV records found in `{path}`")
+        assert "hint: pass an OSV `all.zip` or a folder of OSV JSON files" in err
+        assert "No known vulnerabilities" not in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize("kind", EMPTY_KINDS)
+    def test_error_db_import_of_empty_data(
+        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path, kind: str
+    ) -> None:
+        path = empty_sources(tmp_path / "src")[kind]
+        code, _, err = cli("db", "import", str(path))
+        assert code == 1
+        assert err.startswith("error: No OSV records found in `")
+        assert not (tmp_path / "userdata" / db.DB_FILENAME).exists()
+        # The bundled database is still the one in use.
+        code, out, _ = cli("db", "status")
+        assert code == 0
+        assert "bundled with safepip" in out
+
+    def test_malformed_records_are_named_and_counted_in_status(
+        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+    ) -> None:
+        folder = folder_with(tmp_path, *MALFORMED)
+        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0")
+        assert code == 5
+        assert f"warning: Skipped 5 files in `{folder}` that are not OSV records:" in err
+        assert "Traceback" not in err
+        code, _, err = cli("db", "import", str(folder))
+        assert code == 0
+        assert "warning: skipped 5 files that are not OSV records: a-list.json" in err
+        code, out, _ = cli("db", "status")
+        assert "Data date: 2022-01-05" in out
+        assert (
+            "Skipped:   5 files that are not OSV records, e.g. a-list.json (the record is not "
+            "an object); affected-object.json (`affected` is not a list); empty.json (the "
+            "record has no `id`)"
+        ) in out
+        code, out, _ = cli("db", "status", "-f", "json")
+        assert json.loads(out)["skipped"] == 5
+
+    def test_undated_folder_status_and_refuse_stale(
+        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+    ) -> None:
+        folder = undated_folder(tmp_path)
+        code, out, _ = cli("db", "status", "--db", str(folder))
+        assert code == 0
+        assert "Data date: unknown" in out
+        Path("safepip.toml").write_text("[audit]\nrefuse-stale = true\n")
+        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0")
+        assert code == 1
+        assert err.startswith("error: Refusing to audit with data of unknown date")
+
+
+class TestInstallGateWithEmptyData:
+    """The install gate uses the same loader: no data, or undated data under `refuse-stale`,
+    stops the install before anything is downloaded; the environment is unchanged."""
+
+    @pytest.fixture
+    def setup(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+    ) -> tuple[StaticIndex, Path, str]:
+        wheel = wheel_factory("jw.util", "2.0")
+        index = static_index()
+        index.add(wheel)
+        venv = venv_factory()
+        return index, venv, f"jw.util==2.0 --hash=sha256:{sha256_file(wheel)}"
+
+    def install(
+        self,
+        cli: Callable[..., tuple[int, str, str]],
+        setup: tuple[StaticIndex, Path, str],
+        tmp_path: Path,
+        *extra: str,
+    ) -> tuple[int, str, str]:
+        index, venv, line = setup
+        return cli(
+            "install",
+            line,
+            "--python",
+            str(venv),
+            "-i",
+            index.url,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *extra,
+        )
+
+    @pytest.mark.parametrize("kind", EMPTY_KINDS)
+    def test_error_install_with_empty_data(
+        self,
+        cli: Callable[..., tuple[int, str, str]],
+        setup: tuple[StaticIndex, Path, str],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+        kind: str,
+    ) -> None:
+        path = empty_sources(tmp_path / "src")[kind]
+        before = tree_snapshot(setup[1])
+        code, _, err = self.install(cli, setup, tmp_path, "--db", str(path))
+        assert code == 1
+        assert err.startswith(f"error: No OSV records found in `{path}`")
+        assert "Traceback" not in err
+        assert tree_snapshot(setup[1]) == before
+        assert not [p for p in setup[0].paths_requested() if p.startswith("/files/")]
+
+    def test_error_install_with_undated_data_and_refuse_stale(
+        self,
+        cli: Callable[..., tuple[int, str, str]],
+        setup: tuple[StaticIndex, Path, str],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        folder = undated_folder(tmp_path)
+        Path("safepip.toml").write_text("[audit]\nrefuse-stale = true\n")
+        before = tree_snapshot(setup[1])
+        code, _, err = self.install(cli, setup, tmp_path, "--db", str(folder))
+        assert code == 1
+        assert err.startswith("error: Refusing to audit with data of unknown date")
+        assert tree_snapshot(setup[1]) == before
+
+    def test_install_with_malformed_records_still_audits(
+        self,
+        cli: Callable[..., tuple[int, str, str]],
+        setup: tuple[StaticIndex, Path, str],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        folder = folder_with(tmp_path, "empty.json", "affected-object.json")
+        before = tree_snapshot(setup[1])
+        code, _, err = self.install(cli, setup, tmp_path, "--db", str(folder))
+        assert code == 5
+        assert "Skipped `empty.json`" in err
+        assert "Skipped `affected-object.json`" in err
+        assert "error: Refusing `jw-util==2.0`" in err
+        assert tree_snapshot(setup[1]) == before

@@ -861,6 +861,11 @@ def _print_info(info: Any, *, bundled: bool) -> None:
         f"Records:   {info.records} ({info.packages} packages; "
         f"{info.withdrawn} withdrawn records left out)",
     ]
+    if info.skipped:
+        lines.append(
+            f"Skipped:   {info.skipped} files that are not OSV records"
+            + (f", e.g. {'; '.join(info.skipped_examples)}" if info.skipped_examples else "")
+        )
     if info.source_sha256:
         lines.append(f"Source SHA-256: {info.source_sha256}")
     sys.stdout.write("\n".join(lines) + "\n")
@@ -890,6 +895,8 @@ def run_db_status(args: argparse.Namespace) -> int:
             "records": info.records,
             "packages": info.packages,
             "withdrawn": info.withdrawn,
+            "skipped": info.skipped,
+            "skipped_examples": list(info.skipped_examples),
             "sha256": digest,
             "source_sha256": info.source_sha256,
         }
@@ -904,9 +911,16 @@ def run_db_status(args: argparse.Namespace) -> int:
 
 
 def _report_replaced(args: argparse.Namespace, verb: str, info: Any) -> None:
+    from rich.markup import escape
+
+    if info.skipped:
+        examples = "; ".join(info.skipped_examples)
+        _console(args).print(
+            f"[yellow]warning:[/] skipped {info.skipped} files that are not OSV records: "
+            f"{escape(examples)}{' and more' if info.skipped > len(info.skipped_examples) else ''}"
+        )
     if getattr(args, "quiet", 0):
         return
-    from rich.markup import escape
 
     date = info.data_date.isoformat() if info.data_date else "unknown date"
     _console(args).print(

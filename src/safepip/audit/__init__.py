@@ -320,15 +320,33 @@ def open_source(
             today=today,
         )
     db_path = options.db_path or settings.audit.db
-    db = database.open_database(db_path) if db_path else database.default_database(data_dir)
+    db = (
+        database.open_database(db_path, today=today)
+        if db_path
+        else database.default_database(data_dir)
+    )
     max_age = options.max_age_days
     if max_age is None:
         max_age = settings.audit.max_age_days
     refuse = options.refuse_stale
     if refuse is None:
         refuse = settings.audit.refuse_stale
-    age = (today - db.data_date).days if db.data_date else None
-    if age is not None and age > max_age:
+    if db.data_date is None:
+        # An undated database cannot be shown to be fresh: `refuse-stale` refuses it.
+        if refuse:
+            raise AuditError(
+                f"Refusing to audit with data of unknown date: `{db.path}` has no snapshot date "
+                "and no record with a `modified` date",
+                hint="import it with `safepip db import PATH --date YYYY-MM-DD`, "
+                "or run `safepip db update`",
+            )
+        db.warnings = (
+            *db.warnings,
+            f"The advisory data `{db.path}` has no date, so its age cannot be checked",
+        )
+        return db
+    age = (today - db.data_date).days
+    if age > max_age:
         message = (
             f"The advisory data is from {db.data_date} ({age} days old, "
             f"more than the {max_age} days allowed)"

@@ -25,7 +25,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from safepip.audit import AuditError, Package
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from safepip.audit.osv import Advisory, Match
     from safepip.net import Session
@@ -75,6 +75,10 @@ class DatabaseInfo:
     packages: int
     withdrawn: int
     """Withdrawn records left out when the database was built."""
+    skipped: int = 0
+    """Files of the source data that were not usable OSV records, left out."""
+    skipped_examples: tuple[str, ...] = ()
+    """The first few of them, as `file (reason)`."""
     source_sha256: str | None
     built: str | None
     format: int | None
@@ -116,6 +120,9 @@ class CompactDatabase:
         self._names = {
             n[len(_PACKAGES) : -5] for n in self._zip.namelist() if n.startswith(_PACKAGES)
         }
+        if not self._names:
+            # An empty database would report every package as clean.
+            raise DatabaseError(f"The advisory database `{path}` has no records", path=path)
         self.data_date: dt.date | None = _date_or_none(self.meta.get("date"))
         source = str(self.meta.get("source") or path.name)
         self.description = description or f"advisory database `{path}` (from {source})"
@@ -152,6 +159,8 @@ class CompactDatabase:
             records=int(meta.get("records", 0)),
             packages=int(meta.get("packages", len(self._names))),
             withdrawn=int(meta.get("withdrawn", 0)),
+            skipped=int(meta.get("skipped", 0)),
+            skipped_examples=tuple(str(e) for e in meta.get("skipped_examples") or ()),
             source_sha256=meta.get("source_sha256"),
             built=meta.get("built"),
             format=FORMAT,
@@ -159,26 +168,33 @@ class CompactDatabase:
 
 
 class OsvDataDatabase:
-    """OSV records read whole from an `all.zip` or a folder of `<ID>.json` files (`--db PATH`)."""
+    """OSV records read whole from an `all.zip` or a folder of `<ID>.json` files (`--db PATH`).
+
+    Dated by the zip's newest member timestamp, else by its records' newest `modified` date
+    (never after today), else undated: never by the day it was read.
+    """
 
     def __init__(self, path: Path, *, today: dt.date | None = None) -> None:
-        from safepip.audit.osv import parse_record
-
         self.path = path
         self.origin = "path"
-        self.warnings: tuple[str, ...] = ()
         self.by_name: dict[NormalizedName, list[Advisory]] = {}
         self.records = 0
         self.withdrawn = 0
-        for record in read_osv_records(path):
-            advisory = parse_record(record)
+        reader = OsvReader(path, today=today)
+        for _, advisory in reader:
             self.records += 1
             if advisory.withdrawn:
                 self.withdrawn += 1
                 continue
             for name in {a.name for a in advisory.affected}:
                 self.by_name.setdefault(name, []).append(advisory)
-        self.data_date: dt.date | None = osv_snapshot_date(path, today=today)
+        if not reader.count:
+            raise reader.no_records_error(path)
+        self.skipped = tuple(reader.skipped)
+        self.warnings: tuple[str, ...] = skipped_warnings(self.skipped, path)
+        self.data_date: dt.date | None = (
+            osv_snapshot_date(path, today=today) or reader.newest_modified
+        )
         self.description = f"OSV data `{path}`"
 
     def advisories_for(self, name: NormalizedName) -> list[Advisory]:
@@ -196,6 +212,8 @@ class OsvDataDatabase:
             records=self.records - self.withdrawn,
             packages=len(self.by_name),
             withdrawn=self.withdrawn,
+            skipped=len(self.skipped),
+            skipped_examples=tuple(f"{s.file} ({s.reason})" for s in self.skipped[:SHOWN_SKIPPED]),
             source_sha256=None,
             built=None,
             format=None,
@@ -300,53 +318,136 @@ def default_database(data_dir: Path) -> CompactDatabase:
 # --- reading OSV data -------------------------------------------------------------------------
 
 
-def read_osv_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every OSV record of an OSV zip (`<ID>.json` members) or a folder (searched recursively).
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SkippedRecord:
+    """A file of OSV data that was left out because it is not a record safepip can use."""
 
-    Raises `DatabaseError` when the zip or a record cannot be read as JSON.
+    file: str
+    """The file's name (a zip member, or a path relative to the folder)."""
+    reason: str
+
+
+SHOWN_SKIPPED = 3
+"""How many skipped files a warning names; the rest are counted."""
+
+
+def skipped_warnings(skipped: Sequence[SkippedRecord], source: Path | str) -> tuple[str, ...]:
+    """One warning per skipped file, or for many, one line with a count and the first few."""
+    if not skipped:
+        return ()
+    if len(skipped) <= SHOWN_SKIPPED:
+        return tuple(
+            f"Skipped `{s.file}` in `{source}`: not an OSV record ({s.reason})" for s in skipped
+        )
+    shown = "; ".join(f"`{s.file}` ({s.reason})" for s in skipped[:SHOWN_SKIPPED])
+    return (
+        f"Skipped {len(skipped)} files in `{source}` that are not OSV records: {shown}; "
+        f"and {len(skipped) - SHOWN_SKIPPED} more",
+    )
+
+
+class OsvReader:
+    """The records of an OSV zip (`<ID>.json` members) or folder (searched recursively).
+
+    Iterating yields each usable record with its parsed form. A file that is not JSON or not
+    an OSV record (`{}`, no `id`, `affected` that is not a list, ...) is recorded in `skipped`
+    by name and the read goes on; an archive that cannot be read raises `DatabaseError`.
+    After a full iteration, `count` is the number of usable records and `newest_modified` the
+    latest `modified` date of those records that is not after `today` (or None).
     """
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.json") if p.is_file())
-        for file in files:
+
+    def __init__(self, path: Path, *, today: dt.date | None = None) -> None:
+        self.path = path
+        self.today = today or dt.date.today()
+        self.skipped: list[SkippedRecord] = []
+        self.count = 0
+        self.newest_modified: dt.date | None = None
+
+    def _files(self) -> Iterator[tuple[str, bytes]]:
+        path = self.path
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*.json") if p.is_file()):
+                try:
+                    yield file.relative_to(path).as_posix(), file.read_bytes()
+                except OSError as exc:
+                    raise DatabaseError(
+                        f"`{file}` cannot be read ({exc.strerror or exc})", path=file, hint=None
+                    ) from exc
+            return
+        try:
+            zf = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DatabaseError(
+                f"`{path}` is not an OSV zip or folder ({exc})",
+                path=path,
+                hint="pass an OSV `all.zip` or a folder of OSV JSON files",
+            ) from exc
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir() or not info.filename.endswith(".json"):
+                    continue
+                try:
+                    yield info.filename, zf.read(info)
+                except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                    raise DatabaseError(
+                        f"Member `{info.filename}` of `{path}` cannot be read ({exc})",
+                        path=path,
+                        hint="download the OSV data again",
+                    ) from exc
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], Advisory]]:
+        from safepip.audit.osv import InvalidRecord, parse_record
+
+        for name, data in self._files():
             try:
-                record = json.loads(file.read_bytes())
-            except (OSError, ValueError) as exc:
-                raise DatabaseError(
-                    f"`{file}` is not an OSV JSON record ({exc})", path=file, hint=None
-                ) from exc
-            if isinstance(record, dict):
-                yield record
-        return
-    try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DatabaseError(
-            f"`{path}` is not an OSV zip or folder ({exc})",
-            path=path,
-            hint="pass an OSV `all.zip` or a folder of OSV JSON files",
-        ) from exc
-    with zf:
-        for info in zf.infolist():
-            if info.is_dir() or not info.filename.endswith(".json"):
+                record = json.loads(data)
+            except ValueError as exc:
+                self.skipped.append(SkippedRecord(file=name, reason=f"not JSON: {exc}"))
                 continue
             try:
-                record = json.loads(zf.read(info))
-            except (OSError, zipfile.BadZipFile, ValueError) as exc:
-                raise DatabaseError(
-                    f"Member `{info.filename}` of `{path}` is not an OSV JSON record ({exc})",
-                    path=path,
-                    hint="download the OSV data again",
-                ) from exc
-            if isinstance(record, dict):
-                yield record
+                advisory = parse_record(record)
+            except InvalidRecord as exc:
+                self.skipped.append(SkippedRecord(file=name, reason=str(exc)))
+                continue
+            self.count += 1
+            modified = _date_or_none(str(record.get("modified") or "")[:10])
+            if (
+                modified is not None
+                and modified <= self.today
+                and (self.newest_modified is None or modified > self.newest_modified)
+            ):
+                self.newest_modified = modified
+            yield record, advisory
+
+    def no_records_error(self, source: Path | str) -> DatabaseError:
+        """The error for data without one usable record: it must never read as "clean"."""
+        detail = ""
+        if self.skipped:
+            shown = ", ".join(f"`{s.file}` ({s.reason})" for s in self.skipped[:SHOWN_SKIPPED])
+            more = len(self.skipped) - SHOWN_SKIPPED
+            detail = f": {plural_files(len(self.skipped))} skipped: {shown}" + (
+                f" and {more} more" if more > 0 else ""
+            )
+        return DatabaseError(
+            f"No OSV records found in `{source}`{detail}",
+            path=source,
+            hint=(
+                "pass an OSV `all.zip` or a folder of OSV JSON files; an empty database "
+                "would report every package as clean"
+            ),
+        )
 
 
-def osv_snapshot_date(path: Path, *, today: dt.date | None = None) -> dt.date:
-    """The date of an OSV snapshot: its zip's newest member timestamp, else `today`.
+def plural_files(count: int) -> str:
+    return "1 file" if count == 1 else f"{count} files"
 
-    Never the records' `modified` fields, and never a timestamp after `today`: the data has
-    records dated in the future (their member timestamps too), which would make a snapshot
-    look fresher than it is.
+
+def osv_snapshot_date(path: Path, *, today: dt.date | None = None) -> dt.date | None:
+    """The date of an OSV zip snapshot: its newest member timestamp, or None.
+
+    Never a timestamp after `today`: the data has records dated in the future (their member
+    timestamps too), which would make a snapshot look fresher than it is. A folder has no
+    snapshot date (its files' times say when they were copied, not when the data was current).
     """
     today = today or dt.date.today()
     newest: dt.date | None = None
@@ -365,7 +466,7 @@ def osv_snapshot_date(path: Path, *, today: dt.date | None = None) -> dt.date:
                         newest = stamp
         except (OSError, zipfile.BadZipFile):
             newest = None
-    return newest or today
+    return newest
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -399,52 +500,50 @@ def _compact_record(record: dict[str, Any], name: NormalizedName) -> dict[str, A
 
 
 def build_database(
-    records: Iterable[dict[str, Any]],
+    records: OsvReader,
     out: Path,
     *,
-    date: dt.date,
+    date: dt.date | None,
     source: str,
     source_sha256: str | None = None,
 ) -> DatabaseInfo:
     """Write a safepip database built from OSV `records` to `out` (replaced atomically).
 
+    `date` is the snapshot's date; when None, the records' newest `modified` date (not after
+    today) stands in, and without one the database is undated ("unknown", which
+    `refuse-stale` refuses). Files that are not OSV records are left out and counted. Data
+    without a single PyPI record is an error: an empty database would read as "clean".
     The output is reproducible: members are sorted and stamped with the snapshot date, so the
     same data and date give the same bytes (and the same digest).
     """
-    from safepip.audit.osv import parse_record
-
     by_name: dict[NormalizedName, list[dict[str, Any]]] = {}
     total = withdrawn = 0
-    for record in records:
-        try:
-            advisory = parse_record(record)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue  # not an OSV record; nothing a matcher could use
+    for record, advisory in records:
         total += 1
         if advisory.withdrawn:
             withdrawn += 1
             continue
         for name in sorted({a.name for a in advisory.affected}):
             by_name.setdefault(name, []).append(_compact_record(record, name))
-    if total == 0:
-        raise DatabaseError(
-            f"No OSV records found in `{source}`",
-            path=source,
-            hint="pass an OSV `all.zip` or a folder of OSV JSON files",
-        )
+    if not by_name:
+        raise records.no_records_error(source)
+    if date is None:
+        date = records.newest_modified
     meta = {
         "format": FORMAT,
         "ecosystem": "PyPI",
-        "date": date.isoformat(),
+        "date": date.isoformat() if date else None,
         "source": source,
         "source_sha256": source_sha256,
         "records": total - withdrawn,
         "withdrawn": withdrawn,
+        "skipped": len(records.skipped),
+        "skipped_examples": [f"{s.file} ({s.reason})" for s in records.skipped[:SHOWN_SKIPPED]],
         "packages": len(by_name),
-        "built": date.isoformat(),
+        "built": date.isoformat() if date else None,
         "licence": "CC-BY-4.0 for PyPA advisory database records; see LICENSE-CC-BY-4.0.txt",
     }
-    stamp = (max(date.year, 1980), date.month, date.day, 0, 0, 0)
+    stamp = (max(date.year, 1980), date.month, date.day, 0, 0, 0) if date else (1980, 1, 1, 0, 0, 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -482,7 +581,7 @@ def import_database(
     snapshot = date or osv_snapshot_date(source, today=today)
     digest = file_sha256(source) if source.is_file() else None
     return build_database(
-        read_osv_records(source),
+        OsvReader(source, today=today),
         user_database_path(data_dir),
         date=snapshot,
         source=str(source.name if source.is_file() else source),
@@ -538,7 +637,7 @@ def update_database(
                     fh.write(chunk)
         snapshot = date or _download_date(tmp, last_modified, today)
         return build_database(
-            read_osv_records(tmp),
+            OsvReader(tmp, today=today),
             user_database_path(data_dir),
             date=snapshot,
             source=shown,
@@ -558,15 +657,17 @@ def update_database(
             tmp.unlink()
 
 
-def _download_date(path: Path, last_modified: str | None, today: dt.date | None) -> dt.date:
+def _download_date(path: Path, last_modified: str | None, today: dt.date | None) -> dt.date | None:
+    """The zip's newest member timestamp, else the server's `Last-Modified` (not after today),
+    else None (the records' `modified` dates then stand in)."""
     today = today or dt.date.today()
     from_members = osv_snapshot_date(path, today=today)
-    if from_members != today or not last_modified:
+    if from_members is not None or not last_modified:
         return from_members
     from email.utils import parsedate_to_datetime
 
     try:
         stamp = parsedate_to_datetime(last_modified).date()
     except (TypeError, ValueError):
-        return today
-    return stamp if stamp <= today else today
+        return None
+    return stamp if stamp <= today else None

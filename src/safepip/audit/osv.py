@@ -79,41 +79,65 @@ class MergedMatch:
     """The merged records."""
 
 
-def parse_record(record: Mapping[str, Any]) -> Advisory:
+class InvalidRecord(ValueError):
+    """A JSON document that is not an OSV record safepip can use; the message says why."""
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRecord(f"`{what}` is not a list")
+    return value
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRecord(f"`{what}` is not an object")
+    return value
+
+
+def parse_record(record: object) -> Advisory:
     """Read an OSV record (or safepip's compact form of one, which is a subset of the schema).
 
     Only `affected` entries of the PyPI ecosystem (or without an ecosystem, as in the compact form)
     are kept, and only their `ECOSYSTEM` ranges: `GIT` ranges name commits, not releases.
-    Raises `ValueError` (or `KeyError`/`TypeError`) for a record that is not OSV-shaped.
+    Raises `InvalidRecord` for a document that is not OSV-shaped (no `id`, `affected` that is
+    not a list, ...), so that a reader can name the file and go on.
     """
-    rid = record["id"]
+    if not isinstance(record, dict):
+        raise InvalidRecord("the record is not an object")
+    rid = record.get("id")
     if not isinstance(rid, str) or not rid:
-        raise ValueError("record without an `id`")
+        raise InvalidRecord("the record has no `id`")
     affected: list[Affected] = []
-    for entry in record.get("affected") or ():
-        package = entry.get("package") or {}
+    for entry in _list(record.get("affected"), "affected"):
+        entry = _object(entry, "affected[]")
+        package = _object(entry.get("package") or {}, "affected[].package")
         if package.get("ecosystem", ECOSYSTEM) != ECOSYSTEM or not package.get("name"):
             continue
-        ranges = tuple(
-            tuple(
-                (kind, str(value))
-                for event in rng.get("events") or ()
-                for kind, value in event.items()
-                if kind in _KIND_ORDER
-            )
-            for rng in entry.get("ranges") or ()
-            if rng.get("type") == "ECOSYSTEM"
-        )
+        ranges: list[tuple[tuple[str, str], ...]] = []
+        for rng in _list(entry.get("ranges"), "affected[].ranges"):
+            rng = _object(rng, "affected[].ranges[]")
+            if rng.get("type") != "ECOSYSTEM":
+                continue
+            events: list[tuple[str, str]] = []
+            for event in _list(rng.get("events"), "affected[].ranges[].events"):
+                event = _object(event, "affected[].ranges[].events[]")
+                events.extend(
+                    (kind, str(value)) for kind, value in event.items() if kind in _KIND_ORDER
+                )
+            ranges.append(tuple(events))
         affected.append(
             Affected(
-                name=canonicalize_name(package["name"]),
-                ranges=ranges,
-                versions=tuple(str(v) for v in entry.get("versions") or ()),
+                name=canonicalize_name(str(package["name"])),
+                ranges=tuple(ranges),
+                versions=tuple(str(v) for v in _list(entry.get("versions"), "affected[].versions")),
             )
         )
     return Advisory(
         id=rid,
-        aliases=tuple(str(a) for a in record.get("aliases") or ()),
+        aliases=tuple(str(a) for a in _list(record.get("aliases"), "aliases")),
         summary=str(record.get("summary") or ""),
         details=str(record.get("details") or ""),
         affected=tuple(affected),
