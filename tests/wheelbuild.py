@@ -82,6 +82,7 @@ def _metadata(
     requires: Sequence[str],
     requires_python: str | None,
     extras: Mapping[str, Sequence[str]],
+    license: str | None = None,
 ) -> str:
     lines = [
         "Metadata-Version: 2.1",
@@ -89,6 +90,8 @@ def _metadata(
         f"Version: {version}",
         f"Summary: Test package {name}",
     ]
+    if license is not None:
+        lines.append(f"License: {license}")
     if requires_python is not None:
         lines.append(f"Requires-Python: {requires_python}")
     lines.extend(f"Requires-Dist: {req}" for req in requires)
@@ -150,6 +153,7 @@ def build_wheel(
     extra_members: Mapping[str, bytes | str] | None = None,
     root_is_purelib: bool = True,
     salt: str | bytes | None = None,
+    license: str | None = None,
 ) -> Path:
     """Write a wheel of `name` `version` into `dest_dir` and return its path.
 
@@ -166,6 +170,8 @@ def build_wheel(
       correct RECORD text and returns the text to write.
     - `extra_members` are raw zip members without RECORD rows (`"../evil.py"`,
       `"/abs.py"`): nothing is normalised or checked.
+    - `license` is written as the `License` field before `Requires-Dist`, as is: its line breaks
+      followed by blanks are continuation lines (whitespace-only ones too).
     - `salt` changes the archive bytes (via the zip comment) but not its filename or
       contents, for "same filename, other bytes" attacks.
 
@@ -188,7 +194,12 @@ def build_wheel(
         for path, content in (data_files or {}).items()
     )
     meta = _metadata(
-        name, version, requires=requires, requires_python=requires_python, extras=extras
+        name,
+        version,
+        requires=requires,
+        requires_python=requires_python,
+        extras=extras,
+        license=license,
     )
     members.append((f"{dist_info}/METADATA", meta.encode("utf-8"), False))
     members.append(
@@ -301,6 +312,7 @@ class WheelFactory:
         extra_members: Mapping[str, bytes | str] | None = None,
         root_is_purelib: bool = True,
         salt: str | bytes | None = None,
+        license: str | None = None,
     ) -> Path:
         """`build_wheel` into `dest_dir` or a fresh folder; same keyword arguments."""
         return build_wheel(
@@ -318,6 +330,7 @@ class WheelFactory:
             extra_members=extra_members,
             root_is_purelib=root_is_purelib,
             salt=salt,
+            license=license,
         )
 
     def sdist(self, name: str, version: str, *, dest_dir: Path | None = None) -> Path:

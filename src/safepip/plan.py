@@ -17,6 +17,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from safepip.errors import SafepipError
+from safepip.metadata import parse_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -72,43 +73,6 @@ class Pin:
         return f"{self.name}=={self.version}"
 
 
-def parse_metadata_requires(metadata: bytes | str) -> tuple[str, str, list[str], str | None]:
-    """(`Name`, `Version`, `Requires-Dist` lines, `Requires-Python`) from a METADATA file.
-
-    Reads only the header block (RFC 822 style, with continuation lines), which is all the
-    dependency check needs; far cheaper than `email.parser` on large METADATA files.
-    """
-    text = metadata.decode("utf-8", "replace") if isinstance(metadata, bytes) else metadata
-    name = version = ""
-    requires: list[str] = []
-    requires_python: str | None = None
-    key: str | None = None
-    value = ""
-
-    def flush() -> None:
-        nonlocal name, version, requires_python
-        if key == "name":
-            name = value.strip()
-        elif key == "version":
-            version = value.strip()
-        elif key == "requires-dist":
-            requires.append(value.strip())
-        elif key == "requires-python":
-            requires_python = value.strip()
-
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        if line[0] in " \t" and key is not None:
-            value += " " + line.strip()
-            continue
-        flush()
-        head, sep, rest = line.partition(":")
-        key, value = (head.strip().lower(), rest) if sep else (None, "")
-    flush()
-    return name, version, requires, requires_python
-
-
 @functools.lru_cache(maxsize=4096)
 def _requirement(line: str) -> Requirement | None:
     from packaging.requirements import InvalidRequirement, Requirement
@@ -120,6 +84,12 @@ def _requirement(line: str) -> Requirement | None:
 
 
 _EXTRA_MARKER = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
+
+
+def invalid_requirements(requires_dist: Sequence[str]) -> list[str]:
+    """The `Requires-Dist` entries that are not valid requirements (pip refuses such metadata:
+    skipping them would drop a dependency silently)."""
+    return [line for line in requires_dist if _requirement(line) is None]
 
 
 def dependencies_for(
@@ -518,7 +488,13 @@ def check_closure(
     problems: list[str] = []
     parsed: dict[NormalizedName, tuple[list[str], str | None]] = {}
     for pin in pins:
-        name, version, requires, requires_python = parse_metadata_requires(metadata[pin.name])
+        core = parse_metadata(metadata[pin.name])
+        name, version = core.name, core.version
+        requires, requires_python = core.requires_dist, core.requires_python
+        problems.extend(
+            f"`{pin.artifact.filename}` has an invalid `Requires-Dist` entry `{line}`"
+            for line in invalid_requirements(requires)
+        )
         if canonical(name) != pin.name or not _same(version, pin.version):
             problems.append(
                 f"`{pin.artifact.filename}` declares `{name} {version}` in its metadata, "

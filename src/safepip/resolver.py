@@ -27,12 +27,13 @@ from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
 from safepip.errors import ExitCode
+from safepip.metadata import parse_metadata
 from safepip.plan import (
     Artifact,
     Pin,
     ResolutionError,
     dependencies_for,
-    parse_metadata_requires,
+    invalid_requirements,
     rank_wheel,
 )
 from safepip.policy import PolicyViolation
@@ -425,7 +426,16 @@ class _Prefetcher:
         raw = self.index.fetch_metadata(wheel)
         if raw is None:
             raw = self._metadata_from_wheel(name, version, wheel)
-        meta_name, meta_version, requires, requires_python = parse_metadata_requires(raw)
+        core = parse_metadata(raw)
+        meta_name, meta_version = core.name, core.version
+        requires, requires_python = core.requires_dist, core.requires_python
+        invalid = invalid_requirements(requires)
+        if invalid:
+            raise ResolutionError(
+                f"Refusing `{wheel.filename}`: its metadata has an invalid `Requires-Dist` "
+                f"entry `{invalid[0]}`",
+                hint="the package's metadata is broken; pin another version",
+            )
         if canonicalize_name(meta_name) != name or not _same_version(meta_version, version):
             raise ResolutionError(
                 f"Refusing `{wheel.filename}`: its metadata names `{meta_name} {meta_version}`, "
