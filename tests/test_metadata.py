@@ -157,9 +157,7 @@ class TestHeaderRules:
         core = parse_metadata(text)
         assert core.requires_dist == ["b>=1"]
         assert core.get("License") == LICENSE_WITH_BLANK_LINE
-        assert [str(r) for r in Metadata.from_email(text, validate=False).requires_dist] == [
-            "b>=1"
-        ]
+        assert [str(r) for r in Metadata.from_email(text, validate=False).requires_dist] == ["b>=1"]
 
     def test_invalid_utf8_does_not_fail(self) -> None:
         core = parse_metadata(b"Name: a\nVersion: 1\nAuthor: \xff\nRequires-Dist: b\n")
