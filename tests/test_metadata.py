@@ -223,3 +223,36 @@ class TestDependencyAfterBlankContinuation:
         assert code == 0, err
         assert "alpha==1.0" in out
         assert "beta==1.2" in out
+
+    def test_error_invalid_requires_dist(
+        self,
+        static_index: Callable[..., StaticIndex],
+        cli: Callable[..., tuple[int, str, str]],
+        venv_factory: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        """pip refuses metadata with an invalid `Requires-Dist`; skipping it would drop a
+        dependency silently."""
+        index = static_index()
+        bad = build_wheel(tmp_path / "w", "gamma", "1.0", requires=["beta >= 1 ;; nonsense"])
+        index.add(bad)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        line = f"gamma==1.0 --hash=sha256:{sha256_file(bad)}"
+        code, _, err = cli(
+            "install", line, "--python", str(venv), "-i", index.url,
+            "--cache-dir", str(tmp_path / "cache"),
+        )  # fmt: skip
+        assert code == 1
+        assert (
+            "error: `gamma-1.0-py3-none-any.whl` has an invalid `Requires-Dist` entry "
+            "`beta >= 1 ;; nonsense`\n"
+        ) in err
+        assert tree_snapshot(venv) == before
+        code, _, err = cli(
+            "lock", "gamma", "--python", str(venv), "-i", index.url, "-o", "-",
+            "--cache-dir", str(tmp_path / "cache"),
+        )  # fmt: skip
+        assert code == 1
+        assert "Refusing `gamma-1.0-py3-none-any.whl`: its metadata has an invalid" in err
