@@ -632,7 +632,7 @@ class TestUnpackWheel:
             zipfile.ZipFile(wheel, "a") as zf,
         ):
             zf.writestr("demo/__init__.py", "evil = True\n")
-        with pytest.raises(WheelIntegrityError, match="duplicate members in archive"):
+        with pytest.raises(WheelIntegrityError, match="two central directory entries for one name"):
             unpack(wheel, cache)
 
     @pytest.mark.parametrize(
@@ -644,7 +644,8 @@ class TestUnpackWheel:
             ),
             (
                 "other-1.0-py3-none-any.whl",
-                "expected one `.dist-info` folder for `other`, found 0",
+                "its `.dist-info` folder `demo-1.0.dist-info` belongs to another distribution "
+                "than `other`",
             ),
         ],
     )
@@ -663,7 +664,10 @@ class TestUnpackWheel:
         )
         with pytest.raises(WheelIntegrityError) as info:
             unpack(wheel, cache)
-        assert info.value.problem == "expected one `.dist-info` folder for `demo`, found 2"
+        assert info.value.problem == (
+            "a wheel must have exactly one `.dist-info` folder, for `demo` "
+            "(found `demo-1.0.dist-info`, `demo-2.0.dist-info`)"
+        )
 
     def test_error_survives_pickling(self) -> None:
         import pickle
@@ -675,7 +679,7 @@ class TestUnpackWheel:
     def test_not_a_zip(self, tmp_path: Path, cache: Cache) -> None:
         wheel = tmp_path / "demo-1.0-py3-none-any.whl"
         wheel.write_bytes(b"not a zip")
-        with pytest.raises(WheelIntegrityError, match=r"not a valid zip archive"):
+        with pytest.raises(WheelIntegrityError, match=r"no end-of-central-directory record"):
             unpack(wheel, cache)
 
 

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
 import hashlib
 import io
 import json
 import os
 import shutil
 import stat
-import struct
 import tempfile
-import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from safepip import wheelzip
 from safepip.errors import ExitCode, SafepipError
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind, StreamHasher, split_hash
 from safepip.net import NetworkError
@@ -413,22 +410,35 @@ def _safe_member(name: str) -> bool:
 
 
 def _dist_info_of(filename: str, names: Iterable[str]) -> str:
+    """The wheel's one `.dist-info` folder, after checking the top level holds no metadata of
+    any other distribution.
+
+    A wheel that also carries `victim-1.0.dist-info` (or `victim.egg-info`, or such a folder
+    inside its `.data/purelib`) would make the environment claim `victim` is installed, with
+    whatever RECORD and install record the attacker wrote; pip refuses several `.dist-info`
+    folders too. `.data` folders other than the wheel's own are refused for the same reason.
+    """
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
     wheel_name, wheel_version, _, _ = parse_wheel_filename(filename)
-    candidates = {n.split("/", 1)[0] for n in names if "/" in n}
-    dist_infos = [c for c in candidates if c.endswith(".dist-info")]
-    matching = []
-    for d in dist_infos:
-        stem = d[: -len(".dist-info")]
-        name, _, version = stem.rpartition("-")
-        if canonicalize_name(name) == wheel_name:
-            matching.append((d, version))
-    if len(matching) != 1:
+    top = {n.split("/", 1)[0] for n in names if "/" in n}
+    dist_infos = sorted(c for c in top if c.endswith(".dist-info"))
+    if len(dist_infos) != 1:
+        found = ", ".join(f"`{d}`" for d in dist_infos) or "none"
         raise WheelIntegrityError(
-            filename, f"expected one `.dist-info` folder for `{wheel_name}`, found {len(matching)}"
+            filename,
+            f"a wheel must have exactly one `.dist-info` folder, for `{wheel_name}` (found "
+            f"{found})",
         )
-    dist_info, version = matching[0]
+    dist_info = dist_infos[0]
+    stem = dist_info[: -len(".dist-info")]
+    name, _, version = stem.rpartition("-")
+    if canonicalize_name(name) != wheel_name:
+        raise WheelIntegrityError(
+            filename,
+            f"its `.dist-info` folder `{dist_info}` belongs to another distribution than "
+            f"`{wheel_name}`",
+        )
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -439,16 +449,50 @@ def _dist_info_of(filename: str, names: Iterable[str]) -> str:
         raise WheelIntegrityError(
             filename, f"`{dist_info}` does not match the version in the filename ({wheel_version})"
         )
+    data_dir = stem + ".data"
+    for folder in sorted(top):
+        if folder.endswith(".data") and folder != data_dir:
+            raise WheelIntegrityError(
+                filename,
+                f"`.data` folder `{folder}` does not match the wheel's own (`{data_dir}`)",
+            )
+    # Files under .data/purelib and .data/platlib land at the top of site-packages.
+    roots = [n for n in names if "/" in n]
+    roots += [
+        rel
+        for n in names
+        if n.startswith(data_dir + "/")
+        for scheme, _, rel in [n[len(data_dir) + 1 :].partition("/")]
+        if scheme in ("purelib", "platlib") and "/" in rel
+    ]
+    for member in roots:
+        folder = member.split("/", 1)[0]
+        if folder == dist_info or not folder.endswith((".dist-info", ".egg-info")):
+            continue
+        raise WheelIntegrityError(
+            filename,
+            f"it carries the metadata folder `{folder}` of another distribution (only "
+            f"`{dist_info}` is allowed)",
+            member=member,
+        )
     return dist_info
 
 
-def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
-    """Unpack a verified wheel into the cache, checking every member against RECORD.
+METADATA_LIMIT = 64 << 20
+"""RECORD and WHEEL are read into memory: a larger one is refused, not inflated."""
 
-    Refuses: members with absolute paths, `..`, backslashes or symlinks; members missing from
-    RECORD or RECORD entries missing from the archive; any digest or size that differs from
-    RECORD; a RECORD without a sha256-family digest for a file. Idempotent and safe to run
-    concurrently (the folder appears by atomic rename).
+
+def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
+    """Unpack a verified wheel into the cache, checking its ZIP structure and every member
+    against RECORD.
+
+    Refuses: an archive with more than one reading (`wheelzip.read_directory`); members with
+    absolute paths, `..`, backslashes or symlinks; a second `.dist-info` or another
+    distribution's metadata; members missing from RECORD or RECORD entries missing from the
+    archive; any digest or size that differs from RECORD; a RECORD without a sha256-family
+    digest for a file. Members are inflated in bounded chunks straight to disk, so memory does
+    not grow with their size. Idempotent and safe to run concurrently (the folder appears by
+    atomic rename).
     """
     cache = Cache(Path(cache_root))
     final = cache.unpacked_path(sha256)
@@ -457,30 +501,31 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
         return _load_manifest(final)
     filename = wheel.name
     try:
-        zf = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise WheelIntegrityError(filename, f"not a valid zip archive ({exc})") from exc
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-        names = [i.filename for i in infos]
-        for info in infos:
-            if not _safe_member(info.filename):
-                raise WheelIntegrityError(filename, "unsafe path in archive", member=info.filename)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise WheelIntegrityError(
-                    filename, "symbolic link in archive", member=info.filename
-                )
-        if len(set(names)) != len(names):
-            raise WheelIntegrityError(filename, "duplicate members in archive")
-        dist_info = _dist_info_of(filename, names)
+        raw = wheel.open("rb")
+    except OSError as exc:
+        raise WheelIntegrityError(filename, f"cannot be read ({exc.strerror})") from exc
+    with raw:
+        try:
+            members = wheelzip.read_directory(raw, os.fstat(raw.fileno()).st_size)
+        except wheelzip.ZipStructureError as exc:
+            raise WheelIntegrityError(
+                filename, f"ambiguous or malformed zip archive: {exc.rule}", member=exc.member
+            ) from exc
+        files = [m for m in members if not m.is_dir]
+        by_name = {m.name: m for m in files}
+        for m in files:
+            if not _safe_member(m.name):
+                raise WheelIntegrityError(filename, "unsafe path in archive", member=m.name)
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise WheelIntegrityError(filename, "symbolic link in archive", member=m.name)
+        dist_info = _dist_info_of(filename, by_name)
         record_name = f"{dist_info}/RECORD"
-        if record_name not in names:
+        if record_name not in by_name:
             raise WheelIntegrityError(filename, "no RECORD file")
-        record = _parse_record(filename, zf.read(record_name))
+        record = _parse_record(filename, _read_small(raw, by_name[record_name], filename))
+        wheel_file = by_name.get(f"{dist_info}/WHEEL")
         wheel_meta = (
-            zf.read(f"{dist_info}/WHEEL").decode("utf-8", "replace")
-            if (f"{dist_info}/WHEEL" in names)
-            else ""
+            _read_small(raw, wheel_file, filename).decode("utf-8", "replace") if wheel_file else ""
         )
         if not wheel_meta:
             raise WheelIntegrityError(filename, "no WHEEL file")
@@ -490,58 +535,80 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
             if line.lower().startswith("root-is-purelib:")
         )
         unsigned = {record_name, f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s"}
-        missing = sorted(set(record) - set(names) - unsigned)
+        missing = sorted(set(record) - set(by_name) - unsigned)
         if missing:
             raise WheelIntegrityError(
                 filename, "RECORD lists a file the archive lacks", member=missing[0]
             )
+        for m in files:
+            name = m.name
+            if name in unsigned:
+                continue
+            if name not in record:
+                raise WheelIntegrityError(filename, "file not listed in RECORD", member=name)
+            want_size = record[name][1]
+            if want_size is not None and want_size != m.size:
+                # Refused before inflating anything: RECORD bounds the member too.
+                raise WheelIntegrityError(filename, "size does not match RECORD", member=name)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{sha256[:12]}-"))
         entries: list[ManifestEntry] = []
         made: set[str] = {str(staging)}
         try:
-            with wheel.open("rb") as raw:
-                for info in infos:
-                    name = info.filename
-                    if name in unsigned and name != record_name:
-                        continue
-                    is_record = name == record_name
-                    if not is_record and name not in record:
-                        raise WheelIntegrityError(
-                            filename, "file not listed in RECORD", member=name
-                        )
-                    expected = None if is_record else record[name]
-                    data = zf.read(info) if is_record else _read_member(raw, zf, info, filename)
-                    dest = os.path.join(staging, name)
-                    folder = os.path.dirname(dest)
-                    if folder not in made:
-                        os.makedirs(folder, exist_ok=True)
-                        made.add(folder)
-                    with open(dest, "wb") as out:
-                        out.write(data)
-                    executable = bool((info.external_attr >> 16) & 0o111)
-                    if executable:
-                        os.chmod(dest, 0o755)
-                    mtime_ns = os.stat(dest).st_mtime_ns
-                    digest = "sha256=" + _b64(hashlib.sha256(data).digest())
-                    if expected is not None and expected[0]:
-                        _check_entry(filename, name, expected, data, digest)
-                    entries.append(
-                        ManifestEntry(
-                            path=name,
-                            hash=digest,
-                            size=len(data),
-                            executable=executable,
-                            mtime_ns=mtime_ns,
-                        )
+            for m in files:
+                name = m.name
+                if name in unsigned and name != record_name:
+                    continue
+                dest = os.path.join(staging, name)
+                folder = os.path.dirname(dest)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                want = None if name == record_name else record[name][0]
+                alg = want.partition("=")[0] if want else "sha256"
+                if alg not in ("sha256", "sha384", "sha512"):
+                    raise WheelIntegrityError(
+                        filename,
+                        f"RECORD digest `{alg}` is not acceptable (use sha256)",
+                        member=name,
                     )
-            data_dir = dist_info[: -len(".dist-info")] + ".data"
+                hasher = hashlib.sha256()
+                other = hashlib.new(alg) if alg != "sha256" else None
+                try:
+                    with open(dest, "wb") as out:
+                        for chunk in wheelzip.iter_member(raw, m):
+                            hasher.update(chunk)
+                            if other is not None:
+                                other.update(chunk)
+                            out.write(chunk)
+                except wheelzip.ZipStructureError as exc:
+                    raise WheelIntegrityError(filename, exc.rule, member=name) from exc
+                executable = bool((m.external_attr >> 16) & 0o111)
+                if executable:
+                    os.chmod(dest, 0o755)
+                mtime_ns = os.stat(dest).st_mtime_ns
+                digest = "sha256=" + _b64(hasher.digest())
+                if want:
+                    got = _b64((other or hasher).digest())
+                    if got != want.partition("=")[2]:
+                        raise WheelIntegrityError(
+                            filename, "content does not match its RECORD digest", member=name
+                        )
+                entries.append(
+                    ManifestEntry(
+                        path=name,
+                        hash=digest,
+                        size=m.size,
+                        executable=executable,
+                        mtime_ns=mtime_ns,
+                    )
+                )
             manifest = {
                 "format": UNPACK_FORMAT,
                 "sha256": sha256,
                 "filename": filename,
                 "dist_info": dist_info,
-                "data_dir": data_dir,
+                "data_dir": dist_info[: -len(".dist-info")] + ".data",
                 "root_is_purelib": root_is_purelib,
                 "entries": [[e.path, e.hash, e.size, e.executable, e.mtime_ns] for e in entries],
             }
@@ -558,81 +625,13 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
     return _load_manifest(final)
 
 
-def _check_entry(
-    filename: str, name: str, expected: tuple[str, int | None], data: bytes, sha256_digest: str
-) -> None:
-    want_hash, want_size = expected
-    alg, _, value = want_hash.partition("=")
-    if alg == "sha256":
-        got = sha256_digest.partition("=")[2]
-    elif alg in ("sha384", "sha512"):
-        got = _b64(hashlib.new(alg, data).digest())
-    else:
-        raise WheelIntegrityError(
-            filename, f"RECORD digest `{alg}` is not acceptable (use sha256)", member=name
-        )
-    if got != value:
-        raise WheelIntegrityError(filename, "content does not match its RECORD digest", member=name)
-    if want_size is not None and want_size != len(data):
-        raise WheelIntegrityError(filename, "size does not match RECORD", member=name)
-
-
-@functools.cache
-def _raw_inflate_module() -> Any:
-    """The fastest raw-deflate decoder available: ISA-L (`isal`, about twice as fast as zlib
-    here, where inflating is most of a cold install's CPU time), else the standard zlib."""
+def _read_small(raw: BinaryIO, member: wheelzip.ZipMember, filename: str) -> bytes:
+    if member.size > METADATA_LIMIT:
+        raise WheelIntegrityError(filename, "metadata file is too large", member=member.name)
     try:
-        from isal import isal_zlib
-    except ImportError:  # pragma: no cover - platforms without isal wheels
-        return zlib
-    return isal_zlib
-
-
-def _inflate(payload: bytes) -> bytes:
-    data: bytes = _raw_inflate_module().decompress(payload, -15)
-    return data
-
-
-def _inflate_errors() -> tuple[type[BaseException], ...]:
-    return (zlib.error, _raw_inflate_module().error)
-
-
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-
-
-def _read_member(raw: BinaryIO, zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> bytes:
-    """A member's bytes, inflated straight from the archive.
-
-    zipfile's reader checks a CRC-32 and reads in small steps; both are wasted here, because the
-    whole archive's sha256 was verified against the pin and every member is then checked
-    against its RECORD digest. Other compression methods go through zipfile.
-    """
-    if info.flag_bits & 0x1:
-        raise WheelIntegrityError(filename, "encrypted member", member=info.filename)
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        return zf.read(info)
-    raw.seek(info.header_offset)
-    header = raw.read(_LOCAL_HEADER.size)
-    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-        raise WheelIntegrityError(filename, "bad local file header", member=info.filename)
-    fields = _LOCAL_HEADER.unpack(header)
-    name_length, extra_length = fields[-2], fields[-1]
-    raw.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
-    payload = raw.read(info.compress_size)
-    if info.compress_type == zipfile.ZIP_STORED:
-        data = payload
-    else:
-        try:
-            data = _inflate(payload)
-        except _inflate_errors() as exc:
-            raise WheelIntegrityError(
-                filename, "member cannot be decompressed", member=info.filename
-            ) from exc
-    if len(data) != info.file_size:
-        raise WheelIntegrityError(
-            filename, "member size differs from the archive directory", member=info.filename
-        )
-    return data
+        return b"".join(wheelzip.iter_member(raw, member))
+    except wheelzip.ZipStructureError as exc:
+        raise WheelIntegrityError(filename, exc.rule, member=member.name) from exc
 
 
 def _parse_record(filename: str, data: bytes) -> dict[str, tuple[str, int | None]]:

@@ -1,0 +1,165 @@
+"""Hostile but correctly hash-pinned wheels, end to end: real bytes from a loopback index, a real
+venv, and a refusal that leaves the venv byte-for-byte as it was."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from rawzip import RawEntry, build, entries_of, wheel_files
+from safepip.cli import main
+from wheelbuild import record_digest, sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from servers import StaticIndex
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def with_record(files: dict[str, bytes], dist_info: str = "demo-1.0.dist-info") -> dict[str, bytes]:
+    """`files` with a RECORD that lists every one of them honestly."""
+    record_name = f"{dist_info}/RECORD"
+    body = "".join(
+        f"{path},{record_digest(data)},{len(data)}\n"
+        for path, data in files.items()
+        if path != record_name
+    )
+    return {
+        **{k: v for k, v in files.items() if k != record_name},
+        record_name: (body + f"{record_name},,\n").encode(),
+    }
+
+
+@pytest.fixture
+def attempt(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    tree_snapshot: Callable[[Path], object],
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[[bytes], tuple[int, str]]:
+    """Serve these wheel bytes as `demo-1.0-py3-none-any.whl`, install them hash-pinned into a
+    fresh venv, check the venv is unchanged, and give (exit code, stderr)."""
+
+    def run(data: bytes) -> tuple[int, str]:
+        wheel = tmp_path / "dist" / "demo-1.0-py3-none-any.whl"
+        wheel.parent.mkdir(exist_ok=True)
+        wheel.write_bytes(data)
+        index = static_index()
+        index.add(wheel, metadata=False)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        code = main(
+            [
+                "install",
+                f"demo==1.0 --hash=sha256:{sha256_file(wheel)}",
+                "--python",
+                str(venv),
+                "-i",
+                index.url,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-audit",
+            ]
+        )
+        err = ANSI.sub("", capsys.readouterr().err)
+        assert tree_snapshot(venv) == before
+        return code, err
+
+    return run
+
+
+def refusal(err: str) -> str:
+    return next(line for line in err.splitlines() if line.startswith("error: "))
+
+
+class TestAmbiguousArchives:
+    def test_error_second_local_header_for_a_member(
+        self, attempt: Callable[[bytes], tuple[int, str]]
+    ) -> None:
+        files = wheel_files()
+        evil = RawEntry("demo/__init__.py", b"import os\nos.system('id')\n")
+        code, err = attempt(build(entries_of(files), hidden=[evil]))
+        assert code == 3
+        assert refusal(err) == (
+            "error: Refusing wheel `demo-1.0-py3-none-any.whl`: ambiguous or malformed zip "
+            "archive: multiple local headers for one name (member `demo/__init__.py`)"
+        )
+
+    def test_error_sizes_disagree(self, attempt: Callable[[bytes], tuple[int, str]]) -> None:
+        entries = entries_of(wheel_files())
+        entries[0] = RawEntry(entries[0].name, entries[0].data, local={"usize": 1})
+        code, err = attempt(build(entries))
+        assert code == 3
+        assert "uncompressed size differs between local header and central directory" in err
+        assert "(member `demo/__init__.py`)" in err
+
+    def test_error_zip_bomb(self, attempt: Callable[[bytes], tuple[int, str]]) -> None:
+        files = wheel_files(**{"demo/data.bin": b"x" * 1000})
+        entries = entries_of(files)
+        bomb = b"\0" * (32 << 20)
+        entries = [
+            RawEntry(e.name, bomb, central={"usize": 1000}, local={"usize": 1000})
+            if e.name == "demo/data.bin"
+            else e
+            for e in entries
+        ]
+        code, err = attempt(build(entries))
+        assert code == 3
+        assert refusal(err) == (
+            "error: Refusing wheel `demo-1.0-py3-none-any.whl`: member inflates to more than "
+            "its declared size (member `demo/data.bin`)"
+        )
+
+
+VICTIM = {
+    "victim-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: victim\nVersion: 1.0\n\n",
+    "victim-1.0.dist-info/INSTALLER": b"safepip\n",
+    "victim/__init__.py": b"hijacked = True\n",
+}
+
+
+class TestForeignMetadata:
+    """A wheel must not be able to make the environment claim another distribution."""
+
+    def test_error_second_dist_info(self, attempt: Callable[[bytes], tuple[int, str]]) -> None:
+        files = with_record({**wheel_files(), **VICTIM})
+        code, err = attempt(build(entries_of(files)))
+        assert code == 3
+        assert refusal(err) == (
+            "error: Refusing wheel `demo-1.0-py3-none-any.whl`: a wheel must have exactly one "
+            "`.dist-info` folder, for `demo` (found `demo-1.0.dist-info`, "
+            "`victim-1.0.dist-info`)"
+        )
+
+    @pytest.mark.parametrize(
+        ("member", "rule"),
+        [
+            (
+                "victim.egg-info/PKG-INFO",
+                "it carries the metadata folder `victim.egg-info` of another distribution (only "
+                "`demo-1.0.dist-info` is allowed) (member `victim.egg-info/PKG-INFO`)",
+            ),
+            (
+                "demo-1.0.data/purelib/victim-1.0.dist-info/METADATA",
+                "it carries the metadata folder `victim-1.0.dist-info` of another distribution "
+                "(only `demo-1.0.dist-info` is allowed) (member `victim-1.0.dist-info/METADATA`)",
+            ),
+            (
+                "victim-1.0.data/purelib/victim/__init__.py",
+                "`.data` folder `victim-1.0.data` does not match the wheel's own (`demo-1.0.data`)",
+            ),
+        ],
+    )
+    def test_error_foreign_metadata_or_data(
+        self, attempt: Callable[[bytes], tuple[int, str]], member: str, rule: str
+    ) -> None:
+        files = with_record({**wheel_files(), member: b"Name: victim\n"})
+        code, err = attempt(build(entries_of(files)))
+        assert code == 3
+        assert refusal(err) == f"error: Refusing wheel `demo-1.0-py3-none-any.whl`: {rule}"
