@@ -392,6 +392,8 @@ class IndexFile:
     """Digest of the served `<file>.metadata`; None when no metadata is advertised."""
     hash_in_listing: bool = True
     url_host: str | None = None
+    link: str | None = None
+    """The exact URL the listing shows instead of the served file (a hostile index)."""
 
 
 class StaticIndex(LoopbackServer):
@@ -499,6 +501,8 @@ class StaticIndex(LoopbackServer):
     # -- rendering -------------------------------------------------------------------------
 
     def _link(self, entry: IndexFile) -> str:
+        if entry.link is not None:
+            return entry.link
         if entry.url_host is not None:
             return f"{entry.url_host.rstrip('/')}/{quote(entry.filename)}"
         if self.absolute_links:

@@ -28,6 +28,7 @@ from safepip.index import (
     IndexClient,
     IndexFile,
     IndexPageError,
+    LocalLinkError,
     MetadataHashError,
     normalize_name,
     parse_html_files,
@@ -42,6 +43,9 @@ from wheelbuild import build_sdist, build_wheel
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
 
 INDEX = "https://idx.example/simple"
 MIRROR = "https://mirror.example/simple"
@@ -326,6 +330,25 @@ class TestParseHtml:
             ["ignoring `demo-1.0.zip`: its URL 'http://[x/demo-1.0.zip' is not valid"],
         )
 
+    @pytest.mark.parametrize(
+        "href",
+        ["file:///dev/zero", "FILE:///etc/passwd#sha256=00", "file://localhost/tmp/demo-1.0.zip"],
+    )
+    def test_file_link_on_a_remote_page_is_refused(self, href: str) -> None:
+        with pytest.raises(LocalLinkError) as info:
+            parse_html(f'<a href="demo-1.1.zip">ok</a><a href="{href}">demo-1.0.zip</a>')
+        assert info.value.exit_code == ExitCode.POLICY
+        assert info.value.page == f"{INDEX}/demo/"
+        assert info.value.link == href.split("#", maxsplit=1)[0].replace("FILE:", "file:")
+
+    def test_base_href_cannot_turn_links_local(self) -> None:
+        with pytest.raises(LocalLinkError):
+            parse_html('<base href="file:///dev/"><a href="zero">demo-1.0.zip</a>')
+
+    def test_file_links_on_a_local_page_are_kept(self) -> None:
+        files, _ = parse_html('<a href="demo-1.0.zip">x</a>', url="file:///srv/simple/demo/")
+        assert [f.url for f in files] == ["file:///srv/simple/demo/demo-1.0.zip"]
+
     def test_anchors_without_href_are_skipped(self) -> None:
         files, _ = parse_html('<a name="top">top</a><a href="">empty</a>')
         assert files == []
@@ -418,6 +441,19 @@ def parse_json(
 
 
 class TestParseJson:
+    @pytest.mark.parametrize("page", [f"{INDEX}/demo/", "http://127.0.0.1:8000/simple/demo/"])
+    def test_file_link_on_a_remote_page_is_refused(self, page: str) -> None:
+        entry = {"filename": "demo-1.0-py3-none-any.whl", "url": "file:///dev/zero"}
+        with pytest.raises(LocalLinkError) as info:
+            parse_json({"files": [entry]}, url=page)
+        assert info.value.link == "file:///dev/zero"
+        assert info.value.page == page
+
+    def test_file_link_on_a_local_page_is_kept(self) -> None:
+        entry = {"filename": "demo-1.0-py3-none-any.whl", "url": "file:///w/demo-1.0.whl"}
+        _, files, _ = parse_json({"files": [entry]}, url="file:///w/simple/demo/")
+        assert [f.url for f in files] == ["file:///w/demo-1.0.whl"]
+
     def test_fields(self) -> None:
         name, files, warnings = parse_json(
             {
@@ -952,3 +988,94 @@ def test_end_to_end_local_folder_index(tmp_path: Path) -> None:
         result = client.project_files("demo")
         assert [f.url for f in result.files] == [wheel.as_uri()]
         assert client.project_files("missing").claimed_by is None
+
+
+def test_error_local_link() -> None:
+    error = LocalLinkError(page="https://u:pw@idx.example/simple/demo/", link="file:///dev/zero")
+    assert str(error) == (
+        "Refusing the link `file:///dev/zero` on the page "
+        "`https://***:***@idx.example/simple/demo/`: a page served over HTTP(S) may not link "
+        "local `file:` URLs"
+    )
+    assert error.hint == (
+        "`file:` URLs are used only where you name a local path (a requirements file, `-f DIR`, "
+        "the configuration or the command line); this index is misconfigured or hostile"
+    )
+    assert error.exit_code == ExitCode.POLICY
+
+
+class TestLocalLinksEndToEnd:
+    """Issue 8 item 4: an index page or redirect must never make safepip read a local file."""
+
+    def _install(
+        self,
+        index_url: str,
+        wheel: Path,
+        venv: Path,
+        cache: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> tuple[int, str]:
+        from safepip.cli import main
+
+        line = f"{wheel.name.split('-')[0]}==1.0 --hash=sha256:{sha256(wheel.read_bytes())}"
+        argv = ["install", line, "--python", str(venv), "-i", index_url, "--cache-dir", str(cache)]
+        code = main(argv)
+        return code, capsys.readouterr().err
+
+    @pytest.mark.parametrize("mode", ["json-only", "html-only"])
+    @pytest.mark.parametrize("target", ["/dev/zero", "the test's wheel"])
+    def test_index_page_linking_a_local_file_is_refused(
+        self,
+        mode: str,
+        target: str,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[[], Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        wheel = wheel_factory("zerolink", "1.0")
+        index = static_index(mode=mode)
+        entry = index.add(wheel)
+        # The test's own correctly hashed wheel: even a file that would pass the hash check
+        # must not be read, or a page could probe which files exist on the machine.
+        entry.link = "file:///dev/zero" if target == "/dev/zero" else wheel.as_uri()
+        venv, cache = venv_factory(), tmp_path / "cache"
+        before = tree_snapshot(venv)
+        code, err = self._install(index.url, wheel, venv, cache, capsys)
+        assert code == ExitCode.POLICY, err
+        assert (
+            f"error: Refusing the link `{entry.link}` on the page "
+            f"`{index.project_url('zerolink')}`: a page served over HTTP(S) may not link local "
+            "`file:` URLs"
+        ) in err
+        assert tree_snapshot(venv) == before
+        # Nothing was copied into the cache: only the target interpreter's probe is kept.
+        cached = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
+        assert [p for p in cached if p.parts[0] != "targets"] == []
+
+    def test_redirect_to_a_local_file_is_refused(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[[], Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        wheel = wheel_factory("zeroredir", "1.0")
+        index = static_index()
+        index.add(wheel)
+        index.redirect[f"/files/{wheel.name}"] = wheel.as_uri()
+        venv, cache = venv_factory(), tmp_path / "cache"
+        before = tree_snapshot(venv)
+        code, err = self._install(index.url, wheel, venv, cache, capsys)
+        assert code == ExitCode.POLICY, err
+        assert (
+            f"error: Refusing redirect from `{index.file_url(wheel.name)}` to `{wheel.as_uri()}`: "
+            "unsupported URL scheme `file`"
+        ) in err
+        assert tree_snapshot(venv) == before
+        cached = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
+        assert [p for p in cached if p.parts[0] != "targets"] == []

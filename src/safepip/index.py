@@ -32,6 +32,7 @@ from packaging.utils import (
 
 from safepip.errors import ExitCode, SafepipError
 from safepip.net import NetworkError, Response
+from safepip.policy import PolicyViolation
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
@@ -74,6 +75,39 @@ class IndexPageError(SafepipError):
         )
         self.url = shown
         self.problem = problem
+
+
+class LocalLinkError(PolicyViolation):
+    """A page served over HTTP(S) that links a local `file:` URL (issue 8, item 4).
+
+    `file:` URLs are honoured only where the user named a local path (a requirements file,
+    `-f DIR`, the configuration, the command line). An index that could point at one could make
+    safepip read any file of the machine (`/dev/zero`, a private key) into its cache, or probe
+    which files exist.
+    """
+
+    def __init__(self, *, page: str, link: str) -> None:
+        shown_page, shown_link = redact_url(page), redact_url(link)
+        rule = "a page served over HTTP(S) may not link local `file:` URLs"
+        super().__init__(
+            f"Refusing the link `{shown_link}` on the page `{shown_page}`: {rule}",
+            url=shown_link,
+            host=urlsplit(page).hostname,
+            reason=rule,
+            hint=(
+                "`file:` URLs are used only where you name a local path (a requirements file, "
+                "`-f DIR`, the configuration or the command line); this index is misconfigured "
+                "or hostile"
+            ),
+        )
+        self.page = shown_page
+        self.link = shown_link
+
+
+def _check_link(page: str, link: str) -> None:
+    """Raise `LocalLinkError` when a page fetched over HTTP(S) links a `file:` URL."""
+    if urlsplit(link).scheme.lower() == "file" and _is_http(page):
+        raise LocalLinkError(page=page, link=link)
 
 
 class MetadataHashError(SafepipError):
@@ -317,7 +351,8 @@ def parse_html_files(
     Links resolve against the first `<base href>`, else `url`. Attribute values are
     HTML-unescaped once by the parser (`&gt;=3.8` becomes `>=3.8`). Anchors whose href is not a
     valid URL are skipped with a warning. Raises `IndexPageError` for a page that does not
-    decode, that the parser rejects, or that declares an unsupported PEP 629 API version.
+    decode, that the parser rejects, or that declares an unsupported PEP 629 API version, and
+    `LocalLinkError` when a page fetched over HTTP(S) links a `file:` URL.
     """
     text = _decode_html(content, url, charset)
     parser = _AnchorParser()
@@ -347,6 +382,7 @@ def parse_html_files(
         except ValueError:
             warnings.append(f"ignoring the invalid link {href!r} on `{redact_url(url)}`")
             continue
+        _check_link(url, file_url)
         filename = _filename_of(file_url) or anchor_text
         if not filename:
             continue
@@ -392,7 +428,8 @@ def parse_json_files(
 
     Structural problems (not JSON, no `files` list, a file without `filename` or `url`, an
     unsupported major `meta.api-version`) raise `IndexPageError`; a bad optional field of one
-    file is ignored with a warning.
+    file is ignored with a warning. A page fetched over HTTP(S) that links a `file:` URL raises
+    `LocalLinkError`.
     """
     try:
         data = json.loads(content)
@@ -423,6 +460,7 @@ def parse_json_files(
         except ValueError:
             warnings.append(f"ignoring `{filename}`: its URL {href!r} is not valid")
             continue
+        _check_link(url, file_url)
         raw_hashes = entry.get("hashes", {})
         hashes: dict[str, str] = {}
         if isinstance(raw_hashes, dict):
