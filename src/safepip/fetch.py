@@ -142,15 +142,20 @@ ORIGIN_FILE = "origin.json"
 
 
 def _from_unpacked(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
-    """A wheel already unpacked (and verified) under one of the pinned sha256 digests: the
-    install works from the unpacked tree, so the archive need not be read again.
-    `unpack_all` re-checks the tree before it is used."""
+    """This very file, already unpacked (and verified): the install works from the unpacked
+    tree, so the archive need not be read again. `unpack_all` re-checks the tree before use.
+
+    The entry is found by the artifact's filename *and* a pinned digest: a lock pins every wheel
+    of a version, and the cp311 wheel unpacked for one environment must never stand in for the
+    cp310 file chosen for another (the pin accepts both hashes, the target only one file). The
+    archive stored under that filename and digest is what ties the two together.
+    """
     if artifact.hash_source != "pinned":
         return None
     base = os.path.join(cache.root, "unpacked", f"v{UNPACK_FORMAT}")
     for digest in _pinned_sha256(artifact):
-        if os.path.isfile(os.path.join(base, digest[:2], digest, MANIFEST)):
-            path = cache.artifact_path(digest, artifact.filename)
+        path = cache.artifact_path(digest, artifact.filename)
+        if os.path.isfile(os.path.join(base, digest[:2], digest, MANIFEST)) and path.is_file():
             return FetchedArtifact(artifact=artifact, path=path, sha256=digest, cached=True)
     return None
 

@@ -1,0 +1,131 @@
+"""The shared cache end to end: the right file for each target, and what the cache trusts."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from safepip.cli import main
+from wheelbuild import build_wheel, sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from servers import StaticIndex
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PY310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
+
+
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+def py(venv: Path, code: str) -> str:
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
+    """`install(*args)`: `safepip install *args --cache-dir <one cache>`, (exit code, stderr)."""
+
+    def run(*args: str, cache: Path = tmp_path / "cache") -> tuple[int, str]:
+        code = main(["install", *args, "--cache-dir", str(cache), "--no-audit"])
+        return code, ANSI.sub("", capsys.readouterr().err)
+
+    return run
+
+
+def installed_record(venv: Path, name: str, version: str) -> dict[str, object]:
+    dist_info = site_packages(venv) / f"{name}-{version}.dist-info"
+    data: dict[str, object] = json.loads((dist_info / "safepip.json").read_text())
+    return data
+
+
+@pytest.mark.skipif(
+    not PY310.exists() or sys.version_info[:2] != (3, 11), reason="needs Python 3.10 and 3.11"
+)
+def test_each_interpreter_gets_its_own_wheel_from_one_cache(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    install: Callable[..., tuple[int, str]],
+) -> None:
+    """A lock pins every wheel of a version (as `safepip lock`, uv and pip-compile write them):
+    the cache must hand each target the file chosen for it, never another file whose hash the
+    pin also accepts (issue 8, item 5)."""
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    index = static_index()
+    wheels: dict[str, Path] = {}
+    for abi in ("cp310", "cp311"):
+        wheels[abi] = build_wheel(
+            tmp_path / abi,
+            "binpkg",
+            "1.0",
+            tag=f"{abi}-{abi}-{platform}",
+            files={"binpkg/__init__.py": f"BUILT_FOR = {abi!r}\n"},
+            root_is_purelib=False,
+        )
+        index.add(wheels[abi])
+    lock = "binpkg==1.0 " + " ".join(f"--hash=sha256:{sha256_file(w)}" for w in wheels.values())
+    venvs = [
+        ("cp311", venv_factory(sys.executable)),
+        ("cp310", venv_factory(PY310)),
+        ("cp311", venv_factory(sys.executable)),
+        ("cp310", venv_factory(PY310)),
+    ]
+    for i, (abi, venv) in enumerate(venvs):
+        # The last run has no index at all: the cache alone must still choose right.
+        sources = ["-i", index.url] if i < 3 else ["--no-index"]
+        code, err = install(lock, "--python", str(venv), *sources)
+        assert code == 0, err
+        assert py(venv, "import binpkg; print(binpkg.BUILT_FOR)") == abi
+        record = installed_record(venv, "binpkg", "1.0")
+        assert (record["filename"], record["sha256"]) == (
+            wheels[abi].name,
+            sha256_file(wheels[abi]),
+        )
+
+
+def test_cache_entries_are_keyed_by_file_and_digest(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    install: Callable[..., tuple[int, str]],
+) -> None:
+    """Two wheels of one version with the same tags but different bytes, both pinned: the index
+    lists only the second; the unpacked first one in the cache must not stand in for it."""
+    first = build_wheel(tmp_path / "a", "twin", "1.0", files={"twin/__init__.py": "WHO = 'a'\n"})
+    second = build_wheel(
+        tmp_path / "b",
+        "twin",
+        "1.0",
+        tag="py3-none-any",
+        files={"twin/__init__.py": "WHO = 'b'\n"},
+    )
+    # Same filename, other bytes: keying by filename alone would mix them up too.
+    assert first.name == second.name
+    lock = f"twin==1.0 --hash=sha256:{sha256_file(first)} --hash=sha256:{sha256_file(second)}"
+    index_a = static_index()
+    index_a.add(first)
+    venv = venv_factory()
+    assert install(lock, "--python", str(venv), "-i", index_a.url)[0] == 0
+    assert py(venv, "import twin; print(twin.WHO)") == "a"
+    index_b = static_index()
+    index_b.add(second)
+    venv = venv_factory()
+    assert install(lock, "--python", str(venv), "-i", index_b.url)[0] == 0
+    # Either file is acceptable to the pin; what matters is that the record tells the truth.
+    who = py(venv, "import twin; print(twin.WHO)")
+    record = installed_record(venv, "twin", "1.0")
+    assert record["sha256"] == sha256_file(first if who == "a" else second)
