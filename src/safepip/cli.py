@@ -343,15 +343,19 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from safepip.envlock import hold
+    from safepip.journal import recover
     from safepip.report import plural
     from safepip.target import find_python, installed_distributions, probe
     from safepip.verify import VerificationFailed, verify_environment
 
     reporter = _reporter(args)
     target = probe(find_python(args.python, system=False))
-    dists = installed_distributions(target)
     lock = _lock_pins(args.req_files, target) if args.req_files else None
-    report = verify_environment(target, dists, lock=lock)
+    with hold(target, on_wait=reporter.warn):
+        recover(target, on_note=reporter.warn)
+        dists = installed_distributions(target)
+        report = verify_environment(target, dists, lock=lock)
     for note in report.unverifiable:
         reporter.warn(f"`{note.package}`: {note.note}")
     if not report.ok:
@@ -417,17 +421,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    from safepip import signals
+
     try:
-        return int(args.handler(args))
+        with signals.handled():
+            return int(args.handler(args))
     except SafepipError as exc:
         from safepip.urls import redact_text
 
         reporter = _reporter(args)
         reporter.error(redact_text(str(exc)), redact_text(exc.hint) if exc.hint else None)
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:
+        return signals.report_interrupt(exc)
 
 
 def run() -> None:

@@ -308,9 +308,11 @@ def _from_pylock(path: Path) -> list[AuditInput]:
 
 
 def _from_python(python: str) -> list[AuditInput]:
+    from safepip.journal import recover
     from safepip.target import installed_distributions, probe
 
     target = probe(python)
+    recover(target)
     return [
         AuditInput(name=d.name, version=d.version, location=(str(d.dist_info), None))
         for d in installed_distributions(target)

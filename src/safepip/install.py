@@ -1,26 +1,30 @@
 """Installing verified, unpacked wheels into the target, as one transaction that can roll back.
 
-This is the only stage that writes the target environment. It links files from the unpacked
-cache (hard links where the file system allows, copies otherwise), lets `installer` lay out
-schemes, scripts and RECORD, and keeps a backup of everything it replaces or removes until the
-whole install has succeeded. If anything fails, the target is put back as it was.
+This is the only stage that writes the target environment. It lays out every wheel first (files
+linked from the unpacked cache, hard links where the file system allows, copies otherwise;
+launchers from `installer`; RECORD), then changes the target under the environment lock through
+a journal (`safepip.journal`): whatever stops the install (an error, SIGINT, SIGTERM, SIGKILL, a
+power cut), the environment ends as it was, as installed, or in a state the next run finishes
+or undoes before it does anything else.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
-import uuid
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
+from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -106,128 +110,196 @@ def plan_changes(
 # --- the transaction ------------------------------------------------------------------------
 
 
-@dataclass
 class Transaction:
-    """Tracks every path an install creates, replaces or removes, so it can be undone.
+    """Carries out one install on the target through a `Journal`, so that it can be undone (or
+    finished) from any point, also by a later run after SIGKILL or a power cut.
 
-    Paths are plain strings: an install touches tens of thousands of files, and this is the
-    hot loop.
+    Phase 1 sets aside everything that is removed or in the way; phase 2 only creates. Paths
+    are plain strings: an install touches tens of thousands of files, and this is the hot loop.
     """
 
-    backup_root: str
-    created_files: list[str] = field(default_factory=list)
-    created_dirs: list[str] = field(default_factory=list)
-    moved: list[tuple[str, str]] = field(default_factory=list)
-    known_dirs: set[str] = field(default_factory=set)
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.roots = environment_roots(target)
+        self.journal: Journal | None = None
+        self.current = ""
+        """The path being worked on, for error messages."""
+        self.delay = _test_delay()
+        self._prune: set[tuple[int, str]] = set()
+        self._existing_dirs: set[str] = set()
+        self._env_root = os.path.abspath(target.prefix) if target.kind == "env" else None
 
-    def _backup_path(self) -> str:
-        if self.backup_root not in self.known_dirs:
-            os.makedirs(self.backup_root, exist_ok=True)
-            self.known_dirs.add(self.backup_root)
-        return os.path.join(self.backup_root, uuid.uuid4().hex)
+    def scheme_index(self, scheme_dir: str) -> int:
+        return int(self.roots.index(os.path.abspath(scheme_dir)))
+
+    def begin(self, site: str, creates: Sequence[tuple[int, str]], summary: str) -> None:
+        self.current = site
+        self.journal = Journal.begin(site, self.roots, creates, summary=summary)
 
     def set_aside(self, path: str) -> None:
-        """Move an existing file (or symlink) out of the way, keeping it for a rollback."""
-        backup = self._backup_path()
-        try:
-            os.replace(path, backup)
-        except OSError:
-            shutil.copy2(path, backup, follow_symlinks=False)
-            os.unlink(path)
-        self.moved.append((path, backup))
+        """Phase 1: move a file out of the way into the journal's backup."""
+        assert self.journal is not None
+        self.current = path
+        if self.delay:
+            time.sleep(self.delay)
+        if self.journal.set_aside(path):
+            self._prune.add(self.journal.locate(os.path.dirname(path)))
 
-    def ensure_dir(self, folder: str) -> None:
-        if folder in self.known_dirs:
-            return
-        missing: list[str] = []
-        current = folder
-        while not os.path.isdir(current):
-            if os.path.lexists(current):
-                raise InstallError(f"Cannot create folder `{folder}`: a file is in the way")
-            missing.append(current)
-            current = os.path.dirname(current)
-        for item in reversed(missing):
-            os.mkdir(item)
-            self.created_dirs.append(item)
-        self.known_dirs.add(folder)
+    def prepare(self, dests: Sequence[str]) -> list[tuple[int, str]]:
+        """End of phase 1: set aside files where new ones go, work out the folders to create,
+        and record that creating starts. Returns the folders to create, parents first."""
+        assert self.journal is not None
+        new_dirs: list[str] = []
+        known = self._existing_dirs
+        planned: set[str] = set()
+        for parent in sorted({os.path.dirname(d) for d in dests}, key=len):
+            if parent in known or parent in planned:
+                continue
+            chain: list[str] = []
+            current = parent
+            while current not in known and current not in planned:
+                self.current = current
+                if os.path.isdir(current):
+                    known.add(current)
+                    break
+                if os.path.lexists(current):
+                    raise InstallError(f"Cannot create folder `{parent}`: a file is in the way")
+                if current == self._env_root:
+                    raise _environment_gone(self.target)
+                chain.append(current)
+                up = os.path.dirname(current)
+                if up == current:
+                    break
+                current = up
+            for folder in reversed(chain):
+                planned.add(folder)
+                new_dirs.append(folder)
+        for dest in dests:
+            # A file can only be in the way where its folder exists already.
+            if os.path.dirname(dest) in planned:
+                continue
+            self.current = dest
+            try:
+                mode = os.lstat(dest).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(mode):
+                raise InstallError(f"Cannot install file `{dest}`: a folder is in the way")
+            self.set_aside(dest)
+        located = [self.journal.locate(d) for d in new_dirs]
+        self.journal.creating(located, sorted(self._prune))
+        for folder in new_dirs:
+            self.current = folder
+            os.mkdir(folder)
+        return located
 
     def place(self, source: str, dest: str, *, link: bool) -> bool:
-        """Hard-link (or copy) `source` to `dest`, setting aside a file already there.
-        Returns whether a link was made."""
-        self.ensure_dir(os.path.dirname(dest))
+        """Phase 2: hard-link (or copy) `source` to `dest`. Returns whether a link was made.
+
+        Anything at `dest` was put there by this install (phase 1 set aside the rest): a file
+        that two wheels both ship is overwritten by the later one, as pip does.
+        """
+        self.current = dest
+        if self.delay:
+            time.sleep(self.delay)
         if link:
             try:
                 os.link(source, dest)
-                self.created_files.append(dest)
                 return True
             except FileExistsError:
-                self._clear(dest)
+                os.unlink(dest)
                 return self.place(source, dest, link=link)
-            except OSError:
-                pass  # another file system, or links not allowed: copy
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+                    raise
+                # another file system, or links not allowed: copy
         if os.path.lexists(dest):
-            self._clear(dest)
+            os.unlink(dest)
         shutil.copyfile(source, dest)
         shutil.copymode(source, dest)
-        self.created_files.append(dest)
         return False
 
     def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
-        self.ensure_dir(os.path.dirname(dest))
+        """Phase 2: write a file safepip generates (RECORD, launchers, `safepip.json`)."""
+        self.current = dest
+        if self.delay:
+            time.sleep(self.delay)
+        # Never write through an existing file: it may be a hard link into the cache.
         if os.path.lexists(dest):
-            self._clear(dest)
-        with open(dest, "wb") as fh:
-            self.created_files.append(dest)
+            os.unlink(dest)
+        with open(dest, "xb") as fh:
             fh.write(data)
         if executable:
             os.chmod(dest, 0o755)
 
-    def _clear(self, dest: str) -> None:
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            raise InstallError(f"Cannot install file `{dest}`: a folder is in the way")
-        self.set_aside(dest)
-
-    def rollback(self) -> None:
-        for path in reversed(self.created_files):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        for path in reversed(self.created_dirs):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-        for original, backup in reversed(self.moved):
-            with contextlib.suppress(OSError):
-                os.makedirs(os.path.dirname(original), exist_ok=True)
-                os.replace(backup, original)
-        shutil.rmtree(self.backup_root, ignore_errors=True)
+    def check_environment(self) -> None:
+        """Before the commit: the environment must still be there (not deleted meanwhile)."""
+        if self.target.kind == "env" and not (
+            os.path.exists(self.target.python) and os.path.isdir(self.target.paths.purelib)
+        ):
+            raise _environment_gone(self.target)
 
     def commit(self) -> None:
-        shutil.rmtree(self.backup_root, ignore_errors=True)
+        """Write the commit record, then delete the backups (the new state is final)."""
+        assert self.journal is not None
+        self.journal.commit()
+        complete(self.journal.state)
+
+    def rollback(self) -> None:
+        if self.journal is not None:
+            rollback(self.journal.state)
 
 
-# --- laying out one wheel -------------------------------------------------------------------
+def _test_delay() -> float:
+    """Seconds to sleep before each file operation of the install step, only from the test
+    hook `SAFEPIP_TEST_SLOW_COMMIT`: the fault tests use it to land signals inside the install
+    window. It only slows an install down; it changes nothing about what is written."""
+    value = os.environ.get("SAFEPIP_TEST_SLOW_COMMIT")
+    if not value:
+        return 0.0
+    try:
+        return min(max(float(value), 0.0), 1.0)
+    except ValueError:
+        return 0.0
+
+
+def _environment_gone(target: Target) -> InstallError:
+    return InstallError(
+        f"The environment `{target.prefix}` no longer exists (it was deleted during the install)",
+        hint="create it again and re-run the install",
+    )
+
+
+# --- laying out wheels ----------------------------------------------------------------------
 
 SCHEMES = ("purelib", "platlib", "headers", "scripts", "data")
+
+
+@dataclass(slots=True)
+class _Layout:
+    """Where one wheel's files go: links from the unpacked cache, then generated files (RECORD
+    last). Computed in full before the target is touched."""
+
+    filename: str
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(source in the cache, destination)."""
+    writes: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    """(destination, contents, executable)."""
+    creates: list[tuple[str, str]] = field(default_factory=list)
+    """(scheme folder, path below it) of every destination."""
 
 
 def _script_name_ok(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-def _install_wheel(
-    wheel: UnpackedWheel,
-    target: Target,
-    txn: Transaction,
-    extra: dict[str, bytes],
-    *,
-    link: bool,
-) -> bool:
-    """Lay out one unpacked, verified wheel in the target (PEP 427 install steps).
+def _layout_wheel(wheel: UnpackedWheel, target: Target, extra: dict[str, bytes]) -> _Layout:
+    """Lay out one unpacked, verified wheel (PEP 427 install steps), without writing anything.
 
-    Files are hard-linked from the cache; `.data/scripts` files starting with `#!python` get the
+    Files are linked from the cache; `.data/scripts` files starting with `#!python` get the
     target's interpreter in their shebang, and entry-point launchers are generated with
-    `installer`. RECORD is written last, with every path relative to the root scheme folder.
+    `installer`. RECORD comes last, with every path relative to the root scheme folder.
     Member paths were checked when the wheel was unpacked (no absolute paths, no `..`).
-    Returns whether files could be hard-linked.
     """
     import csv
     import io
@@ -237,10 +309,15 @@ def _install_wheel(
     root = str(wheel.root)
     data_prefix = wheel.data_dir + "/"
     record_name = f"{wheel.dist_info}/RECORD"
+    layout = _Layout(filename=wheel.filename)
     # RECORD rows as (scheme, path within the scheme, "alg=digest", size).
     records: list[tuple[str, str, str, str]] = []
-    linked = link
     python = str(target.python)
+
+    def add_write(scheme: str, rel: str, data: bytes, *, executable: bool = False) -> None:
+        layout.writes.append((os.path.join(schemes[scheme], rel), data, executable))
+        layout.creates.append((schemes[scheme], rel))
+
     for entry in wheel.entries:
         path = entry.path
         if path == record_name:
@@ -256,6 +333,9 @@ def _install_wheel(
             scheme, rel = root_scheme, path
         if "__pycache__" in rel.split("/")[:-1]:
             continue  # bytecode from the wheel is never installed (installer's rule too)
+        if TXN_PREFIX in path:
+            # A wheel may not plant something that looks like an interrupted install's journal.
+            raise InstallError(f"Refusing wheel `{wheel.filename}`: it contains `{path}`")
         dest = os.path.join(schemes[scheme], rel)
         source = os.path.join(root, path)
         if scheme == "scripts":
@@ -264,11 +344,11 @@ def _install_wheel(
             if data.startswith(b"#!python"):
                 _, _, rest = data.partition(b"\n")
                 data = f"#!{python}\n".encode() + rest
-                txn.write(dest, data, executable=True)
+                add_write(scheme, rel, data, executable=True)
                 records.append((scheme, rel, _digest(data), str(len(data))))
                 continue
-        if not txn.place(source, dest, link=linked):
-            linked = False
+        layout.links.append((source, dest))
+        layout.creates.append((schemes[scheme], rel))
         records.append((scheme, rel, entry.hash, str(entry.size)))
     entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
     if entry_points.is_file():
@@ -283,11 +363,11 @@ def _install_wheel(
                     "plain file name"
                 )
             script_name, data = Script(name, module, attr, section).generate(python, kind)
-            txn.write(os.path.join(schemes["scripts"], script_name), data, executable=True)
+            add_write("scripts", script_name, data, executable=True)
             records.append(("scripts", script_name, _digest(data), str(len(data))))
     for filename, data in extra.items():
         rel = f"{wheel.dist_info}/{filename}"
-        txn.write(os.path.join(schemes[root_scheme], rel), data)
+        add_write(root_scheme, rel, data)
         records.append((root_scheme, rel, _digest(data), str(len(data))))
     records.append((root_scheme, record_name, "", ""))
     # Paths in other schemes are written relative to the root scheme folder (installer's rule).
@@ -300,8 +380,8 @@ def _install_wheel(
     writer.writerows(
         (prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records
     )
-    txn.write(os.path.join(schemes[root_scheme], record_name), out.getvalue().encode("utf-8"))
-    return linked
+    add_write(root_scheme, record_name, out.getvalue().encode("utf-8"))
+    return layout
 
 
 def _digest(data: bytes) -> str:
@@ -350,22 +430,6 @@ def _remove_distribution(dist: InstalledDistribution, target: Target, txn: Trans
         for leftover in sorted(dist.dist_info.rglob("*"), reverse=True):
             if leftover.is_file() or leftover.is_symlink():
                 txn.set_aside(str(leftover))
-
-
-def _prune_empty_dirs(paths: Sequence[Path], stop: Sequence[Path]) -> None:
-    stops = {Path(os.path.abspath(s)) for s in stop}
-    for path in sorted({p.parent for p in paths}, key=lambda p: len(p.parts), reverse=True):
-        current = path
-        while current not in stops and current.is_dir():
-            try:
-                if any(current.iterdir()):
-                    if [c.name for c in current.iterdir()] != ["__pycache__"]:
-                        break
-                    shutil.rmtree(current / "__pycache__")
-                current.rmdir()
-            except OSError:
-                break
-            current = current.parent
 
 
 # --- the install ----------------------------------------------------------------------------
@@ -429,65 +493,121 @@ def apply(
     *,
     link: bool = True,
 ) -> InstallResult:
-    """Carry out `plan` on the target as one transaction.
+    """Carry out `plan` on the target as one transaction (see `safepip.journal`).
 
     `fetched` and `unpacked` are keyed by `Pin.spec` and by sha256. Every file of a removed
-    distribution is set aside first; each new wheel is laid out by `installer` with files linked
-    from the unpacked cache. On any error everything is rolled back and `InstallError` raised.
+    distribution is set aside first; each new wheel is laid out with files linked from the
+    unpacked cache. On any error, SIGINT or SIGTERM everything is rolled back: `InstallError`
+    (or `signals.Interrupted`, with its `outcome`) is raised. After SIGKILL or a power cut, the
+    next run's `journal.recover` does the same from the journal.
     """
-    site = target.paths.purelib
-    site.mkdir(parents=True, exist_ok=True)
-    with _lock(site):
-        txn = Transaction(backup_root=str(site / f".safepip-txn-{uuid.uuid4().hex[:12]}"))
-        removed_paths: list[Path] = []
+    from safepip import envlock, signals
+
+    site = str(target.paths.purelib)
+    if target.kind == "env":
+        if not os.path.isdir(site) or not os.path.exists(target.python):
+            raise _environment_gone(target)
+    else:
+        _makedirs(target, site)
+    layouts: list[_Layout] = []
+    for pin in plan.install:
+        item = fetched[pin.spec]
+        extra: dict[str, bytes] = {
+            "INSTALLER": b"safepip\n",
+            ARTIFACT_RECORD: _artifact_record(pin, item),
+        }
+        if pin.requested:
+            extra["REQUESTED"] = b""
+        direct = _direct_url_json(pin)
+        if direct is not None:
+            extra["direct_url.json"] = direct
+        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra))
+    with envlock.hold(target), signals.handled():
+        txn = Transaction(target)
         linked = link
-        current: str | None = None
+        current = "starting"
         try:
+            creates = [(txn.scheme_index(d), rel) for lay in layouts for d, rel in lay.creates]
+            txn.begin(site, creates, _summary(plan))
             for dist in plan.remove:
                 current = f"removing `{dist.display_name}=={dist.version}`"
-                before = len(txn.moved)
                 _remove_distribution(dist, target, txn)
-                removed_paths.extend(Path(orig) for orig, _ in txn.moved[before:])
-            for pin in plan.install:
+            current = "preparing the install"
+            txn.prepare(
+                [
+                    d
+                    for lay in layouts
+                    for d in (*(x[1] for x in lay.links), *(x[0] for x in lay.writes))
+                ]
+            )
+            for pin, lay in zip(plan.install, layouts, strict=True):
                 current = f"installing `{pin.spec}`"
-                item = fetched[pin.spec]
-                extra: dict[str, bytes] = {
-                    "INSTALLER": b"safepip\n",
-                    ARTIFACT_RECORD: _artifact_record(pin, item),
-                }
-                if pin.requested:
-                    extra["REQUESTED"] = b""
-                direct = _direct_url_json(pin)
-                if direct is not None:
-                    extra["direct_url.json"] = direct
-                linked = _install_wheel(unpacked[item.sha256], target, txn, extra, link=linked)
-        except Exception as exc:
-            txn.rollback()
+                for source, dest in lay.links:
+                    if not txn.place(source, dest, link=linked):
+                        linked = False
+                for dest, data, executable in lay.writes:
+                    txn.write(dest, data, executable=executable)
+            current = "committing"
+            txn.check_environment()
+            with signals.deferred() as arrived:
+                txn.commit()
+        except BaseException as exc:
+            with signals.deferred():  # a second Ctrl-C must not cut the rollback short
+                try:
+                    txn.rollback()
+                except SafepipError as failed:
+                    if isinstance(exc, signals.Interrupted):
+                        exc.outcome = f"the rollback did not finish: {failed}"
+                    raise failed from exc
+            if isinstance(exc, signals.Interrupted):
+                exc.outcome = "the install was rolled back; the environment is as it was"
+                raise
             if isinstance(exc, SafepipError):
                 raise
-            raise InstallError(
-                f"Install failed while {current}: {exc}; the environment was restored",
-            ) from exc
-        except BaseException:
-            txn.rollback()
+            if isinstance(exc, OSError):
+                raise _disk_error(exc, txn.current, current, target) from exc
+            if isinstance(exc, Exception):
+                raise InstallError(
+                    f"Install failed while {current}: {exc}; the environment was restored",
+                ) from exc
             raise
-        txn.commit()
-        _prune_empty_dirs(removed_paths, [*target.site_dirs(), target.paths.scripts])
+    if arrived:
+        interrupted = signals.Interrupted(arrived[0])
+        interrupted.outcome = "the install had already completed and was kept"
+        raise interrupted
     return InstallResult(installed=plan.install, removed=plan.remove, kept=plan.keep, linked=linked)
 
 
-def _lock(site: Path) -> contextlib.AbstractContextManager[object]:
-    """One safepip at a time per environment. The lock file lives outside the environment so that
-    an install leaves nothing of safepip's own behind."""
-    import hashlib
-    import tempfile
+def _summary(plan: ChangePlan) -> str:
+    parts = [f"remove {d.display_name}=={d.version}" for d in plan.remove]
+    parts += [f"install {p.display_name}=={p.version}" for p in plan.install]
+    text = ", ".join(parts)
+    return text if len(text) <= 300 else text[:297] + "..."
 
-    from filelock import FileLock
 
-    key = hashlib.sha256(os.path.abspath(site).encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "safepip-locks"
-    folder.mkdir(exist_ok=True)
-    return FileLock(str(folder / f"{key}.lock"), timeout=600)
+def _makedirs(target: Target, path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise _disk_error(exc, path, "creating the target folder", target) from exc
+
+
+def _disk_error(exc: OSError, path: str, doing: str, target: Target) -> InstallError:
+    """One clear line for a failed write: what, where, and that it was the environment."""
+    where = exc.filename or path
+    reason = exc.strerror or str(exc)
+    env = target.prefix if target.kind == "env" else target.paths.purelib
+    return InstallError(
+        f"Install failed while {doing}: {reason}: `{where}` (in the environment `{env}`); "
+        "the environment was restored",
+        hint=(
+            "free some space on that file system and try again"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check that the environment is writable by this user"
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+            else None
+        ),
+    )
 
 
 def compile_bytecode(target: Target, pins: Sequence[Pin]) -> None:

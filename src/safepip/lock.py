@@ -488,8 +488,10 @@ def freeze_environment(
     version). Distributions with neither are returned with a `problem`, never dropped.
     """
     from safepip.install import installed_artifact
+    from safepip.journal import recover
     from safepip.target import installed_distributions
 
+    recover(target)
     results: dict[NormalizedName, FrozenPackage] = {}
     lookup: list[tuple[NormalizedName, str]] = []
     for dist in installed_distributions(target):

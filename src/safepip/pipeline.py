@@ -7,6 +7,7 @@ until every artifact has been downloaded, verified and unpacked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -582,15 +583,25 @@ class _Context:
         self.reporter = reporter
         self._cache_cm = _TempCache(options)
         self.session: Session | None = None
+        self._locks = contextlib.ExitStack()
 
     def __enter__(self) -> _Context:
         self.cache = self._cache_cm.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._locks.close()
         if self.session is not None:
             self.session.close()
         self._cache_cm.__exit__(*exc)
+
+    def hold_environment(self, target: Target) -> None:
+        """Take the environment lock for the rest of the run (planning through commit), then
+        finish or undo any install of it that was interrupted."""
+        from safepip import envlock, journal
+
+        self._locks.enter_context(envlock.hold(target, on_wait=self.reporter.warn))
+        journal.recover(target, on_wait=self.reporter.warn, on_note=self.reporter.warn)
 
     def open_session(self, sources: Sources, pip_config: object | None) -> Session:
         from safepip.net import NetConfig, Session
@@ -610,6 +621,7 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
 
     with _Context(options, reporter) as ctx:
         target = resolve_target(options.target, ctx.cache)
+        ctx.hold_environment(target)
         reporter.detail(f"Target: `{target.python}` (Python {target.python_version})")
         pip_config = load_pip_config(options.sources, target)
         pylock = _pylock_input(options)

@@ -1,0 +1,296 @@
+"""Faults injected for real into the install step: SIGINT, SIGTERM and SIGKILL at random moments,
+then the state left behind is compared with the environment before and after the install.
+
+The install window of a small lock lasts milliseconds. To land signals inside it, these tests set
+`SAFEPIP_TEST_SLOW_COMMIT` (seconds to sleep before each file operation of the install step; see
+`safepip.install._test_delay`): it only slows the install down and changes nothing it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conftest import snapshot_tree
+from safepip import journal
+from safepip.cli import main
+from wheelbuild import build_wheel, sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import TreeSnapshot
+
+TRIALS = 10
+SOAK_TRIALS = 40
+STEP_DELAY = "0.002"
+
+
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+@dataclass
+class Upgrade:
+    """`pkg` 1.0 installed in `venv`; `v2` upgrades it (files changed, added and removed)."""
+
+    venv: Path
+    pristine: Path
+    wheels: Path
+    cache: Path
+    v1: Path
+    v2: Path
+    old: TreeSnapshot
+    new: TreeSnapshot
+
+    def reset(self) -> None:
+        shutil.rmtree(self.venv)
+        shutil.copytree(self.pristine, self.venv, symlinks=True)
+
+    def start(self, lock: Path, *, delay: str = STEP_DELAY) -> subprocess.Popen[str]:
+        env = {**os.environ, "SAFEPIP_TEST_SLOW_COMMIT": delay}
+        return subprocess.Popen(
+            [sys.executable, "-m", "safepip", *self.install_args(lock)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def install_args(self, lock: Path) -> list[str]:
+        return [
+            "install",
+            "-q",
+            "--no-audit",
+            "-r",
+            str(lock),
+            "--no-index",
+            "-f",
+            str(self.wheels),
+            "--python",
+            str(self.venv),
+            "--cache-dir",
+            str(self.cache),
+        ]
+
+    def wait_for_install_step(self, proc: subprocess.Popen[str]) -> None:
+        """Block until the install step has begun (its journal folder exists)."""
+        site = site_packages(self.venv)
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(journal.TXN_PREFIX) for p in site.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the install step never started"
+            time.sleep(0.005)
+
+
+def _lock(path: Path, wheel: Path) -> Path:
+    name, version = wheel.name.split("-")[:2]
+    path.write_text(f"{name}=={version} --hash=sha256:{sha256_file(wheel)}\n")
+    return path
+
+
+@pytest.fixture
+def upgrade(tmp_path: Path, venv_factory: Callable[..., Path]) -> Upgrade:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    one = build_wheel(
+        wheels,
+        "pkg",
+        "1.0",
+        files={
+            "pkg/__init__.py": "VERSION = 1\ndef main():\n    print(1)\n",
+            **{f"pkg/m{i:03}.py": f"X = {i}\n" for i in range(200)},
+        },
+        entry_points={"console_scripts": {"pkg-cli": "pkg:main"}},
+    )
+    two = build_wheel(
+        wheels,
+        "pkg",
+        "2.0",
+        files={
+            "pkg/__init__.py": "VERSION = 2\ndef main():\n    print(2)\n",
+            **{f"pkg/m{i:03}.py": f"X = {i}  # 2.0\n" for i in range(100, 300)},
+            **{f"pkg/sub/s{i:03}.py": "" for i in range(20)},
+        },
+        entry_points={"console_scripts": {"pkg-cli": "pkg:main"}},
+    )
+    case = Upgrade(
+        venv=venv_factory(),
+        pristine=tmp_path / "pristine",
+        wheels=wheels,
+        cache=tmp_path / "cache",
+        v1=_lock(tmp_path / "v1.txt", one),
+        v2=_lock(tmp_path / "v2.txt", two),
+        old={},
+        new={},
+    )
+    assert main(case.install_args(case.v1)) == 0
+    case.old = snapshot_tree(case.venv)
+    shutil.copytree(case.venv, case.pristine, symlinks=True)
+    assert main(case.install_args(case.v2)) == 0
+    case.new = snapshot_tree(case.venv)
+    assert case.old != case.new
+    case.reset()
+    return case
+
+
+def _interrupt_trials(upgrade: Upgrade, trials: int, rng: random.Random) -> dict[str, int]:
+    outcomes = {"rolled back": 0, "completed": 0}
+    for trial in range(trials):
+        signum = (signal.SIGINT, signal.SIGTERM)[trial % 2]
+        upgrade.reset()
+        proc = upgrade.start(upgrade.v2)
+        upgrade.wait_for_install_step(proc)
+        time.sleep(rng.uniform(0, 1.2))
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        state = snapshot_tree(upgrade.venv)
+        name = signal.Signals(signum).name
+        if proc.returncode == 0:
+            assert state == upgrade.new  # the signal came after safepip had finished
+            outcomes["completed"] += 1
+            continue
+        assert proc.returncode == 128 + signum, err
+        assert "Traceback" not in err
+        if "rolled back" in err:
+            assert err.strip().endswith(
+                f"error: interrupted by {name}; the install was rolled back; the environment "
+                "is as it was"
+            ), err
+            assert state == upgrade.old, f"trial {trial}: not the old state after {name}"
+            outcomes["rolled back"] += 1
+        else:
+            assert f"error: interrupted by {name}; the install had already completed" in err
+            assert state == upgrade.new, f"trial {trial}: not the new state after {name}"
+            outcomes["completed"] += 1
+    return outcomes
+
+
+def test_sigint_and_sigterm_roll_back_the_install_step(upgrade: Upgrade) -> None:
+    """Issue 10 items 1-2: no file lost, no `.safepip-txn-*` left, exit 130/143 with a message."""
+    outcomes = _interrupt_trials(upgrade, TRIALS, random.Random(10))
+    assert outcomes["rolled back"] >= TRIALS // 3, outcomes
+
+
+@pytest.mark.slow
+def test_soak_sigint_and_sigterm(upgrade: Upgrade) -> None:
+    outcomes = _interrupt_trials(upgrade, SOAK_TRIALS, random.Random())
+    assert outcomes["rolled back"] >= SOAK_TRIALS // 3, outcomes
+
+
+def _kill_trials(
+    upgrade: Upgrade, trials: int, rng: random.Random, capsys: pytest.CaptureFixture[str]
+) -> dict[str, int]:
+    outcomes = {"old": 0, "new": 0, "recovered": 0}
+    for _ in range(trials):
+        upgrade.reset()
+        proc = upgrade.start(upgrade.v2)
+        upgrade.wait_for_install_step(proc)
+        time.sleep(rng.uniform(0, 1.2))
+        proc.kill()
+        proc.communicate(timeout=60)
+        left = [p for p in site_packages(upgrade.venv).iterdir() if p.name.startswith(".safepip")]
+        # The next command that touches the environment finishes or undoes the install first.
+        capsys.readouterr()
+        assert main(["verify", "--python", str(upgrade.venv)]) == 0
+        err = capsys.readouterr().err
+        if left:
+            assert "Rolled back an interrupted install" in err or "Completed an interrupted" in err
+            outcomes["recovered"] += 1
+        state = snapshot_tree(upgrade.venv)
+        assert state in (upgrade.old, upgrade.new), "a torn environment after SIGKILL"
+        outcomes["old" if state == upgrade.old else "new"] += 1
+    return outcomes
+
+
+def test_sigkill_during_an_upgrade_is_recovered_by_the_next_run(
+    upgrade: Upgrade, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10 item 3: after kill -9, the next run restores the old or completes the new state;
+    never torn, no file lost."""
+    outcomes = _kill_trials(upgrade, TRIALS, random.Random(3), capsys)
+    assert outcomes["recovered"] >= TRIALS // 2, outcomes
+
+
+@pytest.mark.slow
+def test_soak_sigkill(upgrade: Upgrade, capsys: pytest.CaptureFixture[str]) -> None:
+    outcomes = _kill_trials(upgrade, SOAK_TRIALS, random.Random(), capsys)
+    assert outcomes["recovered"] >= SOAK_TRIALS // 2, outcomes
+
+
+def test_an_install_after_sigkill_recovers_first_then_installs(
+    upgrade: Upgrade, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = upgrade.start(upgrade.v2)
+    upgrade.wait_for_install_step(proc)
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate(timeout=60)
+    capsys.readouterr()
+    assert main(upgrade.install_args(upgrade.v2)) == 0
+    assert "Rolled back an interrupted install (remove pkg==1.0, install pkg==2.0; pid " in (
+        capsys.readouterr().err
+    )
+    assert snapshot_tree(upgrade.venv) == upgrade.new
+
+
+class TestRecovery:
+    def test_error_journal_for_other_folders_is_never_acted_on(
+        self, upgrade: Upgrade, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A journal is data in a folder wheels could write to: one naming folders that are not
+        this environment's (a forged one, or a moved environment) is reported, not obeyed."""
+        victim = tmp_path / "victim.txt"
+        victim.write_text("keep me")
+        folder = site_packages(upgrade.venv) / f"{journal.TXN_PREFIX}forged"
+        folder.mkdir()
+        record = {
+            "op": "begin",
+            "format": journal.FORMAT,
+            "pid": 1,
+            "started": 0,
+            "roots": [str(tmp_path)],
+            "creates": [[0, "victim.txt"]],
+        }
+        (folder / "journal").write_text(json.dumps(record) + "\n" + '{"op":"create"}\n')
+        code = main(["verify", "--python", str(upgrade.venv)])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert f"error: The interrupted install `{folder}` was made for other folders" in err
+        assert victim.read_text() == "keep me"
+
+    def test_error_wheel_may_not_carry_a_journal_folder(
+        self, upgrade: Upgrade, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        wheels = tmp_path / "evil-wheels"
+        wheels.mkdir()
+        evil = build_wheel(
+            wheels,
+            "evil",
+            "1.0",
+            files={"evil/__init__.py": "", f"{journal.TXN_PREFIX}x/journal": "{}\n"},
+        )
+        upgrade.wheels = wheels
+        code = main(upgrade.install_args(_lock(tmp_path / "evil.txt", evil)))
+        err = capsys.readouterr().err
+        assert code == 1
+        assert f"it contains `{journal.TXN_PREFIX}x/journal`" in err
+        assert snapshot_tree(upgrade.venv) == upgrade.old
+
+    def test_begun_journal_without_changes_is_removed(self, upgrade: Upgrade) -> None:
+        folder = site_packages(upgrade.venv) / f"{journal.TXN_PREFIX}empty"
+        folder.mkdir()
+        (folder / "journal.tmp").write_text('{"op": "beg')
+        assert main(["verify", "--python", str(upgrade.venv)]) == 0
+        assert snapshot_tree(upgrade.venv) == upgrade.old
