@@ -9,14 +9,9 @@ The install window of a small lock lasts milliseconds. To land signals inside it
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,125 +19,21 @@ import pytest
 from conftest import snapshot_tree
 from safepip import journal
 from safepip.cli import main
-from wheelbuild import build_wheel, sha256_file
+from upgradecase import TXN_PREFIX, Upgrade, lock_for, make_upgrade, site_packages
+from wheelbuild import build_wheel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from conftest import TreeSnapshot
 
 TRIALS = 10
 SOAK_TRIALS = 40
-STEP_DELAY = "0.002"
-
-
-def site_packages(venv: Path) -> Path:
-    return next((venv / "lib").glob("python3*/site-packages"))
-
-
-@dataclass
-class Upgrade:
-    """`pkg` 1.0 installed in `venv`; `v2` upgrades it (files changed, added and removed)."""
-
-    venv: Path
-    pristine: Path
-    wheels: Path
-    cache: Path
-    v1: Path
-    v2: Path
-    old: TreeSnapshot
-    new: TreeSnapshot
-
-    def reset(self) -> None:
-        shutil.rmtree(self.venv)
-        shutil.copytree(self.pristine, self.venv, symlinks=True)
-
-    def start(self, lock: Path, *, delay: str = STEP_DELAY) -> subprocess.Popen[str]:
-        env = {**os.environ, "SAFEPIP_TEST_SLOW_COMMIT": delay}
-        return subprocess.Popen(
-            [sys.executable, "-m", "safepip", *self.install_args(lock)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def install_args(self, lock: Path) -> list[str]:
-        return [
-            "install",
-            "-q",
-            "--no-audit",
-            "-r",
-            str(lock),
-            "--no-index",
-            "-f",
-            str(self.wheels),
-            "--python",
-            str(self.venv),
-            "--cache-dir",
-            str(self.cache),
-        ]
-
-    def wait_for_install_step(self, proc: subprocess.Popen[str]) -> None:
-        """Block until the install step has begun (its journal folder exists)."""
-        site = site_packages(self.venv)
-        deadline = time.monotonic() + 60
-        while not any(p.name.startswith(journal.TXN_PREFIX) for p in site.iterdir()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the install step never started"
-            time.sleep(0.005)
-
-
-def _lock(path: Path, wheel: Path) -> Path:
-    name, version = wheel.name.split("-")[:2]
-    path.write_text(f"{name}=={version} --hash=sha256:{sha256_file(wheel)}\n")
-    return path
 
 
 @pytest.fixture
 def upgrade(tmp_path: Path, venv_factory: Callable[..., Path]) -> Upgrade:
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    one = build_wheel(
-        wheels,
-        "pkg",
-        "1.0",
-        files={
-            "pkg/__init__.py": "VERSION = 1\ndef main():\n    print(1)\n",
-            **{f"pkg/m{i:03}.py": f"X = {i}\n" for i in range(200)},
-        },
-        entry_points={"console_scripts": {"pkg-cli": "pkg:main"}},
-    )
-    two = build_wheel(
-        wheels,
-        "pkg",
-        "2.0",
-        files={
-            "pkg/__init__.py": "VERSION = 2\ndef main():\n    print(2)\n",
-            **{f"pkg/m{i:03}.py": f"X = {i}  # 2.0\n" for i in range(100, 300)},
-            **{f"pkg/sub/s{i:03}.py": "" for i in range(20)},
-        },
-        entry_points={"console_scripts": {"pkg-cli": "pkg:main"}},
-    )
-    case = Upgrade(
-        venv=venv_factory(),
-        pristine=tmp_path / "pristine",
-        wheels=wheels,
-        cache=tmp_path / "cache",
-        v1=_lock(tmp_path / "v1.txt", one),
-        v2=_lock(tmp_path / "v2.txt", two),
-        old={},
-        new={},
-    )
-    assert main(case.install_args(case.v1)) == 0
-    case.old = snapshot_tree(case.venv)
-    shutil.copytree(case.venv, case.pristine, symlinks=True)
-    assert main(case.install_args(case.v2)) == 0
-    case.new = snapshot_tree(case.venv)
-    assert case.old != case.new
-    case.reset()
-    return case
+    return make_upgrade(tmp_path, venv_factory)
 
 
 def _interrupt_trials(upgrade: Upgrade, trials: int, rng: random.Random) -> dict[str, int]:
@@ -254,7 +145,7 @@ class TestRecovery:
         this environment's (a forged one, or a moved environment) is reported, not obeyed."""
         victim = tmp_path / "victim.txt"
         victim.write_text("keep me")
-        folder = site_packages(upgrade.venv) / f"{journal.TXN_PREFIX}forged"
+        folder = site_packages(upgrade.venv) / f"{TXN_PREFIX}forged"
         folder.mkdir()
         record = {
             "op": "begin",
@@ -280,17 +171,17 @@ class TestRecovery:
             wheels,
             "evil",
             "1.0",
-            files={"evil/__init__.py": "", f"{journal.TXN_PREFIX}x/journal": "{}\n"},
+            files={"evil/__init__.py": "", f"{TXN_PREFIX}x/journal": "{}\n"},
         )
         upgrade.wheels = wheels
-        code = main(upgrade.install_args(_lock(tmp_path / "evil.txt", evil)))
+        code = main(upgrade.install_args(lock_for(tmp_path / "evil.txt", evil)))
         err = capsys.readouterr().err
         assert code == 1
-        assert f"it contains `{journal.TXN_PREFIX}x/journal`" in err
+        assert f"it contains `{TXN_PREFIX}x/journal`" in err
         assert snapshot_tree(upgrade.venv) == upgrade.old
 
     def test_begun_journal_without_changes_is_removed(self, upgrade: Upgrade) -> None:
-        folder = site_packages(upgrade.venv) / f"{journal.TXN_PREFIX}empty"
+        folder = site_packages(upgrade.venv) / f"{TXN_PREFIX}empty"
         folder.mkdir()
         (folder / "journal.tmp").write_text('{"op": "beg')
         assert main(["verify", "--python", str(upgrade.venv)]) == 0
