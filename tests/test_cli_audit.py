@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safepip import cli_audit
 from safepip.audit import database as db
+from safepip.cli import audit as cli_audit
+from safepip.cli import db as cli_db
 from safepip.errors import SafepipError
+from safepip.lock import via_entries
 from test_audit import make_osv_zip
 
 if TYPE_CHECKING:
@@ -29,7 +31,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="safepip")
-    cli_audit.add_parsers(root.add_subparsers(dest="command", required=True))
+    sub = root.add_subparsers(dest="command", required=True)
+    cli_audit.add_parser(sub)
+    cli_db.add_parser(sub)
     return root
 
 
@@ -465,9 +469,9 @@ class TestViaComments:
             "# The following packages are considered to be unsafe:",
             "#   pip",
         ]
-        assert cli_audit._via(lines, 0, len(lines)) == ["-r requirements.in", "b"]
-        assert cli_audit._via(["c==1", "    # via d"], 0, 2) == ["d"]
-        assert cli_audit._via(["c==1", "    # viable comment"], 0, 2) == []
+        assert via_entries(lines, 0, len(lines)) == ["-r requirements.in", "b"]
+        assert via_entries(["c==1", "    # via d"], 0, 2) == ["d"]
+        assert via_entries(["c==1", "    # viable comment"], 0, 2) == []
 
     @given(
         st.lists(
@@ -482,4 +486,4 @@ class TestViaComments:
         else:
             comment = ["    # via", *(f"    #   {e}" for e in entries)]
         lines = ["x==1 \\", "    --hash=sha256:00", *comment, "y==2"]
-        assert cli_audit._via(lines, 0, len(lines) - 1) == entries
+        assert via_entries(lines, 0, len(lines) - 1) == entries

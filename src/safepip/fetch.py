@@ -9,6 +9,7 @@ RECORD has been checked against every member; installs then link files from ther
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -29,7 +30,7 @@ from safepip.net import NetworkError
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from safepip.net import Session
     from safepip.plan import Artifact
@@ -849,3 +850,31 @@ def unpack_all(fetched: Sequence[FetchedArtifact], cache: Cache) -> dict[str, Un
             unpacked = future.result()
             result[unpacked.sha256] = unpacked
     return result
+
+
+# --- the cache of one run -------------------------------------------------------------------
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """`--cache-dir`, else `SAFEPIP_CACHE_DIR`, else the user's cache folder."""
+    if cache_dir is not None:
+        return cache_dir
+    env = os.environ.get("SAFEPIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("safepip", appauthor=False))
+
+
+@contextlib.contextmanager
+def open_cache(cache_dir: Path | None = None, *, throwaway: bool = False) -> Iterator[Cache]:
+    """The cache for one run; `throwaway` (`--no-cache`) makes a temporary one, removed after."""
+    if not throwaway:
+        yield Cache(cache_root(cache_dir))
+        return
+    tmp = tempfile.mkdtemp(prefix="safepip-nocache-")
+    try:
+        yield Cache(Path(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -8,17 +8,32 @@ appear in a lock: index and file URLs lose their `user:password@` part.
 from __future__ import annotations
 
 import enum
+import os
 import re
-from dataclasses import dataclass
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
-from safepip.errors import ExitCode, SafepipError
+from safepip import target as target_mod
+from safepip.errors import ExitCode, SafepipError, UsageError
+from safepip.fetch import open_cache
+from safepip.net import Session
 from safepip.plan import Artifact, Pin
 from safepip.policy import PolicyViolation
+from safepip.sources import (
+    SourceOptions,
+    decide_sources,
+    default_index_url,
+    load_pip_config,
+    net_config,
+    parse_inputs,
+)
 from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
@@ -26,7 +41,8 @@ if TYPE_CHECKING:
 
     from safepip.fetch import Cache
     from safepip.index import IndexClient, IndexFile
-    from safepip.net import Session
+    from safepip.pipeline import Reporter
+    from safepip.policy import HostPolicy
     from safepip.requirements import ParsedRequirement
     from safepip.resolver import Resolution
     from safepip.target import Target
@@ -217,6 +233,76 @@ def render_requirements(
                 out.append("    # via")
                 out += [f"    #   {v}" for v in vias]
     return "\n".join(out) + "\n"
+
+
+# --- reading a lock's header and annotations back -------------------------------------------
+
+_HEADER_COMMAND = re.compile(
+    r"^#[ \t]*by the following command:[ \t]*\n#[ \t]*\n#[ \t]+(\S.*)$", re.M
+)
+_VIA = re.compile(r"^\s*#\s*via(?:\s+(?P<entry>\S.*))?$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockHeader:
+    """What the header `render_requirements` writes says about how the lock was made."""
+
+    command: str
+    """The command that regenerates the lock."""
+    python_version: str | None = None
+    platforms: tuple[str, ...] = ()
+    pre: bool = False
+
+
+def read_header(text: str) -> LockHeader | None:
+    """The header of a requirements lock, read back; None when the file has none."""
+    match = _HEADER_COMMAND.search(text)
+    if match is None:
+        return None
+    command = match[1].strip()
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return LockHeader(command=command)
+    python_version = None
+    platforms = []
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if not eq:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        if flag == "--python-version" and value:
+            python_version = value
+        elif flag == "--platform" and value:
+            platforms.append(value)
+    return LockHeader(
+        command=command,
+        python_version=python_version,
+        platforms=tuple(platforms),
+        pre="--pre" in words,
+    )
+
+
+def is_annotated(lines: Sequence[str]) -> bool:
+    """True when the lock has `# via` comments."""
+    return any(_VIA.match(line) for line in lines)
+
+
+def via_entries(lines: Sequence[str], start: int, end: int) -> list[str]:
+    """The `# via` entries among `lines[start:end]` (pip-compile's one-line and list forms)."""
+    entries: list[str] = []
+    in_via = False
+    for raw in lines[start:end]:
+        text = raw.strip()
+        match = _VIA.match(raw)
+        if match:
+            in_via = True
+            if match["entry"]:
+                entries.append(match["entry"].strip())
+        elif in_via and text.startswith("#") and raw[:1].isspace() and text[1:].strip():
+            entries.append(text[1:].strip())
+        elif not text:
+            in_via = False
+    return entries
 
 
 # --- pylock.toml ----------------------------------------------------------------------------
@@ -555,3 +641,177 @@ def render_freeze(packages: Sequence[FrozenPackage]) -> str:
         out += [f"    --hash={h} \\" for h in pkg.hashes[:-1]]
         out.append(f"    --hash={pkg.hashes[-1]}")
     return "\n".join(out) + ("\n" if out else "")
+
+
+# --- the lock run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockOptions:
+    """Everything `safepip lock` was asked to do."""
+
+    sources: tuple[str, ...] = ()
+    """Requirements files and `pyproject.toml` files."""
+    requirements: tuple[str, ...] = ()
+    """Requirements given on the command line."""
+    constraint_files: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    output: str
+    """A path, or `-` for stdout."""
+    upgrade: bool = False
+    upgrade_packages: tuple[str, ...] = ()
+    pre: bool = False
+    python: str | None = None
+    python_version: str | None = None
+    platforms: tuple[str, ...] = ()
+    index: SourceOptions = field(default_factory=SourceOptions)
+    cache_dir: Path | None = None
+    no_cache: bool = False
+    header: bool = True
+    annotate: bool = True
+    command: str = "safepip lock"
+    """The command line shown in the header (credentials removed)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockOutcome:
+    resolution: Resolution
+    target: Target
+    text: str
+    """The lock as written."""
+    kept: tuple[str, ...] = ()
+    """Pins from the existing lock that were kept."""
+
+
+def lock_target(options: LockOptions) -> Target:
+    """The environment to lock for: a synthetic one for `--python-version`/`--platform`, else
+    `--python`, else the active virtual environment or `./.venv`, else safepip's interpreter."""
+    if options.python_version or options.platforms:
+        if options.python is not None:
+            raise UsageError(
+                "`--python` cannot be combined with `--python-version` or `--platform`",
+                hint="use `--python` to lock for an interpreter you have, or the other two to "
+                "lock for another machine",
+            )
+        version = options.python_version or "{}.{}".format(*sys.version_info[:2])
+        return target_mod.synthetic_target(version, options.platforms)
+    try:
+        python = target_mod.find_python(options.python, system=False)
+    except target_mod.TargetError:
+        python = target_mod.current_python()
+    return target_mod.probe(python)
+
+
+def files_host(policy: HostPolicy) -> HostPolicy:
+    """pypi.org serves its files from files.pythonhosted.org; that host comes with the index.
+
+    `sources.decide_sources` adds it for pip's spelling of the default index; this covers any
+    other spelling of a pypi.org index as well.
+    """
+    if "pypi.org" in policy.allowed_hosts:
+        return policy.with_hosts("files.pythonhosted.org")
+    return policy
+
+
+def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
+    """Parse the inputs, resolve them for the target, hash every file and render the lock.
+
+    Nothing is written here; the caller writes `LockOutcome.text` (`write_lock`).
+    """
+    from safepip.index import IndexClient
+    from safepip.resolver import resolve_requirements
+
+    target = lock_target(options)
+    reporter.detail(f"Locking for Python {target.python_version} ({target.tags[0]})")
+    pip_config = load_pip_config(options.index, None if target.kind == "synthetic" else target)
+    files = [s for s in options.sources if Path(s).name != "pyproject.toml"]
+    pyprojects = [Path(s) for s in options.sources if Path(s).name == "pyproject.toml"]
+    if (options.extras or options.groups) and not pyprojects:
+        raise UsageError("`--extra` and `--group` need a `pyproject.toml` input")
+    parsed = parse_inputs(
+        requirement_files=files,
+        constraint_files=options.constraint_files,
+        requirements=options.requirements,
+        sources=options.index,
+        pip_config=pip_config,
+    )
+    for warning in parsed.warnings:
+        reporter.warn(warning)
+    requirements = list(parsed.requirements)
+    for path in pyprojects:
+        requirements += pyproject_requirements(path, extras=options.extras, groups=options.groups)
+    if not requirements:
+        raise UsageError(
+            "Nothing to lock: the inputs name no requirements",
+            hint="give a requirements file, a `pyproject.toml`, or requirements as arguments",
+        )
+    sources = decide_sources(options.index, parsed, pip_config)
+    for host in sources.trusted_hosts:
+        reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
+    preferred: dict[NormalizedName, str] = {}
+    if options.output != "-" and not options.upgrade:
+        preferred = read_existing_pins(Path(options.output))
+        for name in options.upgrade_packages:
+            preferred.pop(canonicalize_name(name.split("==", 1)[0].strip()), None)
+    config = net_config(options.index, files_host(sources.policy), pip_config)
+    with (
+        Session(config) as session,
+        open_cache(options.cache_dir, throwaway=options.no_cache) as cache,
+    ):
+        index = IndexClient(
+            session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=cache.root / "http",
+        )
+        resolution = resolve_requirements(
+            requirements,
+            parsed.constraints,
+            index=index,
+            target=target,
+            pre=options.pre or parsed.pre,
+            preferred=preferred,
+            allow_unhashed=True,
+            session=session,
+            cache=cache,
+        )
+        for warning in (*index.find_links_warnings, *resolution.warnings):
+            reporter.warn(warning)
+        for note in resolution.notes:
+            reporter.detail(note)
+        locked_files = lock_files(resolution, session=session, cache=cache)
+    if lock_format(options.output) is LockFormat.PYLOCK:
+        text = render_pylock(resolution, locked_files)
+    else:
+        text = render_requirements(
+            resolution,
+            locked_files,
+            command=options.command if options.header else None,
+            python_version="{}.{}".format(*target.version[:2]),
+            index_urls=sources.index_urls,
+            default_index=default_index_url(),
+            annotate=options.annotate,
+        )
+    kept = tuple(
+        p.spec for p in resolution.pins if preferred.get(p.name) == p.version and preferred
+    )
+    return LockOutcome(resolution=resolution, target=target, text=text, kept=kept)
+
+
+def write_lock(text: str, output: str) -> None:
+    """Write `text` to `output` atomically (a temporary file renamed into place), or stdout."""
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    parent = path.absolute().parent
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

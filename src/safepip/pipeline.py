@@ -10,16 +10,25 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from safepip.errors import UsageError
+from safepip.fetch import open_cache
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
+from safepip.net import Session
 from safepip.plan import Pin, ResolutionError
-from safepip.policy import HostPolicy, PolicyViolation
-from safepip.urls import host_port_of
+from safepip.policy import PolicyViolation
+from safepip.sources import (
+    SourceOptions,
+    Sources,
+    decide_sources,
+    default_index_url,
+    load_pip_config,
+    net_config,
+    parse_inputs,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -30,24 +39,10 @@ if TYPE_CHECKING:
     from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
     from safepip.index import IndexClient
     from safepip.install import ChangePlan, InstallResult
-    from safepip.net import Session
+    from safepip.pipconfig import PipConfig
     from safepip.plan import Wanted
     from safepip.requirements import ParsedRequirements
     from safepip.target import InstalledDistribution, Target
-
-
-def default_index_url() -> str:
-    """pip's default index; safepip follows pip."""
-    from pip._internal.models.index import PyPI
-
-    return str(PyPI.simple_url)
-
-
-def default_index_file_host() -> str:
-    """The host that serves the default index's files (it differs from the index's host)."""
-    from pip._internal.models.index import PyPI
-
-    return str(PyPI.file_storage_domain)
 
 
 class Reporter(Protocol):
@@ -57,24 +52,6 @@ class Reporter(Protocol):
     def warn(self, text: str) -> None: ...
     def detail(self, text: str) -> None: ...
     def progress(self) -> Progress: ...
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SourceOptions:
-    """Where packages may come from, as given on the command line."""
-
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    no_index: bool = False
-    find_links: tuple[str, ...] = ()
-    allow_hosts: tuple[str, ...] = ()
-    trusted_hosts: tuple[str, ...] = ()
-    cert: str | None = None
-    client_cert: str | None = None
-    timeout: float | None = None
-    retries: int | None = None
-    proxy: str | None = None
-    isolated: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,35 +118,6 @@ class InstallOutcome:
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def cache_root(options: InstallOptions) -> Path:
-    if options.cache_dir is not None:
-        return options.cache_dir
-    env = os.environ.get("SAFEPIP_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("safepip", appauthor=False))
-
-
-class _TempCache:
-    def __init__(self, options: InstallOptions) -> None:
-        self.options = options
-        self.tmp: str | None = None
-
-    def __enter__(self) -> Cache:
-        from safepip.fetch import Cache
-
-        if self.options.no_cache:
-            self.tmp = tempfile.mkdtemp(prefix="safepip-nocache-")
-            return Cache(Path(self.tmp))
-        return Cache(cache_root(self.options))
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
     from safepip import target as target_mod
 
@@ -189,116 +137,6 @@ def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
     )
     target_mod.check_externally_managed(found, break_system_packages=options.break_system_packages)
     return found
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Sources:
-    index_urls: tuple[str, ...]
-    find_links: tuple[str, ...]
-    policy: HostPolicy
-    trusted_hosts: tuple[str, ...]
-
-
-def _net_config(sources: SourceOptions, policy: HostPolicy, pip_config: object | None) -> object:
-    from safepip.net import NetConfig
-
-    cert = sources.cert or getattr(pip_config, "cert", None)
-    timeout = sources.timeout or getattr(pip_config, "timeout", None) or 15.0
-    retries = (
-        sources.retries if sources.retries is not None else getattr(pip_config, "retries", None)
-    )
-    return NetConfig(
-        policy=policy,
-        cert=cert,
-        client_cert=sources.client_cert or getattr(pip_config, "client_cert", None),
-        timeout=float(timeout),
-        retries=3 if retries is None else int(retries),
-        proxy=sources.proxy or getattr(pip_config, "proxy", None),
-    )
-
-
-def load_pip_config(sources: SourceOptions, target: Target | None) -> object | None:
-    if sources.isolated:
-        return None
-    from safepip.pipconfig import load_pip_config as load
-
-    return load(isolated=False, site_prefix=target.prefix if target else None)
-
-
-def parse_inputs(
-    options: InstallOptions, pip_config: object | None, reporter: Reporter
-) -> ParsedRequirements:
-    """Read every requirements and constraints file (remote ones over HTTPS, policy-checked)."""
-    from safepip.net import NetConfig, Session
-    from safepip.requirements import parse_requirements
-
-    remote = [f for f in (*options.requirement_files, *options.constraint_files) if "://" in f]
-    constraints = list(options.constraint_files)
-    constraints += [c for c in getattr(pip_config, "constraints", ()) if c not in constraints]
-    policy = HostPolicy(
-        allowed_hosts=frozenset(host_port_of(u) for u in remote if not u.startswith("file:"))
-        | frozenset(options.sources.allow_hosts),
-        trusted_hosts=frozenset(options.sources.trusted_hosts),
-    )
-    session: Session | None = None
-
-    def fetch(url: str) -> bytes:
-        nonlocal session
-        if session is None:
-            config = _net_config(options.sources, policy, pip_config)
-            assert isinstance(config, NetConfig)
-            session = Session(config)
-        return session.get(url, purpose="a requirements file").content
-
-    try:
-        parsed = parse_requirements(
-            files=options.requirement_files,
-            constraints=constraints,
-            lines=options.requirements,
-            fetch=fetch,
-        )
-    finally:
-        if session is not None:
-            session.close()
-    for warning in parsed.warnings:
-        reporter.warn(warning)
-    return parsed
-
-
-def decide_sources(
-    options: SourceOptions, parsed: ParsedRequirements, pip_config: object | None
-) -> Sources:
-    """Indexes, find-links and the host policy: command line, then pip config, then files."""
-    index = options.index_url or getattr(pip_config, "index_url", None) or default_index_url()
-    extras = [*getattr(pip_config, "extra_index_urls", ()), *options.extra_index_urls]
-    base = [index, *[e for e in extras if e != index]]
-    no_index = options.no_index or bool(getattr(pip_config, "no_index", False))
-    index_urls, files_no_index = parsed.apply_index_options(base)
-    if no_index or files_no_index:
-        index_urls = []
-    find_links = [*getattr(pip_config, "find_links", ()), *options.find_links, *parsed.find_links]
-    trusted = [
-        *getattr(pip_config, "trusted_hosts", ()),
-        *options.trusted_hosts,
-        *parsed.trusted_hosts,
-    ]
-    allowed = {host_port_of(u) for u in [*index_urls, *find_links] if "://" in u}
-    allowed |= {h.lower() for h in options.allow_hosts}
-    if default_index_url() in index_urls:
-        allowed.add(default_index_file_host())
-    policy = HostPolicy(allowed_hosts=frozenset(allowed), trusted_hosts=frozenset(trusted))
-    return Sources(
-        index_urls=tuple(dict.fromkeys(index_urls)),
-        find_links=tuple(dict.fromkeys(_abs_link(f) for f in find_links)),
-        policy=policy,
-        trusted_hosts=tuple(dict.fromkeys(trusted)),
-    )
-
-
-def _abs_link(location: str) -> str:
-    if "://" in location:
-        return location
-    return str(Path(location).expanduser().absolute())
 
 
 # --- planning -------------------------------------------------------------------------------
@@ -581,19 +419,21 @@ class _Context:
     def __init__(self, options: InstallOptions, reporter: Reporter) -> None:
         self.options = options
         self.reporter = reporter
-        self._cache_cm = _TempCache(options)
+        self._stack = contextlib.ExitStack()
         self.session: Session | None = None
         self._locks = contextlib.ExitStack()
 
     def __enter__(self) -> _Context:
-        self.cache = self._cache_cm.__enter__()
+        self.cache = self._stack.enter_context(
+            open_cache(self.options.cache_dir, throwaway=self.options.no_cache)
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._locks.close()
         if self.session is not None:
             self.session.close()
-        self._cache_cm.__exit__(*exc)
+        self._stack.close()
 
     def hold_environment(self, target: Target) -> None:
         """Take the environment lock for the rest of the run (planning through commit), then
@@ -603,13 +443,24 @@ class _Context:
         self._locks.enter_context(envlock.hold(target, on_wait=self.reporter.warn))
         journal.recover(target, on_wait=self.reporter.warn, on_note=self.reporter.warn)
 
-    def open_session(self, sources: Sources, pip_config: object | None) -> Session:
-        from safepip.net import NetConfig, Session
-
-        config = _net_config(self.options.sources, sources.policy, pip_config)
-        assert isinstance(config, NetConfig)
-        self.session = Session(config)
+    def open_session(self, sources: Sources, pip_config: PipConfig | None) -> Session:
+        self.session = Session(net_config(self.options.sources, sources.policy, pip_config))
         return self.session
+
+
+def _parse_inputs(
+    options: InstallOptions, pip_config: PipConfig | None, reporter: Reporter
+) -> ParsedRequirements:
+    parsed = parse_inputs(
+        requirement_files=options.requirement_files,
+        constraint_files=options.constraint_files,
+        requirements=options.requirements,
+        sources=options.sources,
+        pip_config=pip_config,
+    )
+    for warning in parsed.warnings:
+        reporter.warn(warning)
+    return parsed
 
 
 def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
@@ -626,7 +477,9 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         pip_config = load_pip_config(options.sources, target)
         pylock = _pylock_input(options)
         parsed = (
-            parse_inputs(options, pip_config, reporter) if pylock is None else _empty_requirements()
+            _parse_inputs(options, pip_config, reporter)
+            if pylock is None
+            else _empty_requirements()
         )
         sources = decide_sources(options.sources, parsed, pip_config)
         for host in sources.trusted_hosts:
@@ -830,7 +683,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
             else _current_target(ctx.cache)
         )
         pip_config = load_pip_config(options.sources, target)
-        parsed = parse_inputs(options, pip_config, reporter)
+        parsed = _parse_inputs(options, pip_config, reporter)
         sources = decide_sources(options.sources, parsed, pip_config)
         session = ctx.open_session(sources, pip_config)
         index = IndexClient(

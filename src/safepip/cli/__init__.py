@@ -1,0 +1,64 @@
+"""The command line: parse arguments, run one command, render errors, return an exit code.
+
+Each command is a module of this package with `add_parser(subparsers)`; its handler parses,
+calls one service and renders the outcome. Shared option groups live in `cli/options.py`.
+Command modules never import each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import TYPE_CHECKING
+
+from safepip import __version__, signals
+from safepip.cli import options
+from safepip.errors import SafepipError
+from safepip.urls import redact_text
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+COMMANDS = ("install", "download", "verify", "hash", "lock", "freeze", "audit", "db")
+"""In the order `safepip --help` lists them; each is the module `safepip.cli.<command>`."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only` (the command being run), the other commands' parsers are
+    not built (their modules are not even imported: a no-op install should start fast)."""
+    parser = argparse.ArgumentParser(
+        prog="safepip",
+        description="Install pinned, hashed, audited wheels from trusted hosts only.",
+    )
+    parser.add_argument("--version", action="version", version=f"safepip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for command in COMMANDS if only is None else (only,):
+        importlib.import_module(f"safepip.cli.{command}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run safepip with `argv`; return the exit code (see README for their meaning)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        with signals.handled():
+            return int(args.handler(args))
+    except SafepipError as exc:
+        reporter = options.reporter(args)
+        reporter.error(redact_text(str(exc)), redact_text(exc.hint) if exc.hint else None)
+        return int(exc.exit_code)
+    except KeyboardInterrupt as exc:
+        return signals.report_interrupt(exc)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`safepip install`: install requirements into an environment."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from safepip import pipeline
+from safepip.cli import options
+from safepip.errors import ExitCode
+from safepip.report import installation_report, summary, write_json
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    install = subparsers.add_parser("install", help="install requirements into an environment")
+    options.requirements_group(install)
+    options.sources_group(install)
+    options.target_group(install)
+    options.cache_group(install)
+    options.audit_group(install)
+    opts = install.add_argument_group("install")
+    opts.add_argument("--dry-run", action="store_true", help="decide and verify, write nothing")
+    opts.add_argument("--report", metavar="FILE", help="write a JSON report (`-` for stdout)")
+    opts.add_argument("--compile", action="store_true", help="write .pyc files (all cores)")
+    opts.add_argument("--no-compile", action="store_true", help="do not write .pyc (default)")
+    opts.add_argument(
+        "--force-reinstall",
+        "--reinstall",
+        action="store_true",
+        dest="reinstall",
+        help="reinstall even what is already installed as pinned",
+    )
+    opts.add_argument(
+        "--copy", action="store_true", help="copy files from the cache instead of hard-linking"
+    )
+    options.output_group(install)
+    install.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    install_options = options.install_options(args)
+    reporter = options.reporter(args)
+    started = time.perf_counter()
+    outcome = pipeline.install(install_options, reporter)
+    if args.report:
+        write_json(installation_report(outcome), args.report)
+    if outcome.result is None:
+        for pin in outcome.changes.install:
+            reporter.info(f"Would install {pin.display_name}=={pin.version}")
+    else:
+        for dist in outcome.changes.remove:
+            reporter.detail(f"Removed {dist.display_name}=={dist.version}")
+        for pin in outcome.changes.install:
+            reporter.detail(f"Installed {pin.display_name}=={pin.version}")
+    reporter.success(summary(outcome, time.perf_counter() - started))
+    return ExitCode.OK
