@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safepip import signals
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
@@ -134,7 +135,12 @@ class Transaction:
 
     def begin(self, site: str, creates: Sequence[tuple[int, str]], summary: str) -> None:
         self.current = site
-        self.journal = Journal.begin(site, self.roots, creates, summary=summary)
+        # A signal between creating the journal folder and keeping a reference to it would
+        # leave a journal that this run's rollback cannot see: hold signals until it is known.
+        with signals.deferred() as arrived:
+            self.journal = Journal.begin(site, self.roots, creates, summary=summary)
+        if arrived:
+            raise signals.Interrupted(arrived[0])
 
     def set_aside(self, path: str) -> None:
         """Phase 1: move a file out of the way into the journal's backup."""

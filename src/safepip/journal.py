@@ -153,13 +153,18 @@ class Journal:
             "creates": state.creates,
         }
         tmp = os.path.join(folder, _JOURNAL + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(folder, _JOURNAL))
-        _fsync_dir(folder)
-        _fsync_dir(site)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, os.path.join(folder, _JOURNAL))
+            _fsync_dir(folder)
+            _fsync_dir(site)
+        except BaseException:
+            # Nothing was set aside yet: a journal that could not be written is simply removed.
+            _remove_journal(folder)
+            raise
         return cls(state)
 
     def _append(self, record: dict[str, Any]) -> None:
