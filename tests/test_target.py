@@ -150,13 +150,21 @@ class TestProbe:
         assert priority[target.tags[0]] == 0
         assert priority[Tag("py3", "none", "any")] > 0
         assert target.site_dirs()[0] == target.paths.purelib
+        version = "{}.{}".format(*sys.version_info[:2])
+        # pip's header folder for venvs; sysconfig's `include` is the base interpreter's
+        assert target.paths.headers == venv / "include" / "site" / f"python{version}"
 
     def test_target_dir(self, venv: Path, tmp_path: Path) -> None:
         out = tmp_path / "out"
         target = probe(venv / "bin" / "python", target_dir=out)
         assert target.kind == "target"
+        version = "{}.{}".format(*sys.version_info[:2])
         assert target.paths == SchemePaths(
-            purelib=out, platlib=out, scripts=out / "bin", data=out, headers=out / "include"
+            purelib=out,
+            platlib=out,
+            scripts=out / "bin",
+            data=out,
+            headers=out / "include" / "site" / f"python{version}",
         )
         assert target.site_dirs() == (out,)
 
@@ -168,6 +176,7 @@ class TestProbe:
         assert target.paths.purelib == prefix / "lib" / f"python{version}" / "site-packages"
         assert target.paths.scripts == prefix / "bin"
         assert target.paths.data == prefix
+        assert target.paths.headers == prefix / "include" / "site" / f"python{version}"
 
     def test_cache_answers_the_second_probe(
         self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -404,3 +413,127 @@ class TestSyntheticTarget:
         assert {f"manylinux_2_{m}_{arch}" for m in range(5, minor + 1)} <= set(widened)
         assert widened[-1] == f"linux_{arch}"
         assert ("manylinux2014_" + arch in widened) == (minor >= 17)
+
+
+def _layout(root: Path) -> tuple[dict[str, str], set[tuple[str, ...]]]:
+    """Files under `root` (relative path -> sha256) and the rows of every RECORD, without the
+    files that only say which installer ran (`INSTALLER`, safepip's own record, RECORD itself)
+    and without bytecode."""
+    import csv
+    import hashlib
+
+    own = ("INSTALLER", "RECORD", "safepip.json", "direct_url.json")
+    files: dict[str, str] = {}
+    rows: set[tuple[str, ...]] = set()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel:
+            continue
+        if path.parent.name.endswith(".dist-info") and path.name == "RECORD":
+            rows |= {
+                tuple(row)
+                for row in csv.reader(path.read_text().splitlines())
+                if row and row[0].rsplit("/", 1)[-1] not in own
+            }
+        if not (path.parent.name.endswith(".dist-info") and path.name in own):
+            files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files, rows
+
+
+def test_headers_root_outside_a_venv() -> None:
+    """`--target` from a system interpreter: pip's `posix_home` scheme (`<dir>/include/python`)."""
+    assert target_mod._headers_root(Path("/t"), [3, 12, 1], False) == Path("/t/include/python")
+
+
+class TestHeadersLikePip:
+    """`.data/headers` land where pip puts them; pip is the oracle (`pip --python VENV`)."""
+
+    @pytest.fixture
+    def lock(self, static_index: Callable[..., Any], tmp_path: Path) -> tuple[Path, str]:
+        from wheelbuild import build_wheel, sha256_file
+
+        wheel = build_wheel(
+            tmp_path / "w",
+            "hdrpkg",
+            "1.0",
+            data_files={"headers/hdrpkg.h": "#define HDR 1\n", "headers/sub/inner.h": "int x;\n"},
+        )
+        index = static_index()
+        index.add(wheel)
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text(f"hdrpkg==1.0 --hash=sha256:{sha256_file(wheel)}\n")
+        return reqs, str(index.url)
+
+    def _pip(self, venv: Path, lock: tuple[Path, str | None], *where: str) -> None:
+        reqs, url = lock
+        index = ["-i", url] if url else []
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+             "--isolated", "--no-compile", "-q", "-r", str(reqs), *index, *where],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def _safepip(
+        self, venv: Path, lock: tuple[Path, str | None], tmp_path: Path, *where: str
+    ) -> None:
+        from safepip.cli import main
+
+        reqs, url = lock
+        index = ["-i", url] if url else []
+        argv = ["install", "--isolated", "-q", "-r", str(reqs), *index, "--python", str(venv)]
+        assert main([*argv, *where, "--cache-dir", str(tmp_path / "cache")]) == 0
+
+    @pytest.mark.network
+    def test_greenlet_from_the_real_index(
+        self, venv_factory: Callable[..., Path], tmp_path: Path
+    ) -> None:
+        """greenlet (a dependency of SQLAlchemy and gevent) ships `greenlet.h`."""
+        lock = (Path(__file__).parent / "data" / "locks" / "greenlet.txt", None)
+        ours, pips = venv_factory(), venv_factory()
+        self._safepip(ours, lock, tmp_path)
+        self._pip(pips, lock)
+        version = "{}.{}".format(*sys.version_info[:2])
+        assert (
+            ours / "include" / "site" / f"python{version}" / "greenlet" / "greenlet.h"
+        ).is_file()
+        assert _layout(ours) == _layout(pips)
+
+    def test_venv(
+        self, venv_factory: Callable[..., Path], lock: tuple[Path, str], tmp_path: Path
+    ) -> None:
+        base_include = Path(sys.base_prefix) / "include"
+        before = sorted(base_include.rglob("*")) if base_include.is_dir() else []
+        ours, pips = venv_factory(), venv_factory()
+        self._safepip(ours, lock, tmp_path)
+        self._pip(pips, lock)
+        version = "{}.{}".format(*sys.version_info[:2])
+        header = ours / "include" / "site" / f"python{version}" / "hdrpkg" / "sub" / "inner.h"
+        assert header.read_text() == "int x;\n"
+        assert _layout(ours) == _layout(pips)
+        # nothing outside the venv: RECORD paths stay inside it, the base `include` is untouched
+        site = next((ours / "lib").glob("python3*/site-packages"))
+        for row in (site / "hdrpkg-1.0.dist-info" / "RECORD").read_text().splitlines():
+            assert (site / row.split(",")[0]).resolve().is_relative_to(ours.resolve()), row
+        assert (sorted(base_include.rglob("*")) if base_include.is_dir() else []) == before
+
+    @pytest.mark.parametrize("option", ["--target", "--prefix"])
+    def test_target_and_prefix(
+        self,
+        venv_factory: Callable[..., Path],
+        lock: tuple[Path, str],
+        tmp_path: Path,
+        option: str,
+    ) -> None:
+        venv = venv_factory()
+        ours, pips = tmp_path / "ours", tmp_path / "pips"
+        self._safepip(venv, lock, tmp_path, option, str(ours))
+        self._pip(venv, lock, option, str(pips))
+        files, rows = _layout(ours)
+        assert any("include/site/python" in path for path in files)
+        pip_files, pip_rows = _layout(pips)
+        assert files == pip_files
+        if option == "--target":
+            # pip writes these rows relative to the temporary `lib/python` it installs into
+            # before moving the files, so they point outside the target folder; ours are right
+            pip_rows = {(path.removeprefix("../../"), *rest) for path, *rest in pip_rows}
+        assert rows == pip_rows

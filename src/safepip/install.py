@@ -299,7 +299,9 @@ def _script_name_ok(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-def _layout_wheel(wheel: UnpackedWheel, target: Target, extra: dict[str, bytes]) -> _Layout:
+def _layout_wheel(
+    wheel: UnpackedWheel, target: Target, extra: dict[str, bytes], dist_name: str
+) -> _Layout:
     """Lay out one unpacked, verified wheel (PEP 427 install steps), without writing anything.
 
     Files are linked from the cache; `.data/scripts` files starting with `#!python` get the
@@ -310,7 +312,7 @@ def _layout_wheel(wheel: UnpackedWheel, target: Target, extra: dict[str, bytes])
     import csv
     import io
 
-    schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
+    schemes = {k: os.path.abspath(v) for k, v in target.paths.for_distribution(dist_name).items()}
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
     data_prefix = wheel.data_dir + "/"
@@ -527,7 +529,7 @@ def apply(
         direct = _direct_url_json(pin)
         if direct is not None:
             extra["direct_url.json"] = direct
-        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra))
+        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra, pin.display_name))
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
         linked = link

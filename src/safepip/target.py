@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,7 +111,9 @@ class SchemePaths:
     platlib: Path
     scripts: Path
     data: Path
+
     headers: Path
+    """The folder that holds one header folder per distribution (see `for_distribution`)."""
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -121,6 +123,13 @@ class SchemePaths:
             "data": str(self.data),
             "headers": str(self.headers),
         }
+
+    def for_distribution(self, name: str) -> dict[str, str]:
+        """The scheme for one distribution: `.data/headers` go to a folder named after it, as
+        the requirement spells it (pip's `get_scheme(dist_name)`)."""
+        paths = self.as_dict()
+        paths["headers"] = str(self.headers / name)
+        return paths
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -297,14 +306,22 @@ def probe(
         headers=Path(raw_paths["include"]),
     )
     kind = mode
+    version = data["version"]
+    assert isinstance(version, list)
+    is_virtualenv = data["prefix"] != data["base_prefix"]
     if target_dir is not None:
         root = target_dir.absolute()
         paths = SchemePaths(
-            purelib=root, platlib=root, scripts=root / "bin", data=root, headers=root / "include"
+            purelib=root,
+            platlib=root,
+            scripts=root / "bin",
+            data=root,
+            headers=_headers_root(root, version, is_virtualenv),
         )
         kind = "target"
-    version = data["version"]
-    assert isinstance(version, list)
+    elif is_virtualenv:
+        base = Path(where) if mode == "prefix" else Path(str(data["prefix"]))
+        paths = replace(paths, headers=_headers_root(base, version, is_virtualenv))
     markers = data["markers"]
     assert isinstance(markers, dict)
     raw_tags = data["tags"]
@@ -318,10 +335,20 @@ def probe(
         tags=tags,
         paths=paths,
         prefix=Path(str(data["prefix"])),
-        is_virtualenv=data["prefix"] != data["base_prefix"],
+        is_virtualenv=is_virtualenv,
         externally_managed=Path(str(em)) if em else None,
         kind=kind,
     )
+
+
+def _headers_root(base: Path, version: Sequence[object], is_virtualenv: bool) -> Path:
+    """Where pip puts `.data/headers` (pip `_internal/locations/_sysconfig.py`): in a virtual
+    environment (also with `--prefix` or `--target`) `<base>/include/site/pythonX.Y`, never the
+    base interpreter's `include` that sysconfig names; for `--target` from a system interpreter
+    `<dir>/include/python` (the `posix_home` scheme that pip's `--target` uses)."""
+    if is_virtualenv:
+        return base / "include" / "site" / f"python{version[0]}.{version[1]}"
+    return base / "include" / "python"  # only reached for --target
 
 
 def check_externally_managed(target: Target, *, break_system_packages: bool) -> None:
