@@ -312,7 +312,7 @@ def _layout_wheel(
     import csv
     import io
 
-    schemes = {k: os.path.abspath(v) for k, v in target.paths.for_distribution(dist_name).items()}
+    schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
     data_prefix = wheel.data_dir + "/"
@@ -337,6 +337,8 @@ def _layout_wheel(
                     f"Refusing wheel `{wheel.filename}`: `{path}` is not in a valid "
                     "`.data` subfolder"
                 )
+            if scheme == "headers":
+                rel = f"{dist_name}/{rel}"  # one folder per distribution (pip's layout)
         else:
             scheme, rel = root_scheme, path
         if "__pycache__" in rel.split("/")[:-1]:

@@ -111,9 +111,9 @@ class SchemePaths:
     platlib: Path
     scripts: Path
     data: Path
-
     headers: Path
-    """The folder that holds one header folder per distribution (see `for_distribution`)."""
+    """The folder that holds one header folder per distribution, named as the requirement
+    spells it (pip's `get_scheme(dist_name)`)."""
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -123,13 +123,6 @@ class SchemePaths:
             "data": str(self.data),
             "headers": str(self.headers),
         }
-
-    def for_distribution(self, name: str) -> dict[str, str]:
-        """The scheme for one distribution: `.data/headers` go to a folder named after it, as
-        the requirement spells it (pip's `get_scheme(dist_name)`)."""
-        paths = self.as_dict()
-        paths["headers"] = str(self.headers / name)
-        return paths
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
