@@ -9,6 +9,11 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
+# A Python the tests need but this machine lacks is an error, never a silent skip.
+nox.options.error_on_missing_interpreters = True
+
+# The oldest and newest Pythons that `requires-python` supports: the tests run on both.
+TEST_PYTHONS = ["3.10", "3.13"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -33,7 +38,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "src")
 
 
-@nox.session
+@nox.session(python=TEST_PYTHONS)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     args = session.posargs or ["-n", "2", "--cov=safepip", "--cov-report=term:skip-covered"]

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -372,7 +373,10 @@ class TestFix:
     def test_pylock(
         self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        import tomllib
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # Python 3.10
+            import tomli as tomllib
 
         lock = make_lock(fix_index, capsys, "pylock.toml", "app")
         code, _, err = main(["audit", "--fix", str(lock), "--db", str(advisories)], capsys)

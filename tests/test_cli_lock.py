@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
-import tomllib
 
 from safepip import cli
 from safepip.install import ARTIFACT_RECORD
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

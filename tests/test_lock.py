@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import tomllib
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.pylock import Pylock
@@ -28,6 +27,11 @@ from safepip.policy import HostPolicy, PolicyViolation
 from safepip.requirements import parse_requirements
 from safepip.resolver import Resolution, resolve_requirements
 from safepip.target import probe, synthetic_target
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from collections.abc import Callable

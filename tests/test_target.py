@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -246,8 +247,10 @@ class TestProbe:
         with pytest.raises(TargetError) as info:
             probe(fake)
         assert str(info.value) == (
-            f"Could not inspect the interpreter `{fake}`: SyntaxError: old python"
+            f"`{fake}` is not a usable Python interpreter: it exited with status 1 "
+            "(SyntaxError: old python)"
         )
+        assert info.value.exit_code == 2
         assert info.value.hint == "safepip supports target interpreters of Python 3.8 and newer"
 
     def test_error_interpreter_cannot_run(self, tmp_path: Path) -> None:
@@ -255,7 +258,9 @@ class TestProbe:
         fake.write_text("not executable")
         with pytest.raises(TargetError) as info:
             probe(fake)
-        assert str(info.value) == f"Could not run `{fake}`: Permission denied"
+        assert str(info.value) == (
+            f"`{fake}` is not a Python interpreter: it cannot be run (Permission denied)"
+        )
 
 
 EXTERNALLY_MANAGED = """\
@@ -537,3 +542,139 @@ class TestHeadersLikePip:
             # before moving the files, so they point outside the target folder; ours are right
             pip_rows = {(path.removeprefix("../../"), *rest) for path, *rest in pip_rows}
         assert rows == pip_rows
+
+
+def _fake_python(folder: Path, body: str) -> Path:
+    """A program that plays an interpreter: a shell script with `body`."""
+    script = folder / "bin" / "python3"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+class TestBadInterpreter:
+    """`--python` naming something that is not a Python: one line, exit 2, no traceback."""
+
+    @pytest.mark.parametrize(
+        ("kind", "expected"),
+        [
+            ("text", "is not a Python interpreter: it cannot be run (Exec format error)"),
+            ("devnull", "is not a Python interpreter: it cannot be run (Permission denied)"),
+            ("fails", "is not a usable Python interpreter: it exited with status 3 (boom)"),
+            ("not-json", "is not a Python interpreter: it did not answer safepip's probe"),
+            ("wrong-json", "is not a Python interpreter: it did not answer safepip's probe"),
+        ],
+    )
+    def test_error_not_an_interpreter(
+        self,
+        kind: str,
+        expected: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from safepip.cli import main
+
+        if kind == "text":
+            python = tmp_path / "notes.txt"
+            python.write_text("just some text\n")
+            python.chmod(0o755)
+        elif kind == "devnull":
+            python = Path(os.devnull)
+        elif kind == "fails":
+            python = _fake_python(tmp_path, "echo boom >&2; exit 3")
+        elif kind == "not-json":
+            python = _fake_python(tmp_path, "echo 'Python 3.12.0'")
+        else:
+            python = _fake_python(tmp_path, "echo '{\"version\": 3}'")
+        argv = ["install", "attrs==24.2.0", "--python", str(python), "--no-cache"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: `{python}` {expected}\n")
+        assert "Traceback" not in err
+
+
+class TestExternallyManagedEveryRun:
+    """PEP 668's marker is checked on every run, not cached with the probe (issue 9)."""
+
+    @pytest.fixture
+    def system_python(self, venv: Path, tmp_path: Path) -> tuple[Path, Path]:
+        """A fake system interpreter (not a venv) whose folders are all under tmp_path: it
+        answers the probe with a real venv's answer, moved there."""
+        real = target_mod._run_probe(venv / "bin" / "python", "env", "", None)
+        root = tmp_path / "system"
+        site = root / "lib" / "site-packages"
+        site.mkdir(parents=True)
+        (root / "stdlib").mkdir()
+        answer = {
+            **real,
+            "prefix": str(root),
+            "base_prefix": str(root),
+            "stdlib": str(root / "stdlib"),
+            "paths": {
+                "purelib": str(site),
+                "platlib": str(site),
+                "scripts": str(root / "bin"),
+                "data": str(root),
+                "include": str(root / "include"),
+            },
+        }
+        (tmp_path / "answer.json").write_text(json.dumps(answer))
+        python = _fake_python(root, f"cat '{tmp_path / 'answer.json'}'")
+        return python, root
+
+    def test_marker_added_then_removed(
+        self,
+        system_python: tuple[Path, Path],
+        static_index: Callable[..., Any],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from safepip.cli import main
+        from wheelbuild import build_wheel, sha256_file
+
+        python, root = system_python
+        wheel = build_wheel(tmp_path / "w", "mpkg", "1.0")
+        index = static_index()
+        index.add(wheel)
+        line = f"mpkg==1.0 --hash=sha256:{sha256_file(wheel)}"
+        argv = ["install", line, "--python", str(python), "-i", str(index.url)]
+        argv += ["--cache-dir", str(tmp_path / "cache"), "--force-reinstall"]
+        marker = root / "stdlib" / "EXTERNALLY-MANAGED"
+        assert main(argv) == 0  # probed and cached
+        marker.write_text("[externally-managed]\nError=Use apt, not pip\n")
+        assert main(argv) == 4
+        assert "Use apt, not pip" in capsys.readouterr().err
+        marker.unlink()  # the Dockerfile step that removes it
+        assert main(argv) == 0
+        assert (root / "lib" / "site-packages" / "mpkg" / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("option", ["--target", "--prefix"])
+def test_target_and_prefix_without_python_use_the_running_interpreter(
+    option: str,
+    static_index: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pip's rule: the interpreter running safepip, whatever `python3` is first on PATH."""
+    import platform
+
+    from safepip.cli import main
+    from wheelbuild import build_wheel, sha256_file
+
+    decoy = _fake_python(tmp_path / "decoy", "exit 7")  # must never be asked
+    monkeypatch.setenv("PATH", str(decoy.parent))
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.chdir(tmp_path)
+    wheel = build_wheel(tmp_path / "w", "tpkg", "1.0")
+    index = static_index()
+    index.add(wheel)
+    out = tmp_path / "out"
+    argv = ["install", f"tpkg==1.0 --hash=sha256:{sha256_file(wheel)}", option, str(out)]
+    argv += ["-i", str(index.url), "--cache-dir", str(tmp_path / "cache"), "--report", "-"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["python_full_version"] == platform.python_version()
+    assert [p.name for p in out.rglob("__init__.py")] == ["__init__.py"]

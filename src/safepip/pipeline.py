@@ -123,12 +123,12 @@ def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
 
     if options.target_dir is not None and options.prefix is not None:
         raise UsageError("`--target` and `--prefix` cannot be used together")
-    python = target_mod.find_python(
-        options.python,
-        system=options.system
-        or options.target_dir is not None
-        or (options.prefix is not None and options.python is None),
-    )
+    if options.python is None and (options.target_dir is not None or options.prefix is not None):
+        # pip's rule: `--target`/`--prefix` without `--python` are for the interpreter running
+        # the installer (never whatever `python3` is first on PATH)
+        python = target_mod.current_python()
+    else:
+        python = target_mod.find_python(options.python, system=options.system)
     found = target_mod.probe(
         python,
         target_dir=options.target_dir,

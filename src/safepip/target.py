@@ -27,7 +27,7 @@ from safepip.errors import ExitCode, SafepipError, UsageError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 # Runs inside the target interpreter. It borrows safepip's own `packaging` (pure Python) only to
 # compute the wheel tags the way pip does; everything else comes from the target's stdlib.
@@ -62,8 +62,6 @@ if mode == "prefix":
     paths = sysconfig.get_paths(scheme, vars={k: where for k in roots})
 else:
     paths = sysconfig.get_paths()
-stdlib = sysconfig.get_paths()["stdlib"]
-em = os.path.join(stdlib, "EXTERNALLY-MANAGED")
 print(json.dumps({
     "executable": sys.executable,
     "version": list(sys.version_info[:3]),
@@ -72,7 +70,7 @@ print(json.dumps({
     "markers": markers,
     "tags": [str(t) for t in tags.sys_tags()],
     "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
-    "externally_managed": em if os.path.isfile(em) else None,
+    "stdlib": sysconfig.get_paths()["stdlib"],
 }))
 """
 
@@ -83,6 +81,12 @@ class TargetError(SafepipError):
 
 class NoEnvironmentError(TargetError):
     """No target was named and none was found (a usage error: say which one)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InterpreterError(TargetError):
+    """`--python` (or the interpreter found) is not a Python that safepip can inspect."""
 
     exit_code = ExitCode.USAGE
 
@@ -249,18 +253,26 @@ def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> d
             [str(python), "-I", "-c", _PROBE, packaging_parent, mode, where],
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=60,
             check=False,
         )
     except OSError as exc:
-        raise TargetError(f"Could not run `{python}`: {exc.strerror}") from exc
+        raise InterpreterError(
+            f"`{python}` is not a Python interpreter: it cannot be run ({exc.strerror})"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise InterpreterError(
+            f"`{python}` is not a usable Python interpreter: it did not answer within 60 s"
+        ) from exc
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TargetError(
-            f"Could not inspect the interpreter `{python}`: {last}",
+        raise InterpreterError(
+            f"`{python}` is not a usable Python interpreter: it exited with status "
+            f"{proc.returncode} ({last})",
             hint="safepip supports target interpreters of Python 3.8 and newer",
         )
-    data = json.loads(proc.stdout)
+    data = _probe_answer(python, proc.stdout)
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +281,33 @@ def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> d
             os.replace(tmp, cache_file)
         except OSError:
             pass
+    return data
+
+
+_PROBE_KEYS = {
+    "version": list,
+    "prefix": str,
+    "base_prefix": str,
+    "markers": dict,
+    "tags": list,
+    "paths": dict,
+    "stdlib": str,
+}
+
+
+def _probe_answer(python: Path, stdout: str) -> dict[str, object]:
+    """The probe's JSON, checked for the fields `probe` reads (a program that is not Python may
+    print anything)."""
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or any(
+        not isinstance(data.get(key), kind) for key, kind in _PROBE_KEYS.items()
+    ):
+        raise InterpreterError(
+            f"`{python}` is not a Python interpreter: it did not answer safepip's probe"
+        )
     return data
 
 
@@ -320,7 +359,9 @@ def probe(
     raw_tags = data["tags"]
     assert isinstance(raw_tags, list)
     tags = tuple(Tag(*t.split("-", 2)) for t in raw_tags)
-    em = data.get("externally_managed")
+    # PEP 668's marker is looked for on every run (one stat), never cached with the probe: it is
+    # added by distributors and removed in Dockerfiles after the interpreter was first seen.
+    marker = Path(str(data["stdlib"])) / "EXTERNALLY-MANAGED"
     return Target(
         python=python,
         version=(int(version[0]), int(version[1]), int(version[2])),
@@ -329,7 +370,7 @@ def probe(
         paths=paths,
         prefix=Path(str(data["prefix"])),
         is_virtualenv=is_virtualenv,
-        externally_managed=Path(str(em)) if em else None,
+        externally_managed=marker if marker.is_file() else None,
         kind=kind,
     )
 
