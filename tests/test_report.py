@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from packaging.tags import Tag
@@ -30,7 +31,7 @@ from safepip.report import (
 from safepip.target import InstalledDistribution, SchemePaths, Target
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 SHA_A = "a" * 64
 SHA_G = "c" * 64
@@ -171,14 +172,14 @@ class TestInstallationReport:
         report = installation_report(make_outcome())
         assert report == {
             "version": REPORT_VERSION,
-            "pip_version": None,
+            "pip_version": importlib.metadata.version("pip"),
             "installer": {"name": "safepip", "version": __version__},
             "dry_run": False,
             "install": [
                 {
                     "download_info": {
                         "url": "https://***:***@files.example/Alpha-1.0-py3-none-any.whl?token=***",
-                        "archive_info": {"hashes": {"sha256": SHA_A}},
+                        "archive_info": {"hash": f"sha256={SHA_A}", "hashes": {"sha256": SHA_A}},
                     },
                     "is_direct": True,
                     "is_yanked": False,
@@ -195,12 +196,11 @@ class TestInstallationReport:
                 {
                     "download_info": {
                         "url": "https://files.example/gamma-3.0-py3-none-any.whl",
-                        "archive_info": {"hashes": {"sha256": SHA_G}},
+                        "archive_info": {"hash": f"sha256={SHA_G}", "hashes": {"sha256": SHA_G}},
                     },
                     "is_direct": False,
                     "is_yanked": False,
                     "requested": True,
-                    "requested_extras": [],
                     "metadata": {"name": "gamma", "version": "3.0"},
                     "safepip": {
                         "action": "replace",
@@ -217,7 +217,6 @@ class TestInstallationReport:
                     "is_direct": False,
                     "is_yanked": True,
                     "requested": False,
-                    "requested_extras": [],
                     "metadata": {"name": "beta", "version": "2.0"},
                     "safepip": {
                         "action": "keep",
@@ -356,3 +355,77 @@ class TestConsoleReporter:
         assert progress._started
         progress.finish(BETA.artifact, cached=True)
         assert not progress._started
+
+
+class TestReportLikePip:
+    """pip is the oracle: the same keys and values as `pip install --dry-run --report`."""
+
+    def test_same_report_as_pip(
+        self,
+        static_index: Callable[..., Any],
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        import subprocess
+        import sys
+
+        from safepip.cli import main
+        from wheelbuild import build_wheel, sha256_file
+
+        wheels = [
+            build_wheel(
+                tmp_path / "a",
+                "rpkg",
+                "1.0",
+                requires=["dep>=1"],
+                requires_python=">=3.8",
+                extras={"fast": ["dep2"]},
+                license="MIT\n        \n        Copyright the authors",
+            ),
+            build_wheel(tmp_path / "b", "dep", "1.0"),
+            build_wheel(tmp_path / "c", "dep2", "2.0"),
+        ]
+        index = static_index()
+        for wheel in wheels:
+            index.add(wheel)
+        lock = tmp_path / "requirements.txt"
+        lock.write_text(
+            f"rpkg[fast]==1.0 --hash=sha256:{sha256_file(wheels[0])}\n"
+            f"dep==1.0 --hash=sha256:{sha256_file(wheels[1])}\n"
+            f"dep2==2.0 --hash=sha256:{sha256_file(wheels[2])}\n"
+        )
+        pip_report = tmp_path / "pip.json"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "-q",
+             "--ignore-installed", "--report", str(pip_report), "-r", str(lock),
+             "-i", str(index.url)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        theirs = json.loads(pip_report.read_text())
+        if sys.version_info < (3, 11):
+            # pip reads metadata through pkg_resources before 3.11, without the re-indenting
+            # of multi-line values that importlib.metadata does (and safepip follows)
+            import textwrap
+
+            for item in theirs["install"]:
+                for key, value in item["metadata"].items():
+                    if isinstance(value, str) and "\n" in value:
+                        item["metadata"][key] = textwrap.dedent(" " * 8 + value)
+        argv = ["install", "-r", str(lock), "-i", str(index.url), "--dry-run", "--report", "-"]
+        argv += ["--python", str(venv_factory()), "--cache-dir", str(tmp_path / "cache")]
+        assert main(argv) == 0
+        ours = json.loads(capsys.readouterr().out)
+        assert set(theirs) <= set(ours)
+        assert ours["version"] == theirs["version"] == "1"
+        assert ours["environment"] == theirs["environment"]
+        assert isinstance(ours["pip_version"], str)
+        by_name = {item["metadata"]["name"]: item for item in ours["install"]}
+        assert sorted(by_name) == sorted(item["metadata"]["name"] for item in theirs["install"])
+        for item in theirs["install"]:
+            mine = by_name[item["metadata"]["name"]]
+            assert {key: mine[key] for key in item} == item, json.dumps([mine, item])
+        assert by_name["rpkg"]["metadata"]["requires_dist"] == [
+            "dep>=1",
+            'dep2; extra == "fast"',
+        ]

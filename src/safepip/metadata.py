@@ -13,6 +13,7 @@ compares it with `packaging.metadata` on a corpus of real files.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +113,15 @@ class CoreMetadata:
         return [value.strip() for value in self.get_all("Provides-Extra")]
 
     def to_json(self) -> dict[str, Any]:
-        """The metadata as pip's installation report writes it (PEP 566 JSON form)."""
+        """The metadata as pip's installation report writes it (PEP 566 JSON form).
+
+        pip reads metadata through `importlib.metadata`, which re-indents multi-line values
+        (continuation lines lose their common indentation; whitespace-only lines become empty),
+        so the values here are re-indented the same way.
+        """
         result: dict[str, Any] = {}
         for field, multiple in _JSON_FIELDS:
-            values = self.get_all(field)
+            values = [_redent(value) for value in self.get_all(field)]
             if not values:
                 continue
             key = field.lower().replace("-", "_")
@@ -173,6 +179,13 @@ def parse_metadata(data: bytes | str) -> CoreMetadata:
     separator = _SEPARATOR.match(text, end)
     body = pushed_back + text[separator.end() if separator is not None else end :]
     return CoreMetadata(fields=tuple(fields), description=body)
+
+
+def _redent(value: str) -> str:
+    """`importlib.metadata`'s correction for RFC 822 indentation of a multi-line value."""
+    if "\n" not in value:
+        return value
+    return textwrap.dedent(" " * 8 + value)
 
 
 def _joined(lines: list[str]) -> str:

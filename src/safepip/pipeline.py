@@ -113,6 +113,8 @@ class InstallOutcome:
     """None for `--dry-run`."""
     audit: AuditReport | None = None
     fetched: tuple[FetchedArtifact, ...] = ()
+    metadata: Mapping[NormalizedName, bytes] = field(default_factory=dict)
+    """Each pin's core metadata (METADATA of the verified wheel, or of the kept install)."""
 
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -516,8 +518,8 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
             session, [p.artifact for p in to_fetch], ctx.cache, progress=reporter.progress()
         )
         fetched = {p.spec: f for p, f in zip(to_fetch, fetched_list, strict=True)}
+        metadata = _metadata(plan, fetched, unpacked, dists)
         if not options.no_deps:
-            metadata = _metadata(plan, fetched, unpacked, dists)
             _, constraints, _ = _merged_constraints(parsed, target)
             check_dependencies(plan, constraints, metadata, index)
         if options.dry_run:
@@ -527,6 +529,7 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
                 result=None,
                 audit=audit_report,
                 fetched=tuple(fetched_list),
+                metadata=metadata,
             )
         if not changes.install and not changes.remove:
             result = install_stage.InstallResult(
@@ -542,6 +545,7 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
             result=result,
             audit=audit_report,
             fetched=tuple(fetched_list),
+            metadata=metadata,
         )
 
 

@@ -162,8 +162,15 @@ def summary(outcome: InstallOutcome, seconds: float) -> str:
 
 
 def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
-    """pip's installation-report shape (`pip install --report`) where it fits, plus safepip's
-    own fields."""
+    """pip's installation report, schema version 1 (`pip install --report`): the same keys with
+    the same meaning, `metadata` in PEP 566 JSON form read from each wheel's METADATA as pip
+    reads it, plus safepip's own fields (`installer`, `dry_run`, `target`, `install[].safepip`).
+
+    `pip_version` is the version of pip installed with safepip (whose report this follows);
+    packages kept as installed are listed too (`safepip.action` is `keep`), with their
+    installed metadata.
+    """
+    from safepip.metadata import parse_metadata
     from safepip.urls import redact_url
 
     by_spec = {f.artifact.name + "==" + f.artifact.version: f for f in outcome.fetched}
@@ -174,35 +181,48 @@ def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
         fetched = by_spec.get(pin.spec)
         sha = fetched.sha256 if fetched else None
         action = "keep" if pin.spec in kept else ("replace" if pin.name in replaced else "install")
-        items.append(
-            {
-                "download_info": {
-                    "url": redact_url(pin.artifact.url),
-                    "archive_info": {"hashes": {"sha256": sha}} if sha else {},
-                },
-                "is_direct": pin.artifact.direct_url,
-                "is_yanked": pin.artifact.yanked is not None,
-                "requested": pin.requested,
-                "requested_extras": sorted(pin.extras),
-                "metadata": {"name": pin.display_name, "version": pin.version},
-                "safepip": {
-                    "action": action,
-                    "filename": pin.artifact.filename,
-                    "origin": redact_url(pin.artifact.origin),
-                    "hash_source": pin.artifact.hash_source,
-                },
-            }
-        )
+        raw = outcome.metadata.get(pin.name)
+        item: dict[str, Any] = {
+            "download_info": {
+                "url": redact_url(pin.artifact.url),
+                # `hash` is the legacy PEP 610 field that pip still writes next to `hashes`
+                "archive_info": {"hash": f"sha256={sha}", "hashes": {"sha256": sha}} if sha else {},
+            },
+            "is_direct": pin.artifact.direct_url,
+            "is_yanked": pin.artifact.yanked is not None,
+            "requested": pin.requested,
+            "metadata": parse_metadata(raw).to_json()
+            if raw is not None
+            else {"name": pin.display_name, "version": pin.version},
+        }
+        if pin.requested and pin.extras:
+            item["requested_extras"] = sorted(pin.extras)
+        item["safepip"] = {
+            "action": action,
+            "filename": pin.artifact.filename,
+            "origin": redact_url(pin.artifact.origin),
+            "hash_source": pin.artifact.hash_source,
+        }
+        items.append(item)
     target = outcome.plan.target
     return {
         "version": REPORT_VERSION,
-        "pip_version": None,
-        "installer": {"name": "safepip", "version": __version__},
-        "dry_run": outcome.result is None,
+        "pip_version": _pip_version(),
         "install": items,
         "environment": dict(target.markers),
+        "installer": {"name": "safepip", "version": __version__},
+        "dry_run": outcome.result is None,
         "target": {"python": str(target.python), "purelib": str(target.paths.purelib)},
     }
+
+
+def _pip_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pip")
+    except PackageNotFoundError:
+        return None
 
 
 def write_json(data: object, path: str) -> None:
