@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from safepip.errors import ExitCode
@@ -30,7 +31,6 @@ from safepip.index import (
     IndexPageError,
     LocalLinkError,
     MetadataHashError,
-    normalize_name,
     parse_html_files,
     parse_json_files,
     parse_project_page,
@@ -150,8 +150,8 @@ class TestNames:
         ("name", "expected"),
         [("Demo", "demo"), ("zope.interface", "zope-interface"), ("A_-_B..c", "a-b-c")],
     )
-    def test_normalize_name(self, name: str, expected: str) -> None:
-        assert normalize_name(name) == expected
+    def test_project_url_normalises_the_name(self, name: str, expected: str) -> None:
+        assert project_url(INDEX, name) == f"{INDEX}/{expected}/"
 
     @pytest.mark.parametrize("index", [INDEX, f"{INDEX}/", f"{INDEX}//"])
     def test_project_url_has_one_slash(self, index: str) -> None:
@@ -964,7 +964,7 @@ def test_end_to_end_static_index_over_http(static_server: tuple[str, Path]) -> N
     ) as session:
         client = IndexClient(session, index_urls=[f"{base}/simple/"], find_links=[f"{base}/links/"])
         results = client.project_files_many(["demo_pkg", "other", "missing"])
-        demo = results[normalize_name("demo-pkg")]
+        demo = results[canonicalize_name("demo-pkg")]
         assert demo.claimed_by == f"{base}/simple/"
         (file,) = demo.files
         assert file.url == f"{base}/files/{wheel.name}"
@@ -972,10 +972,10 @@ def test_end_to_end_static_index_over_http(static_server: tuple[str, Path]) -> N
         assert file.requires_python == SpecifierSet(">=3.8")
         assert client.fetch_metadata(file) == metadata
         # http.server's folder listing works as a find-links page.
-        assert [f.url for f in results[normalize_name("other")].files] == [
+        assert [f.url for f in results[canonicalize_name("other")].files] == [
             f"{base}/links/{other.name}"
         ]
-        assert results[normalize_name("missing")].files == ()
+        assert results[canonicalize_name("missing")].files == ()
 
 
 def test_end_to_end_local_folder_index(tmp_path: Path) -> None:

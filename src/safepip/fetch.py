@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from safepip import wheelzip
 from safepip.errors import ExitCode, SafepipError
-from safepip.hashes import HashCheckError, HashProblem, ProblemKind, StreamHasher, split_hash
+from safepip.hashes import (
+    ALLOWED_ALGORITHMS,
+    HashCheckError,
+    HashProblem,
+    ProblemKind,
+    StreamHasher,
+    split_hash,
+)
 from safepip.net import NetworkError
 from safepip.urls import file_url_to_path, redact_url
 
@@ -572,7 +579,7 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                     made.add(folder)
                 want = None if name == record_name else record[name][0]
                 alg = want.partition("=")[0] if want else "sha256"
-                if alg not in ("sha256", "sha384", "sha512"):
+                if alg not in ALLOWED_ALGORITHMS:
                     raise WheelIntegrityError(
                         filename,
                         f"RECORD digest `{alg}` is not acceptable (use sha256)",

@@ -12,7 +12,10 @@ from safepip.errors import ExitCode, SafepipError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-ALLOWED_ALGORITHMS = ("sha256", "sha384", "sha512")
+HEX_LENGTHS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
+"""The digests pip accepts in `--hash`, with the length of their hex form."""
+ALLOWED_ALGORITHMS = tuple(HEX_LENGTHS)
+"""The only digests safepip checks, carries into locks or accepts in a wheel's RECORD."""
 
 
 def split_hash(value: str) -> tuple[str, str]:

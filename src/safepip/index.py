@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     NormalizedName,
+    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -230,14 +231,9 @@ class ProjectFiles:
     warnings: tuple[str, ...] = ()
 
 
-def normalize_name(name: str) -> NormalizedName:
-    """The PEP 503 normalised project name."""
-    return NormalizedName(re.sub(r"[-_.]+", "-", name).lower())
-
-
 def project_url(index_url: str, name: str) -> str:
     """`<index>/<normalised name>/`, with exactly one slash between the two."""
-    return f"{index_url.rstrip('/')}/{normalize_name(name)}/"
+    return f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
 
 
 def _split_fragment(url: str) -> tuple[str, dict[str, str]]:
@@ -513,12 +509,12 @@ def parse_project_page(response: Response, *, name: str, origin: str) -> Project
     Files whose names do not parse as a wheel or sdist of `name` are dropped with a warning: a
     page must not smuggle in another project's files.
     """
-    project = normalize_name(name)
+    project = canonicalize_name(name)
     if response.content_type == JSON_CONTENT_TYPE:
         listed_name, files, warnings = parse_json_files(
             response.content, url=response.url, origin=origin
         )
-        if listed_name is not None and normalize_name(listed_name) != project:
+        if listed_name is not None and canonicalize_name(listed_name) != project:
             warnings.append(
                 f"the page `{redact_url(response.url)}` names the project `{listed_name}` "
                 f"instead of `{project}`"
@@ -785,7 +781,7 @@ class IndexClient:
             folder=_PAGES_DIR,
             accept=ACCEPT,
             purpose=_PAGE_PURPOSE,
-            package=normalize_name(name),
+            package=canonicalize_name(name),
         )
         if response.status == 404:
             return None
@@ -827,7 +823,7 @@ class IndexClient:
         Later indexes are not consulted once one has claimed the name, so a public index cannot
         shadow a private one with a higher version (dependency confusion).
         """
-        project = normalize_name(name)
+        project = canonicalize_name(name)
         files: list[IndexFile] = []
         warnings: list[str] = []
         claimed_by: str | None = None
@@ -855,7 +851,7 @@ class IndexClient:
         If lookups fail, the error of the first failing name (in the order given) propagates
         once every lookup has finished.
         """
-        wanted = list(dict.fromkeys(normalize_name(n) for n in names))
+        wanted = list(dict.fromkeys(canonicalize_name(n) for n in names))
         if not wanted:
             return {}
         self.find_links_files()

@@ -26,6 +26,7 @@ from safepip import signals
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
+from safepip.plan import same_version
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,15 +69,6 @@ def installed_artifact(dist: InstalledDistribution) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
-
-
 def plan_changes(
     pins: Sequence[Pin], installed: Sequence[InstalledDistribution], *, reinstall: bool = False
 ) -> ChangePlan:
@@ -95,7 +87,7 @@ def plan_changes(
         if current is None:
             install.append(pin)
             continue
-        if not reinstall and _same_version(current.version, pin.version):
+        if not reinstall and same_version(current.version, pin.version):
             record = installed_artifact(current)
             accepted = {
                 d for a, d in map(split_hash, pin.artifact.expected_hashes) if a == "sha256"

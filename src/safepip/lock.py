@@ -23,8 +23,9 @@ from packaging.utils import NormalizedName, canonicalize_name
 from safepip import target as target_mod
 from safepip.errors import ExitCode, SafepipError, UsageError
 from safepip.fetch import open_cache
+from safepip.hashes import ALLOWED_ALGORITHMS
 from safepip.net import Session
-from safepip.plan import Artifact, Pin
+from safepip.plan import Artifact, Pin, same_version
 from safepip.policy import PolicyViolation
 from safepip.sources import (
     SourceOptions,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from safepip.resolver import Resolution
     from safepip.target import Target
 
-LOCK_HASHES = ("sha256", "sha384", "sha512")
 PYLOCK_VERSION = "1.0"
 FREEZE_SKIPPED = frozenset({"pip", "setuptools", "wheel", "distribute"})
 """Left out of `safepip freeze` unless `--all` is given, as pip does."""
@@ -169,7 +169,7 @@ def lock_files(
     for pin in resolution.pins:
         locked = []
         for file in sorted(resolution.files.get(pin.name, ()), key=lambda f: f.filename):
-            hashes = {a: d for a, d in file.hashes.items() if a in LOCK_HASHES}
+            hashes = {a: d for a, d in file.hashes.items() if a in ALLOWED_ALGORITHMS}
             if "sha256" not in hashes:
                 hashes = {"sha256": computed[file.url]}
             locked.append(LockedFile(file=file, hashes=hashes))
@@ -457,7 +457,9 @@ def plan_from_pylock(
             problems.append(f"`{filename}` of `{label}` does not fit the target")
             continue
         hashes = frozenset(
-            f"{alg}:{digest.lower()}" for alg, digest in source.hashes.items() if alg in LOCK_HASHES
+            f"{alg}:{digest.lower()}"
+            for alg, digest in source.hashes.items()
+            if alg in ALLOWED_ALGORITHMS
         )
         if not hashes:
             problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
@@ -602,7 +604,10 @@ def freeze_environment(
             {
                 f"sha256:{f.hashes['sha256']}"
                 for f in (page.files if page else ())
-                if f.kind != "other" and "sha256" in f.hashes and _same(f, version)
+                if f.kind != "other"
+                and "sha256" in f.hashes
+                and f.version is not None
+                and same_version(f.version, version)
             }
         )
         if digests:
@@ -619,15 +624,6 @@ def freeze_environment(
                 name=name, version=version, hashes=(), source="none", problem=why
             )
     return [results[n] for n in sorted(results)]
-
-
-def _same(file: IndexFile, version: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return file.version == Version(version)
-    except InvalidVersion:
-        return False
 
 
 def render_freeze(packages: Sequence[FrozenPackage]) -> str:

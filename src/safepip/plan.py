@@ -17,6 +17,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from safepip.errors import SafepipError
+from safepip.hashes import ALLOWED_ALGORITHMS, HashProblem, ProblemKind
 from safepip.metadata import parse_metadata
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from packaging.requirements import Requirement
     from packaging.tags import Tag
 
-    from safepip.hashes import HashProblem
     from safepip.index import IndexFile
     from safepip.requirements import ParsedRequirement
     from safepip.target import Target
@@ -138,10 +138,6 @@ def requires_python_ok(file: IndexFile, target: Target) -> bool:
     return spec.contains(Version(target.python_version), prereleases=True)
 
 
-def canonical(name: str) -> NormalizedName:
-    return canonicalize_name(name)
-
-
 # --- hash-mode planning ---------------------------------------------------------------------
 
 
@@ -222,7 +218,7 @@ def merge_requirements(
                 name=name,
                 display_name=display,
                 specifier=spec,
-                extras=frozenset(canonical(e) for e in extras),
+                extras=frozenset(canonicalize_name(e) for e in extras),
                 hashes=hashes,
                 url=url,
                 lines=tuple(group_lines),
@@ -251,10 +247,9 @@ def _sha256_of(hashes: Mapping[str, str]) -> str | None:
 
 
 def _file_hashes(file: IndexFile) -> frozenset[str]:
-    return frozenset(f"{alg}:{d.lower()}" for alg, d in file.hashes.items() if alg in ALLOWED)
-
-
-ALLOWED = ("sha256", "sha384", "sha512")
+    return frozenset(
+        f"{alg}:{d.lower()}" for alg, d in file.hashes.items() if alg in ALLOWED_ALGORITHMS
+    )
 
 
 def choose_artifact(
@@ -271,8 +266,6 @@ def choose_artifact(
     publish (checked after download), are considered; files with a pinned hash come first so a
     wheel uploaded after the lock was written cannot break the install (pip issue 11692).
     """
-    from safepip.hashes import HashProblem, ProblemKind
-
     version = wanted.pinned_version
     assert version is not None
     exact = any(s.operator == "===" for s in wanted.specifier)
@@ -397,7 +390,6 @@ def direct_artifact(
 
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-    from safepip.hashes import HashProblem, ProblemKind
     from safepip.urls import strip_fragment
 
     assert wanted.url is not None
@@ -407,7 +399,7 @@ def direct_artifact(
     fragment_hashes = set()
     for item in parts.fragment.split("&"):
         alg, _, value = item.partition("=")
-        if alg.lower() in ALLOWED and value:
+        if alg.lower() in ALLOWED_ALGORITHMS and value:
             fragment_hashes.add(f"{alg.lower()}:{value.lower()}")
     hashes = set(wanted.hashes or ()) | fragment_hashes
     if not filename.endswith(".whl"):
@@ -495,7 +487,7 @@ def check_closure(
             f"`{pin.artifact.filename}` has an invalid `Requires-Dist` entry `{line}`"
             for line in invalid_requirements(requires)
         )
-        if canonical(name) != pin.name or not _same(version, pin.version):
+        if canonicalize_name(name) != pin.name or not same_version(version, pin.version):
             problems.append(
                 f"`{pin.artifact.filename}` declares `{name} {version}` in its metadata, "
                 f"not `{pin.name} {pin.version}`"
@@ -515,7 +507,7 @@ def check_closure(
         for pin in pins:
             requires = parsed[pin.name][0]
             for dep in dependencies_for(requires, frozenset(extras[pin.name]), target.markers):
-                dep_name = canonical(dep.name)
+                dep_name = canonicalize_name(dep.name)
                 child = by_name.get(dep_name)
                 if child is None or not version_matches(dep.specifier, child.version):
                     key = (pin.name, str(dep))
@@ -529,7 +521,7 @@ def check_closure(
                         )
                     continue
                 parents.setdefault(dep_name, pin.name)
-                new = {canonical(e) for e in dep.extras} - extras[dep_name]
+                new = {canonicalize_name(e) for e in dep.extras} - extras[dep_name]
                 if new:
                     extras[dep_name] |= new
                     changed = True
@@ -556,11 +548,15 @@ def _chain(
     return tuple(reversed(chain))
 
 
-def _same(a: str, b: str) -> bool:
+def same_version(a: str | Version, b: str | Version) -> bool:
+    """PEP 440 equality (`1.0` is `1.0.0`); text that is not a PEP 440 version equals only the
+    same text. The one version comparison of installed, pinned, locked and wheel versions."""
     try:
-        return Version(a) == Version(b)
+        return (a if isinstance(a, Version) else Version(a)) == (
+            b if isinstance(b, Version) else Version(b)
+        )
     except InvalidVersion:
-        return a == b
+        return str(a) == str(b)
 
 
 def best_version_for(
@@ -639,7 +635,7 @@ def pin_without_index(
 
     if installed is not None:
         installed_version, record = installed
-        if _same(installed_version, version) and record.get("sha256") in accepted:
+        if same_version(installed_version, version) and record.get("sha256") in accepted:
             return make(
                 str(record.get("filename", "")),
                 str(record.get("url", "")),
@@ -655,7 +651,7 @@ def pin_without_index(
             name, wheel_version, _, tags = parse_wheel_filename(filename)
         except InvalidWheelFilename:
             continue
-        if name != wanted.name or not _same(str(wheel_version), version):
+        if name != wanted.name or not same_version(wheel_version, version):
             continue
         ranks = [priority[t] for t in tags if t in priority]
         if ranks and (best is None or min(ranks) < best[0]):

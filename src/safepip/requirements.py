@@ -23,6 +23,7 @@ from packaging.utils import (
 )
 
 from safepip.errors import ExitCode, SafepipError
+from safepip.hashes import HEX_LENGTHS
 from safepip.urls import file_url_to_path, redact_text, redact_url, strip_fragment
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMAND_LINE",
-    "HASH_ALGORITHMS",
     "IndexDirective",
     "IndexOption",
     "ParsedRequirement",
@@ -45,7 +45,6 @@ __all__ = [
 COMMAND_LINE = "<command line>"
 """The `path` of a `SourceLocation` for requirements given as arguments."""
 
-HASH_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 """The algorithms pip accepts in `--hash`, with the length of their hex digest."""
 
 MAX_INCLUDE_DEPTH = 64
@@ -226,7 +225,7 @@ class ParsedRequirement:
         fragment = _split(self.url).fragment
         found = set()
         for key, value in urllib.parse.parse_qsl(fragment):
-            if key.lower() in HASH_ALGORITHMS and _HEX_RE.fullmatch(value):
+            if key.lower() in HEX_LENGTHS and _HEX_RE.fullmatch(value):
                 found.add(f"{key.lower()}:{value.lower()}")
         return frozenset(found)
 
@@ -1531,13 +1530,13 @@ def _parse_hash(
             option,
             "Write it like `--hash=sha256:<64 hex digits>`",
         )
-    if algorithm not in HASH_ALGORITHMS:
+    if algorithm not in HEX_LENGTHS:
         fail(
             f"Unsupported hash algorithm `{algorithm}` in `--hash`",
             option,
             "pip accepts `sha256`, `sha384` and `sha512`",
         )
-    expected = HASH_ALGORITHMS[algorithm]
+    expected = HEX_LENGTHS[algorithm]
     if not _HEX_RE.fullmatch(digest) or len(digest) != expected:
         fail(
             f"Invalid {algorithm} digest `{digest}` in `--hash`: expected {expected} hex digits",

@@ -27,6 +27,7 @@ from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
 from safepip.errors import ExitCode
+from safepip.hashes import ALLOWED_ALGORITHMS
 from safepip.metadata import parse_metadata
 from safepip.plan import (
     Artifact,
@@ -35,6 +36,7 @@ from safepip.plan import (
     dependencies_for,
     invalid_requirements,
     rank_wheel,
+    same_version,
 )
 from safepip.policy import PolicyViolation
 from safepip.urls import redact_url
@@ -52,8 +54,6 @@ if TYPE_CHECKING:
     from safepip.requirements import ParsedRequirement
     from safepip.target import Target
 
-ALLOWED_HASHES = ("sha256", "sha384", "sha512")
-"""The digests pip accepts in `--hash`; others an index publishes are not carried into locks."""
 MAX_ROUNDS = 20_000
 _PREFETCH_WORKERS = 16
 
@@ -281,7 +281,7 @@ def _python_ok(spec: SpecifierSet | str | None, python: Version) -> bool:
 
 
 def _published_hashes(file: IndexFile) -> frozenset[str]:
-    return frozenset(f"{a}:{d}" for a, d in file.hashes.items() if a in ALLOWED_HASHES)
+    return frozenset(f"{a}:{d}" for a, d in file.hashes.items() if a in ALLOWED_ALGORITHMS)
 
 
 # --- fetching pages and metadata ahead of the resolver ----------------------------------------
@@ -436,7 +436,7 @@ class _Prefetcher:
                 f"entry `{invalid[0]}`",
                 hint="the package's metadata is broken; pin another version",
             )
-        if canonicalize_name(meta_name) != name or not _same_version(meta_version, version):
+        if canonicalize_name(meta_name) != name or not same_version(meta_version, version):
             raise ResolutionError(
                 f"Refusing `{wheel.filename}`: its metadata names `{meta_name} {meta_version}`, "
                 f"not `{name} {version}`",
@@ -498,13 +498,6 @@ def _parse_version(text: str | None) -> Version | None:
         return Version(text)
     except InvalidVersion:
         return None
-
-
-def _same_version(text: str, version: Version) -> bool:
-    try:
-        return Version(text) == version
-    except InvalidVersion:
-        return False
 
 
 # --- the provider ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from safepip.cli import options
 from safepip.errors import ExitCode, UsageError
+from safepip.hashes import ALLOWED_ALGORITHMS
 
 if TYPE_CHECKING:
     import argparse
@@ -17,9 +18,7 @@ if TYPE_CHECKING:
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hasher = subparsers.add_parser("hash", help="print the hash of files, in pip's format")
     hasher.add_argument("files", nargs="+", type=Path)
-    hasher.add_argument(
-        "-a", "--algorithm", choices=("sha256", "sha384", "sha512"), default="sha256"
-    )
+    hasher.add_argument("-a", "--algorithm", choices=ALLOWED_ALGORITHMS, default="sha256")
     options.output_group(hasher)
     hasher.set_defaults(handler=run)
 
