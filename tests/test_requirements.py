@@ -8,7 +8,10 @@ import http.server
 import json
 import logging
 import optparse
+import re
 import shlex
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -31,7 +34,9 @@ from safepip.requirements import (
     SourceLocation,
     _logical_lines,
     _shell_split,
+    _split_extras,
     _SplitError,
+    _strip_comment,
     parse_requirement_line,
     parse_requirements,
     update_format_control,
@@ -770,6 +775,104 @@ def serve(root: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- long lines (issue 8, item 9): linear time, short errors ----------------------------------
+
+MEGABYTE = 1_000_000
+LONG_LINES = {
+    # Each shape was quadratic (or worse) before: comment stripping over a run of spaces, URL
+    # redaction over a long word, extras splitting over many `[`, duplicate checks in lists.
+    "spaces": "a==1.0" + " " * MEGABYTE + "# comment",
+    "long name": "a" * MEGABYTE + "==1.0",
+    "many brackets": "./a" + "[x" * (MEGABYTE // 2) + ".whl",
+    "many hashes": "a==1.0 " + " ".join([f"--hash={SHA_A}"] * (MEGABYTE // 72)),
+    "quoted value": "a==1.0 --hash='" + "x" * MEGABYTE + "'",
+    "trusted hosts": " ".join(f"--trusted-host h{i}" for i in range(MEGABYTE // 22)),
+    "binary controls": "--no-binary " + ",".join([":all:", ":none:"] * (MEGABYTE // 13)),
+    "many options": "--pre " * (MEGABYTE // 6),
+}
+_TIMING_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from safepip.requirements import RequirementsError, parse_requirements
+result = {}
+for file in sys.argv[1:]:
+    start = time.process_time()
+    try:
+        parse_requirements([file], environ={}, cwd=Path(file).parent)
+        outcome = "parsed"
+    except RequirementsError as exc:
+        outcome = str(exc)
+    result[Path(file).stem] = [time.process_time() - start, outcome]
+print(json.dumps(result))
+"""
+
+
+def test_megabyte_lines_parse_or_fail_in_linear_time(tmp_path: Path) -> None:
+    files = []
+    for number, text in enumerate(LONG_LINES.values()):
+        files.append(tmp_path / f"{number}.txt")
+        files[-1].write_text(text + "\n")
+    # In a child process, so that a quadratic parser fails by the timeout instead of hanging
+    # the suite (the spaces line alone took hours before).
+    proc = subprocess.run(
+        [sys.executable, "-c", _TIMING_SCRIPT, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(proc.stdout)
+    for number, shape in enumerate(LONG_LINES):
+        seconds, outcome = result[str(number)]
+        # Generous for a loaded CI machine; each took well under 1 s of CPU here, and the
+        # quadratic versions took minutes to hours.
+        assert seconds < 2.0, (shape, seconds)
+        # An error about such a line stays short: the line is shown around the caret only.
+        assert len(outcome) < 1000, (shape, outcome[:200])
+
+
+@given(st.text(alphabet="a# \t\u3000x[]", max_size=12))
+def test_property_linear_helpers_match_pips_regular_expressions(text: str) -> None:
+    comment = re.sub(r"(^|\s+)#.*$", "", text).strip()
+    assert _strip_comment(text).strip() == comment
+    extras = re.match(r"^(.+)(\[[^\]]+\])$", text)
+    assert _split_extras(text) == (extras.group(1, 2) if extras else None)
+
+
+def test_error_requirement_too_long(tmp_path: Path) -> None:
+    exc = error_of(tmp_path, "a" * 70_000 + "==1.0\n")
+    assert (
+        exc.message == "The requirement is 70,005 characters long; safepip accepts at most 65,536"
+    )
+    assert exc.exit_code == ExitCode.USAGE
+    assert str(exc).splitlines()[2:] == ["   | " + "a" * 100 + "…", "   | " + "^" * 100]
+    exc = error_of(tmp_path, "-e " + "x" * 70_000 + "\n")
+    assert (
+        exc.message == "The requirement is 70,000 characters long; safepip accepts at most 65,536"
+    )
+
+
+def test_requirement_at_the_length_limit_parses(tmp_path: Path) -> None:
+    extras = ",".join(["x"] * 32_000)
+    line = f"a[{extras}]==1.0"
+    assert len(line) <= 65_536
+    (tmp_path / "requirements.txt").write_text(line + "\n")
+    parsed = parse_requirements(["requirements.txt"], cwd=tmp_path)
+    assert parsed.requirements[0].extras == frozenset({"x"})
+
+
+def test_error_long_line_is_shown_around_the_caret(tmp_path: Path) -> None:
+    exc = error_of(tmp_path, "a==1.0" + " " * 5000 + "--bogus" + " x" * 5000 + "\n")
+    lines = str(exc).splitlines()
+    assert lines[0] == "Unknown option `--bogus`"
+    assert lines[2] == "   | …" + " " * 25 + "--bogus" + " x" * 34 + "…"
+    assert lines[3] == "   | " + " " * 26 + "^" * 7
+    exc = error_of(tmp_path, "a==1.0 --hash=sha256:" + "f" * 5000 + "\n")
+    assert str(exc).splitlines()[0] == (
+        "Invalid sha256 digest `" + "f" * 60 + "…` in `--hash`: expected 64 hex digits"
+    )
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -46,6 +48,23 @@ class TestRedact:
         assert redact_text(text) == (
             "from `https://***:***@a.example/x` via http://***@b.example/y?key=*** then 'c'"
         )
+
+    @given(
+        st.lists(st.sampled_from(["a", "1", "+", ".", "-", ":", "/", "@", " ", "'", "://", "u:p@"]))
+    )
+    def test_redact_text_finds_what_the_plain_pattern_finds(self, parts: list[str]) -> None:
+        text = "".join(parts)
+        # The pattern only starts where a run of scheme characters starts (a long word was
+        # quadratic); it must find exactly the URLs the plain pattern finds.
+        plain = re.sub(
+            r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+", lambda m: redact_url(m.group(0)), text
+        )
+        assert redact_text(text) == plain
+
+    def test_redact_text_is_linear(self) -> None:
+        start = time.process_time()
+        redact_text("a" * 1_000_000 + " " + "1a" * 500_000 + "://x")
+        assert time.process_time() - start < 1.0
 
     @pytest.mark.parametrize(
         "url", ["https://user:hunter2@[::1/simple/", "https://user:hunter2@[host]x/simple/"]

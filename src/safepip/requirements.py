@@ -9,7 +9,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -60,10 +60,8 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
 )
 _PEP263_RE = re.compile(rb"coding[:=]\s*([-\w.]+)")
-_COMMENT_RE = re.compile(r"(^|\s+)#.*$")
 _ENV_VAR_RE = re.compile(r"\$\{([A-Z0-9_]+)\}")
 _SCHEME_RE = re.compile(r"^(http|https|file):", re.IGNORECASE)
-_EXTRAS_RE = re.compile(r"^(.+)(\[[^\]]+\])$")
 _EGG_RE = re.compile(r"[#&]egg=([^&]*)")
 _PROJECT_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
@@ -115,12 +113,43 @@ class RequirementsError(SafepipError):
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
-        parts = [self.message, f"  --> {where}"]
+        parts = [_shorten_quoted(self.message), f"  --> {where}"]
         if self.text is not None:
-            parts.append(f"   | {self.text}")
-            if self.column is not None:
-                parts.append(f"   | {' ' * self.column}{'^' * self.width}")
+            text, column, width = _window(self.text, self.column, self.width)
+            parts.append(f"   | {text}")
+            if column is not None:
+                parts.append(f"   | {' ' * column}{'^' * width}")
         return "\n".join(parts)
+
+
+SHOWN_LINE = 100
+"""How much of a long line an error shows, around the caret."""
+
+_QUOTED = re.compile(r"`([^`]*)`")
+
+
+def _shorten_quoted(message: str) -> str:
+    """`message` with each long quoted value cut to its start (a 1 MB word stays one line)."""
+
+    def cut(match: re.Match[str]) -> str:
+        value = match.group(1)
+        return match.group(0) if len(value) <= SHOWN_LINE // 2 else f"`{value[:60]}…`"
+
+    return _QUOTED.sub(cut, message)
+
+
+def _window(text: str, column: int | None, width: int) -> tuple[str, int | None, int]:
+    """The part of a long `text` around `column`, with `…` where it was cut."""
+    if len(text) <= SHOWN_LINE:
+        return text, column, width
+    start = 0 if column is None else max(0, min(column - SHOWN_LINE // 4, len(text) - SHOWN_LINE))
+    end = start + SHOWN_LINE
+    prefix = "…" if start > 0 else ""
+    shown = f"{prefix}{text[start:end]}{'…' if end < len(text) else ''}"
+    if column is None:
+        return shown, None, width
+    column = column - start + len(prefix)
+    return shown, column, max(1, min(width, end - start + len(prefix) - column))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -312,11 +341,13 @@ def update_format_control(value: str, target: set[str], other: set[str]) -> None
     if value.startswith("-"):
         raise ValueError("expects `:all:`, `:none:` or comma-separated names")
     new = value.split(",")
-    while ":all:" in new:
+    if ":all:" in new:
+        # pip loops over each `:all:`; only the last one, and whether a `:none:` follows it,
+        # decide the outcome, and finding them directly keeps a long value linear.
         other.clear()
         target.clear()
         target.add(":all:")
-        del new[: new.index(":all:") + 1]
+        del new[: len(new) - new[::-1].index(":all:")]
         if ":none:" not in new:
             return
     for name in new:
@@ -373,7 +404,7 @@ def _logical_lines(content: str, environ: Mapping[str, str]) -> Iterator[tuple[i
     """Numbered logical lines, in pip's order: join `\\` continuations (the joined line keeps
     the first line's number; a comment line never continues), strip comments, expand `${VAR}`."""
     for number, line in _join_lines(content.splitlines()):
-        line = _COMMENT_RE.sub("", line).strip()
+        line = _strip_comment(line).strip()
         if not line:
             continue
         # Only `${NAME}` is expanded, never `$NAME`: a `$` in a URL or a password must survive.
@@ -382,11 +413,21 @@ def _logical_lines(content: str, environ: Mapping[str, str]) -> Iterator[tuple[i
         yield number, line
 
 
+def _strip_comment(line: str) -> str:
+    """`line` without its comment: pip's `(^|\\s+)#.*$` (a `#` at the start or after
+    whitespace), found in linear time: that regular expression backtracks quadratically over a
+    long run of spaces (issue 8)."""
+    position = line.find("#")
+    while position > 0 and not line[position - 1].isspace():
+        position = line.find("#", position + 1)
+    return line if position < 0 else line[:position]
+
+
 def _join_lines(lines: Sequence[str]) -> Iterator[tuple[int, str]]:
     first = 0
     pending: list[str] = []
     for number, line in enumerate(lines, start=1):
-        is_comment = _COMMENT_RE.match(line) is not None
+        is_comment = line.lstrip().startswith("#")
         if is_comment or not line.endswith("\\"):
             if is_comment:
                 # A leading space makes sure the comment is still stripped once joined.
@@ -425,8 +466,8 @@ class _SplitError(Exception):
         self.column = column
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
+    # A tuple, not a frozen dataclass: a long line makes hundreds of thousands of them.
     value: str
     start: int
     end: int
@@ -561,8 +602,7 @@ _OPTIONS_HINT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _OptionValue:
+class _OptionValue(NamedTuple):
     spec: _Spec
     value: str
     start: int
@@ -731,6 +771,20 @@ def _parse_marker(text: str, ctx: _Context, start: int) -> Marker | None:
         ctx.error(f"Invalid environment marker: {message}", column=column, width=width)
 
 
+def _split_extras(text: str) -> tuple[str, str] | None:
+    """pip's `^(.+)(\\[[^\\]]+\\])$` on a path (`./pkg[extra]` -> `./pkg`, `[extra]`) in linear
+    time: the regular expression backtracks quadratically over many `[` (issue 8). Lines never
+    hold a newline, the one character where `.` and this differ."""
+    if len(text) < 4 or not text.endswith("]"):
+        return None
+    last = len(text) - 1
+    closing = text.rfind("]", 0, last)
+    opening = text.rfind("[", max(closing + 1, 1), last - 1)
+    if opening < 0:
+        return None
+    return text[:opening], text[opening:]
+
+
 def _canonical_extras(extras: set[str] | frozenset[str]) -> frozenset[str]:
     return frozenset(canonicalize_name(e) for e in extras)
 
@@ -782,6 +836,22 @@ def _name_from_url(url: str, ctx: _Context) -> str | None:
     return None
 
 
+MAX_REQUIREMENT = 65_536
+"""The longest requirement (name, extras, versions, markers or URL; options not counted)
+accepted. packaging's parser costs about 5 µs per token, so a megabyte of extras would take
+seconds; no real requirement comes near this (issue 8)."""
+
+
+def _check_length(text: str, ctx: _Context, start: int) -> None:
+    if len(text) > MAX_REQUIREMENT:
+        ctx.error(
+            f"The requirement is {len(text):,} characters long; safepip accepts at most "
+            f"{MAX_REQUIREMENT:,}",
+            column=ctx.offset + start,
+            width=len(text),
+        )
+
+
 def _requirement_from_line(
     text: str,
     ctx: _Context,
@@ -791,6 +861,7 @@ def _requirement_from_line(
     config_settings: tuple[tuple[str, str], ...],
 ) -> ParsedRequirement:
     """pip's `parse_req_from_line`: a URL, a local path or a PEP 508 requirement."""
+    _check_length(text.strip(), ctx, len(text) - len(text.lstrip()))
     is_url = _is_url(text)
     # A `;` can be part of a URL, so after a URL only `; ` starts the markers.
     separator = "; " if is_url else ";"
@@ -816,10 +887,9 @@ def _requirement_from_line(
         name = _name_from_url(url, ctx)
     else:
         path = os.path.normpath(os.path.join(ctx.cwd, stripped))
-        match = _EXTRAS_RE.match(path)
         path_extras = ""
-        if match is not None:
-            path, path_extras = match.group(1).rstrip(), match.group(2)
+        if (split := _split_extras(path)) is not None:
+            path, path_extras = split[0].rstrip(), split[1]
         if _looks_like_path(stripped) and os.path.isdir(path):
             if not (
                 os.path.isfile(os.path.join(path, "pyproject.toml"))
@@ -884,6 +954,7 @@ def _requirement_from_editable(
     text: str, ctx: _Context, *, config_settings: tuple[tuple[str, str], ...], start: int
 ) -> ParsedRequirement:
     """pip's `parse_editable`: `name @ url`, a local project directory, or a VCS URL."""
+    _check_length(text, ctx, start)
     name: str | None = None
     marker: Marker | None = None
     extras: frozenset[str] = frozenset()
@@ -899,8 +970,8 @@ def _requirement_from_editable(
         name, url, marker = direct.name, direct.url, direct.marker
         extras = _canonical_extras(direct.extras)
     else:
-        match = _EXTRAS_RE.match(text)
-        bare, path_extras = (match.group(1).rstrip(), match.group(2)) if match else (text, "")
+        split = _split_extras(text)
+        bare, path_extras = (split[0].rstrip(), split[1]) if split else (text, "")
         local = os.path.join(ctx.cwd, bare)
         if os.path.isdir(local):
             bare = _path_to_url(local)
@@ -1045,8 +1116,9 @@ class _Collector:
     no_binary: set[str] = field(default_factory=set)
     all_releases: set[str] = field(default_factory=set)
     only_final: set[str] = field(default_factory=set)
-    trusted_hosts: list[str] = field(default_factory=list)
-    use_features: list[str] = field(default_factory=list)
+    # Ordered sets (dicts): a membership test in a list made a long line quadratic.
+    trusted_hosts: dict[str, None] = field(default_factory=dict)
+    use_features: dict[str, None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def top_level(self, given: str) -> _FileRef:
@@ -1423,11 +1495,9 @@ class _Collector:
                 case _Dest.PRE:
                     self.pre = True
                 case _Dest.TRUSTED_HOST:
-                    if value not in self.trusted_hosts:
-                        self.trusted_hosts.append(value)
+                    self.trusted_hosts.setdefault(value)
                 case _Dest.USE_FEATURE:
-                    if value not in self.use_features:
-                        self.use_features.append(value)
+                    self.use_features.setdefault(value)
                 case _Dest.HASH | _Dest.CONFIG_SETTINGS | _Dest.EDITABLE:
                     pass  # handled with the requirement
                 case _:
