@@ -94,7 +94,11 @@ class BundleTarget:
 
     @classmethod
     def of(cls, target: Target) -> BundleTarget:
-        platform = next((t.platform for t in target.tags if t.platform != "any"), "any")
+        # `linux_*` is in every Linux tag list (some interpreters even rank it first); the
+        # manylinux/musllinux tag says which machines the wheels were chosen for.
+        platforms = [t.platform for t in target.tags if t.platform != "any"]
+        specific = [p for p in platforms if not p.startswith("linux_")]
+        platform = (specific or platforms or ["any"])[0]
         return cls(
             implementation=target.markers.get("implementation_name", ""),
             python_version="{}.{}".format(*target.version[:2]),

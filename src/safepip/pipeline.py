@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from safepip.audit import AuditReport
+    from safepip.bundle import BundleTarget, OpenedBundle
     from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
     from safepip.index import IndexClient
     from safepip.install import ChangePlan, InstallResult
@@ -90,6 +92,12 @@ class InstallOptions:
     reinstall: bool = False
     link: bool = True
     audit: AuditChoice = field(default_factory=AuditChoice)
+    sync: bool = False
+    """Also remove what the lock does not select (`safepip sync`)."""
+    bundle: Path | None = None
+    """Install from this `.safepip` bundle instead of requirements (never uses the network)."""
+    expect_sha256: str | None = None
+    """The bundle's published sha256 (`--expect-sha256`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -466,9 +474,26 @@ def _parse_inputs(
 
 
 def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
-    """Install the requirements into the target: the whole safepip promise, in order."""
+    """Install the requirements into the target: the whole safepip promise, in order.
+
+    From a bundle (`options.bundle`), the whole bundle is verified and unpacked into a
+    temporary folder first; then its lock is installed like any `pylock.toml`, with no index,
+    no find-links and no allowed host, audited with the newer of the bundle's advisory data and
+    the local database.
+    """
+    if options.bundle is None:
+        return _install(options, reporter)
+    with tempfile.TemporaryDirectory(prefix="safepip-bundle-") as tmp:
+        opened = open_bundle(options.bundle, Path(tmp), options.expect_sha256, reporter)
+        return _install(_bundle_options(options, opened, reporter), reporter, bundle=opened)
+
+
+def _install(
+    options: InstallOptions, reporter: Reporter, *, bundle: OpenedBundle | None = None
+) -> InstallOutcome:
     from safepip import fetch as fetch_stage
     from safepip import install as install_stage
+    from safepip import sync as sync_stage
     from safepip.index import IndexClient
     from safepip.target import installed_distributions
 
@@ -476,6 +501,8 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
         target = resolve_target(options.target, ctx.cache)
         ctx.hold_environment(target)
         reporter.detail(f"Target: `{target.python}` (Python {target.python_version})")
+        if bundle is not None:
+            check_bundle_fits(bundle, target)
         pip_config = load_pip_config(options.sources, target)
         pylock = _pylock_input(options)
         parsed = (
@@ -508,8 +535,16 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
                 cache=ctx.cache,
                 installed=records,
             )
+        if options.sync:
+            sync_stage.require_lock(
+                hash_mode=plan.hash_mode,
+                no_deps=options.no_deps,
+                source=", ".join(f"`{f}`" for f in options.requirement_files) or "the input",
+            )
         audit_report = audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         changes = install_stage.plan_changes(plan.pins, dists, reinstall=options.reinstall)
+        if options.sync:
+            changes = sync_stage.sync_changes(changes, plan.pins, dists)
         kept = {p.spec for p in changes.keep}
         # Everything that will be written is fetched and verified first; packages kept as they
         # are need no download (safepip installed them from a file with a pinned digest).
@@ -727,3 +762,350 @@ def _current_target(cache: Cache) -> Target:
     from safepip.target import probe
 
     return probe(sys.executable, cache_dir=cache.root)
+
+
+# --- bundles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BundleOptions:
+    """What `safepip bundle` was asked to do."""
+
+    install: InstallOptions
+    """Inputs, sources, cache and audit choice, as for `install`."""
+    output: Path
+    pythons: tuple[str, ...] = ()
+    """Interpreters (or virtual environments) to bundle for."""
+    python_versions: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    """With `python_versions`, other machines: every version with every platform."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BundleOutcome:
+    path: Path
+    sha256: str
+    targets: tuple[BundleTarget, ...]
+    wheels: tuple[str, ...]
+    packages: int
+    advisory_date: str | None
+
+
+def bundle_targets(options: BundleOptions) -> list[Target]:
+    """`--python` interpreters, then every `--python-version` × `--platform` pair (a missing
+    one of the two defaults to safepip's own); with none of these, the active virtual
+    environment or `./.venv`, else safepip's interpreter (as `safepip lock` chooses)."""
+    import sys
+
+    from safepip import target as target_mod
+
+    targets = [target_mod.probe(target_mod.find_python(p, system=False)) for p in options.pythons]
+    if options.python_versions or options.platforms:
+        versions = options.python_versions or ("{}.{}".format(*sys.version_info[:2]),)
+        platforms: Sequence[str | None] = options.platforms or (None,)
+        for version in versions:
+            for platform in platforms:
+                chosen = [platform] if platform else []
+                targets.append(target_mod.synthetic_target(version, chosen))
+    if not targets:
+        try:
+            python = target_mod.find_python(None, system=False)
+        except target_mod.TargetError:
+            python = target_mod.current_python()
+        targets.append(target_mod.probe(python))
+    return targets
+
+
+def bundle(options: BundleOptions, reporter: Reporter) -> BundleOutcome:
+    """Plan, audit, fetch and verify the lock for every target, exactly as `install` does,
+    then write one bundle: the verified wheels, a `pylock.toml` that lists them by path (with
+    each package's marker from the lock), the advisory database used and the manifest.
+
+    Only hash-pinned locks are bundled, and each target's dependency closure is checked.
+    """
+    from safepip import __version__
+    from safepip import bundle as bundle_format
+    from safepip import fetch as fetch_stage
+    from safepip.index import IndexClient
+
+    install_options = options.install
+    targets = bundle_targets(options)
+    with _Context(install_options, reporter) as ctx:
+        pip_config = load_pip_config(install_options.sources, None)
+        pylock = _pylock_input(install_options)
+        parsed = (
+            _parse_inputs(install_options, pip_config, reporter)
+            if pylock is None
+            else _empty_requirements()
+        )
+        sources = decide_sources(install_options.sources, parsed, pip_config)
+        session = ctx.open_session(sources, pip_config)
+        index = IndexClient(
+            session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=ctx.cache.root / "http",
+        )
+        markers = _lock_markers(pylock) if pylock is not None else {}
+        packages: dict[tuple[str, str], _BundledPackage] = {}
+        for target in targets:
+            reporter.detail(f"Bundling for {bundle_format.BundleTarget.of(target).describe()}")
+            if pylock is not None:
+                plan = _pylock_plan(pylock, target, sources)
+            else:
+                plan = plan_install(
+                    install_options, parsed, target, sources, index, reporter, cache=ctx.cache
+                )
+            if not plan.hash_mode:
+                raise UsageError(
+                    "`safepip bundle` needs a hash-pinned lock",
+                    hint="write one with `safepip lock requirements.in -o requirements.txt`",
+                )
+            audit_gate(
+                install_options.audit, plan, reporter, isolated=install_options.sources.isolated
+            )
+            fetched_list = fetch_stage.fetch_artifacts(
+                session,
+                [p.artifact for p in plan.pins],
+                ctx.cache,
+                progress=reporter.progress(),
+                use_unpacked=False,
+            )
+            fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
+            # Unpacking validates each wheel's RECORD: nothing unusable goes into a bundle.
+            unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
+            if not install_options.no_deps:
+                _, constraints, _ = _merged_constraints(parsed, target)
+                check_dependencies(plan, constraints, _metadata(plan, fetched, unpacked, ()), index)
+            for pin in plan.pins:
+                item = fetched[pin.spec]
+                marker = markers.get((pin.name, pin.version))
+                if pin.requirement is not None and pin.requirement.marker is not None:
+                    marker = str(pin.requirement.marker)
+                entry = packages.setdefault(
+                    (pin.name, pin.version),
+                    _BundledPackage(marker=marker, index=pin.artifact.origin, wheels={}),
+                )
+                entry.wheels[item.artifact.filename] = item.path
+        with tempfile.TemporaryDirectory(prefix="safepip-bundle-") as tmp:
+            lock_path = Path(tmp) / bundle_format.LOCK
+            lock_path.write_text(_bundle_lock(packages), "utf-8")
+            advisories, advisory_date, advisory_source = _advisory_snapshot(
+                install_options, Path(tmp)
+            )
+            files = {bundle_format.LOCK: lock_path, bundle_format.ADVISORIES: advisories}
+            for entry in packages.values():
+                for filename, path in entry.wheels.items():
+                    files[bundle_format.WHEELS + filename] = path
+            made_for = tuple(bundle_format.BundleTarget.of(t) for t in targets)
+            sha256 = bundle_format.write_bundle(
+                options.output,
+                files,
+                created_by=f"safepip {__version__}",
+                targets=made_for,
+                lock_source=Path(install_options.requirement_files[0]).name
+                if install_options.requirement_files
+                else "requirements",
+                advisory_date=advisory_date,
+                advisory_source=advisory_source,
+            )
+    return BundleOutcome(
+        path=options.output,
+        sha256=sha256,
+        targets=tuple(dict.fromkeys(made_for)),
+        wheels=tuple(sorted(n for e in packages.values() for n in e.wheels)),
+        packages=len(packages),
+        advisory_date=advisory_date,
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _BundledPackage:
+    marker: str | None
+    index: str
+    wheels: dict[str, Path]
+
+
+def _lock_markers(path: Path) -> dict[tuple[str, str], str]:
+    """(name, version) → marker of each package in a `pylock.toml`."""
+    from packaging.utils import canonicalize_name
+
+    from safepip.settings import read_toml
+
+    found: dict[tuple[str, str], str] = {}
+    for package in read_toml(path).get("packages", ()):
+        if isinstance(package, dict) and package.get("marker"):
+            key = (canonicalize_name(str(package.get("name"))), str(package.get("version")))
+            found[key] = str(package["marker"])
+    return found
+
+
+def _bundle_lock(packages: Mapping[tuple[str, str], _BundledPackage]) -> str:
+    """The bundle's PEP 751 lock: each package with its marker and the bundled wheels, by
+    path relative to the lock (`wheels/<file>`), with their verified sha256 and size."""
+    import tomli_w
+    from packaging.markers import Marker
+    from packaging.pylock import Package, PackageWheel, Pylock
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    from safepip import __version__
+    from safepip.bundle import WHEELS, file_digest
+    from safepip.lock import PYLOCK_VERSION
+    from safepip.urls import without_credentials
+
+    out = []
+    for (name, version), entry in sorted(packages.items()):
+        wheels = []
+        for filename, path in sorted(entry.wheels.items()):
+            size, sha256 = file_digest(path)
+            wheels.append(
+                PackageWheel(
+                    name=filename, path=WHEELS + filename, size=size, hashes={"sha256": sha256}
+                )
+            )
+        out.append(
+            Package(
+                name=canonicalize_name(name),
+                version=Version(version),
+                marker=Marker(entry.marker) if entry.marker else None,
+                index=without_credentials(entry.index) if "://" in entry.index else None,
+                wheels=wheels,
+            )
+        )
+    lock = Pylock(
+        lock_version=Version(PYLOCK_VERSION),
+        created_by=f"safepip {__version__}",
+        packages=out,
+    )
+    lock.validate()
+    return tomli_w.dumps(dict(lock.to_dict()))
+
+
+def _advisory_snapshot(options: InstallOptions, tmp: Path) -> tuple[Path, str | None, str]:
+    """The advisory database an audit with these options reads, as a safepip database file
+    (OSV data given with `--db` is converted), with its date and source."""
+    from safepip.audit import database
+    from safepip.settings import load_settings
+
+    path = options.audit.db or load_settings(isolated=options.sources.isolated).audit.db
+    if path is None:
+        db = database.default_database(database.user_data_dir())
+    elif database.is_compact(path):
+        db = database.CompactDatabase(path, origin="path")
+    else:
+        out = tmp / "advisory-db.zip"
+        database.build_database(
+            database.OsvReader(path),
+            out,
+            date=database.osv_snapshot_date(path),
+            source=path.name,
+        )
+        db = database.CompactDatabase(out, origin="path")
+    try:
+        info = db.info()
+    finally:
+        db.close()
+    date = info.data_date.isoformat() if info.data_date else None
+    return db.path, date, info.source or db.description
+
+
+def open_bundle(
+    path: Path, dest: Path, expect_sha256: str | None, reporter: Reporter
+) -> OpenedBundle:
+    """Verify the whole bundle (see `bundle.open_bundle`) and unpack it into `dest`."""
+    from safepip import bundle as bundle_format
+    from safepip.report import plural
+
+    opened = bundle_format.open_bundle(path, dest, expect_sha256=expect_sha256)
+    checked = "the expected sha256" if expect_sha256 else "sha256"
+    reporter.info(
+        f"Verified bundle `{path}` ({plural(len(opened.wheels), 'wheel')}, {checked} "
+        f"{opened.sha256})"
+    )
+    if expect_sha256 is None:
+        reporter.warn(
+            "No `--expect-sha256`: the bundle is consistent, but only its published digest "
+            "proves it is the one that was made"
+        )
+    return opened
+
+
+def check_bundle_fits(opened: OpenedBundle, target: Target) -> None:
+    """Refuse a bundle made for another Python or platform before anything is planned."""
+    from safepip.bundle import BundleError, BundleTarget
+
+    if opened.manifest.fitting(target) is not None:
+        return
+    made = ", ".join(f"`{t.describe()}`" for t in opened.manifest.targets)
+    raise BundleError(
+        f"Bundle `{opened.path}` was made for {made}; the target `{target.python}` is "
+        f"`{BundleTarget.of(target).describe()}`",
+        path=opened.path,
+        hint="make a bundle for this target: `safepip bundle -r LOCK --python-version X.Y "
+        "--platform TAG` (several of each are allowed)",
+    )
+
+
+def _bundle_options(
+    options: InstallOptions, opened: OpenedBundle, reporter: Reporter
+) -> InstallOptions:
+    """Install the bundle's lock with no network at all, audited with the newer data."""
+    if options.requirement_files or options.requirements or options.constraint_files:
+        raise UsageError(
+            "`--bundle` installs the bundle's own lock; it cannot be combined with "
+            "requirements or constraints"
+        )
+    return replace(
+        options,
+        requirement_files=(str(opened.lock),),
+        sources=SourceOptions(offline=True, isolated=options.sources.isolated),
+        audit=_bundle_audit(options.audit, opened, reporter, isolated=options.sources.isolated),
+        bundle=None,
+    )
+
+
+def _bundle_audit(
+    choice: AuditChoice, opened: OpenedBundle, reporter: Reporter, *, isolated: bool
+) -> AuditChoice:
+    """The bundle's advisory data, or the local database if that is newer (said either way)."""
+    from safepip.audit import database
+    from safepip.settings import load_settings
+
+    if not choice.enabled:
+        return choice
+    if choice.source != "local" or choice.refresh:
+        raise UsageError(
+            "An install from a bundle never uses the network: `--audit-source osv` and "
+            "`--refresh` cannot be used with `--bundle`",
+            hint="update the local database first (`safepip db update` or `safepip db import`)",
+        )
+    bundled = database.CompactDatabase(opened.advisories, origin="bundle")
+    bundled_date = bundled.data_date
+    bundled.close()
+    local_path = choice.db or load_settings(isolated=isolated).audit.db
+    try:
+        local = (
+            database.open_database(local_path)
+            if local_path
+            else database.default_database(database.user_data_dir())
+        )
+    except database.DatabaseError as exc:
+        reporter.warn(f"The local advisory database cannot be used: {exc}")
+        local = None
+    local_date = local.data_date if local is not None else None
+    if isinstance(local, database.CompactDatabase):
+        local.close()
+    if (
+        local is not None
+        and local_date is not None
+        and (bundled_date is None or local_date > bundled_date)
+    ):
+        reporter.info(
+            f"Auditing with the local advisory database `{local.path}` ({local_date}), "
+            f"newer than the bundle's ({bundled_date or 'undated'})"
+        )
+        return replace(choice, db=local.path)
+    newer_than = f"; the local database is from {local_date}" if local_date else ""
+    reporter.info(f"Auditing with the bundle's advisory data ({bundled_date}){newer_than}")
+    return replace(choice, db=opened.advisories)

@@ -54,6 +54,9 @@ class SourceOptions:
     retries: int | None = None
     proxy: str | None = None
     isolated: bool = False
+    offline: bool = False
+    """No index, no find-links, no allowed host: every file must come from a local path
+    (installs from a bundle)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +133,9 @@ def decide_sources(
     options: SourceOptions, parsed: ParsedRequirements, pip_config: PipConfig | None
 ) -> Sources:
     """Indexes, find-links and the host policy: command line, then pip config, then files."""
+    if options.offline:
+        nowhere = HostPolicy(allowed_hosts=frozenset(), trusted_hosts=frozenset())
+        return Sources(index_urls=(), find_links=(), policy=nowhere, trusted_hosts=())
     config = pip_config or PipConfig()
     index = options.index_url or config.index_url or default_index_url()
     extras = [*config.extra_index_urls, *options.extra_index_urls]

@@ -20,7 +20,18 @@ from safepip.urls import redact_text
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-COMMANDS = ("install", "download", "verify", "hash", "lock", "freeze", "audit", "db")
+COMMANDS = (
+    "install",
+    "sync",
+    "download",
+    "bundle",
+    "verify",
+    "hash",
+    "lock",
+    "freeze",
+    "audit",
+    "db",
+)
 """In the order `safepip --help` lists them; each is the module `safepip.cli.<command>`."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safepip import pipeline
@@ -36,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     opts.add_argument(
         "--copy", action="store_true", help="copy files from the cache instead of hard-linking"
     )
+    opts.add_argument(
+        "--bundle", type=Path, metavar="FILE", help="install a `.safepip` bundle (offline)"
+    )
+    opts.add_argument("--expect-sha256", metavar="HEX", help="the bundle's published sha256")
     options.output_group(install)
     install.set_defaults(handler=run)
 

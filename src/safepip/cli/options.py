@@ -186,7 +186,8 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
     """`install` and `download`: requirements, sources, target, cache and audit options."""
     from safepip.pipeline import AuditChoice, InstallOptions, TargetOptions
 
-    if not args.req_files and not args.requirements:
+    bundle = getattr(args, "bundle", None)
+    if not args.req_files and not args.requirements and bundle is None:
         raise UsageError(
             "Nothing to install: give requirements or `-r FILE`",
             hint="for example `safepip install -r requirements.txt`",
@@ -220,4 +221,7 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
             osv_url=args.osv_url,
             refresh=args.refresh,
         ),
+        sync=getattr(args, "sync", False),
+        bundle=bundle,
+        expect_sha256=getattr(args, "expect_sha256", None),
     )
