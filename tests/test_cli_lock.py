@@ -103,6 +103,72 @@ class TestLock:
             ("dep", "2.0"),
         ]
         assert data["packages"][0]["dependencies"] == [{"name": "dep"}]
+        # what the lock was made for (PEP 751): no other Python silently misses a dependency
+        assert data["requires-python"] == "==3.11.*"
+        [made_for] = data["environments"]
+        assert made_for.startswith('python_version == "3.11" and implementation_name == "cpython"')
+        assert f'sys_platform == "{sys.platform}"' in made_for
+
+    def test_pylock_names_the_platform_it_was_made_for(
+        self,
+        index: StaticIndex,
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A lock for Windows is refused on this machine instead of installing without
+        `winonly` (whose marker was true when the lock was made)."""
+        out = tmp_path / "pylock.toml"
+        argv = lock_args(index, "app", "-o", str(out), "--platform", "win_amd64")
+        code, _, stderr = run(capsys, argv)
+        assert code == 0, stderr
+        data = tomllib.loads(out.read_text("utf-8"))
+        assert [p["name"] for p in data["packages"]] == ["app", "dep", "winonly"]
+        assert 'sys_platform == "win32"' in data["environments"][0]
+        venv = venv_factory()
+        code, _, stderr = run(capsys, ["install", "-r", str(out), "--python", str(venv)])
+        assert code == 2, stderr
+        assert "cannot be installed on the target" in stderr
+
+    def test_extras_stay_on_the_pin_line_and_pip_accepts_them(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        import subprocess
+
+        served = static_index()
+        served.add(wheel_factory("web", "1.0", extras={"socks": ["pysocks"]}))
+        served.add(wheel_factory("pysocks", "1.7"))
+        out = tmp_path / "requirements.txt"
+        argv = ["lock", "web[socks]", "-o", str(out), "--index-url", served.url, "--isolated"]
+        code, _, stderr = run(capsys, argv)
+        assert code == 0, stderr
+        text = out.read_text("utf-8")
+        assert "\nweb[socks]==1.0 \\\n" in text
+        assert "\npysocks==1.7 \\\n" in text
+        report = tmp_path / "pip.json"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "-q",
+             "--ignore-installed", "--require-hashes", "--report", str(report), "-r", str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        installs = json.loads(report.read_text())["install"]
+        assert sorted(i["metadata"]["name"] for i in installs) == ["pysocks", "web"]
+        assert [i["requested_extras"] for i in installs if i["metadata"]["name"] == "web"] == [
+            ["socks"]
+        ]
+        venv = venv_factory()
+        argv = ["install", "-q", "-r", str(out), "--python", str(venv)]
+        code, _, stderr = run(capsys, [*argv, "--cache-dir", str(tmp_path / "cache")])
+        assert code == 0, stderr
+        assert sorted(p.name for p in venv.rglob("*.dist-info")) == [
+            "pysocks-1.7.dist-info",
+            "web-1.0.dist-info",
+        ]
 
     def test_existing_pins_are_kept_until_released(
         self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -1150,3 +1150,37 @@ class TestNoForeignCode:
         assert in_hash_mode.code == 3, in_hash_mode.err
         assert "cannot be hash-checked" in in_hash_mode.err
         assert tree_snapshot(venv) == before
+
+
+class TestPipLaunchers:
+    def test_pip_gets_versioned_launchers_like_pip(
+        self,
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        """Installing pip creates `pip`, `pip3` and `pip3.X` for the target, as pip and uv do,
+        and not the versioned launcher the wheel names for the Python that built it."""
+        main_ep = "pip._internal.cli.main:main"
+        wheel = build_wheel(
+            tmp_path / "w",
+            "pip",
+            "99.0",
+            files={"pip/__init__.py": "", "pip/_internal/__init__.py": ""},
+            entry_points={"console_scripts": {"pip": main_ep, "pip3": main_ep, "pip3.8": main_ep}},
+        )
+        index = static_index()
+        index.add(wheel)
+        reqs = write_reqs(tmp_path, lock_line(wheel))
+        ours, pips = venv_factory(), venv_factory()
+        argv = ["install", "-q", "-r", str(reqs), "-i", index.url, "--python", str(ours)]
+        assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(pips / "bin" / "python"), "install",
+             "--isolated", "--no-compile", "-q", "-r", str(reqs), "-i", index.url],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        minor = "{}.{}".format(*sys.version_info[:2])
+        launchers = sorted(p.name for p in (ours / "bin").glob("pip*"))
+        assert launchers == sorted(["pip", "pip3", f"pip{minor}"])
+        assert launchers == sorted(p.name for p in (pips / "bin").glob("pip*"))

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -29,9 +30,9 @@ from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, ro
 from safepip.plan import same_version
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
-    from installer.scripts import LauncherKind
+    from installer.scripts import LauncherKind, ScriptSection
 
     from safepip.fetch import FetchedArtifact, UnpackedWheel
     from safepip.plan import Pin
@@ -358,7 +359,10 @@ def _layout_wheel(
         from installer.utils import parse_entrypoints
 
         kind: LauncherKind = "posix" if os.name != "nt" else "win-amd64"
-        for name, module, attr, section in parse_entrypoints(entry_points.read_text("utf-8")):
+        entries = _versioned_launchers(
+            parse_entrypoints(entry_points.read_text("utf-8")), target.version
+        )
+        for name, module, attr, section in entries:
             if not _script_name_ok(name):
                 raise InstallError(
                     f"Refusing wheel `{wheel.filename}`: entry point name `{name}` is not a "
@@ -384,6 +388,36 @@ def _layout_wheel(
     )
     add_write(root_scheme, record_name, out.getvalue().encode("utf-8"))
     return layout
+
+
+def _versioned_launchers(
+    entries: Iterable[tuple[str, str, str, ScriptSection]], version: tuple[int, int, int]
+) -> list[tuple[str, str, str, ScriptSection]]:
+    """pip's own launchers as pip and uv install them: `pip` also as `pip3` and `pip3.X` for the
+    target's Python (and `easy_install` as `easy_install-3.X`); versioned names that the wheel
+    lists for the Python that built it are dropped."""
+    entries = list(entries)
+    console = {name for name, _, _, section in entries if section == "console"}
+    result: list[tuple[str, str, str, ScriptSection]] = []
+    for name, module, attr, section in entries:
+        if section == "console" and "pip" in console and _PIP_SCRIPT.fullmatch(name):
+            if name == "pip":
+                result += [
+                    (alias, module, attr, section)
+                    for alias in ("pip", f"pip{version[0]}", f"pip{version[0]}.{version[1]}")
+                ]
+            continue
+        if section == "console" and "easy_install" in console and _EASY_SCRIPT.fullmatch(name):
+            if name == "easy_install":
+                alias = f"easy_install-{version[0]}.{version[1]}"
+                result += [(name, module, attr, section), (alias, module, attr, section)]
+            continue
+        result.append((name, module, attr, section))
+    return result
+
+
+_PIP_SCRIPT = re.compile(r"pip(\d+(\.\d+)?)?")
+_EASY_SCRIPT = re.compile(r"easy_install(-\d+\.\d+)?")
 
 
 def _digest(data: bytes) -> str:

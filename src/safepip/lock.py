@@ -222,7 +222,10 @@ def render_requirements(
         digests = sorted({f"sha256:{f.hashes['sha256']}" for f in files.get(pin.name, ())})
         if not digests:
             raise LockError(f"No file with a hash for `{pin.spec}`; the lock would not install")
-        out.append(f"{pin.name}=={pin.version} \\")
+        # extras stay visible on the pin line (pip-compile's --no-strip-extras); pip accepts
+        # them in hash-checking mode
+        extras = f"[{','.join(sorted(pin.extras))}]" if pin.extras else ""
+        out.append(f"{pin.name}{extras}=={pin.version} \\")
         out += [f"    --hash={d} \\" for d in digests[:-1]]
         out.append(f"    --hash={digests[-1]}")
         if annotate and pin.via:
@@ -313,9 +316,17 @@ def render_pylock(
     files: Mapping[NormalizedName, Sequence[LockedFile]],
     *,
     requires_python: str | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
-    """A PEP 751 lock (built and validated with `packaging.pylock`, written with tomli-w)."""
+    """A PEP 751 lock (built and validated with `packaging.pylock`, written with tomli-w).
+
+    With `environment` (the markers the resolution used) the lock says what it was made for:
+    `environments` names that Python version, implementation, platform and machine, and
+    `requires-python` that Python version, so an installer elsewhere refuses the lock instead of
+    missing a dependency whose marker was false here.
+    """
     import tomli_w
+    from packaging.markers import Marker
     from packaging.pylock import Package, PackageSdist, PackageWheel, Pylock
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
@@ -362,14 +373,27 @@ def render_pylock(
                 sdist=sdist,
             )
         )
+    environments = None
+    if environment is not None:
+        made_for = " and ".join(
+            f"{key} == '{environment[key]}'" for key in _LOCK_MARKERS if environment.get(key)
+        )
+        environments = [Marker(made_for)] if made_for else None
+        if requires_python is None and environment.get("python_version"):
+            requires_python = f"=={environment['python_version']}.*"
     lock = Pylock(
         lock_version=Version(PYLOCK_VERSION),
         created_by=f"safepip {__version__}",
+        environments=environments,
         requires_python=SpecifierSet(requires_python) if requires_python else None,
         packages=packages,
     )
     lock.validate()
     return tomli_w.dumps(dict(lock.to_dict()))
+
+
+# The markers that decide a resolution in practice; a lock names the values it was made for.
+_LOCK_MARKERS = ("python_version", "implementation_name", "sys_platform", "platform_machine")
 
 
 def plan_from_pylock(
@@ -778,7 +802,7 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
             reporter.detail(note)
         locked_files = lock_files(resolution, session=session, cache=cache)
     if lock_format(options.output) is LockFormat.PYLOCK:
-        text = render_pylock(resolution, locked_files)
+        text = render_pylock(resolution, locked_files, environment=target.markers)
     else:
         text = render_requirements(
             resolution,
