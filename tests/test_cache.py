@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -129,3 +130,138 @@ def test_cache_entries_are_keyed_by_file_and_digest(
     who = py(venv, "import twin; print(twin.WHO)")
     record = installed_record(venv, "twin", "1.0")
     assert record["sha256"] == sha256_file(first if who == "a" else second)
+
+
+def cached_copy(cache: Path, relpath: str) -> Path:
+    """The unpacked cache's copy of an installed file."""
+    (found,) = [p for p in (cache / "unpacked").rglob(relpath) if p.is_file()]
+    return found
+
+
+def edit_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """What an attacker without privileges can do: same size, the old mtime put back."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    with path.open("r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+class TestTrustModel:
+    """Issue 8, item 6: what the cache trusts, and what each link mode protects."""
+
+    @pytest.fixture
+    def pkg(
+        self, tmp_path: Path, static_index: Callable[..., StaticIndex]
+    ) -> tuple[str, str, bytes]:
+        wheel = build_wheel(
+            tmp_path / "w", "cachepkg", "1.0", files={"cachepkg/__init__.py": "VALUE = 'good'\n"}
+        )
+        index = static_index()
+        index.add(wheel)
+        return f"cachepkg==1.0 --hash=sha256:{sha256_file(wheel)}", index.url, b"VALUE = 'good'\n"
+
+    @pytest.mark.parametrize("mode", ["reflink", "copy", "hardlink"])
+    def test_tampered_cache_file_never_reaches_a_new_environment(
+        self,
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+        install: Callable[..., tuple[int, str]],
+        pkg: tuple[str, str, bytes],
+        mode: str,
+    ) -> None:
+        lock, url, good = pkg
+        first = venv_factory()
+        assert install(lock, "--python", str(first), "-i", url, "--link-mode", mode)[0] == 0
+        edit_keeping_size_and_mtime(
+            cached_copy(tmp_path / "cache", "cachepkg/__init__.py"), b"VALUE = 'evil'\n"
+        )
+        fresh = venv_factory()
+        code, err = install(lock, "--python", str(fresh), "-i", url, "--link-mode", mode)
+        assert code == 0, err
+        assert (
+            "warning: The unpacked cache entry for `cachepkg-1.0-py3-none-any.whl` was modified"
+            in err
+        )
+        assert (site_packages(fresh) / "cachepkg" / "__init__.py").read_bytes() == good
+        assert cached_copy(tmp_path / "cache", "cachepkg/__init__.py").read_bytes() == good
+
+    @pytest.mark.parametrize("args", [(), ("--link-mode", "copy"), ("--copy",)])
+    def test_default_and_copy_modes_keep_environments_apart(
+        self,
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+        install: Callable[..., tuple[int, str]],
+        pkg: tuple[str, str, bytes],
+        args: tuple[str, ...],
+    ) -> None:
+        lock, url, good = pkg
+        a, b = venv_factory(), venv_factory()
+        for venv in (a, b):
+            assert install(lock, "--python", str(venv), "-i", url, *args)[0] == 0
+        in_a = site_packages(a) / "cachepkg" / "__init__.py"
+        cached = cached_copy(tmp_path / "cache", "cachepkg/__init__.py")
+        assert in_a.stat().st_ino != cached.stat().st_ino
+        edit_keeping_size_and_mtime(in_a, b"VALUE = 'evil'\n")
+        assert (site_packages(b) / "cachepkg" / "__init__.py").read_bytes() == good
+        assert cached.read_bytes() == good
+
+    def test_hardlink_mode_shares_inodes_and_the_cache_notices_edits(
+        self,
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+        install: Callable[..., tuple[int, str]],
+        pkg: tuple[str, str, bytes],
+    ) -> None:
+        lock, url, good = pkg
+        a = venv_factory()
+        assert install(lock, "--python", str(a), "-i", url, "--link-mode", "hardlink")[0] == 0
+        in_a = site_packages(a) / "cachepkg" / "__init__.py"
+        cached = cached_copy(tmp_path / "cache", "cachepkg/__init__.py")
+        assert in_a.stat().st_ino == cached.stat().st_ino
+        # A second hard-linked install reuses the entry (the stamps follow the new link)...
+        b = venv_factory()
+        assert install(lock, "--python", str(b), "-i", url, "--link-mode", "hardlink")[0] == 0
+        assert (site_packages(b) / "cachepkg" / "__init__.py").stat().st_ino == cached.stat().st_ino
+        # ... and an edit made in one environment is not handed to the next one.
+        edit_keeping_size_and_mtime(in_a, b"VALUE = 'evil'\n")
+        c = venv_factory()
+        assert install(lock, "--python", str(c), "-i", url, "--link-mode", "hardlink")[0] == 0
+        assert (site_packages(c) / "cachepkg" / "__init__.py").read_bytes() == good
+
+    @pytest.mark.parametrize(
+        ("mode", "owner", "reason"),
+        [
+            (0o777, None, "is writable by anyone (mode 0777)"),
+            (0o770, None, "is writable by its group (mode 0770)"),
+            (0o700, 65534, "belongs to another user (uid 65534, you are 0)"),
+        ],
+    )
+    def test_error_cache_writable_by_others_is_refused(
+        self,
+        tmp_path: Path,
+        venv_factory: Callable[..., Path],
+        install: Callable[..., tuple[int, str]],
+        pkg: tuple[str, str, bytes],
+        mode: int,
+        owner: int | None,
+        reason: str,
+    ) -> None:
+        if owner is not None and os.geteuid() != 0:
+            pytest.skip("changing a folder's owner needs root")
+        lock, url, _ = pkg
+        cache = tmp_path / "shared-cache"
+        cache.mkdir()
+        (cache / "unpacked").mkdir(mode=0o700)
+        os.chmod(cache / "unpacked", mode)
+        if owner is not None:
+            os.chown(cache / "unpacked", owner, owner)
+        venv = venv_factory()
+        code, err = install(lock, "--python", str(venv), "-i", url, cache=cache)
+        assert code == 4
+        assert err.splitlines()[0] == (
+            f"error: Refusing the cache folder `{cache}`: `{cache / 'unpacked'}` {reason}"
+        )
+        assert f"hint: make it yours and private (`chmod go-w {cache}`)" in err
+        assert not (site_packages(venv) / "cachepkg").exists()

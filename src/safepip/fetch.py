@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from safepip.net import Session
     from safepip.plan import Artifact
 
-UNPACK_FORMAT = 2
+UNPACK_FORMAT = 3
 MANIFEST = ".safepip-manifest.json"
 
 
@@ -120,6 +120,69 @@ class Cache:
         path = self.root / "tmp"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class CacheTrustError(SafepipError):
+    """A cache folder that someone else could write to: its contents prove nothing."""
+
+    exit_code = ExitCode.POLICY
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"Refusing the cache folder `{path}`: {reason}",
+            hint=(
+                f"make it yours and private (`chmod go-w {path}`), or use another folder with "
+                "`--cache-dir`"
+            ),
+        )
+        self.path = path
+        self.reason = reason
+
+
+def trusted_cache(root: Path) -> Cache:
+    """The cache at `root`, created private (0700) if missing, after checking that nobody else
+    can write to it.
+
+    Like ssh with a world-writable key, safepip refuses (exit 4) a cache folder, or one of its
+    top-level folders, that is owned by another user or writable by group or others, and a
+    folder on the way to it that another user could use to swap it (writable by others without
+    the sticky bit, or owned by another user than root). The contents are checked on every use
+    anyway (`check_unpacked`, archive hashes); this keeps others from planting them at all.
+    """
+    root = Path(os.path.abspath(root))
+    missing: list[Path] = []
+    current = root
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it: checked below
+            folder.mkdir(mode=0o700)
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is None:  # pragma: no cover - no POSIX permissions to check
+        return Cache(root)
+    for parent in root.parents:
+        st = parent.stat()
+        if st.st_uid not in (0, uid):
+            raise CacheTrustError(root, f"the folder `{parent}` above it belongs to another user")
+        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+            raise CacheTrustError(root, f"the folder `{parent}` above it is writable by anyone")
+    folders = [root]
+    with os.scandir(root) as entries:
+        folders += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for folder in folders:
+        st = folder.stat()
+        if st.st_uid != uid:
+            raise CacheTrustError(
+                root, f"`{folder}` belongs to another user (uid {st.st_uid}, you are {uid})"
+            )
+        if st.st_mode & 0o022:
+            who = "anyone" if st.st_mode & 0o002 else "its group"
+            raise CacheTrustError(
+                root,
+                f"`{folder}` is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})",
+            )
+    return Cache(root)
 
 
 def _pinned_sha256(artifact: Artifact) -> list[str]:
@@ -383,9 +446,8 @@ class ManifestEntry:
     """`sha256=<urlsafe b64>` as in RECORD."""
     size: int
     executable: bool
-    mtime_ns: int = 0
-    """When the cached copy was written: an installed file is a hard link to it, so an edit in
-    an environment shows up here as a new modification time."""
+    stamp: tuple[int, int, int] = (0, 0, 0)
+    """(inode, mtime, ctime) of the cached file when it was verified (see `check_unpacked`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -509,9 +571,9 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
     """
     cache = Cache(Path(cache_root))
     final = cache.unpacked_path(sha256)
-    manifest_file = final / MANIFEST
-    if manifest_file.is_file():
-        return _load_manifest(final)
+    ready = _try_load_manifest(final)
+    if ready is not None:
+        return ready
     filename = wheel.name
     try:
         raw = wheel.open("rb")
@@ -599,7 +661,6 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 executable = bool((m.external_attr >> 16) & 0o111)
                 if executable:
                     os.chmod(dest, 0o755)
-                mtime_ns = os.stat(dest).st_mtime_ns
                 digest = "sha256=" + _b64(hasher.digest())
                 if want:
                     got = _b64((other or hasher).digest())
@@ -613,7 +674,7 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                         hash=digest,
                         size=m.size,
                         executable=executable,
-                        mtime_ns=mtime_ns,
+                        stamp=_stamp(os.stat(dest)),
                     )
                 )
             manifest = {
@@ -623,15 +684,18 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 "dist_info": dist_info,
                 "data_dir": dist_info[: -len(".dist-info")] + ".data",
                 "root_is_purelib": root_is_purelib,
-                "entries": [[e.path, e.hash, e.size, e.executable, e.mtime_ns] for e in entries],
+                "entries": [[e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries],
             }
             (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
             try:
                 os.rename(staging, final)
             except OSError:
-                if not manifest_file.is_file():
-                    raise
-                shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+                if _try_load_manifest(final) is None:
+                    # A damaged tree (no or garbled manifest) is in the way: replace it.
+                    _discard(final)
+                    os.rename(staging, final)
+                else:
+                    shutil.rmtree(staging, ignore_errors=True)  # another process won the race
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -679,27 +743,67 @@ def _parse_record(filename: str, data: bytes) -> dict[str, tuple[str, int | None
     return rows
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _load_manifest(root: Path) -> UnpackedWheel:
     data = json.loads((root / MANIFEST).read_text("utf-8"))
+    if data.get("format") != UNPACK_FORMAT:
+        raise ValueError("another manifest format")
     return UnpackedWheel(
-        sha256=data["sha256"],
-        filename=data["filename"],
+        sha256=str(data["sha256"]),
+        filename=str(data["filename"]),
         root=root,
-        dist_info=data["dist_info"],
-        data_dir=data["data_dir"],
+        dist_info=str(data["dist_info"]),
+        data_dir=str(data["data_dir"]),
         root_is_purelib=bool(data["root_is_purelib"]),
         entries=tuple(
-            ManifestEntry(path=p, hash=h, size=int(s), executable=bool(x), mtime_ns=int(m))
-            for p, h, s, x, m in data["entries"]
+            ManifestEntry(
+                path=str(p),
+                hash=str(h),
+                size=int(s),
+                executable=bool(x),
+                stamp=(int(i), int(m), int(c)),
+            )
+            for p, h, s, x, i, m, c in data["entries"]
         ),
     )
 
 
+def _try_load_manifest(root: Path) -> UnpackedWheel | None:
+    """The unpacked tree's manifest, or None when it is missing or damaged (garbled, cut
+    short, another format): such a tree is never used, only replaced."""
+    try:
+        unpacked = _load_manifest(root)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(_safe_member(e.path) for e in unpacked.entries):
+        return None
+    return unpacked
+
+
+def _discard(root: Path) -> None:
+    """Remove a cache folder: renamed aside first (atomic), so no other process ever sees it
+    half deleted under its real name."""
+    aside = root.with_name(f".discard-{root.name}-{os.getpid()}-{id(root)}")
+    try:
+        os.rename(root, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def check_unpacked(unpacked: UnpackedWheel) -> bool:
-    """Cheap re-verification of an unpacked entry: every file still has the size and the
-    modification time it had when it was unpacked (and verified against RECORD and the wheel's
-    pinned sha256). Installed files are hard links to these, so an edit made in an environment
-    is caught here and the entry is unpacked again from the verified archive.
+    """Whether every file of an unpacked entry is still exactly as it was verified (against
+    RECORD, from an archive with the pinned sha256).
+
+    Compares size, inode, modification time and status-change time (ctime). Any write,
+    truncation, `chmod`, `utime` or replacement of a file changes its ctime, and no
+    unprivileged process can set a ctime back (`os.utime` sets only atime and mtime), so an
+    edit that keeps size and mtime is still caught: the entry is then unpacked again from the
+    verified archive. Only root (who can change the clock or write the block device) could
+    forge it; the README's security model says so.
     """
     root = str(unpacked.root)
     stat_ = os.stat
@@ -707,11 +811,36 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
     try:
         for e in unpacked.entries:
             st = stat_(join(root, e.path))
-            if st.st_size != e.size or st.st_mtime_ns != e.mtime_ns:
+            if st.st_size != e.size or (st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != e.stamp:
                 return False
     except OSError:
         return False
     return True
+
+
+def restamp(unpacked: Iterable[UnpackedWheel]) -> None:
+    """After hard-linking (`--link-mode hardlink`), record the cached files' new ctimes.
+
+    Making a hard link changes the inode's ctime (its link count changed), so without this the
+    next `check_unpacked` would discard every hard-linked entry. The stamps are taken right
+    after linking; an edit made through another environment later moves the ctime again and is
+    caught. The manifest is replaced atomically; a concurrent run that restamps the same entry
+    at the same time at worst leaves a stamp that no longer matches, which costs one unpack.
+    """
+    for wheel in unpacked:
+        root = str(wheel.root)
+        try:
+            entries = [
+                [e.path, e.hash, e.size, e.executable, *_stamp(os.stat(os.path.join(root, e.path)))]
+                for e in wheel.entries
+            ]
+            data = json.loads((wheel.root / MANIFEST).read_text("utf-8"))
+            data["entries"] = entries
+            tmp = wheel.root / f"{MANIFEST}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(data), "utf-8")
+            os.replace(tmp, wheel.root / MANIFEST)
+        except (OSError, ValueError):
+            continue  # the entry is re-verified (and, if need be, rebuilt) on its next use
 
 
 class CacheDamagedError(SafepipError):
@@ -745,6 +874,7 @@ def fetch_and_unpack(
     *,
     progress: Progress | None = None,
     max_workers: int = 8,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[list[FetchedArtifact], dict[str, UnpackedWheel]]:
     """`fetch_artifacts` and `unpack_all` overlapped: each wheel is unpacked (RECORD checked)
     in a worker process as soon as its download has been verified, while others still download.
@@ -773,7 +903,7 @@ def fetch_and_unpack(
             pool.submit(_warm_up)
 
     def on_ready(item: FetchedArtifact) -> None:
-        ready = _reusable_unpacked(item, cache)
+        ready = _reusable_unpacked(item, cache, warn)
         if ready is not None:
             with lock:
                 result[item.sha256] = ready
@@ -809,27 +939,40 @@ def _warm_up() -> None:
     """Runs in each new worker process: the import of this module is the work."""
 
 
-def _reusable_unpacked(item: FetchedArtifact, cache: Cache) -> UnpackedWheel | None:
-    """The unpacked tree for `item` if it is intact; a damaged one is removed (and a cached
-    archive hashed again before it is unpacked anew)."""
+def _reusable_unpacked(
+    item: FetchedArtifact, cache: Cache, warn: Callable[[str], None] | None = None
+) -> UnpackedWheel | None:
+    """The unpacked tree for `item` if it is intact; a modified or damaged one is discarded
+    with a warning (and a cached archive hashed again before it is unpacked anew)."""
     root = cache.unpacked_path(item.sha256)
-    if not (root / MANIFEST).is_file():
+    if not root.exists():
         return None
-    unpacked = _load_manifest(root)
-    if check_unpacked(unpacked):
+    unpacked = _try_load_manifest(root)
+    if unpacked is not None and check_unpacked(unpacked):
         return unpacked
-    shutil.rmtree(root, ignore_errors=True)
+    if warn is not None:
+        what = "was modified" if unpacked is not None else "is damaged"
+        warn(
+            f"The unpacked cache entry for `{item.artifact.filename}` {what} (`{root}`); "
+            "unpacking it again from the verified archive"
+        )
+    _discard(root)
     if item.cached:
         _reverify_archive(item)
     return None
 
 
-def unpack_all(fetched: Sequence[FetchedArtifact], cache: Cache) -> dict[str, UnpackedWheel]:
+def unpack_all(
+    fetched: Sequence[FetchedArtifact],
+    cache: Cache,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, UnpackedWheel]:
     """Unpack (or reuse) every wheel; in several processes when there is enough work."""
     result: dict[str, UnpackedWheel] = {}
     todo: list[FetchedArtifact] = []
     for item in fetched:
-        ready = _reusable_unpacked(item, cache)
+        ready = _reusable_unpacked(item, cache, warn)
         if ready is not None:
             result[item.sha256] = ready
         else:
@@ -878,10 +1021,10 @@ def cache_root(cache_dir: Path | None = None) -> Path:
 def open_cache(cache_dir: Path | None = None, *, throwaway: bool = False) -> Iterator[Cache]:
     """The cache for one run; `throwaway` (`--no-cache`) makes a temporary one, removed after."""
     if not throwaway:
-        yield Cache(cache_root(cache_dir))
+        yield trusted_cache(cache_root(cache_dir))
         return
     tmp = tempfile.mkdtemp(prefix="safepip-nocache-")
     try:
-        yield Cache(Path(tmp))
+        yield trusted_cache(Path(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,11 +1,10 @@
 """Installing verified, unpacked wheels into the target, as one transaction that can roll back.
 
-This is the only stage that writes the target environment. It lays out every wheel first (files
-linked from the unpacked cache, hard links where the file system allows, copies otherwise;
-launchers from `installer`; RECORD), then changes the target under the environment lock through
-a journal (`safepip.journal`): whatever stops the install (an error, SIGINT, SIGTERM, SIGKILL, a
-power cut), the environment ends as it was, as installed, or in a state the next run finishes
-or undoes before it does anything else.
+This is the only stage that writes the target environment. It lays out every wheel first (files from
+the unpacked cache in the chosen link mode, see `safepip.linking`; launchers from `installer`;
+RECORD), then changes the target under the environment lock through a journal (`safepip.journal`):
+whatever stops the install (an error, SIGINT, SIGTERM, SIGKILL, a power cut), the environment ends
+as it was, as installed, or in a state the next run finishes or undoes before it does anything else.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import time
@@ -27,6 +25,7 @@ from safepip import signals
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
+from safepip.linking import DEFAULT_LINK_MODE, Linker, LinkMode
 from safepip.plan import same_version
 
 if TYPE_CHECKING:
@@ -192,8 +191,8 @@ class Transaction:
             os.mkdir(folder)
         return located
 
-    def place(self, source: str, dest: str, *, link: bool) -> bool:
-        """Phase 2: hard-link (or copy) `source` to `dest`. Returns whether a link was made.
+    def place(self, source: str, dest: str, linker: Linker) -> None:
+        """Phase 2: put `source` at `dest` in the linker's mode (reflink, copy or hard link).
 
         Anything at `dest` was put there by this install (phase 1 set aside the rest): a file
         that two wheels both ship is overwritten by the later one, as pip does.
@@ -201,22 +200,9 @@ class Transaction:
         self.current = dest
         if self.delay:
             time.sleep(self.delay)
-        if link:
-            try:
-                os.link(source, dest)
-                return True
-            except FileExistsError:
-                os.unlink(dest)
-                return self.place(source, dest, link=link)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
-                    raise
-                # another file system, or links not allowed: copy
         if os.path.lexists(dest):
             os.unlink(dest)
-        shutil.copyfile(source, dest)
-        shutil.copymode(source, dest)
-        return False
+        linker.place(source, dest)
 
     def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
         """Phase 2: write a file safepip generates (RECORD, launchers, `safepip.json`)."""
@@ -477,7 +463,7 @@ class InstallResult:
     removed: tuple[InstalledDistribution, ...]
     kept: tuple[Pin, ...]
     linked: bool
-    """Whether files were hard-linked from the cache (else copied)."""
+    """Whether files were hard-linked from the cache (`--link-mode hardlink`)."""
 
 
 def _direct_url_json(pin: Pin) -> bytes | None:
@@ -527,15 +513,15 @@ def apply(
     unpacked: dict[str, UnpackedWheel],
     target: Target,
     *,
-    link: bool = True,
+    link_mode: LinkMode = DEFAULT_LINK_MODE,
 ) -> InstallResult:
     """Carry out `plan` on the target as one transaction (see `safepip.journal`).
 
     `fetched` and `unpacked` are keyed by `Pin.spec` and by sha256. Every file of a removed
-    distribution is set aside first; each new wheel is laid out with files linked from the
-    unpacked cache. On any error, SIGINT or SIGTERM everything is rolled back: `InstallError`
-    (or `signals.Interrupted`, with its `outcome`) is raised. After SIGKILL or a power cut, the
-    next run's `journal.recover` does the same from the journal.
+    distribution is set aside first; each new wheel is laid out with files placed from the unpacked
+    cache in `link_mode`. On any error, SIGINT or SIGTERM everything is rolled back: `InstallError`
+    (or `signals.Interrupted`, with its `outcome`) is raised. After SIGKILL or a power cut, the next
+    run's `journal.recover` does the same from the journal.
     """
     from safepip import envlock, signals
 
@@ -560,7 +546,7 @@ def apply(
         layouts.append(_layout_wheel(unpacked[item.sha256], target, extra, pin.display_name))
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
-        linked = link
+        linker = Linker(link_mode)
         current = "starting"
         try:
             creates = [(txn.scheme_index(d), rel) for lay in layouts for d, rel in lay.creates]
@@ -579,8 +565,7 @@ def apply(
             for pin, lay in zip(plan.install, layouts, strict=True):
                 current = f"installing `{pin.spec}`"
                 for source, dest in lay.links:
-                    if not txn.place(source, dest, link=linked):
-                        linked = False
+                    txn.place(source, dest, linker)
                 for dest, data, executable in lay.writes:
                     txn.write(dest, data, executable=executable)
             current = "committing"
@@ -611,7 +596,9 @@ def apply(
         interrupted = signals.Interrupted(arrived[0])
         interrupted.outcome = "the install had already completed and was kept"
         raise interrupted
-    return InstallResult(installed=plan.install, removed=plan.remove, kept=plan.keep, linked=linked)
+    return InstallResult(
+        installed=plan.install, removed=plan.remove, kept=plan.keep, linked=linker.linked
+    )
 
 
 def _summary(plan: ChangePlan) -> str:

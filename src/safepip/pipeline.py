@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from safepip.errors import UsageError
 from safepip.fetch import open_cache
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
+from safepip.linking import DEFAULT_LINK_MODE, LinkMode
 from safepip.net import Session
 from safepip.plan import Pin, ResolutionError
 from safepip.policy import PolicyViolation
@@ -90,7 +91,7 @@ class InstallOptions:
     dry_run: bool = False
     compile: bool = False
     reinstall: bool = False
-    link: bool = True
+    link_mode: LinkMode = DEFAULT_LINK_MODE
     audit: AuditChoice = field(default_factory=AuditChoice)
     sync: bool = False
     """Also remove what the lock does not select (`safepip sync`)."""
@@ -550,7 +551,11 @@ def _install(
         # are need no download (safepip installed them from a file with a pinned digest).
         to_fetch = [p for p in plan.pins if p.spec not in kept]
         fetched_list, unpacked = fetch_stage.fetch_and_unpack(
-            session, [p.artifact for p in to_fetch], ctx.cache, progress=reporter.progress()
+            session,
+            [p.artifact for p in to_fetch],
+            ctx.cache,
+            progress=reporter.progress(),
+            warn=reporter.warn,
         )
         fetched = {p.spec: f for p, f in zip(to_fetch, fetched_list, strict=True)}
         metadata = _metadata(plan, fetched, unpacked, dists)
@@ -568,10 +573,15 @@ def _install(
             )
         if not changes.install and not changes.remove:
             result = install_stage.InstallResult(
-                installed=(), removed=(), kept=changes.keep, linked=options.link
+                installed=(), removed=(), kept=changes.keep, linked=False
             )
         else:
-            result = install_stage.apply(changes, fetched, unpacked, target, link=options.link)
+            result = install_stage.apply(
+                changes, fetched, unpacked, target, link_mode=options.link_mode
+            )
+            if result.linked:
+                # Hard links moved the cached files' ctimes: record them (fetch.restamp).
+                fetch_stage.restamp(unpacked[fetched[p.spec].sha256] for p in changes.install)
         if options.compile and changes.install:
             install_stage.compile_bytecode(target, changes.install)
         return InstallOutcome(
@@ -741,7 +751,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
             use_unpacked=False,
         )
         fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
-        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache)
+        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache, warn=reporter.warn)
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
             check_dependencies(plan, constraints, _metadata(plan, fetched, unpacked, ()), index)

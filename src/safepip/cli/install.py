@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from safepip import pipeline
 from safepip.cli import options
 from safepip.errors import ExitCode
+from safepip.linking import DEFAULT_LINK_MODE, LinkMode
 from safepip.report import installation_report, summary, write_json
 
 if TYPE_CHECKING:
@@ -35,7 +36,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="reinstall even what is already installed as pinned",
     )
     opts.add_argument(
-        "--copy", action="store_true", help="copy files from the cache instead of hard-linking"
+        "--link-mode",
+        choices=[m.value for m in LinkMode],
+        default=DEFAULT_LINK_MODE.value,
+        help=(
+            "how files come from the cache: `reflink` (default; a copy where the file system "
+            "has no reflinks), `copy`, or `hardlink` (shared with the cache and every other "
+            "environment)"
+        ),
+    )
+    opts.add_argument(
+        "--copy",
+        action="store_const",
+        const=LinkMode.COPY.value,
+        dest="link_mode",
+        help="the same as `--link-mode copy`",
     )
     opts.add_argument(
         "--bundle", type=Path, metavar="FILE", help="install a `.safepip` bundle (offline)"

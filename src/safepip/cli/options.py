@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safepip.errors import UsageError
+from safepip.linking import DEFAULT_LINK_MODE, LinkMode
 from safepip.report import ConsoleReporter
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
         dry_run=getattr(args, "dry_run", False),
         compile=getattr(args, "compile", False) and not getattr(args, "no_compile", False),
         reinstall=getattr(args, "reinstall", False),
-        link=not getattr(args, "copy", False),
+        link_mode=LinkMode(getattr(args, "link_mode", DEFAULT_LINK_MODE.value)),
         audit=AuditChoice(
             enabled=not args.no_audit,
             ignore_vulns=tuple(args.ignore_vuln),
