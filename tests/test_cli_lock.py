@@ -315,3 +315,89 @@ def test_pins_match_uv_on_the_real_index(
         }
 
     assert pins(ours) == pins(proc.stdout)
+
+
+class TestPylockExtrasAndGroups:
+    """`install -r pylock.toml --extra X --group Y` selects as PEP 751 defines."""
+
+    @pytest.fixture
+    def pylock(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+    ) -> tuple[Path, str]:
+        from wheelbuild import sha256_file
+
+        index = static_index()
+        packages = []
+        for name, marker in [
+            ("base", None),
+            ("webdep", "'web' in extras"),
+            ("testdep", "'test' in dependency_groups"),
+            ("coredep", "'core' in dependency_groups"),
+        ]:
+            wheel = wheel_factory(name, "1.0")
+            index.add(wheel)
+            entry = (
+                f'[[packages]]\nname = "{name}"\nversion = "1.0"\n'
+                + (f'marker = "{marker}"\n' if marker else "")
+                + f'wheels = [{{ url = "{index.files_url}{wheel.name}", '
+                f'hashes = {{ sha256 = "{sha256_file(wheel)}" }} }}]\n'
+            )
+            packages.append(entry)
+        path = tmp_path / "pylock.toml"
+        path.write_text(
+            'lock-version = "1.0"\ncreated-by = "hand"\nextras = ["web"]\n'
+            'dependency-groups = ["core", "test"]\ndefault-groups = ["core"]\n\n'
+            + "\n".join(packages),
+            "utf-8",
+        )
+        return path, index.url
+
+    @pytest.mark.parametrize(
+        ("options", "expected"),
+        [
+            ((), ["base", "coredep"]),
+            (("--extra", "web"), ["base", "coredep", "webdep"]),
+            (("--group", "test"), ["base", "coredep", "testdep"]),
+            (("--extra", "web", "--group", "test"), ["base", "coredep", "testdep", "webdep"]),
+        ],
+    )
+    def test_selection(
+        self,
+        pylock: tuple[Path, str],
+        options: tuple[str, ...],
+        expected: list[str],
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path, url = pylock
+        venv = venv_factory()
+        argv = ["install", "-r", str(path), "--python", str(venv), "-i", url, *options]
+        code, _, stderr = run(capsys, [*argv, "--cache-dir", str(tmp_path / "cache")])
+        assert code == 0, stderr
+        installed = sorted(p.name.split("-")[0] for p in venv.rglob("*.dist-info"))
+        assert installed == expected
+
+    def test_error_undeclared_extra(
+        self,
+        pylock: tuple[Path, str],
+        venv_factory: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path, url = pylock
+        venv = venv_factory()
+        argv = ["install", "-r", str(path), "--python", str(venv), "-i", url, "--extra", "nope"]
+        code, _, stderr = run(capsys, [*argv, "--no-cache"])
+        assert code == 2
+        assert "Undeclared extras: nope" in stderr
+
+    def test_error_extra_without_pylock(
+        self, venv_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        argv = ["install", "attrs==24.2.0", "--extra", "web", "--python", str(venv_factory())]
+        code, _, stderr = run(capsys, [*argv, "--no-cache"])
+        assert code == 2
+        assert stderr.startswith(
+            "error: `--extra` and `--group` select from a PEP 751 lock; "
+            "no `pylock.toml` was given\n"
+        )

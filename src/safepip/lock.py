@@ -435,6 +435,9 @@ def plan_from_pylock(
     except PylockValidationError as exc:
         raise LockError(f"`{path}` is not a valid pylock file: {exc}", path=str(path)) from exc
     environment = dict(target.markers)
+    if groups is not None:
+        # named groups come on top of the lock's `default-groups` (what a plain install gets)
+        groups = [*(lock.default_groups or ()), *groups]
     try:
         selected = list(
             lock.select(

@@ -99,6 +99,10 @@ class InstallOptions:
     """Install from this `.safepip` bundle instead of requirements (never uses the network)."""
     expect_sha256: str | None = None
     """The bundle's published sha256 (`--expect-sha256`)."""
+    extras: tuple[str, ...] = ()
+    """Extras to select from a `pylock.toml` (`--extra`, PEP 751)."""
+    groups: tuple[str, ...] = ()
+    """Dependency groups to select from a `pylock.toml` besides its `default-groups`."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -524,7 +528,9 @@ def _install(
         dists = installed_distributions(target)
         records = {} if options.reinstall else _safepip_records(dists)
         if pylock is not None:
-            plan = _pylock_plan(pylock, target, sources)
+            plan = _pylock_plan(
+                pylock, target, sources, extras=options.extras, groups=options.groups
+            )
         else:
             plan = plan_install(
                 options,
@@ -600,6 +606,12 @@ def _pylock_input(options: InstallOptions) -> Path | None:
 
     locks = [f for f in options.requirement_files if lock_format(f) is LockFormat.PYLOCK]
     if not locks:
+        if options.extras or options.groups:
+            raise UsageError(
+                "`--extra` and `--group` select from a PEP 751 lock; no `pylock.toml` was given",
+                hint="give the extras on the requirement (`name[extra]`), or install a lock: "
+                "`safepip install -r pylock.toml --extra NAME`",
+            )
         return None
     if len(options.requirement_files) > 1 or options.requirements or options.constraint_files:
         raise UsageError(
@@ -615,12 +627,19 @@ def _empty_requirements() -> ParsedRequirements:
     return ParsedRequirements()
 
 
-def _pylock_plan(path: Path, target: Target, sources: Sources) -> Plan:
+def _pylock_plan(
+    path: Path,
+    target: Target,
+    sources: Sources,
+    *,
+    extras: Sequence[str] = (),
+    groups: Sequence[str] = (),
+) -> Plan:
     """PEP 751 install steps: environments, markers, requires-python, a wheel chosen by tags
     from the lock only, with the lock's hashes (and sizes) as the pins."""
     from safepip.lock import plan_from_pylock
 
-    pins = plan_from_pylock(path, target)
+    pins = plan_from_pylock(path, target, extras=extras, groups=groups or None)
     return Plan(
         target=target,
         pins=tuple(pins),

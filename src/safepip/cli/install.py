@@ -56,6 +56,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--bundle", type=Path, metavar="FILE", help="install a `.safepip` bundle (offline)"
     )
     opts.add_argument("--expect-sha256", metavar="HEX", help="the bundle's published sha256")
+    opts.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        dest="extras",
+        metavar="NAME",
+        help="with `-r pylock.toml`: also install this extra (PEP 751; repeatable)",
+    )
+    opts.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        dest="groups",
+        metavar="NAME",
+        help="with `-r pylock.toml`: also install this dependency group (repeatable)",
+    )
     options.output_group(install)
     install.set_defaults(handler=run)
 

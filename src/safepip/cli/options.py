@@ -223,6 +223,8 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
             refresh=args.refresh,
         ),
         sync=getattr(args, "sync", False),
+        extras=tuple(getattr(args, "extras", ())),
+        groups=tuple(getattr(args, "groups", ())),
         bundle=bundle,
         expect_sha256=getattr(args, "expect_sha256", None),
     )
