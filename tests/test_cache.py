@@ -265,3 +265,27 @@ class TestTrustModel:
         )
         assert f"hint: make it yours and private (`chmod go-w {cache}`)" in err
         assert not (site_packages(venv) / "cachepkg").exists()
+
+
+def test_removing_a_hard_linked_environment_keeps_the_cache_warm(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    install: Callable[..., tuple[int, str]],
+) -> None:
+    """Deleting an environment unlinks its hard links, which moves the cached files' ctimes:
+    the files are hashed again and kept, not unpacked again."""
+    wheel = build_wheel(tmp_path / "w", "keeppkg", "1.0")
+    index = static_index()
+    index.add(wheel)
+    lock = f"keeppkg==1.0 --hash=sha256:{sha256_file(wheel)}"
+    a = venv_factory()
+    assert install(lock, "--python", str(a), "-i", index.url, "--link-mode", "hardlink")[0] == 0
+    cached = cached_copy(tmp_path / "cache", "keeppkg/__init__.py")
+    inode = cached.stat().st_ino
+    (site_packages(a) / "keeppkg" / "__init__.py").unlink()
+    b = venv_factory()
+    code, err = install(lock, "--python", str(b), "-i", index.url, "--link-mode", "hardlink")
+    assert code == 0, err
+    assert "cache entry" not in err
+    assert (site_packages(b) / "keeppkg" / "__init__.py").stat().st_ino == inode

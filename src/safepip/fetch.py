@@ -798,23 +798,39 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
     """Whether every file of an unpacked entry is still exactly as it was verified (against
     RECORD, from an archive with the pinned sha256).
 
-    Compares size, inode, modification time and status-change time (ctime). Any write,
-    truncation, `chmod`, `utime` or replacement of a file changes its ctime, and no
-    unprivileged process can set a ctime back (`os.utime` sets only atime and mtime), so an
-    edit that keeps size and mtime is still caught: the entry is then unpacked again from the
-    verified archive. Only root (who can change the clock or write the block device) could
-    forge it; the README's security model says so.
+    The fast path compares size, inode, modification time and status-change time (ctime). Any
+    write, truncation, `chmod`, `utime` or replacement of a file changes its ctime, and no
+    unprivileged process can set a ctime back (`os.utime` sets only atime and mtime), so an edit
+    that keeps size and mtime still shows. A file whose stamp moved but whose size did not is
+    hashed again: with the same sha256 and executable bit it is intact (a hard link made or
+    removed by another environment moves the ctime too), and its new stamp is recorded; anything
+    else means the entry is unpacked again from the verified archive. Only root (who can change
+    the clock or write the block device) could forge a stamp; the README's security model says so.
     """
     root = str(unpacked.root)
     stat_ = os.stat
     join = os.path.join
+    moved: list[ManifestEntry] = []
     try:
         for e in unpacked.entries:
             st = stat_(join(root, e.path))
-            if st.st_size != e.size or (st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != e.stamp:
+            if st.st_size != e.size:
+                return False
+            if (st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != e.stamp:
+                if bool(st.st_mode & 0o111) != e.executable:
+                    return False
+                moved.append(e)
+        for e in moved:
+            digest = hashlib.sha256()
+            with open(join(root, e.path), "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            if "sha256=" + _b64(digest.digest()) != e.hash:
                 return False
     except OSError:
         return False
+    if moved:
+        restamp([unpacked])
     return True
 
 
