@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from safepip.audit.osv import (
+    Advisory,
     Match,
+    affects,
     match_advisory,
     merge_matches,
     parse_record,
+    parse_version,
     range_contains,
     smallest_fix_above,
     sort_versions,
@@ -204,3 +207,111 @@ def test_versions_list_matches_by_pep440_or_string(versions: list[str], v: str) 
 def test_error_record_without_id(bad: dict[str, object]) -> None:
     with pytest.raises((KeyError, ValueError)):
         parse_record(bad)
+
+
+# --- the prepared fast path against the straightforward evaluation (issue 14) -----------------
+
+
+def _straight_range(events: tuple[tuple[str, str], ...], version: Version) -> bool:
+    """The range walk as first written: parse, sort and walk the events on every call."""
+
+    def parse(text: str) -> Version | None:
+        try:
+            return Version(text)
+        except InvalidVersion:
+            return None
+
+    limits = [parse(v) for k, v in events if k == "limit" and v != "*"]
+    if limits and not any(limit is not None and version < limit for limit in limits):
+        return False
+    parsed: list[tuple[str, Version | None]] = []
+    for kind, value in events:
+        if kind == "limit":
+            continue
+        if kind == "introduced" and value == "0":
+            parsed.append((kind, None))
+        elif (p := parse(value)) is not None:
+            parsed.append((kind, p))
+    order = {"introduced": 0, "last_affected": 1, "fixed": 1}
+    parsed.sort(key=lambda e: (0, Version("0"), 0) if e[1] is None else (1, e[1], order[e[0]]))
+    affected = False
+    for kind, value in parsed:
+        if kind == "introduced":
+            affected = affected or value is None or version >= value
+        elif (value is not None and kind == "fixed" and version >= value) or (
+            value is not None and kind == "last_affected" and version > value
+        ):
+            affected = False
+    return affected
+
+
+def _straight_match(advisory: Advisory, name: NormalizedName, raw: str) -> tuple[str, ...] | None:
+    """`match_advisory` as first written: every listed version compared one by one."""
+    if advisory.withdrawn:
+        return None
+    try:
+        version: Version | None = Version(raw)
+    except InvalidVersion:
+        version = None
+    matched = False
+    fixes: set[str] = set()
+    for entry in advisory.affected:
+        if entry.name != name:
+            continue
+        containing = [
+            r for r in entry.ranges if version is not None and _straight_range(r, version)
+        ]
+        listed = any(
+            v == raw or (version is not None and parse_version(v) == version)
+            for v in entry.versions
+        )
+        if containing:
+            matched = True
+            fixes.update(value for rng in containing for kind, value in rng if kind == "fixed")
+        elif listed:
+            matched = True
+            fixes.update(
+                value
+                for rng in entry.ranges
+                for kind, value in rng
+                if kind == "fixed"
+                and (version is None or ((p := parse_version(value)) and p > version))
+            )
+    return sort_versions(fixes) if matched else None
+
+
+def _spellings(text: str) -> list[str]:
+    """`text` and other spellings of (nearly) the same version, to probe equality."""
+    out = [text, f"{text}.0", f"{text}.0.0", f"v{text}", f"{text}+local", f"1!{text}", f"0{text}"]
+    if text.endswith(".0"):
+        out.append(text[:-2])
+    return out
+
+
+def test_fast_path_equals_straightforward_evaluation_over_the_bundled_database() -> None:
+    import random
+
+    from safepip.audit import database
+
+    bundled = database.CompactDatabase(database.SHIPPED, origin="bundled")
+    rng = random.Random(14)
+    compared = 0
+    for name in sorted(bundled._names):
+        canonical = canonicalize_name(name)
+        advisories = bundled.advisories_for(canonical)
+        values = {
+            v
+            for a in advisories
+            for e in a.affected
+            for v in (*e.versions, *(value for r in e.ranges for _, value in r))
+        }
+        sample = rng.sample(sorted(values), min(4, len(values)))
+        probes = {p for v in sample for p in _spellings(v)} | {"0.0.1", "99.0", "2.9.0-NA"}
+        for raw in sorted(probes):
+            for advisory in advisories:
+                expected = _straight_match(advisory, canonical, raw)
+                got = match_advisory(advisory, canonical, raw)
+                assert (got.fix_versions if got else None) == expected, (advisory.id, raw)
+                assert affects(advisory, canonical, raw) is (expected is not None)
+                compared += 1
+    assert compared > 100_000

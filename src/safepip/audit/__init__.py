@@ -255,7 +255,7 @@ class _Judge:
 def _judge_package(
     name: NormalizedName, version: str, matches: Sequence[Match], judge: _Judge
 ) -> PackageResult:
-    from safepip.audit.osv import match_advisory, merge_matches, parse_version, smallest_fix_above
+    from safepip.audit.osv import affects, merge_matches, parse_version, smallest_fix_above
 
     vulns = []
     active_advisories: list[Advisory] = []
@@ -283,7 +283,7 @@ def _judge_package(
         for candidate in sorted(
             (p, f) for f in fixes if (p := parse_version(f)) is not None and p > current
         ):
-            if not any(match_advisory(a, name, candidate[1]) for a in active_advisories):
+            if not any(affects(a, name, candidate[1]) for a in active_advisories):
                 target = candidate[1]
                 break
     return PackageResult(name=name, version=version, vulns=tuple(vulns), fix_target=target)

@@ -123,6 +123,7 @@ class CompactDatabase:
         if not self._names:
             # An empty database would report every package as clean.
             raise DatabaseError(f"The advisory database `{path}` has no records", path=path)
+        self._advisories: dict[str, list[Advisory]] = {}
         self.data_date: dt.date | None = _date_or_none(self.meta.get("date"))
         source = str(self.meta.get("source") or path.name)
         self.description = description or f"advisory database `{path}` (from {source})"
@@ -135,10 +136,16 @@ class CompactDatabase:
 
         if name not in self._names:
             return []
+        cached = self._advisories.get(name)
+        if cached is not None:
+            return cached
         member = f"{_PACKAGES}{name}.json"
         try:
             records = json.loads(self._zip.read(member))
-            return [parse_record(r) for r in records]
+            # Kept for the run: every pin of a package shares one set of advisory objects, so
+            # memory grows with the advisories read, not with the findings (issue 11).
+            advisories = self._advisories[name] = [parse_record(r) for r in records]
+            return advisories
         except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as exc:
             raise DatabaseError(
                 f"The advisory database `{self.path}` is corrupt: member `{member}` "

@@ -8,10 +8,11 @@ sorted by PEP 440 version before the walk; withdrawn records never match.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
@@ -34,6 +35,72 @@ def parse_version(text: str) -> Version | None:
         return None
 
 
+class _Prepared:
+    """An `Affected` entry's ranges and versions in the form matching needs, built on first use.
+
+    Parsing and sorting range events, and comparing a version with every listed version, was
+    most of an audit's time (issue 14); an entry is prepared once per run, however many pins
+    it is matched against.
+    """
+
+    __slots__ = ("listed_other", "listed_raw", "longest", "ranges")
+
+    def __init__(self, entry: Affected) -> None:
+        self.ranges = tuple(_prepare_range(rng) for rng in entry.ranges)
+        self.listed_raw = frozenset(entry.versions)
+        # A listed version equals a pin when they compare equal as PEP 440 versions (`1.0` is
+        # `1.0.0`). Most listed strings are plain normalised versions: those are found by
+        # spelling the pin's key with trailing `.0`s (`lists`). Only the others are parsed,
+        # found by one regular-expression pass over all of them.
+        joined = "\n".join(entry.versions)
+        if joined.count("\n") == len(entry.versions) - 1:
+            odd = _NOT_PLAIN.findall(joined)
+        else:
+            odd = list(entry.versions)
+        self.listed_other = frozenset(p for v in odd if (p := parse_version(v)) is not None)
+        self.longest = max(map(len, entry.versions), default=0)
+
+    def lists(self, raw: str, version: Version | None) -> bool:
+        """True if the entry's `versions` name `raw` (as a string, or as a PEP 440 version)."""
+        if raw in self.listed_raw:
+            return True
+        if version is None:
+            return False
+        if version in self.listed_other:  # `Version` hashes by its normalised key
+            return True
+        if version.epoch or version.local is not None:
+            return False  # never equal to a plain version
+        plain = _PLAIN_VERSION.fullmatch(version_key(version))
+        if plain is None:  # pragma: no cover - a key without epoch or local is plain
+            return False
+        release, rest = plain.group(1), plain.group(2)
+        spelling = release + rest
+        while len(spelling) <= self.longest:
+            if spelling in self.listed_raw:
+                return True
+            release += ".0"
+            spelling = release + rest
+        return False
+
+
+# A normalised version without epoch or local part (`1.2.0`, `2.0rc1`, `1.0.post2.dev3`).
+_NUMBER = r"(?:0|[1-9][0-9]*)"
+_PLAIN = (
+    rf"({_NUMBER}(?:\.{_NUMBER})*)"
+    rf"((?:(?:a|b|rc){_NUMBER})?(?:\.post{_NUMBER})?(?:\.dev{_NUMBER})?)"
+)
+_PLAIN_VERSION = re.compile(_PLAIN)
+_NOT_PLAIN = re.compile(
+    rf"^(?!{_PLAIN.replace('(', '(?:').replace('(?:?:', '(?:')}$).*$", re.MULTILINE
+)
+
+
+@functools.lru_cache(maxsize=8192)
+def version_key(version: Version) -> str:
+    """A string equal for two versions exactly when they compare equal (PEP 440)."""
+    return canonicalize_version(version, strip_trailing_zero=True)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Affected:
     """One `affected[]` entry of a record, for one PyPI package."""
@@ -42,6 +109,15 @@ class Affected:
     ranges: tuple[tuple[tuple[str, str], ...], ...]
     """The `ECOSYSTEM` ranges, each a tuple of `(kind, value)` events as listed in the record."""
     versions: tuple[str, ...]
+    _prepared: list[_Prepared] = field(
+        default_factory=list, init=False, repr=False, compare=False, hash=False
+    )
+
+    @property
+    def prepared(self) -> _Prepared:
+        if not self._prepared:
+            self._prepared.append(_Prepared(self))
+        return self._prepared[0]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -166,6 +242,16 @@ def _parsed_events(events: Iterable[tuple[str, str]]) -> list[tuple[str, Version
     return parsed
 
 
+_Range = tuple[tuple[tuple[str, "Version | None"], ...], tuple["Version | None", ...]]
+
+
+def _prepare_range(events: Sequence[tuple[str, str]]) -> _Range:
+    parsed = _parsed_events(e for e in events if e[0] != "limit")
+    parsed.sort(key=_sort_key)
+    limits = tuple(parse_version(v) for k, v in events if k == "limit" and v != "*")
+    return tuple(parsed), limits
+
+
 def range_contains(events: Sequence[tuple[str, str]], version: Version) -> bool:
     """True if `version` lies inside the `ECOSYSTEM` range described by `events`.
 
@@ -173,11 +259,13 @@ def range_contains(events: Sequence[tuple[str, str]], version: Version) -> bool:
     below the version turns it on, `fixed` at or below and `last_affected` strictly below turn it
     off. When the range has `limit` events, only versions below one of them can be affected.
     """
-    parsed = _parsed_events(e for e in events if e[0] != "limit")
-    limits = [parse_version(v) for k, v in events if k == "limit" and v != "*"]
+    return _in_range(_prepare_range(events), version)
+
+
+def _in_range(prepared: _Range, version: Version) -> bool:
+    parsed, limits = prepared
     if limits and not any(limit is not None and version < limit for limit in limits):
         return False
-    parsed.sort(key=_sort_key)
     affected = False
     for kind, value in parsed:
         if kind == "introduced":
@@ -191,17 +279,6 @@ def range_contains(events: Sequence[tuple[str, str]], version: Version) -> bool:
         elif kind == "last_affected" and version > value:
             affected = False
     return affected
-
-
-def _in_versions(versions: Sequence[str], raw: str, version: Version | None) -> bool:
-    for listed in versions:
-        if listed == raw:
-            return True
-        if version is not None:
-            parsed = parse_version(listed)
-            if parsed is not None and parsed == version:
-                return True
-    return False
 
 
 def _fixes(ranges: Iterable[Sequence[tuple[str, str]]]) -> list[str]:
@@ -222,15 +299,20 @@ def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -
     for entry in advisory.affected:
         if entry.name != name:
             continue
+        prepared = entry.prepared
         containing = (
-            [rng for rng in entry.ranges if range_contains(rng, version)]
+            [
+                rng
+                for rng, ready in zip(entry.ranges, prepared.ranges, strict=True)
+                if _in_range(ready, version)
+            ]
             if version is not None
             else []
         )
         if containing:
             matched = True
             fixes.extend(_fixes(containing))
-        elif _in_versions(entry.versions, raw_version, version):
+        elif prepared.lists(raw_version, version):
             matched = True
             # Listed by version only: the fixes worth naming are those above this version.
             fixes.extend(
@@ -240,7 +322,29 @@ def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -
             )
     if not matched:
         return None
-    return Match(advisory=advisory, fix_versions=sort_versions(set(fixes)))
+    return Match(advisory=advisory, fix_versions=_sorted_fixes(frozenset(fixes)))
+
+
+def affects(advisory: Advisory, name: NormalizedName, raw_version: str) -> bool:
+    """`match_advisory(...) is not None`, without collecting the fixes."""
+    if advisory.withdrawn:
+        return False
+    version = parse_version(raw_version)
+    for entry in advisory.affected:
+        if entry.name != name:
+            continue
+        prepared = entry.prepared
+        if version is not None and any(_in_range(ready, version) for ready in prepared.ranges):
+            return True
+        if prepared.lists(raw_version, version):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _sorted_fixes(fixes: frozenset[str]) -> tuple[str, ...]:
+    # One advisory gives the same fixes to most of the pins it matches: sort them once.
+    return sort_versions(fixes)
 
 
 def sort_versions(values: Iterable[str]) -> tuple[str, ...]:
