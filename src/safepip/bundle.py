@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from safepip.errors import ExitCode, SafepipError
+from safepip.settings import read_toml
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -599,7 +600,6 @@ def open_bundle(path: Path, dest: Path, *, expect_sha256: str | None = None) -> 
 
 def _check_lock(path: Path, lock: Path, listed: Mapping[str, Member]) -> None:
     """The lock must list exactly the bundled wheels, by path, with their sha256."""
-    from safepip.settings import read_toml
 
     def bad(problem: str) -> BundleIntegrityError:
         return BundleIntegrityError(path, problem, member=LOCK)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safepip import signals
+from safepip import __version__, envlock, signals
 from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
 from safepip.linking import DEFAULT_LINK_MODE, Linker, LinkMode
 from safepip.plan import same_version
+from safepip.urls import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -469,7 +470,6 @@ class InstallResult:
 def _direct_url_json(pin: Pin) -> bytes | None:
     if not pin.artifact.direct_url:
         return None
-    from safepip.urls import redact_url
 
     url = redact_url(pin.artifact.url)
     sha = next(
@@ -483,8 +483,6 @@ def _direct_url_json(pin: Pin) -> bytes | None:
 
 
 def _artifact_record(pin: Pin, fetched: FetchedArtifact) -> bytes:
-    from safepip import __version__
-    from safepip.urls import redact_url
 
     return (
         json.dumps(
@@ -523,7 +521,6 @@ def apply(
     (or `signals.Interrupted`, with its `outcome`) is raised. After SIGKILL or a power cut, the next
     run's `journal.recover` does the same from the journal.
     """
-    from safepip import envlock, signals
 
     site = str(target.paths.purelib)
     if target.kind == "env":

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safepip import signals
+from safepip.envlock import hold
 from safepip.errors import SafepipError
 
 if TYPE_CHECKING:
@@ -395,8 +397,6 @@ def recover(
     """
     if not pending(target):
         return ()
-    from safepip import signals
-    from safepip.envlock import hold
 
     notes: list[str] = []
     with hold(target, on_wait=on_wait):

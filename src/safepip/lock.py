@@ -20,13 +20,19 @@ from urllib.parse import urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from safepip import __version__
 from safepip import target as target_mod
 from safepip.errors import ExitCode, SafepipError, UsageError
-from safepip.fetch import open_cache
+from safepip.fetch import fetch_artifacts, open_cache
 from safepip.hashes import ALLOWED_ALGORITHMS
+from safepip.index import IndexClient
+from safepip.install import installed_artifact
+from safepip.journal import recover
 from safepip.net import Session
 from safepip.plan import Artifact, Pin, same_version
 from safepip.policy import PolicyViolation
+from safepip.requirements import COMMAND_LINE, SourceLocation, parse_requirement_line
+from safepip.settings import read_toml
 from safepip.sources import (
     SourceOptions,
     decide_sources,
@@ -35,13 +41,14 @@ from safepip.sources import (
     net_config,
     parse_inputs,
 )
+from safepip.target import installed_distributions
 from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from safepip.fetch import Cache
-    from safepip.index import IndexClient, IndexFile
+    from safepip.index import IndexFile
     from safepip.pipeline import Reporter
     from safepip.policy import HostPolicy
     from safepip.requirements import ParsedRequirement
@@ -78,7 +85,6 @@ def lock_format(output: str) -> LockFormat:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
-    from safepip.settings import read_toml
 
     try:
         return read_toml(path)
@@ -143,7 +149,6 @@ def lock_files(
     A downloaded file is hashed by `fetch` as it streams into the cache (find-links folders
     publish no hashes, for instance). Files are sorted by name for a stable lock.
     """
-    from safepip.fetch import fetch_artifacts
 
     todo: list[Artifact] = []
     for pin in resolution.pins:
@@ -181,7 +186,6 @@ def lock_files(
 
 
 def _via_text(via: str, pinned: set[NormalizedName]) -> str:
-    from safepip.requirements import COMMAND_LINE
 
     if via in pinned or via == COMMAND_LINE or via.endswith("pyproject.toml"):
         return via
@@ -200,7 +204,6 @@ def render_requirements(
 ) -> str:
     """A hash-mode requirements file in pip-compile's layout: a header with the command that
     regenerates it, then sorted `name==version` lines with a `--hash` per file and `# via`."""
-    from safepip import __version__
 
     out: list[str] = []
     if command is not None:
@@ -330,8 +333,6 @@ def render_pylock(
     from packaging.pylock import Package, PackageSdist, PackageWheel, Pylock
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
-
-    from safepip import __version__
 
     packages = []
     for pin in resolution.pins:
@@ -545,8 +546,6 @@ def pyproject_requirements(
     `[dependency-groups]` of a `pyproject.toml`, as requirement lines pointing at the file."""
     from packaging.dependency_groups import resolve_dependency_groups
 
-    from safepip.requirements import SourceLocation, parse_requirement_line
-
     data = _load_toml(path)
     text = path.read_text("utf-8", errors="replace").splitlines()
     project = data.get("project", {})
@@ -602,9 +601,6 @@ def freeze_environment(
     was installed); otherwise the index's hashes for that version are used (every file of the
     version). Distributions with neither are returned with a `problem`, never dropped.
     """
-    from safepip.install import installed_artifact
-    from safepip.journal import recover
-    from safepip.target import installed_distributions
 
     recover(target)
     results: dict[NormalizedName, FrozenPackage] = {}
@@ -742,7 +738,6 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
 
     Nothing is written here; the caller writes `LockOutcome.text` (`write_lock`).
     """
-    from safepip.index import IndexClient
     from safepip.resolver import resolve_requirements
 
     target = lock_target(options)

@@ -15,13 +15,38 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from safepip import __version__, audit, envlock, journal
+from safepip import bundle as bundle_format
+from safepip import fetch as fetch_stage
+from safepip import install as install_stage
+from safepip import sync as sync_stage
+from safepip import target as target_mod
+from safepip.audit import database
+from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
 from safepip.errors import UsageError
-from safepip.fetch import open_cache
+from safepip.fetch import cached_wheels, open_cache
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
+from safepip.index import IndexClient
+from safepip.install import installed_artifact
 from safepip.linking import DEFAULT_LINK_MODE, LinkMode
+from safepip.lock import PYLOCK_VERSION, LockFormat, lock_format, plan_from_pylock
 from safepip.net import Session
-from safepip.plan import Pin, ResolutionError
+from safepip.plan import (
+    Choice,
+    Pin,
+    ResolutionError,
+    best_version_for,
+    check_closure,
+    choose_artifact,
+    direct_artifact,
+    merge_requirements,
+    pin_without_index,
+    pinned_sha256,
+)
 from safepip.policy import PolicyViolation
+from safepip.report import plural
+from safepip.requirements import ParsedRequirements
+from safepip.settings import DEFAULT_OSV_URL, load_settings, read_toml
 from safepip.sources import (
     SourceOptions,
     Sources,
@@ -31,6 +56,8 @@ from safepip.sources import (
     net_config,
     parse_inputs,
 )
+from safepip.target import installed_distributions, probe
+from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -38,13 +65,11 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from safepip.audit import AuditReport
-    from safepip.bundle import BundleTarget, OpenedBundle
+    from safepip.bundle import OpenedBundle
     from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
-    from safepip.index import IndexClient
     from safepip.install import ChangePlan, InstallResult
     from safepip.pipconfig import PipConfig
     from safepip.plan import Wanted
-    from safepip.requirements import ParsedRequirements
     from safepip.target import InstalledDistribution, Target
 
 
@@ -134,7 +159,6 @@ class InstallOutcome:
 
 
 def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
-    from safepip import target as target_mod
 
     if options.target_dir is not None and options.prefix is not None:
         raise UsageError("`--target` and `--prefix` cannot be used together")
@@ -157,6 +181,42 @@ def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
 # --- planning -------------------------------------------------------------------------------
 
 
+class _Findings:
+    """What planning found wrong, collected so that one run reports all of it."""
+
+    def __init__(self) -> None:
+        self.problems: list[HashProblem] = []
+        self.violations: list[str] = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, choice: Choice) -> None:
+        if choice.problem is not None:
+            self.problems.append(choice.problem)
+        if choice.violation is not None:
+            self.violations.append(choice.violation)
+        if choice.error is not None:
+            self.errors.append(choice.error)
+        if choice.warning is not None:
+            self.warnings.append(choice.warning)
+
+    def raise_any(self) -> None:
+        """Raise the first kind found: policy, then hashes, then resolution."""
+        if self.violations:
+            raise PolicyViolation(
+                "Refusing to install:\n" + "\n".join(f"    {v}" for v in self.violations),
+                hint=(
+                    "safepip installs wheels only; ask the maintainers for a wheel, or build one "
+                    "yourself in a sandbox and install it by path with its hash"
+                ),
+            )
+        if self.problems:
+            # Missing hashes: pip shows the hash of the file it would install; so do we.
+            raise HashCheckError(self.problems)
+        if self.errors:
+            raise ResolutionError("\n".join(self.errors))
+
+
 def plan_install(
     options: InstallOptions,
     parsed: ParsedRequirements,
@@ -170,19 +230,9 @@ def plan_install(
 ) -> Plan:
     """Choose one file per pin; every problem is collected and raised at once.
 
-    In hash mode a pin that safepip already installed from a file with a pinned digest, or
-    whose pinned wheel is in the cache, is planned without asking the index (fast no-op and
-    warm installs); everything else comes from the indexes.
+    Hash mode and direct URL requirements take the pinned path (`_pinned_plan`); anything else
+    is resolved as pip resolves it (`_resolved_plan`).
     """
-    from safepip.fetch import cached_wheels
-    from safepip.plan import (
-        choose_artifact,
-        direct_artifact,
-        merge_requirements,
-        pin_without_index,
-        pinned_sha256,
-    )
-
     hash_mode = options.require_hashes or parsed.hash_mode
     wanted, constraints, skipped = merge_requirements(
         parsed.requirements, parsed.constraints, target.markers
@@ -194,10 +244,41 @@ def plan_install(
             "Nothing to install: no requirement applies to the target",
             hint="give requirements (`safepip install NAME==VERSION`) or `-r FILE`",
         )
-    problems: list[HashProblem] = []
-    violations: list[str] = []
-    errors: list[str] = []
-    warnings: list[str] = []
+    findings = _Findings()
+    unpinned = _screen(wanted, constraints, findings, hash_mode=hash_mode)
+    if (
+        not hash_mode
+        and not findings.problems
+        and not findings.violations
+        and not any(w.url is not None for w in wanted.values())
+    ):
+        return _resolved_plan(options, parsed, target, sources, index, reporter, cache, skipped)
+    plan = _pinned_plan(
+        options,
+        wanted,
+        unpinned,
+        findings,
+        target,
+        sources,
+        index,
+        hash_mode=hash_mode,
+        cache=cache,
+        installed=installed or {},
+    )
+    for warning in findings.warnings:
+        reporter.warn(warning)
+    return replace(plan, notes=tuple(skipped), warnings=tuple(findings.warnings))
+
+
+def _screen(
+    wanted: dict[NormalizedName, Wanted],
+    constraints: Mapping[NormalizedName, Wanted],
+    findings: _Findings,
+    *,
+    hash_mode: bool,
+) -> list[Wanted]:
+    """Narrow each requirement's hashes by its constraint's (in place), refuse editables, and
+    return the requirements without a pinned version."""
     unpinned: list[Wanted] = []
     for w in wanted.values():
         c = constraints.get(w.name)
@@ -207,27 +288,42 @@ def plan_install(
         if any(line.editable for line in w.lines):
             # Editables are local source trees: nothing to hash, and building runs their code.
             if hash_mode:
-                problems.append(
+                findings.problems.append(
                     HashProblem(kind=ProblemKind.UNHASHABLE, package=w.display_name, where=w.where)
                 )
             else:
-                violations.append(
+                findings.violations.append(
                     f"`{w.display_name}` is an editable install; building it runs its code "
                     f"({w.where})"
                 )
             continue
         if w.url is None and w.pinned_version is None:
             unpinned.append(w)
-    if (
-        not hash_mode
-        and not problems
-        and not violations
-        and not any(w.url is not None for w in wanted.values())
-    ):
-        return _resolved_plan(options, parsed, target, sources, index, reporter, cache, skipped)
+    return unpinned
+
+
+def _pinned_plan(
+    options: InstallOptions,
+    wanted: Mapping[NormalizedName, Wanted],
+    unpinned: Sequence[Wanted],
+    findings: _Findings,
+    target: Target,
+    sources: Sources,
+    index: IndexClient,
+    *,
+    hash_mode: bool,
+    cache: Cache | None,
+    installed: Mapping[NormalizedName, tuple[str, Mapping[str, object]]],
+) -> Plan:
+    """The hashed path: every requirement pinned (hash mode) or a direct URL among them.
+
+    In hash mode a pin that safepip already installed from a file with a pinned digest, or
+    whose pinned wheel is in the cache, is planned without asking the index (fast no-op and
+    warm installs); everything else comes from the indexes.
+    """
     if unpinned:
         if hash_mode:
-            problems.extend(
+            findings.problems.extend(
                 HashProblem(
                     kind=ProblemKind.UNPINNED,
                     package=f"{w.display_name}{w.specifier}",
@@ -242,27 +338,16 @@ def plan_install(
                 "must be pinned",
                 hint="pin each requirement with `==`, or write a lock with `safepip lock`",
             )
-    pins: list[Pin] = []
     offline: dict[NormalizedName, Pin] = {}
-    if hash_mode and not violations and not problems:
-        for w in wanted.values():
-            if w.url is not None or w.pinned_version is None or not w.hashes:
-                continue
-            pin = pin_without_index(w, target, installed=(installed or {}).get(w.name), cached=())
-            if pin is None and cache is not None:
-                cached = [
-                    (c.sha256, c.filename, c.url, c.origin)
-                    for c in cached_wheels(cache, pinned_sha256(w))
-                ]
-                pin = pin_without_index(w, target, installed=None, cached=cached)
-            if pin is not None:
-                offline[w.name] = pin
+    if hash_mode and not findings.violations and not findings.problems:
+        offline = _offline_pins(wanted, target, cache, installed)
     index_names = [
         w.name
         for w in wanted.values()
         if w.url is None and w.pinned_version is not None and w.name not in offline
     ]
     pages = index.project_files_many(index_names) if index_names else {}
+    pins: list[Pin] = []
     for w in wanted.values():
         if any(line.editable for line in w.lines) or (w.url is None and w.pinned_version is None):
             continue
@@ -281,19 +366,12 @@ def plan_install(
                     if sources.index_urls
                     else "the find-links locations"
                 )
-                errors.append(f"`{w.display_name}` was not found on {where} ({w.where})")
+                findings.errors.append(f"`{w.display_name}` was not found on {where} ({w.where})")
                 continue
             choice = choose_artifact(
                 w, found.files, target, hash_mode=hash_mode, allow_unhashed=options.allow_unhashed
             )
-        if choice.problem is not None:
-            problems.append(choice.problem)
-        if choice.violation is not None:
-            violations.append(choice.violation)
-        if choice.error is not None:
-            errors.append(choice.error)
-        if choice.warning is not None:
-            warnings.append(choice.warning)
+        findings.add(choice)
         if choice.artifact is not None:
             pins.append(
                 Pin(
@@ -306,30 +384,38 @@ def plan_install(
                     requirement=w.lines[0],
                 )
             )
-    if violations:
-        raise PolicyViolation(
-            "Refusing to install:\n" + "\n".join(f"    {v}" for v in violations),
-            hint=(
-                "safepip installs wheels only; ask the maintainers for a wheel, or build one "
-                "yourself in a sandbox and install it by path with its hash"
-            ),
-        )
-    if problems:
-        # Missing hashes: pip shows the hash of the file it would install; so do we.
-        raise HashCheckError(problems)
-    if errors:
-        raise ResolutionError("\n".join(errors))
-    for warning in warnings:
-        reporter.warn(warning)
+    findings.raise_any()
     return Plan(
         target=target,
         pins=tuple(pins),
         hash_mode=hash_mode,
         index_urls=sources.index_urls,
         find_links=sources.find_links,
-        notes=tuple(skipped),
-        warnings=tuple(warnings),
     )
+
+
+def _offline_pins(
+    wanted: Mapping[NormalizedName, Wanted],
+    target: Target,
+    cache: Cache | None,
+    installed: Mapping[NormalizedName, tuple[str, Mapping[str, object]]],
+) -> dict[NormalizedName, Pin]:
+    """Hash-pinned requirements that need no index: installed by safepip from a pinned file, or
+    with a pinned wheel in the cache."""
+    offline: dict[NormalizedName, Pin] = {}
+    for w in wanted.values():
+        if w.url is not None or w.pinned_version is None or not w.hashes:
+            continue
+        pin = pin_without_index(w, target, installed=installed.get(w.name), cached=())
+        if pin is None and cache is not None:
+            cached = [
+                (c.sha256, c.filename, c.url, c.origin)
+                for c in cached_wheels(cache, pinned_sha256(w))
+            ]
+            pin = pin_without_index(w, target, installed=None, cached=cached)
+        if pin is not None:
+            offline[w.name] = pin
+    return offline
 
 
 def _resolved_plan(
@@ -344,6 +430,8 @@ def _resolved_plan(
 ) -> Plan:
     """Outside hash mode, resolve (as pip does) and check every file against the hash the
     index publishes; files without one are refused unless `--allow-unhashed`."""
+    # Imported here: a hash-pinned install never resolves, and resolvelib with the provider
+    # costs it 30-50 ms of start-up (`python -X importtime`, safepip.resolver cumulative).
     from safepip.resolver import resolve_requirements
 
     assert cache is not None
@@ -383,7 +471,6 @@ def check_dependencies(
 ) -> None:
     """The dependency closure, read from the verified wheels (or, for packages kept as they
     are, from what safepip installed), must be pinned in the files."""
-    from safepip.plan import best_version_for, check_closure
 
     gaps, problems = check_closure(plan.pins, metadata, plan.target, constraints)
     if problems:
@@ -453,14 +540,28 @@ class _Context:
     def hold_environment(self, target: Target) -> None:
         """Take the environment lock for the rest of the run (planning through commit), then
         finish or undo any install of it that was interrupted."""
-        from safepip import envlock, journal
 
         self._locks.enter_context(envlock.hold(target, on_wait=self.reporter.warn))
         journal.recover(target, on_wait=self.reporter.warn, on_note=self.reporter.warn)
 
-    def open_session(self, sources: Sources, pip_config: PipConfig | None) -> Session:
+    def connect(self, parsed: ParsedRequirements, pip_config: PipConfig | None) -> _Connection:
+        """Decide the sources and open the one session and index client of the run."""
+        sources = decide_sources(self.options.sources, parsed, pip_config)
         self.session = Session(net_config(self.options.sources, sources.policy, pip_config))
-        return self.session
+        index = IndexClient(
+            self.session,
+            index_urls=sources.index_urls,
+            find_links=sources.find_links,
+            cache_dir=self.cache.root / "http",
+        )
+        return _Connection(sources=sources, session=self.session, index=index)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Connection:
+    sources: Sources
+    session: Session
+    index: IndexClient
 
 
 def _parse_inputs(
@@ -496,11 +597,6 @@ def install(options: InstallOptions, reporter: Reporter) -> InstallOutcome:
 def _install(
     options: InstallOptions, reporter: Reporter, *, bundle: OpenedBundle | None = None
 ) -> InstallOutcome:
-    from safepip import fetch as fetch_stage
-    from safepip import install as install_stage
-    from safepip import sync as sync_stage
-    from safepip.index import IndexClient
-    from safepip.target import installed_distributions
 
     with _Context(options, reporter) as ctx:
         target = resolve_target(options.target, ctx.cache)
@@ -511,20 +607,12 @@ def _install(
         pip_config = load_pip_config(options.sources, target)
         pylock = _pylock_input(options)
         parsed = (
-            _parse_inputs(options, pip_config, reporter)
-            if pylock is None
-            else _empty_requirements()
+            _parse_inputs(options, pip_config, reporter) if pylock is None else ParsedRequirements()
         )
-        sources = decide_sources(options.sources, parsed, pip_config)
+        conn = ctx.connect(parsed, pip_config)
+        sources, session, index = conn.sources, conn.session, conn.index
         for host in sources.trusted_hosts:
             reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
-        session = ctx.open_session(sources, pip_config)
-        index = IndexClient(
-            session,
-            index_urls=sources.index_urls,
-            find_links=sources.find_links,
-            cache_dir=ctx.cache.root / "http",
-        )
         dists = installed_distributions(target)
         records = {} if options.reinstall else _safepip_records(dists)
         if pylock is not None:
@@ -602,7 +690,6 @@ def _install(
 
 def _pylock_input(options: InstallOptions) -> Path | None:
     """The `pylock.toml` given with `-r`, if any (PEP 751 locks are installed as they are)."""
-    from safepip.lock import LockFormat, lock_format
 
     locks = [f for f in options.requirement_files if lock_format(f) is LockFormat.PYLOCK]
     if not locks:
@@ -621,12 +708,6 @@ def _pylock_input(options: InstallOptions) -> Path | None:
     return Path(locks[0])
 
 
-def _empty_requirements() -> ParsedRequirements:
-    from safepip.requirements import ParsedRequirements
-
-    return ParsedRequirements()
-
-
 def _pylock_plan(
     path: Path,
     target: Target,
@@ -637,7 +718,6 @@ def _pylock_plan(
 ) -> Plan:
     """PEP 751 install steps: environments, markers, requires-python, a wheel chosen by tags
     from the lock only, with the lock's hashes (and sizes) as the pins."""
-    from safepip.lock import plan_from_pylock
 
     pins = plan_from_pylock(path, target, extras=extras, groups=groups or None)
     return Plan(
@@ -652,7 +732,6 @@ def _pylock_plan(
 def _safepip_records(
     dists: Sequence[InstalledDistribution],
 ) -> dict[NormalizedName, tuple[str, Mapping[str, object]]]:
-    from safepip.install import installed_artifact
 
     records: dict[NormalizedName, tuple[str, Mapping[str, object]]] = {}
     for dist in dists:
@@ -683,7 +762,6 @@ def _metadata(
 def _merged_constraints(
     parsed: ParsedRequirements, target: Target
 ) -> tuple[dict[NormalizedName, Wanted], dict[NormalizedName, Wanted], list[str]]:
-    from safepip.plan import merge_requirements
 
     return merge_requirements(parsed.requirements, parsed.constraints, target.markers)
 
@@ -697,8 +775,6 @@ def audit_gate(
     database raises `AuditError`. Packages from indexes other than the default one are never
     sent to a public service.
     """
-    from safepip import audit
-    from safepip.settings import DEFAULT_OSV_URL, load_settings
 
     if not choice.enabled:
         reporter.warn(
@@ -741,8 +817,6 @@ class DownloadOutcome:
 
 def download(options: InstallOptions, dest: Path, reporter: Reporter) -> DownloadOutcome:
     """Fetch and verify like `install`, then copy the wheels into `dest` (usable as find-links)."""
-    from safepip import fetch as fetch_stage
-    from safepip.index import IndexClient
 
     with _Context(options, reporter) as ctx:
         target = (
@@ -752,14 +826,8 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         )
         pip_config = load_pip_config(options.sources, target)
         parsed = _parse_inputs(options, pip_config, reporter)
-        sources = decide_sources(options.sources, parsed, pip_config)
-        session = ctx.open_session(sources, pip_config)
-        index = IndexClient(
-            session,
-            index_urls=sources.index_urls,
-            find_links=sources.find_links,
-            cache_dir=ctx.cache.root / "http",
-        )
+        conn = ctx.connect(parsed, pip_config)
+        sources, session, index = conn.sources, conn.session, conn.index
         plan = plan_install(options, parsed, target, sources, index, reporter, cache=ctx.cache)
         audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
         fetched_list = fetch_stage.fetch_artifacts(
@@ -787,8 +855,6 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
 
 def _current_target(cache: Cache) -> Target:
     import sys
-
-    from safepip.target import probe
 
     return probe(sys.executable, cache_dir=cache.root)
 
@@ -826,8 +892,6 @@ def bundle_targets(options: BundleOptions) -> list[Target]:
     environment or `./.venv`, else safepip's interpreter (as `safepip lock` chooses)."""
     import sys
 
-    from safepip import target as target_mod
-
     targets = [target_mod.probe(target_mod.find_python(p, system=False)) for p in options.pythons]
     if options.python_versions or options.platforms:
         versions = options.python_versions or ("{}.{}".format(*sys.version_info[:2]),)
@@ -852,10 +916,6 @@ def bundle(options: BundleOptions, reporter: Reporter) -> BundleOutcome:
 
     Only hash-pinned locks are bundled, and each target's dependency closure is checked.
     """
-    from safepip import __version__
-    from safepip import bundle as bundle_format
-    from safepip import fetch as fetch_stage
-    from safepip.index import IndexClient
 
     install_options = options.install
     targets = bundle_targets(options)
@@ -865,16 +925,10 @@ def bundle(options: BundleOptions, reporter: Reporter) -> BundleOutcome:
         parsed = (
             _parse_inputs(install_options, pip_config, reporter)
             if pylock is None
-            else _empty_requirements()
+            else ParsedRequirements()
         )
-        sources = decide_sources(install_options.sources, parsed, pip_config)
-        session = ctx.open_session(sources, pip_config)
-        index = IndexClient(
-            session,
-            index_urls=sources.index_urls,
-            find_links=sources.find_links,
-            cache_dir=ctx.cache.root / "http",
-        )
+        conn = ctx.connect(parsed, pip_config)
+        sources, session, index = conn.sources, conn.session, conn.index
         markers = _lock_markers(pylock) if pylock is not None else {}
         packages: dict[tuple[str, str], _BundledPackage] = {}
         for target in targets:
@@ -959,8 +1013,6 @@ def _lock_markers(path: Path) -> dict[tuple[str, str], str]:
     """(name, version) → marker of each package in a `pylock.toml`."""
     from packaging.utils import canonicalize_name
 
-    from safepip.settings import read_toml
-
     found: dict[tuple[str, str], str] = {}
     for package in read_toml(path).get("packages", ()):
         if isinstance(package, dict) and package.get("marker"):
@@ -977,11 +1029,6 @@ def _bundle_lock(packages: Mapping[tuple[str, str], _BundledPackage]) -> str:
     from packaging.pylock import Package, PackageWheel, Pylock
     from packaging.utils import canonicalize_name
     from packaging.version import Version
-
-    from safepip import __version__
-    from safepip.bundle import WHEELS, file_digest
-    from safepip.lock import PYLOCK_VERSION
-    from safepip.urls import without_credentials
 
     out = []
     for (name, version), entry in sorted(packages.items()):
@@ -1014,8 +1061,6 @@ def _bundle_lock(packages: Mapping[tuple[str, str], _BundledPackage]) -> str:
 def _advisory_snapshot(options: InstallOptions, tmp: Path) -> tuple[Path, str | None, str]:
     """The advisory database an audit with these options reads, as a safepip database file
     (OSV data given with `--db` is converted), with its date and source."""
-    from safepip.audit import database
-    from safepip.settings import load_settings
 
     path = options.audit.db or load_settings(isolated=options.sources.isolated).audit.db
     if path is None:
@@ -1043,8 +1088,6 @@ def open_bundle(
     path: Path, dest: Path, expect_sha256: str | None, reporter: Reporter
 ) -> OpenedBundle:
     """Verify the whole bundle (see `bundle.open_bundle`) and unpack it into `dest`."""
-    from safepip import bundle as bundle_format
-    from safepip.report import plural
 
     opened = bundle_format.open_bundle(path, dest, expect_sha256=expect_sha256)
     checked = "the expected sha256" if expect_sha256 else "sha256"
@@ -1062,7 +1105,6 @@ def open_bundle(
 
 def check_bundle_fits(opened: OpenedBundle, target: Target) -> None:
     """Refuse a bundle made for another Python or platform before anything is planned."""
-    from safepip.bundle import BundleError, BundleTarget
 
     if opened.manifest.fitting(target) is not None:
         return
@@ -1098,8 +1140,6 @@ def _bundle_audit(
     choice: AuditChoice, opened: OpenedBundle, reporter: Reporter, *, isolated: bool
 ) -> AuditChoice:
     """The bundle's advisory data, or the local database if that is newer (said either way)."""
-    from safepip.audit import database
-    from safepip.settings import load_settings
 
     if not choice.enabled:
         return choice

@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from safepip.errors import SafepipError
 from safepip.hashes import ALLOWED_ALGORITHMS, HashProblem, ProblemKind
 from safepip.metadata import parse_metadata
+from safepip.urls import strip_fragment
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -389,8 +390,6 @@ def direct_artifact(
     from urllib.parse import urlsplit
 
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
-    from safepip.urls import strip_fragment
 
     assert wanted.url is not None
     url = wanted.url

@@ -1,4 +1,4 @@
-"""Trust policy: which hosts may serve files, when plain HTTP is allowed, which sdists may build."""
+"""Trust policy: which hosts may serve files, and when plain HTTP is allowed."""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from safepip import __version__
+from safepip.fetch import NoProgress
+from safepip.metadata import parse_metadata
+from safepip.urls import redact_url
 
 if TYPE_CHECKING:
     from safepip.fetch import Progress
@@ -73,8 +76,6 @@ class ConsoleReporter:
 
     def progress(self) -> Progress:
         if self.verbosity < 0:
-            from safepip.fetch import NoProgress
-
             return NoProgress()
         if self.stream.isatty() and self.verbosity >= 0:
             return RichProgress(self.stream)
@@ -170,8 +171,6 @@ def installation_report(outcome: InstallOutcome) -> dict[str, Any]:
     packages kept as installed are listed too (`safepip.action` is `keep`), with their
     installed metadata.
     """
-    from safepip.metadata import parse_metadata
-    from safepip.urls import redact_url
 
     by_spec = {f.artifact.name + "==" + f.artifact.version: f for f in outcome.fetched}
     kept = {p.spec for p in outcome.changes.keep}

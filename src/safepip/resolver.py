@@ -27,6 +27,7 @@ from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
 from safepip.errors import ExitCode
+from safepip.fetch import fetch_artifacts
 from safepip.hashes import ALLOWED_ALGORITHMS
 from safepip.metadata import parse_metadata
 from safepip.plan import (
@@ -454,7 +455,6 @@ class _Prefetcher:
         self, name: NormalizedName, version: Version, wheel: IndexFile
     ) -> bytes:
         """The wheel's own METADATA: the wheel is downloaded (hash-checked) into the cache."""
-        from safepip.fetch import fetch_artifacts
 
         hashes = _published_hashes(wheel)
         artifact = Artifact(

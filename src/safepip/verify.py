@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from safepip.errors import ExitCode, SafepipError
+from safepip.install import installed_artifact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -103,7 +104,6 @@ def verify_environment(
     locked packages are installed, at the locked versions, from files with a locked digest
     (according to safepip's install record). Files not listed in RECORD are not inspected.
     """
-    from safepip.install import installed_artifact
 
     roots = [os.path.abspath(p) for p in target.paths.as_dict().values()]
     roots.append(os.path.abspath(target.prefix))

@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip.audit import AuditError, Package
+from safepip.audit.osv import InvalidRecord, match_advisory, parse_record, parse_version
+from safepip.net import NetConfig, NetworkError, Session
+from safepip.policy import HostPolicy, PolicyViolation
+from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from safepip.audit.osv import Advisory, Match
-    from safepip.net import Session
 
 FORMAT = 1
 META_MEMBER = "safepip-advisory-db.json"
@@ -132,7 +135,6 @@ class CompactDatabase:
         self._zip.close()
 
     def advisories_for(self, name: NormalizedName) -> list[Advisory]:
-        from safepip.audit.osv import parse_record
 
         if name not in self._names:
             return []
@@ -233,7 +235,6 @@ Database = CompactDatabase | OsvDataDatabase
 def _find_local(
     db: CompactDatabase | OsvDataDatabase, packages: Sequence[Package]
 ) -> dict[Package, list[Match] | str]:
-    from safepip.audit.osv import match_advisory, parse_version
 
     result: dict[Package, list[Match] | str] = {}
     for name, version in packages:
@@ -403,7 +404,6 @@ class OsvReader:
                     ) from exc
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], Advisory]]:
-        from safepip.audit.osv import InvalidRecord, parse_record
 
         for name, data in self._files():
             try:
@@ -597,8 +597,6 @@ def import_database(
 
 
 def _default_session(url: str) -> Session:
-    from safepip.net import NetConfig, Session
-    from safepip.policy import HostPolicy
 
     return Session(NetConfig(policy=HostPolicy().with_hosts(url), timeout=60.0))
 
@@ -616,15 +614,10 @@ def update_database(
     The download goes to a temporary file in `data_dir` and is hashed while it is written; the
     database is only replaced once the new one has been built and read back.
     """
-    from safepip.net import NetworkError
-    from safepip.policy import PolicyViolation
-    from safepip.urls import redact_url
 
     if "://" not in url_or_path:
         return import_database(Path(url_or_path), data_dir=data_dir, date=date, today=today)
     if url_or_path.startswith("file:"):
-        from safepip.urls import file_url_to_path
-
         return import_database(
             file_url_to_path(url_or_path), data_dir=data_dir, date=date, today=today
         )

@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from safepip.audit import AuditError, Package
+from safepip.audit.osv import Match, match_advisory, parse_record, sort_versions
+from safepip.net import NetConfig, NetworkError, Session
+from safepip.policy import HostPolicy, PolicyViolation
+from safepip.urls import redact_url
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -19,8 +23,7 @@ if TYPE_CHECKING:
 
     from packaging.utils import NormalizedName
 
-    from safepip.audit.osv import Advisory, Match
-    from safepip.net import Session
+    from safepip.audit.osv import Advisory
 
 BATCH_SIZE = 1000
 PRIVATE_REASON = "comes from a private index; its name is not sent to a public service"
@@ -39,8 +42,6 @@ class OsvApiError(AuditError):
 
 def _post_json(session: Session, url: str, payload: object) -> Any:
     """POST `payload` as JSON through the session (policy-checked, retried, no redirects)."""
-    from safepip.net import NetworkError
-    from safepip.urls import redact_url
 
     try:
         response = session.post_json(url, payload, purpose="an advisory query")
@@ -55,7 +56,6 @@ def _post_json(session: Session, url: str, payload: object) -> Any:
 
 
 def _decode(content: bytes, url: str) -> Any:
-    from safepip.urls import redact_url
 
     try:
         return json.loads(content)
@@ -76,7 +76,6 @@ class OsvApiSource:
         private_names: frozenset[NormalizedName],
         today: dt.date,
     ) -> None:
-        from safepip.urls import redact_url
 
         self.base_url = base_url.rstrip("/")
         self._session_factory = session_factory
@@ -89,14 +88,10 @@ class OsvApiSource:
     def _session(self) -> Session:
         if self._session_factory is not None:
             return self._session_factory()
-        from safepip.net import NetConfig, Session
-        from safepip.policy import HostPolicy
 
         return Session(NetConfig(policy=HostPolicy().with_hosts(self.base_url)))
 
     def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
-        from safepip.net import NetworkError
-        from safepip.policy import PolicyViolation
 
         result: dict[Package, list[Match] | str] = {}
         public = []
@@ -162,7 +157,6 @@ class OsvApiSource:
         return {p: list(dict.fromkeys(ids)) for p, ids in found.items()}
 
     def _fetch(self, session: Session, ids: list[str]) -> dict[str, Advisory]:
-        from safepip.audit.osv import parse_record
 
         def one(vuln_id: str) -> Advisory:
             url = f"{self.base_url}/v1/vulns/{quote(vuln_id, safe='')}"
@@ -187,7 +181,6 @@ def _match_reported(advisory: Advisory, package: Package) -> Match:
     When our rules disagree (OSV knows more ecosystems' quirks than we do), the finding is kept:
     the server's answer is authoritative, and its fixes are every `fixed` event for the package.
     """
-    from safepip.audit.osv import Match, match_advisory, sort_versions
 
     name, version = package
     match = match_advisory(advisory, name, version)

@@ -1,6 +1,6 @@
 """OSV records for the PyPI ecosystem: parsing, range evaluation and merging of matches.
 
-Implements the OSV rules of REFERENCE.md ("Vulnerability data (OSV)"): a version is affected when
+Implements the OSV schema's rules (https://ossf.github.io/osv-schema/): a version is affected when
 it is in an entry's `versions` list or inside one of its `ECOSYSTEM` ranges; range events are
 sorted by PEP 440 version before the walk; withdrawn records never match.
 """

@@ -7,8 +7,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safepip.audit import AuditError
+from safepip.audit import AuditError, SkippedPackage, audit_packages
 from safepip.errors import UsageError
+from safepip.journal import recover
+from safepip.requirements import parse_requirements
+from safepip.settings import read_toml
+from safepip.target import installed_distributions, probe
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,7 +82,6 @@ def _version_from_url(url: str) -> str | None:
 
 
 def from_requirements(files: list[str]) -> list[AuditInput]:
-    from safepip.requirements import parse_requirements
 
     parsed = parse_requirements(files=files)
     inputs: list[AuditInput] = []
@@ -117,8 +120,6 @@ def from_pylock(path: Path) -> list[AuditInput]:
     )
     from packaging.utils import InvalidSdistFilename, InvalidWheelFilename
 
-    from safepip.settings import read_toml
-
     try:
         lock = Pylock.from_dict(read_toml(path))
     except OSError as exc:
@@ -156,8 +157,6 @@ def from_pylock(path: Path) -> list[AuditInput]:
 
 
 def from_python(python: str) -> list[AuditInput]:
-    from safepip.journal import recover
-    from safepip.target import installed_distributions, probe
 
     target = probe(python)
     recover(target)
@@ -238,7 +237,6 @@ def collect_inputs(
 
 def audit_inputs(inputs: list[AuditInput], options: AuditOptions) -> AuditReport:
     """Audit `inputs`; those without a version are reported as not audited."""
-    from safepip.audit import SkippedPackage, audit_packages
 
     auditable = [(i.name, i.version) for i in inputs if i.version is not None]
     report = audit_packages(auditable, options)
