@@ -9,6 +9,7 @@ The install window of a small lock lasts milliseconds. To land signals inside it
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
@@ -29,6 +30,20 @@ if TYPE_CHECKING:
 
 TRIALS = 10
 SOAK_TRIALS = 40
+"""Trials of a full soak: run with `-m slow` (or set `SAFEPIP_SOAK_TRIALS`)."""
+CI_SOAK_TRIALS = 4
+"""Trials of the soak tests in a default run (CI): a short form, so the suite stays fast."""
+
+
+def soak_trials(config: pytest.Config) -> int:
+    """`SAFEPIP_SOAK_TRIALS` when set; the full soak when the run selects `-m slow` explicitly;
+    otherwise the short form (CI runs the whole suite without `-m`)."""
+    value = os.environ.get("SAFEPIP_SOAK_TRIALS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    expression = str(config.getoption("markexpr", "") or "")
+    selected = "slow" in expression and "not slow" not in expression
+    return SOAK_TRIALS if selected else CI_SOAK_TRIALS
 
 
 @pytest.fixture
@@ -76,9 +91,10 @@ def test_sigint_and_sigterm_roll_back_the_install_step(upgrade: Upgrade) -> None
 
 
 @pytest.mark.slow
-def test_soak_sigint_and_sigterm(upgrade: Upgrade) -> None:
-    outcomes = _interrupt_trials(upgrade, SOAK_TRIALS, random.Random())
-    assert outcomes["rolled back"] >= SOAK_TRIALS // 3, outcomes
+def test_soak_sigint_and_sigterm(upgrade: Upgrade, request: pytest.FixtureRequest) -> None:
+    trials = soak_trials(request.config)
+    outcomes = _interrupt_trials(upgrade, trials, random.Random())
+    assert outcomes["rolled back"] >= trials // 3, outcomes
 
 
 def _kill_trials(
@@ -116,9 +132,12 @@ def test_sigkill_during_an_upgrade_is_recovered_by_the_next_run(
 
 
 @pytest.mark.slow
-def test_soak_sigkill(upgrade: Upgrade, capsys: pytest.CaptureFixture[str]) -> None:
-    outcomes = _kill_trials(upgrade, SOAK_TRIALS, random.Random(), capsys)
-    assert outcomes["recovered"] >= SOAK_TRIALS // 2, outcomes
+def test_soak_sigkill(
+    upgrade: Upgrade, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    trials = soak_trials(request.config)
+    outcomes = _kill_trials(upgrade, trials, random.Random(), capsys)
+    assert outcomes["recovered"] >= trials // 2, outcomes
 
 
 def test_an_install_after_sigkill_recovers_first_then_installs(
