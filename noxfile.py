@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
-    session.run("mypy", "src")
+    session.run("mypy", "src", "tests")
 
 
 @nox.session(python=TEST_PYTHONS)

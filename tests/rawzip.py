@@ -5,8 +5,12 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wheelbuild import record_digest
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 @dataclass
@@ -26,7 +30,9 @@ class RawEntry:
     mode: int = 0o644
 
 
-def wheel_files(name: str = "demo", version: str = "1.0", **extra: bytes) -> dict[str, bytes]:
+def wheel_files(
+    name: str = "demo", version: str = "1.0", extra: Mapping[str, bytes] | None = None
+) -> dict[str, bytes]:
     """The members of a small wheel with a correct RECORD (listing every given file)."""
     dist_info = f"{name}-{version}.dist-info"
     files = {
@@ -35,7 +41,7 @@ def wheel_files(name: str = "demo", version: str = "1.0", **extra: bytes) -> dic
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode()
         ),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        **extra,
+        **(extra or {}),
     }
     record = "".join(f"{path},{record_digest(data)},{len(data)}\n" for path, data in files.items())
     files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
@@ -45,7 +51,7 @@ def wheel_files(name: str = "demo", version: str = "1.0", **extra: bytes) -> dic
 def build(
     entries: list[RawEntry],
     *,
-    hidden: list[RawEntry] = (),  # type: ignore[assignment]
+    hidden: Sequence[RawEntry] = (),
     after_eocd: bytes = b"",
     cd_offset_delta: int = 0,
     zip64: bool = False,

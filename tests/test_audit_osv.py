@@ -235,11 +235,11 @@ def _straight_range(events: tuple[tuple[str, str], ...], version: Version) -> bo
     order = {"introduced": 0, "last_affected": 1, "fixed": 1}
     parsed.sort(key=lambda e: (0, Version("0"), 0) if e[1] is None else (1, e[1], order[e[0]]))
     affected = False
-    for kind, value in parsed:
+    for kind, bound in parsed:
         if kind == "introduced":
-            affected = affected or value is None or version >= value
-        elif (value is not None and kind == "fixed" and version >= value) or (
-            value is not None and kind == "last_affected" and version > value
+            affected = affected or bound is None or version >= bound
+        elif (bound is not None and kind == "fixed" and version >= bound) or (
+            bound is not None and kind == "last_affected" and version > bound
         ):
             affected = False
     return affected

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-    from tests.wheelbuild import WheelFactory
+    from wheelbuild import WheelFactory
 
 TARGET = BundleTarget(implementation="cpython", python_version="3.12", platform="linux_x86_64")
 

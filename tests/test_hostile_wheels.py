@@ -100,7 +100,7 @@ class TestAmbiguousArchives:
         assert "(member `demo/__init__.py`)" in err
 
     def test_error_zip_bomb(self, attempt: Callable[[bytes], tuple[int, str]]) -> None:
-        files = wheel_files(**{"demo/data.bin": b"x" * 1000})
+        files = wheel_files(extra={"demo/data.bin": b"x" * 1000})
         entries = entries_of(files)
         bomb = b"\0" * (32 << 20)
         entries = [

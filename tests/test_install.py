@@ -104,7 +104,7 @@ def pip_dry_run_report(tmp_path: Path, *args: str) -> dict[str, object]:
 
 def report_pins(report: dict[str, object], *, with_hash: bool = False) -> set[tuple[str, ...]]:
     """(name, version[, sha256]) of every distribution an installation report installs."""
-    pins = set()
+    pins: set[tuple[str, ...]] = set()
     for item in report["install"]:  # type: ignore[attr-defined]
         name, version = item["metadata"]["name"].lower(), item["metadata"]["version"]
         sha = item["download_info"]["archive_info"]["hashes"]["sha256"]

@@ -120,7 +120,8 @@ class TestCorpus:
         assert re.search(rb"\nLicense: [^\n]*\n(?:[ \t][^\n]*\n)*?[ \t]+\n", data)
         names = [Requirement(r).name for r in parse_metadata(data).requires_dist]
         assert {"numpy", "pillow", "pyparsing", "python-dateutil", "kiwisolver"} <= set(names)
-        assert names == [r.name for r in Metadata.from_email(data, validate=False).requires_dist]
+        oracle = Metadata.from_email(data, validate=False).requires_dist or []
+        assert names == [r.name for r in oracle]
 
 
 LICENSE_WITH_BLANK_LINE = "BSD\n        \n        Copyright (c) the authors\n\t\n        end"
@@ -161,7 +162,8 @@ class TestHeaderRules:
         core = parse_metadata(text)
         assert core.requires_dist == ["b>=1"]
         assert core.get("License") == LICENSE_WITH_BLANK_LINE
-        assert [str(r) for r in Metadata.from_email(text, validate=False).requires_dist] == ["b>=1"]
+        oracle = Metadata.from_email(text, validate=False).requires_dist or []
+        assert [str(r) for r in oracle] == ["b>=1"]
 
     def test_invalid_utf8_does_not_fail(self) -> None:
         core = parse_metadata(b"Name: a\nVersion: 1\nAuthor: \xff\nRequires-Dist: b\n")
