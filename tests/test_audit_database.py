@@ -434,7 +434,7 @@ class TestEmptyDataThroughTheCommands:
             "an object); affected-object.json (`affected` is not a list); empty.json (the "
             "record has no `id`)"
         ) in out
-        code, out, _ = cli("db", "status", "-f", "json")
+        code, out, _ = cli("db", "status", "--format", "json")
         assert json.loads(out)["skipped"] == 5
 
     def test_undated_folder_status_and_refuse_stale(

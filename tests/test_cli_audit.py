@@ -82,7 +82,9 @@ def test_findings_exit_5_with_table_on_stderr(capsys: pytest.CaptureFixture[str]
 
 
 def test_json_report_shape(capsys: pytest.CaptureFixture[str], osv_zip: Path) -> None:
-    code, out, err = run(["audit", "--db", str(osv_zip), "-f", "json", "jw.util==2.0"], capsys)
+    code, out, err = run(
+        ["audit", "--db", str(osv_zip), "--format", "json", "jw.util==2.0"], capsys
+    )
     assert code == 5
     doc = json.loads(out)
     assert doc["version"] == 1
@@ -117,7 +119,7 @@ def test_settings_ignore_with_reason(capsys: pytest.CaptureFixture[str], isolate
 
 def test_requirements_file_pinned(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("jinja2==3.1.4\nrequests==2.34.2\n")
-    code, out, _ = run(["audit", "-r", "requirements.txt", "-f", "sarif"], capsys)
+    code, out, _ = run(["audit", "-r", "requirements.txt", "--format", "sarif"], capsys)
     assert code == 5
     sarif = json.loads(out)
     results = sarif["runs"][0]["results"]
@@ -147,7 +149,7 @@ def test_pylock_positional(capsys: pytest.CaptureFixture[str], isolated: Path) -
         '[[packages]]\nname = "local-thing"\n'
         '[packages.directory]\npath = "./local"\n'
     )
-    code, out, err = run(["audit", "pylock.toml", "-f", "json"], capsys)
+    code, out, err = run(["audit", "pylock.toml", "--format", "json"], capsys)
     assert code == 5
     deps = json.loads(out)["dependencies"]
     assert deps[0]["vulns"][0]["id"] == "PYSEC-2020-341"
@@ -166,7 +168,7 @@ def test_skipped_only_exits_1(capsys: pytest.CaptureFixture[str], isolated: Path
 def test_python_environment(capsys: pytest.CaptureFixture[str]) -> None:
     import sys
 
-    code, out, _ = run(["audit", "--python", sys.executable, "-f", "json"], capsys)
+    code, out, _ = run(["audit", "--python", sys.executable, "--format", "json"], capsys)
     assert code in (0, 5)
     names = {d["name"] for d in json.loads(out)["dependencies"]}
     assert {"packaging", "pytest", "hypothesis"} <= names
@@ -185,11 +187,11 @@ def test_error_fix_needs_a_lock_file(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_markdown_and_cyclonedx(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["audit", "jw.util==2.0", "-f", "markdown"], capsys)
+    code, out, _ = run(["audit", "jw.util==2.0", "--format", "markdown"], capsys)
     assert code == 5
     assert "| jw-util | 2.0 | [PYSEC-2020-341]" in out
     assert "**Found 1 vulnerability in 1 package**" in out
-    code, out, _ = run(["audit", "jw.util==2.0", "-f", "cyclonedx"], capsys)
+    code, out, _ = run(["audit", "jw.util==2.0", "--format", "cyclonedx"], capsys)
     bom = json.loads(out)
     assert bom["specVersion"] == "1.5"
     assert bom["vulnerabilities"][0]["affects"] == [{"ref": "pkg:pypi/jw-util@2.0"}]
@@ -197,7 +199,7 @@ def test_markdown_and_cyclonedx(capsys: pytest.CaptureFixture[str]) -> None:
 
 class TestDb:
     def test_status_bundled(self, capsys: pytest.CaptureFixture[str]) -> None:
-        code, out, _ = run(["db", "status", "-f", "json"], capsys)
+        code, out, _ = run(["db", "status", "--format", "json"], capsys)
         assert code == 0
         doc = json.loads(out)
         assert doc["origin"] == "bundled"

@@ -17,6 +17,7 @@ from safepip.errors import UsageError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
     from safepip.audit import AuditReport
     from safepip.audit.sources import AuditInput
@@ -68,7 +69,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="update the offline database first; fail if that is not possible",
     )
-    audit.add_argument("-f", "--format", choices=FORMATS, default="table")
+    audit.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="`table` on stderr (default), or a report on stdout (`-f` is `--find-links`, "
+        "as in every safepip and pip command)",
+    )
     audit.add_argument(
         "--ignore-vuln",
         action="append",
@@ -86,15 +93,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     fix.add_argument(
         "--dry-run", action="store_true", help="with `--fix`: show the changes, write nothing"
     )
-    # `safepip install`'s source options, except `-f` (here it is `--format`).
-    options.sources_group(
-        audit,
-        title="package sources for `--fix` (default: those of the lock)",
-        short_find_links=False,
-    )
+    # `safepip install`'s source options (`-f` is `--find-links` here too, pip's meaning).
+    options.sources_group(audit, title="package sources for `--fix` (default: those of the lock)")
     options.cache_group(audit)
     options.output_group(audit)
     audit.set_defaults(handler=run)
+
+
+def _check_find_links(find_links: Sequence[str]) -> None:
+    """`-f json` (pip-audit's `--format`) would otherwise be a find-links location that only
+    `--fix` reads, and the report the user asked for would silently not be written."""
+    for location in find_links:
+        if location in FORMATS and not Path(location).exists():
+            raise UsageError(
+                f"`-f {location}` is `--find-links {location}` (pip's meaning of `-f`), and no "
+                f"folder `{location}` exists",
+                hint=f"for a {location} report use `--format {location}`",
+            )
 
 
 def _collect_inputs(args: argparse.Namespace) -> list[AuditInput]:
@@ -116,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         paths = fix_paths(requirements=args.requirements, targets=args.targets, python=args.python)
     if args.dry_run and not args.fix:
         raise UsageError("`--dry-run` only applies to `--fix`", hint="add `--fix`")
+    _check_find_links(args.find_links)
     settings = options.settings(args)
     inputs = _collect_inputs(args)
     source = args.source or settings.audit.source

@@ -24,6 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="write a self-verifying bundle of a lock's wheels for offline installs",
         usage="safepip bundle -r LOCK -o FILE [options]\n       safepip bundle verify FILE "
         "[--expect-sha256 HEX]",
+        description=(
+            "Write one deterministic file with a lock's verified wheels, the advisory data and "
+            "a manifest of sizes and hashes, for installs with no network "
+            "(`safepip install --bundle FILE`)."
+        ),
     )
     group = parser.add_argument_group("lock")
     group.add_argument(
@@ -35,9 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         dest="req_files",
         help="a hash-pinned requirements file or `pylock.toml`",
     )
-    group.add_argument(
-        "-c", "--constraint", action="append", default=[], metavar="FILE", dest="constraint_files"
-    )
+    options.constraint_option(group)
     parser.set_defaults(
         requirements=[], require_hashes=False, no_deps=False, allow_unhashed=False, action=None
     )
@@ -73,8 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     options.output_group(parser)
     parser.set_defaults(handler=run)
     actions = parser.add_subparsers(dest="action", metavar="verify")
-    verify_parser = actions.add_parser("verify", help="check a bundle without installing it")
-    verify_parser.add_argument("file", type=Path, metavar="FILE")
+    verify_parser = actions.add_parser(
+        "verify",
+        help="check a bundle without installing it",
+        description="Check a bundle as `install --bundle` does, then list what it holds.",
+    )
+    verify_parser.add_argument("file", type=Path, metavar="FILE", help="the `.safepip` bundle")
     verify_parser.add_argument(
         "--expect-sha256", metavar="HEX", help="the digest the bundle must have"
     )

@@ -22,15 +22,32 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Manage the offline advisory database used by `safepip audit` and installs.",
     )
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
-    status = db_commands.add_parser("status", help="show the database in use")
+    status = db_commands.add_parser(
+        "status",
+        help="show the database in use",
+        description="Show the advisory database an audit would use: its source, data date, "
+        "record count, skipped files and SHA-256.",
+    )
     status.add_argument("--db", type=Path, metavar="PATH", help="show this OSV zip or folder")
-    status.add_argument("-f", "--format", choices=("text", "json"), default="text")
+    status.add_argument(
+        "--format", choices=("text", "json"), default="text", help="`text` (default) or `json`"
+    )
     status.set_defaults(handler=run_status)
-    imp = db_commands.add_parser("import", help="replace the database with an OSV zip or folder")
-    imp.add_argument("path", type=Path, metavar="PATH")
+    imp = db_commands.add_parser(
+        "import",
+        help="replace the database with an OSV zip or folder",
+        description="Read an OSV zip or folder and make it the database every audit uses "
+        "(replaced atomically in the user data folder).",
+    )
+    imp.add_argument("path", type=Path, metavar="PATH", help="an OSV zip or folder")
     imp.add_argument("--date", type=_date_arg, help="the snapshot's date (YYYY-MM-DD)")
     imp.set_defaults(handler=run_import)
-    update = db_commands.add_parser("update", help="download the current OSV data")
+    update = db_commands.add_parser(
+        "update",
+        help="download the current OSV data",
+        description="Download OSV's PyPI export (or read `--from`) and make it the database "
+        "every audit uses.",
+    )
     update.add_argument(
         "--from",
         dest="source",

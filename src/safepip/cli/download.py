@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    download = subparsers.add_parser("download", help="fetch and verify wheels into a folder")
+    download = subparsers.add_parser(
+        "download",
+        help="fetch and verify wheels into a folder",
+        description=(
+            "Fetch, hash-check, validate and audit the wheels an install would use, then copy "
+            "them into a folder usable as `--find-links` by safepip and pip."
+        ),
+    )
     options.requirements_group(download)
     options.sources_group(download)
     download.add_argument("-d", "--dest", type=Path, required=True, help="destination folder")

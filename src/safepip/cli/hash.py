@@ -16,9 +16,20 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hasher = subparsers.add_parser("hash", help="print the hash of files, in pip's format")
-    hasher.add_argument("files", nargs="+", type=Path)
-    hasher.add_argument("-a", "--algorithm", choices=ALLOWED_ALGORITHMS, default="sha256")
+    hasher = subparsers.add_parser(
+        "hash",
+        help="print the hash of files, in pip's format",
+        description="Print each file's digest as a `--hash=ALGORITHM:DIGEST` line for a "
+        "requirements file.",
+    )
+    hasher.add_argument("files", nargs="+", type=Path, metavar="FILE", help="files to hash")
+    hasher.add_argument(
+        "-a",
+        "--algorithm",
+        choices=ALLOWED_ALGORITHMS,
+        default="sha256",
+        help="the hash algorithm (default sha256)",
+    )
     options.output_group(hasher)
     hasher.set_defaults(handler=run)
 

@@ -17,7 +17,19 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    install = subparsers.add_parser("install", help="install requirements into an environment")
+    install = subparsers.add_parser(
+        "install",
+        help="install requirements into an environment",
+        description=(
+            "Install requirements (arguments, `-r` requirements files or a `pylock.toml`) into "
+            "a virtual environment. Every file is hash-checked while it streams, every wheel's "
+            "RECORD is validated and every package is audited before anything is written; the "
+            "install is one transaction that rolls back on failure. Hash-pinned files are "
+            "installed as pinned; anything else is resolved and checked against the index's "
+            "hashes. Exit codes: 0 ok, 1 failure, 2 usage, 3 integrity, 4 policy, 5 a known "
+            "vulnerability."
+        ),
+    )
     options.requirements_group(install)
     options.sources_group(install)
     options.target_group(install)

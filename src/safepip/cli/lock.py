@@ -35,9 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="requirements files, `pyproject.toml`, or requirements such as `requests>=2`",
     )
     lock.add_argument("-o", "--output-file", dest="output", metavar="OUT", help="`-` for stdout")
-    lock.add_argument(
-        "-c", "--constraint", action="append", default=[], dest="constraint_files", metavar="FILE"
-    )
+    options.constraint_option(lock)
     lock.add_argument("--extra", action="append", default=[], help="a pyproject.toml extra")
     lock.add_argument(
         "--group", action="append", default=[], help="a PEP 735 dependency group of pyproject.toml"

@@ -30,9 +30,8 @@ def sources_group(
     parser: argparse.ArgumentParser,
     *,
     title: str = "package sources and trust",
-    short_find_links: bool = True,
 ) -> None:
-    """pip's source and trust options; `short_find_links=False` where `-f` means something else."""
+    """pip's source and trust options; `-f` is `--find-links` in every command (pip's meaning)."""
     group = parser.add_argument_group(title)
     group.add_argument("-i", "--index-url", help="base URL of the package index (PEP 503/691)")
     group.add_argument(
@@ -40,7 +39,7 @@ def sources_group(
     )
     group.add_argument("--no-index", action="store_true", help="use only `--find-links`")
     group.add_argument(
-        *(["-f"] if short_find_links else []),
+        "-f",
         "--find-links",
         action="append",
         default=[],
@@ -94,11 +93,15 @@ def requirements_group(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("requirements")
     group.add_argument("requirements", nargs="*", metavar="REQUIREMENT", help="`name==version` …")
     group.add_argument(
-        "-r", "--requirement", action="append", default=[], metavar="FILE", dest="req_files"
+        "-r",
+        "--requirement",
+        action="append",
+        default=[],
+        metavar="FILE",
+        dest="req_files",
+        help="a requirements file (pip's format) or a `pylock.toml`; path or URL (repeatable)",
     )
-    group.add_argument(
-        "-c", "--constraint", action="append", default=[], metavar="FILE", dest="constraint_files"
-    )
+    constraint_option(group)
     group.add_argument(
         "--require-hashes", action="store_true", help="require a hash for every requirement"
     )
@@ -116,6 +119,20 @@ def requirements_group(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--progress-bar", help=argparse.SUPPRESS)
 
 
+def constraint_option(group: argparse._ActionsContainer) -> None:
+    """`-c/--constraint FILE`, pip's meaning (`install`, `download`, `sync`, `lock`, `bundle`)."""
+    group.add_argument(
+        "-c",
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        dest="constraint_files",
+        help="limit the versions of packages that are needed, without requiring them "
+        "(pip's constraints file; repeatable)",
+    )
+
+
 def cache_group(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cache")
     group.add_argument("--cache-dir", type=Path, help="cache folder (also `SAFEPIP_CACHE_DIR`)")
@@ -129,9 +146,20 @@ def audit_group(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-audit", action="store_true", help="skip the vulnerability check (said loudly)"
     )
-    group.add_argument("--ignore-vuln", action="append", default=[], metavar="ID")
+    group.add_argument(
+        "--ignore-vuln",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="accept this advisory (id or alias, e.g. a CVE) for this run (repeatable)",
+    )
     group.add_argument("--db", type=Path, help="an OSV zip or folder to audit against")
-    group.add_argument("--audit-source", choices=("local", "osv"), default="local")
+    group.add_argument(
+        "--audit-source",
+        choices=("local", "osv"),
+        default="local",
+        help="the offline advisory database (`local`, the default) or the OSV API (`osv`)",
+    )
     group.add_argument("--osv-url", help="base URL of the OSV API")
     group.add_argument("--refresh", action="store_true", help="update the database first")
 

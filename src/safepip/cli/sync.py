@@ -19,6 +19,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sync = subparsers.add_parser(
         "sync",
         help="make an environment exactly a hash-pinned lock (removes what it does not list)",
+        description=(
+            "Make the environment exactly the lock: install what it pins (verified and audited "
+            "as `install` does) and, in the same transaction, remove every distribution it does "
+            "not select (never pip, setuptools, wheel or safepip itself)."
+        ),
     )
     options.requirements_group(sync)
     options.sources_group(sync)

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify = subparsers.add_parser(
-        "verify", help="check an installed environment against RECORD files (and a lock)"
+        "verify",
+        help="check an installed environment against RECORD files (and a lock)",
+        description=(
+            "Hash every file listed in each installed distribution's RECORD and report files "
+            "that were modified or removed (exit 3); with `-r LOCK`, also check that exactly "
+            "the locked packages are installed from files whose hash the lock pins."
+        ),
     )
     verify.add_argument(
         "-p", "--python", help="environment to check (default: `$VIRTUAL_ENV`, then `./.venv`)"
