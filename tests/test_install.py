@@ -544,7 +544,8 @@ class TestRefusals:
         assert result.code == 4
         assert result.err.startswith(
             "error: Refusing to install:\n    `theta==1.0` has only a source distribution; "
-            "building it would run the package's code (<command line>:1)\n\nhint: "
+            "building it would run the package's code (<command line>:1); allow it with "
+            "`--allow-build theta`\n\nhint: "
         )
         assert not sdist_marker_path(folder, "theta").exists()
         self._unchanged(env, tree_snapshot)

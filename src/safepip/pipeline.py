@@ -22,6 +22,7 @@ from safepip import install as install_stage
 from safepip import sync as sync_stage
 from safepip import target as target_mod
 from safepip.audit import database
+from safepip.build import BUILD_HINT
 from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
 from safepip.errors import UsageError
 from safepip.fetch import cached_wheels, open_cache
@@ -128,6 +129,10 @@ class InstallOptions:
     """Extras to select from a `pylock.toml` (`--extra`, PEP 751)."""
     groups: tuple[str, ...] = ()
     """Dependency groups to select from a `pylock.toml` besides its `default-groups`."""
+    allow_build: frozenset[NormalizedName] = frozenset()
+    """`--allow-build`: projects whose sdists may be built (with the settings file's)."""
+    build_constraint: Path | None = None
+    """`--build-constraint`: the hash-pinned build dependencies."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -205,10 +210,7 @@ class _Findings:
         if self.violations:
             raise PolicyViolation(
                 "Refusing to install:\n" + "\n".join(f"    {v}" for v in self.violations),
-                hint=(
-                    "safepip installs wheels only; ask the maintainers for a wheel, or build one "
-                    "yourself in a sandbox and install it by path with its hash"
-                ),
+                hint=BUILD_HINT,
             )
         if self.problems:
             # Missing hashes: pip shows the hash of the file it would install; so do we.

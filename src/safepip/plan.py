@@ -253,6 +253,14 @@ def _file_hashes(file: IndexFile) -> frozenset[str]:
     )
 
 
+def sdist_refusal(label: str, name: str, where: str) -> str:
+    """The refusal of an sdist the user did not allow to be built, naming the option."""
+    return (
+        f"`{label}` has only a source distribution; building it would run the package's "
+        f"code ({where}); allow it with `--allow-build {canonicalize_name(name)}`"
+    )
+
+
 def choose_artifact(
     wanted: Wanted,
     files: Sequence[IndexFile],
@@ -291,12 +299,7 @@ def choose_artifact(
     ]
     if not fitting:
         if not wheels:
-            return Choice(
-                violation=(
-                    f"`{label}` has only a source distribution; building it would run the "
-                    f"package's code ({wanted.where})"
-                )
-            )
+            return Choice(violation=sdist_refusal(label, wanted.display_name, wanted.where))
         return Choice(
             error=(
                 f"No wheel of `{label}` fits the target (Python {target.python_version}, "
@@ -414,7 +417,8 @@ def direct_artifact(
         return Choice(
             violation=(
                 f"`{wanted.display_name}` points at `{filename or url}`, which is not a wheel; "
-                f"building it would run the package's code ({wanted.where})"
+                f"building it would run the package's code ({wanted.where}); allow it with "
+                f"`--allow-build {wanted.name}`"
             )
         )
     try:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from safepip.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from packaging.utils import NormalizedName
 
 DEFAULT_OSV_URL = "https://api.osv.dev"
 DEFAULT_UPDATE_URL = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
@@ -81,6 +83,8 @@ class Settings:
 
     path: Path | None = None
     audit: AuditSettings = field(default_factory=AuditSettings)
+    allow_build: frozenset[NormalizedName] = frozenset()
+    """`allow-build`: the projects whose sdists may be built (issue 13)."""
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The whole `[tool.safepip]` table, for sections other modules own."""
 
@@ -132,7 +136,41 @@ def load_settings(directory: Path | None = None, *, isolated: bool = False) -> S
     audit = table.get("audit", {})
     if not isinstance(audit, dict):
         raise SettingsError(path, f"{prefix}audit", "must be a table")
-    return Settings(path=path, audit=_audit_settings(path, f"{prefix}audit", audit), raw=table)
+    allow = table.get("allow-build", [])
+    if not isinstance(allow, list) or not all(isinstance(v, str) for v in allow):
+        raise SettingsError(path, f"{prefix}allow-build", "must be an array of project names")
+    try:
+        allow_build = allow_build_names(allow)
+    except ValueError as exc:
+        raise SettingsError(path, f"{prefix}allow-build", str(exc)) from None
+    return Settings(
+        path=path,
+        audit=_audit_settings(path, f"{prefix}audit", audit),
+        allow_build=allow_build,
+        raw=table,
+    )
+
+
+def allow_build_names(values: Iterable[str]) -> frozenset[NormalizedName]:
+    """The canonical project names of `--allow-build` / `allow-build`.
+
+    Raises `ValueError` for `:all:` (building is allowed one project at a time: a blanket
+    permission would let any sdist in the tree run its code) and for invalid names.
+    """
+    from packaging.utils import InvalidName, canonicalize_name
+
+    names: set[NormalizedName] = set()
+    for value in values:
+        text = value.strip()
+        if text in (":all:", ":none:", "*"):
+            raise ValueError(
+                f"`{text}` is not accepted; name each project whose sdist may be built"
+            )
+        try:
+            names.add(canonicalize_name(text, validate=True))
+        except InvalidName:
+            raise ValueError(f"`{text}` is not a valid project name") from None
+    return frozenset(names)
 
 
 def _audit_settings(path: Path, where: str, table: Mapping[str, Any]) -> AuditSettings:

@@ -111,6 +111,19 @@ def requirements_group(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="outside hash mode, accept index files that have no published hash",
     )
+    group.add_argument(
+        "--allow-build",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="build NAME from its pinned sdist when no wheel fits (repeatable; `:all:` is refused)",
+    )
+    group.add_argument(
+        "--build-constraint",
+        type=Path,
+        metavar="FILE",
+        help="build dependencies pinned with `==` and hashes (`safepip lock --build` writes one)",
+    )
     # Accepted for pip compatibility; safepip installs wheels only and never upgrades past a pin.
     for flag in ("--only-binary", "--no-binary"):
         group.add_argument(flag, action="append", default=[], help=argparse.SUPPRESS)
@@ -214,7 +227,12 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
 def install_options(args: argparse.Namespace) -> InstallOptions:
     """`install` and `download`: requirements, sources, target, cache and audit options."""
     from safepip.pipeline import AuditChoice, InstallOptions, TargetOptions
+    from safepip.settings import allow_build_names
 
+    try:
+        allow_build = allow_build_names(getattr(args, "allow_build", ()))
+    except ValueError as exc:
+        raise UsageError(f"`--allow-build`: {exc}") from None
     bundle = getattr(args, "bundle", None)
     if not args.req_files and not args.requirements and bundle is None:
         raise UsageError(
@@ -255,4 +273,6 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
         groups=tuple(getattr(args, "groups", ())),
         bundle=bundle,
         expect_sha256=getattr(args, "expect_sha256", None),
+        allow_build=allow_build,
+        build_constraint=getattr(args, "build_constraint", None),
     )
