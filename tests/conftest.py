@@ -1,4 +1,5 @@
-"""Hermetic test environment and the shared fixtures: wheels, loopback servers, venvs, snapshots."""
+"""Hermetic test environment and the shared fixtures: wheels, loopback servers, venvs, snapshots,
+the `cli(*argv)` runner and the installed `environment`."""
 
 from __future__ import annotations
 
@@ -37,17 +38,20 @@ for _name in ("NO_PROXY", "no_proxy"):
 import functools  # noqa: E402
 import hashlib  # noqa: E402
 import itertools  # noqa: E402
+import re  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 import trustme  # noqa: E402
 
+from safepip.cli import main  # noqa: E402
 from servers import FileServer, IndexMode, PypiServer, StaticIndex  # noqa: E402
 from wheelbuild import WheelFactory  # noqa: E402
 
@@ -243,3 +247,93 @@ def snapshot_tree(root: Path) -> TreeSnapshot:
 def tree_snapshot() -> Callable[[Path], TreeSnapshot]:
     """`tree_snapshot(path) -> {relpath: (mode, sha256 | "-> target" | "<dir>")}`."""
     return snapshot_tree
+
+
+# -- the command line ------------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The bundled advisory data ages with the calendar, so whether this warning appears depends on
+# the day the suite runs; it is asserted in test_audit.py against a fixed date.
+_STALE_DATA_WARNING = "warning: The advisory data is from"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one `safepip` run returned and printed."""
+
+    code: int
+    out: str
+    """stdout, ANSI escapes removed."""
+    err: str
+    """stderr, ANSI escapes and the bundled data's staleness warning removed."""
+
+
+class Cli:
+    """`cli(*argv) -> CliResult`: `safepip.cli.main(argv)` in this process, output captured."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def __call__(self, *argv: str | os.PathLike[str]) -> CliResult:
+        self._capsys.readouterr()
+        code = main([os.fspath(arg) for arg in argv])
+        captured = self._capsys.readouterr()
+        err = "".join(
+            line
+            for line in ANSI.sub("", captured.err).splitlines(keepends=True)
+            if not line.startswith(_STALE_DATA_WARNING)
+        )
+        return CliResult(code=code, out=ANSI.sub("", captured.out), err=err)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """The one CLI runner. Each test gets its own cache (`SAFEPIP_CACHE_DIR`, `tmp_path/cache`)
+    and user data folder (`SAFEPIP_DATA_DIR`, `tmp_path/userdata`)."""
+    monkeypatch.setenv("SAFEPIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
+    return Cli(capsys)
+
+
+class Environment:
+    """A virtual environment that tests install into with safepip, then inspect.
+
+    `install(...)` snapshots the tree first, so `assert_unchanged()` proves that the last
+    install left it byte-for-byte as it was (names, kinds, modes, bytes, link targets).
+    """
+
+    def __init__(self, path: Path, cli: Cli) -> None:
+        self.path = path
+        self._cli = cli
+        self._before: TreeSnapshot | None = None
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def site_packages(self) -> Path:
+        return next((self.path / "lib").glob("python3*/site-packages"))
+
+    def install(self, *argv: str | os.PathLike[str]) -> CliResult:
+        """`safepip install ARGV --python <this environment>`."""
+        self._before = snapshot_tree(self.path)
+        return self._cli("install", *argv, "--python", self.path)
+
+    def assert_unchanged(self) -> None:
+        """The last `install` changed nothing in the environment."""
+        assert self._before is not None, "assert_unchanged() before any install()"
+        assert snapshot_tree(self.path) == self._before
+
+    def run(self, code: str) -> str:
+        """stdout (stripped) of `python -c CODE` in the environment; it must succeed."""
+        proc = subprocess.run(
+            [str(self.python), "-c", code], capture_output=True, text=True, check=True
+        )
+        return proc.stdout.strip()
+
+
+@pytest.fixture
+def environment(venv_factory: Callable[..., Path], cli: Cli) -> Environment:
+    """A fresh, pip-less venv of the interpreter running the tests, as an `Environment`."""
+    return Environment(venv_factory(), cli)

@@ -7,49 +7,18 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from safepip.cli import main
 from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from servers import StaticIndex
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Result]:
-    cache = tmp_path / "cache"
-
-    def invoke(*args: str, cache_dir: Path | None = cache) -> Result:
-        argv = list(args)
-        if cache_dir is not None and argv and argv[0] in ("install", "download"):
-            argv += ["--cache-dir", str(cache_dir)]
-        code = main(argv)
-        captured = capsys.readouterr()
-        # The bundled advisory data ages; its staleness warning is tested with the audit.
-        err = "".join(
-            line
-            for line in ANSI.sub("", captured.err).splitlines(keepends=True)
-            if not line.startswith("warning: The advisory data is from")
-        )
-        return Result(code, ANSI.sub("", captured.out), err)
-
-    return invoke
+    from conftest import Cli, Environment, TreeSnapshot
+    from servers import FileServer, PypiServer, StaticIndex
 
 
 def other_python() -> str | None:
@@ -79,7 +48,7 @@ def other_python() -> str | None:
     return None
 
 
-def pip_dry_run_report(tmp_path: Path, *args: str) -> dict[str, object]:
+def pip_dry_run_report(tmp_path: Path, *args: str) -> dict[str, Any]:
     """pip's own answer (the oracle): its installation report for a dry run."""
     report = tmp_path / "pip-report.json"
     subprocess.run(
@@ -98,14 +67,14 @@ def pip_dry_run_report(tmp_path: Path, *args: str) -> dict[str, object]:
         check=True,
         capture_output=True,
     )
-    data: dict[str, object] = json.loads(report.read_text())
+    data: dict[str, Any] = json.loads(report.read_text())
     return data
 
 
-def report_pins(report: dict[str, object], *, with_hash: bool = False) -> set[tuple[str, ...]]:
+def report_pins(report: dict[str, Any], *, with_hash: bool = False) -> set[tuple[str, ...]]:
     """(name, version[, sha256]) of every distribution an installation report installs."""
     pins: set[tuple[str, ...]] = set()
-    for item in report["install"]:  # type: ignore[attr-defined]
+    for item in report["install"]:
         name, version = item["metadata"]["name"].lower(), item["metadata"]["version"]
         sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
         pins.add((name, version, sha) if with_hash else (name, version))
@@ -134,10 +103,10 @@ def project(tmp_path: Path) -> Callable[..., Path]:
     folder = tmp_path / "wheels"
     folder.mkdir()
 
-    def make(name: str, version: str, **kwargs: object) -> Path:
+    def make(name: str, version: str, **kwargs: Any) -> Path:
         dest = folder / f"{name}-{version}-{len(list(folder.iterdir()))}"
         dest.mkdir()
-        return build_wheel(dest, name, version, **kwargs)  # type: ignore[arg-type]
+        return build_wheel(dest, name, version, **kwargs)
 
     return make
 
@@ -181,7 +150,7 @@ class TestInstallHappyPath:
     def test_installs_hash_pinned_lock(
         self,
         mode: str,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
@@ -192,7 +161,7 @@ class TestInstallHappyPath:
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
 
-        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+        result = cli("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
 
         assert result.code == 0, result.err
         assert "Installed 2 packages" in result.err
@@ -220,7 +189,7 @@ class TestInstallHappyPath:
 
     def test_reinstall_is_a_no_op_and_version_change_replaces(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -231,14 +200,14 @@ class TestInstallHappyPath:
         index = serve(old, new)
         venv = venv_factory()
         site = site_packages(venv)
-        assert run("install", lock_line(old), "--python", str(venv), "-i", index.url).code == 0
+        assert cli("install", lock_line(old), "--python", str(venv), "-i", index.url).code == 0
         assert (site / "gamma" / "old.py").exists()
 
-        again = run("install", lock_line(old), "--python", str(venv), "-i", index.url)
+        again = cli("install", lock_line(old), "--python", str(venv), "-i", index.url)
         assert again.code == 0
         assert "kept 1 already installed" in again.err
 
-        upgraded = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        upgraded = cli("install", lock_line(new), "--python", str(venv), "-i", index.url)
         assert upgraded.code == 0, upgraded.err
         assert "replaced 1" in upgraded.err
         assert py(venv, "import gamma; print(gamma.V)") == "2"
@@ -247,7 +216,7 @@ class TestInstallHappyPath:
 
     def test_package_installed_by_another_tool_is_reinstalled_from_the_verified_file(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -272,32 +241,32 @@ class TestInstallHappyPath:
         )
         dist_info = site_packages(venv) / "delta-1.0.dist-info"
         assert (dist_info / "INSTALLER").read_text().strip() == "pip"
-        result = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
+        result = cli("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert "replaced 1" in result.err
         assert (dist_info / "INSTALLER").read_text() == "safepip\n"
 
     def test_pypiserver_index(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         pypiserver_url: str,
-        pypiserver: object,
+        pypiserver: PypiServer,
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
-        pypiserver.add(alpha)  # type: ignore[attr-defined]
-        pypiserver.add(beta)  # type: ignore[attr-defined]
+        pypiserver.add(alpha)
+        pypiserver.add(beta)
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
-        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", pypiserver_url)
+        result = cli("install", "-r", str(reqs), "--python", str(venv), "-i", pypiserver_url)
         assert result.code == 0, result.err
         assert py(venv, "import alpha, beta; print('ok')") == "ok"
 
     def test_tls_index_with_cert(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         tls_index: StaticIndex,
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
@@ -308,11 +277,11 @@ class TestInstallHappyPath:
         tls_index.add(beta)
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
-        without = run("install", "-r", str(reqs), "--python", str(venv), "-i", tls_index.url)
+        without = cli("install", "-r", str(reqs), "--python", str(venv), "-i", tls_index.url)
         assert without.code == 1
         assert "could not be verified" in without.err
         assert "--cert" in without.err
-        result = run(
+        result = cli(
             "install",
             "-r",
             str(reqs),
@@ -328,7 +297,7 @@ class TestInstallHappyPath:
 
     def test_target_and_prefix(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
@@ -337,23 +306,23 @@ class TestInstallHappyPath:
         index = serve(alpha, beta)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         target = tmp_path / "target"
-        result = run("install", "-r", str(reqs), "--target", str(target), "-i", index.url)
+        result = cli("install", "-r", str(reqs), "--target", str(target), "-i", index.url)
         assert result.code == 0, result.err
         assert (target / "alpha" / "__init__.py").exists()
         assert (target / "bin" / "alpha-cli").exists()
         prefix = tmp_path / "prefix"
-        result = run("install", "-r", str(reqs), "--prefix", str(prefix), "-i", index.url)
+        result = cli("install", "-r", str(reqs), "--prefix", str(prefix), "-i", index.url)
         assert result.code == 0, result.err
         assert list(prefix.glob("lib/python3*/site-packages/alpha/__init__.py"))
         assert (prefix / "bin" / "alpha-cli").exists()
 
     def test_dry_run_writes_nothing_and_reports(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
-        tree_snapshot: Callable[[Path], object],
+        tree_snapshot: Callable[[Path], TreeSnapshot],
         tmp_path: Path,
     ) -> None:
         alpha, beta = two_packages
@@ -361,7 +330,7 @@ class TestInstallHappyPath:
         venv = venv_factory()
         before = tree_snapshot(venv)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
-        result = run(
+        result = cli(
             "install",
             "-r",
             str(reqs),
@@ -387,7 +356,7 @@ class TestInstallHappyPath:
 
     def test_other_python_version(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -398,14 +367,14 @@ class TestInstallHappyPath:
         tagged = project("eps", "1.0", requires_python=">=3.8")
         index = serve(tagged)
         venv = venv_factory(other)
-        result = run("install", lock_line(tagged), "--python", str(venv), "-i", index.url)
+        result = cli("install", lock_line(tagged), "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         out = py(venv, "import eps, sys; print(eps.__version__, sys.version_info[:2] != (3, 11))")
         assert out.startswith("1.0")
 
     def test_direct_url_requirement_writes_direct_url_json(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -414,7 +383,7 @@ class TestInstallHappyPath:
         index = serve(wheel)
         venv = venv_factory()
         url = index.file_url(wheel.name)
-        result = run(
+        result = cli(
             "install",
             f"zeta @ {url}#sha256={sha256_file(wheel)}",
             "--python",
@@ -434,39 +403,34 @@ class TestRefusals:
     """Every refusal names what is wrong and leaves the environment byte-for-byte unchanged."""
 
     @pytest.fixture
-    def env(
-        self,
-        venv_factory: Callable[..., Path],
-        run: Callable[..., Result],
-        serve: Callable[..., StaticIndex],
-        project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
-    ) -> dict[str, object]:
-        """A venv with `base==1.0` installed by safepip, and its snapshot."""
-        venv = venv_factory()
-        base = project("base", "1.0")
-        index = serve(base)
-        assert run("install", lock_line(base), "--python", str(venv), "-i", index.url).code == 0
-        return {"venv": venv, "index": index, "snapshot": tree_snapshot(venv), "base": base}
+    def index(self, serve: Callable[..., StaticIndex]) -> StaticIndex:
+        """The index of the refused installs; each test adds the wheels it needs."""
+        return serve()
 
-    def _unchanged(self, env: dict[str, object], tree_snapshot: Callable[[Path], object]) -> None:
-        assert tree_snapshot(env["venv"]) == env["snapshot"]  # type: ignore[arg-type]
+    @pytest.fixture
+    def env(
+        self, environment: Environment, index: StaticIndex, project: Callable[..., Path]
+    ) -> Environment:
+        """A venv with `base==1.0` installed by safepip from `index`."""
+        base = project("base", "1.0")
+        index.add(base)
+        installed = environment.install(lock_line(base), "-i", index.url)
+        assert installed.code == 0, installed.err
+        return environment
 
     def test_error_hash_mismatch(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         good = project("eta", "1.0")
         evil = project("eta", "1.0", salt="evil")
         assert good.name == evil.name
         index.add(good)
         index.serve_bytes_override[good.name] = evil.read_bytes()
-        result = run("install", lock_line(good), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(good), "-i", index.url)
         assert result.code == 3
         url = index.file_url(good.name)
         assert result.err == (
@@ -481,22 +445,20 @@ class TestRefusals:
             "hint: if the requirements file is right, the index served other bytes than were "
             "locked; do not install them, and regenerate the lock only if you trust the new files\n"
         )
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
         cache = tmp_path / "cache" / "artifacts"
         assert not any(p.name == good.name for p in cache.rglob("*.whl"))
 
     def test_error_missing_dependency(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         two_packages: tuple[Path, Path],
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         alpha, beta = two_packages
         index.add(alpha)
         index.add(beta)
-        result = run("install", lock_line(alpha), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(alpha), "-i", index.url)
         assert result.code == 3
         assert result.err == (
             "error: 1 hash-checking problem\n\n"
@@ -506,41 +468,37 @@ class TestRefusals:
             "\n"
             "hint: regenerate the lock with `safepip lock` (or `pip-compile --generate-hashes`)\n"
         )
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_error_missing_hash_and_unpinned(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         two_packages: tuple[Path, Path],
-        tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         alpha, beta = two_packages
         index.add(alpha)
         index.add(beta)
         reqs = write_reqs(tmp_path, "alpha>=1.0", "beta==1.2", "--require-hashes")
-        result = run("install", "-r", str(reqs), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install("-r", str(reqs), "-i", index.url)
         assert result.code == 3
         assert "these are not:\n    `alpha>=1.0` (from " in result.err
         assert f"    beta==1.2 --hash=sha256:{sha256_file(beta)}  # {reqs}:2" in result.err
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_error_sdist_only(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         tmp_path: Path,
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         folder = tmp_path / "sd"
         folder.mkdir()
         sdist = build_sdist(folder, "theta", "1.0")
         index.add(sdist)
         line = f"theta==1.0 --hash=sha256:{sha256_file(sdist)}"
-        result = run("install", line, "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(line, "-i", index.url)
         assert result.code == 4
         assert result.err.startswith(
             "error: Refusing to install:\n    `theta==1.0` has only a source distribution; "
@@ -548,34 +506,29 @@ class TestRefusals:
             "`--allow-build theta`\n\nhint: "
         )
         assert not sdist_marker_path(folder, "theta").exists()
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_artifact_on_foreign_host_is_refused_then_allowed(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        foreign_server: object,
-        tree_snapshot: Callable[[Path], object],
+        foreign_server: FileServer,
         venv_factory: Callable[..., Path],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         wheel = project("iota", "1.0")
-        foreign_server.add(wheel)  # type: ignore[attr-defined]
-        index.add(wheel, url_host=foreign_server.url)  # type: ignore[attr-defined]
-        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        foreign_server.add(wheel)
+        index.add(wheel, url_host=foreign_server.url)
+        result = env.install(lock_line(wheel), "-i", index.url)
         assert result.code == 4
         assert "host `127.0.0.2:" in result.err
         assert "is not a trusted host" in result.err
         assert (
             "hint: if `127.0.0.2` is a host you trust, add `--allow-host 127.0.0.2`" in result.err
         )
-        self._unchanged(env, tree_snapshot)
-        allowed = run(
-            "install",
+        env.assert_unchanged()
+        allowed = env.install(
             lock_line(wheel),
-            "--python",
-            str(env["venv"]),
             "-i",
             index.url,
             "--allow-host",
@@ -585,126 +538,106 @@ class TestRefusals:
 
     def test_redirect_off_host_is_refused(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        foreign_server: object,
-        tree_snapshot: Callable[[Path], object],
+        foreign_server: FileServer,
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         wheel = project("kappa", "1.0")
         index.add(wheel)
-        elsewhere = foreign_server.add(wheel)  # type: ignore[attr-defined]
+        elsewhere = foreign_server.add(wheel)
         path = "/" + index.file_url(wheel.name).split("/", 3)[3]
         index.redirect[path] = elsewhere
-        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(wheel), "-i", index.url)
         assert result.code == 4
         assert "Refusing redirect from" in result.err
         assert "127.0.0.2" in result.err
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_path_traversal_wheel(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         wheel = project("lam", "1.0", extra_members={"../../evil.py": b"print('owned')\n"})
         index.add(wheel, metadata=False)
-        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(wheel), "-i", index.url)
         assert result.code == 3
         assert result.err.startswith(
             f"error: Refusing wheel `{wheel.name}`: unsafe path in archive (member `../../evil.py`)"
         )
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_lying_record(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
 
         def lie(record: str) -> str:
             return re.sub(r"(mu/__init__\.py,sha256=)[^,]+", r"\1AAAA", record)
 
         wheel = project("mu", "1.0", record_override=lie)
         index.add(wheel)
-        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(wheel), "-i", index.url)
         assert result.code == 3
         assert "content does not match its RECORD digest (member `mu/__init__.py`)" in result.err
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_truncated_download(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
         wheel = project("nu", "1.0", files={"nu/__init__.py": "x = 1\n" * 5000})
         index.add(wheel)
         index.truncate[wheel.name] = 100
-        result = run("install", lock_line(wheel), "--python", str(env["venv"]), "-i", index.url)
+        result = env.install(lock_line(wheel), "-i", index.url)
         assert result.code == 1
-        assert f"`{wheel.name}`" in result.err or "nu" in result.err
-        self._unchanged(env, tree_snapshot)
+        # How much arrives before the cut depends on buffering; the rest is exact.
+        assert re.fullmatch(
+            rf"error: Download of `{re.escape(wheel.name)}` was cut short: "
+            rf"got \d+ of {wheel.stat().st_size} bytes\n\n"
+            r"hint: retry; if it keeps happening the server or a proxy is at fault\n",
+            result.err,
+        ), result.err
+        env.assert_unchanged()
 
     def test_failure_midway_is_rolled_back(
-        self,
-        env: dict[str, object],
-        run: Callable[..., Result],
-        project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
+        self, env: Environment, index: StaticIndex, project: Callable[..., Path]
     ) -> None:
-        index: StaticIndex = env["index"]  # type: ignore[assignment]
-        venv: Path = env["venv"]  # type: ignore[assignment]
         base_v2 = project("base", "2.0")
         good = project("aaa", "1.0")
         blocked = project("zzz", "1.0", files={"zzz.py": "x = 1\n"})
         for w in (base_v2, good, blocked):
             index.add(w)
         # A folder where the last wheel wants to write a file: the install fails late.
-        (site_packages(venv) / "zzz.py").mkdir()
-        snapshot = tree_snapshot(venv)
-        result = run(
-            "install",
-            lock_line(base_v2),
-            lock_line(good),
-            lock_line(blocked),
-            "--python",
-            str(venv),
-            "-i",
-            index.url,
+        (env.site_packages / "zzz.py").mkdir()
+        result = env.install(
+            lock_line(base_v2), lock_line(good), lock_line(blocked), "-i", index.url
         )
         assert result.code == 1
         assert "a folder is in the way" in result.err
-        assert tree_snapshot(venv) == snapshot
+        env.assert_unchanged()
 
     def test_error_first_index_wins(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
+        index: StaticIndex,
         project: Callable[..., Path],
         static_index: Callable[..., StaticIndex],
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
-        private: StaticIndex = env["index"]  # type: ignore[assignment]
+        private = index
         public = static_index()
         mine = project("corp-lib", "1.0")
         attack = project("corp-lib", "9.0")
         private.add(mine)
         public.add(attack)
-        result = run(
-            "install",
+        result = env.install(
             lock_line(attack, "corp-lib", "9.0"),
-            "--python",
-            str(env["venv"]),
             "-i",
             private.url,
             "--extra-index-url",
@@ -713,26 +646,24 @@ class TestRefusals:
         assert result.code == 1
         assert "error: No file for `corp-lib==9.0` on the index" in result.err
         assert not any(r.path.startswith("/simple/corp-lib") for r in public.requests)
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
     def test_error_bad_requirements_file(
         self,
-        env: dict[str, object],
-        run: Callable[..., Result],
+        env: Environment,
         tmp_path: Path,
-        tree_snapshot: Callable[[Path], object],
     ) -> None:
         reqs = write_reqs(tmp_path, "good==1.0", "bad=>1.0", name="broken.txt")
-        result = run("install", "-r", str(reqs), "--python", str(env["venv"]))
+        result = env.install("-r", str(reqs))
         assert result.code == 2
         assert f"{reqs}:2" in result.err
-        self._unchanged(env, tree_snapshot)
+        env.assert_unchanged()
 
 
 class TestOracle:
     def test_same_distributions_as_pip(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         project: Callable[..., Path],
         tmp_path: Path,
@@ -755,7 +686,7 @@ class TestOracle:
             "three==3.0 ; python_version < '3'",
         )
         pip_report = pip_dry_run_report(tmp_path, "-r", str(reqs), "--index-url", index.url)
-        ours = run(
+        ours = cli(
             "install",
             "-r",
             str(reqs),
@@ -774,7 +705,7 @@ class TestOracle:
 class TestDownloadAndHash:
     def test_download_feeds_pip_offline(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         two_packages: tuple[Path, Path],
         tmp_path: Path,
@@ -784,7 +715,7 @@ class TestDownloadAndHash:
         index = serve(alpha, beta)
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
         dest = tmp_path / "wheelhouse"
-        result = run("download", "-r", str(reqs), "-d", str(dest), "-i", index.url)
+        result = cli("download", "-r", str(reqs), "-d", str(dest), "-i", index.url)
         assert result.code == 0, result.err
         assert sorted(p.name for p in dest.iterdir()) == sorted([alpha.name, beta.name])
         target = tmp_path / "pip-target"
@@ -810,16 +741,14 @@ class TestDownloadAndHash:
         assert (target / "alpha" / "__init__.py").exists()
         # …and safepip installs from it offline.
         venv = venv_factory()
-        offline = run(
+        offline = cli(
             "install", "-r", str(reqs), "--no-index", "-f", str(dest), "--python", str(venv)
         )
         assert offline.code == 0, offline.err
 
-    def test_hash_matches_pip(
-        self, run: Callable[..., Result], project: Callable[..., Path]
-    ) -> None:
+    def test_hash_matches_pip(self, cli: Cli, project: Callable[..., Path]) -> None:
         wheel = project("xi", "1.0")
-        ours = run("hash", str(wheel))
+        ours = cli("hash", str(wheel))
         pips = subprocess.run(
             [sys.executable, "-m", "pip", "hash", str(wheel)],
             capture_output=True,
@@ -831,13 +760,11 @@ class TestDownloadAndHash:
 
 
 @pytest.mark.network
-def test_real_index_lock_installs_and_imports(
-    run: Callable[..., Result], venv_factory: Callable[..., Path]
-) -> None:
+def test_real_index_lock_installs_and_imports(cli: Cli, venv_factory: Callable[..., Path]) -> None:
     """A uv-written hash-pinned lock from the real package index installs and imports."""
     lock = Path(__file__).parent.parent / "examples" / "requirements.txt"
     venv = venv_factory()
-    result = run("install", "-r", str(lock), "--python", str(venv), "--isolated")
+    result = cli("install", "-r", str(lock), "--python", str(venv), "--isolated")
     assert result.code == 0, result.err
     assert py(venv, "import requests; print(requests.__name__)") == "requests"
 
@@ -845,7 +772,7 @@ def test_real_index_lock_installs_and_imports(
 class TestResolvingAndLocks:
     def test_unpinned_requirements_resolve_and_use_index_hashes(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -858,7 +785,7 @@ class TestResolvingAndLocks:
         ):
             index.add(wheel)
         venv = venv_factory()
-        result = run("install", "alpha", "beta<2", "--python", str(venv), "-i", index.url)
+        result = cli("install", "alpha", "beta<2", "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert py(venv, "import alpha, beta; print(beta.__version__)") == "1.2"
         record = json.loads(
@@ -869,21 +796,21 @@ class TestResolvingAndLocks:
 
     def test_error_unpinned_index_file_without_hash(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
+        tree_snapshot: Callable[[Path], TreeSnapshot],
     ) -> None:
         index = static_index()
         index.add(project("omega", "1.0"), hash_in_listing=False)
         venv = venv_factory()
         before = tree_snapshot(venv)
-        refused = run("install", "omega", "--python", str(venv), "-i", index.url)
+        refused = cli("install", "omega", "--python", str(venv), "-i", index.url)
         assert refused.code == 3, refused.err
         assert "omega" in refused.err
         assert tree_snapshot(venv) == before
-        allowed = run(
+        allowed = cli(
             "install", "omega", "--python", str(venv), "-i", index.url, "--allow-unhashed"
         )
         assert allowed.code == 0, allowed.err
@@ -892,7 +819,7 @@ class TestResolvingAndLocks:
     def test_lock_then_install_then_freeze(
         self,
         output: str,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
@@ -902,17 +829,17 @@ class TestResolvingAndLocks:
         index = serve(alpha, beta)
         venv = venv_factory()
         lock = tmp_path / output
-        locked = run("lock", "alpha", "-o", str(lock), "-i", index.url, "--python", str(venv))
+        locked = cli("lock", "alpha", "-o", str(lock), "-i", index.url, "--python", str(venv))
         assert locked.code == 0, locked.err
-        installed = run("install", "-r", str(lock), "--python", str(venv), "-i", index.url)
+        installed = cli("install", "-r", str(lock), "--python", str(venv), "-i", index.url)
         assert installed.code == 0, installed.err
         assert py(venv, "import alpha, beta; print('ok')") == "ok"
-        frozen = run("freeze", "--python", str(venv))
+        frozen = cli("freeze", "--python", str(venv))
         assert frozen.code == 0, frozen.err
         assert f"alpha==1.0 \\\n    --hash=sha256:{sha256_file(alpha)}" in frozen.out
         # The frozen output is itself a hash-mode lock that reinstalls the same environment.
         refrozen = write_reqs(tmp_path, frozen.out, name="frozen.txt")
-        again = run("install", "-r", str(refrozen), "--python", str(venv), "-i", index.url)
+        again = cli("install", "-r", str(refrozen), "--python", str(venv), "-i", index.url)
         assert again.code == 0, again.err
         assert "kept 2 already installed" in again.err
 
@@ -920,7 +847,7 @@ class TestResolvingAndLocks:
 class TestConfigurationAndSources:
     def test_pip_configuration_is_honoured_unless_isolated(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -933,43 +860,44 @@ class TestConfigurationAndSources:
         conf.write_text(f"[global]\nindex-url = {index.url}\n")
         monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
         venv = venv_factory()
-        result = run("install", lock_line(wheel), "--python", str(venv))
+        result = cli("install", lock_line(wheel), "--python", str(venv))
         assert result.code == 0, result.err
-        isolated = run(
+        isolated = cli(
             "install",
             lock_line(wheel),
             "--python",
             str(venv_factory()),
             "--isolated",
             "--no-index",
-            cache_dir=tmp_path / "other-cache",
+            "--cache-dir",
+            str(tmp_path / "other-cache"),
         )
         assert isolated.code == 1
         assert "`pi` was not found on the find-links locations" in isolated.err
 
     def test_remote_requirements_file_with_nested_include(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
-        foreign_server: object,
+        foreign_server: FileServer,
     ) -> None:
         alpha, beta = two_packages
         index = serve(alpha, beta)
         server = foreign_server
-        server.add_bytes("locks/base.txt", (lock_line(beta) + "\n").encode())  # type: ignore[attr-defined]
-        top = server.add_bytes(  # type: ignore[attr-defined]
+        server.add_bytes("locks/base.txt", (lock_line(beta) + "\n").encode())
+        top = server.add_bytes(
             "locks/top.txt", f"-r base.txt\n--index-url {index.url}\n{lock_line(alpha)}\n".encode()
         )
         venv = venv_factory()
-        result = run("install", "-r", top, "--python", str(venv))
+        result = cli("install", "-r", top, "--python", str(venv))
         assert result.code == 0, result.err
         assert py(venv, "import alpha, beta; print('ok')") == "ok"
 
     def test_error_credentials_are_never_shown(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -982,7 +910,7 @@ class TestConfigurationAndSources:
         index.serve_bytes_override[good.name] = evil.read_bytes()
         secret_url = index.url.replace("://", "://user:s3cret-token@")
         venv = venv_factory()
-        result = run(
+        result = cli(
             "install", lock_line(good), "--python", str(venv), "-i", secret_url, "--report", "-"
         )
         assert result.code == 3
@@ -1032,7 +960,7 @@ class TestConfigurationAndSources:
 class TestVerify:
     def test_verify_detects_a_modified_file_and_checks_a_lock(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         two_packages: tuple[Path, Path],
@@ -1042,23 +970,23 @@ class TestVerify:
         index = serve(alpha, beta)
         venv = venv_factory()
         reqs = write_reqs(tmp_path, lock_line(alpha), lock_line(beta))
-        assert run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url).code == 0
-        clean = run("verify", "--python", str(venv), "-r", str(reqs))
+        assert cli("install", "-r", str(reqs), "--python", str(venv), "-i", index.url).code == 0
+        clean = cli("verify", "--python", str(venv), "-r", str(reqs))
         assert clean.code == 0, clean.err
         assert "Verified 2 packages" in clean.err
         only_alpha = write_reqs(tmp_path, lock_line(alpha), name="alpha-only.txt")
-        extra = run("verify", "--python", str(venv), "-r", str(only_alpha))
+        extra = cli("verify", "--python", str(venv), "-r", str(only_alpha))
         assert extra.code == 3
         assert "`beta==1.2`: installed but not in the lock" in extra.err
         target = site_packages(venv) / "beta" / "__init__.py"
         target.write_text("print('tampered')\n")
-        tampered = run("verify", "--python", str(venv))
+        tampered = cli("verify", "--python", str(venv))
         assert tampered.code == 3
         assert f"`beta==1.2`: {target} is modified" in tampered.err
 
     def test_an_edit_in_one_environment_never_reaches_the_next_install(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1068,12 +996,12 @@ class TestVerify:
         wheel = project("sigma", "1.0", files={"sigma/__init__.py": "VALUE = 'original'\n"})
         index = serve(wheel)
         first = venv_factory()
-        assert run("install", lock_line(wheel), "--python", str(first), "-i", index.url).code == 0
+        assert cli("install", lock_line(wheel), "--python", str(first), "-i", index.url).code == 0
         installed = site_packages(first) / "sigma" / "__init__.py"
         with installed.open("r+") as fh:  # same size, in place: the shared inode changes
             fh.write("VALUE = 'tampere'\n")
         second = venv_factory()
-        result = run("install", lock_line(wheel), "--python", str(second), "-i", index.url)
+        result = cli("install", lock_line(wheel), "--python", str(second), "-i", index.url)
         assert result.code == 0, result.err
         assert py(second, "import sigma; print(sigma.VALUE)") == "original"
 
@@ -1081,7 +1009,7 @@ class TestVerify:
 class TestCompile:
     def test_compile_writes_bytecode_for_the_target_interpreter(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1089,11 +1017,11 @@ class TestCompile:
         wheel = project("tau", "1.0")
         index = serve(wheel)
         venv = venv_factory()
-        plain = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
+        plain = cli("install", lock_line(wheel), "--python", str(venv), "-i", index.url)
         assert plain.code == 0, plain.err
         assert not list(site_packages(venv).rglob("*.pyc"))
         venv2 = venv_factory()
-        compiled = run(
+        compiled = cli(
             "install", lock_line(wheel), "--python", str(venv2), "-i", index.url, "--compile"
         )
         assert compiled.code == 0, compiled.err
@@ -1103,14 +1031,12 @@ class TestCompile:
 
 @pytest.mark.network
 @pytest.mark.parametrize("lock", ["small.pip-compile.txt", "small.uv.txt"])
-def test_real_index_same_distributions_as_pip(
-    lock: str, run: Callable[..., Result], tmp_path: Path
-) -> None:
+def test_real_index_same_distributions_as_pip(lock: str, cli: Cli, tmp_path: Path) -> None:
     """The 'done when' of the install issue: a lock written by pip-compile or uv installs
     exactly the distributions pip would install from it."""
     path = Path(__file__).parent / "data" / "locks" / lock
     pip_report = pip_dry_run_report(tmp_path, "-r", str(path), "--target", str(tmp_path / "p"))
-    ours = run(
+    ours = cli(
         "install",
         "-r",
         str(path),
@@ -1130,9 +1056,9 @@ def test_real_index_same_distributions_as_pip(
 class TestNoForeignCode:
     def test_error_editable_and_vcs_requirements_are_refused(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         venv_factory: Callable[..., Path],
-        tree_snapshot: Callable[[Path], object],
+        tree_snapshot: Callable[[Path], TreeSnapshot],
         tmp_path: Path,
     ) -> None:
         project_dir = tmp_path / "src-tree"
@@ -1141,13 +1067,13 @@ class TestNoForeignCode:
         venv = venv_factory()
         before = tree_snapshot(venv)
         editable = write_reqs(tmp_path, f"-e {project_dir}", name="editable.txt")
-        refused = run("install", "-r", str(editable), "--python", str(venv), "--no-index")
+        refused = cli("install", "-r", str(editable), "--python", str(venv), "--no-index")
         assert refused.code == 4, refused.err
         assert "is an editable install; building it runs its code" in refused.err
         hashed = write_reqs(
             tmp_path, f"-e {project_dir}", "--require-hashes", name="editable-hashed.txt"
         )
-        in_hash_mode = run("install", "-r", str(hashed), "--python", str(venv), "--no-index")
+        in_hash_mode = cli("install", "-r", str(hashed), "--python", str(venv), "--no-index")
         assert in_hash_mode.code == 3, in_hash_mode.err
         assert "cannot be hash-checked" in in_hash_mode.err
         assert tree_snapshot(venv) == before
@@ -1156,6 +1082,7 @@ class TestNoForeignCode:
 class TestPipLaunchers:
     def test_pip_gets_versioned_launchers_like_pip(
         self,
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         tmp_path: Path,
@@ -1175,7 +1102,7 @@ class TestPipLaunchers:
         reqs = write_reqs(tmp_path, lock_line(wheel))
         ours, pips = venv_factory(), venv_factory()
         argv = ["install", "-q", "-r", str(reqs), "-i", index.url, "--python", str(ours)]
-        assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
+        assert cli(*argv).code == 0
         subprocess.run(
             [sys.executable, "-m", "pip", "--python", str(pips / "bin" / "python"), "install",
              "--isolated", "--no-compile", "-q", "-r", str(reqs), "-i", index.url],
