@@ -10,7 +10,6 @@ import tempfile
 # This machine's pip.conf files and PIP_* variables add local indexes, find-links and
 # certificates. Neither the code under test nor pip used as an oracle may see them, so the
 # environment is cleaned before anything else is imported.
-_NETWORK_TESTS = os.environ.get("SAFEPIP_NETWORK_TESTS", "")
 # requests (inside pip) lets these override an explicit `--cert`, so pip run as an oracle
 # could not trust a test CA while they are set.
 _ALSO_REMOVED = {"FORCE_COLOR", "PYTHONWARNINGS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
 TreeSnapshot = dict[str, tuple[int, str]]
 """`tree_snapshot` result: relative POSIX path -> (lstat mode, sha256 / link target / `<dir>`)."""
 
+NETWORK_MARKER = "network: reaches the real package index; runs only when selected (`-m network`)"
 NETWORK_PROBE_URL = "https://pypi.org/simple/"
 NETWORK_PROBE_TIMEOUT = 5.0
 
@@ -68,9 +68,7 @@ NETWORK_PROBE_TIMEOUT = 5.0
 def pytest_configure(config: pytest.Config) -> None:
     known = {line.split(":", 1)[0] for line in config.getini("markers")}
     if "network" not in known:
-        config.addinivalue_line(
-            "markers", "network: uses the real package index (skipped when it cannot be reached)"
-        )
+        config.addinivalue_line("markers", NETWORK_MARKER)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -80,8 +78,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @functools.cache
 def _network_unavailable() -> str | None:
     """Why tests marked `network` cannot run, or None; the index is probed once per session."""
-    if _NETWORK_TESTS == "0":
-        return "network tests disabled by SAFEPIP_NETWORK_TESTS=0"
     request = urllib.request.Request(NETWORK_PROBE_URL, method="HEAD")
     try:
         with urllib.request.urlopen(request, timeout=NETWORK_PROBE_TIMEOUT):
@@ -94,8 +90,17 @@ def _network_unavailable() -> str | None:
     return None
 
 
+def _network_selected(config: pytest.Config) -> bool:
+    """The run asked for the network tests by marker (`-m network`, `-m "network or slow"`)."""
+    expression = str(config.getoption("markexpr", "") or "")
+    return "network" in expression and "not network" not in expression
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The default suite is hermetic: it talks only to the loopback servers it starts.
     if item.get_closest_marker("network") is not None:
+        if not _network_selected(item.config):
+            pytest.skip("reaches the real package index: run with `-m network`")
         reason = _network_unavailable()
         if reason is not None:
             pytest.skip(reason)
