@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from safepip.cli import run
+from safepip.fastpath import run
 
 if __name__ == "__main__":
     run()

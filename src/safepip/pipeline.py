@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from safepip import __version__, audit, envlock, journal
+from safepip import __version__, audit, envlock, fastpath, journal
 from safepip import bundle as bundle_format
 from safepip import fetch as fetch_stage
 from safepip import install as install_stage
@@ -543,8 +543,13 @@ class _Context:
         """Take the environment lock for the rest of the run (planning through commit), then
         finish or undo any install of it that was interrupted."""
 
-        self._locks.enter_context(envlock.hold(target, on_wait=self.reporter.warn))
-        journal.recover(target, on_wait=self.reporter.warn, on_note=self.reporter.warn)
+        self._locks.enter_context(envlock.hold(target, on_wait=self._once))
+        journal.recover(target, on_wait=self._once, on_note=self._once)
+
+    def _once(self, text: str) -> None:
+        """A message about this run only (a wait, a recovery): the run is not a plain no-op."""
+        fastpath.not_noop("a one-time message")
+        self.reporter.warn(text)
 
     def connect(self, parsed: ParsedRequirements, pip_config: PipConfig | None) -> _Connection:
         """Decide the sources and open the one session and index client of the run."""
@@ -671,6 +676,11 @@ def _install(
             result = install_stage.InstallResult(
                 installed=(), removed=(), kept=changes.keep, linked=False
             )
+            if bundle is None and not options.no_cache:
+                # A no-op: the next identical run may replay this one (`safepip.fastpath`).
+                fastpath.mark_noop(
+                    cache_root=str(ctx.cache.root), lock_folder=str(envlock.lock_folder())
+                )
         else:
             result = install_stage.apply(
                 changes, fetched, unpacked, target, link_mode=options.link_mode

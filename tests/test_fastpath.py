@@ -1,0 +1,408 @@
+"""The no-op fast path: a stamped no-op is replayed only while every input is unchanged.
+
+Each test installs a small lock, runs it again (a full no-op run that writes the stamp), shows the
+third run is replayed without the full pipeline, then changes one input and shows the next run
+is a full one again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from safepip import cli, fastpath
+from wheelbuild import build_wheel, sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from servers import StaticIndex
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    full: bool
+    """Whether the full pipeline ran (False: the stamp was replayed)."""
+
+
+@dataclass
+class Env:
+    venv: Path
+    site: Path
+    reqs: Path
+    cache: Path
+    index: StaticIndex
+    wheels: dict[str, Path]
+    run: Callable[..., Run]
+
+    def argv(self, *extra: str) -> list[str]:
+        return [
+            "install",
+            "-r",
+            str(self.reqs),
+            "--python",
+            str(self.venv),
+            "-i",
+            self.index.url,
+            "--cache-dir",
+            str(self.cache),
+            *extra,
+        ]
+
+    def stamped(self, *extra: str) -> Run:
+        """Run until the stamp is written, then once more; that run must be a replay."""
+        first = self.run(*self.argv(*extra))
+        assert first.code == 0, first.err
+        second = self.run(*self.argv(*extra))
+        assert second.code == 0, second.err
+        assert second.full
+        third = self.run(*self.argv(*extra))
+        assert third.code == 0, third.err
+        assert not third.full, "the no-op was not replayed"
+        return third
+
+
+def _lock_line(wheel: Path) -> str:
+    name, version = wheel.name.split("-")[:2]
+    return f"{name}=={version} --hash=sha256:{sha256_file(wheel)}"
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    static_index: Callable[..., StaticIndex],
+    venv_factory: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Env:
+    # The repository root is on `sys.path` under `python -m pytest`; other workers write files
+    # there, which (rightly) counts as a change. The tests run from their own folder.
+    root = os.getcwd()
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and os.path.abspath(p) != root])
+    monkeypatch.chdir(tmp_path)
+    wheels = {}
+    for name, requires in (("alpha", ["beta>=1"]), ("beta", [])):
+        folder = tmp_path / "wheels" / name
+        folder.mkdir(parents=True)
+        wheels[name] = build_wheel(folder, name, "1.0", requires=requires)
+    index = static_index()
+    for wheel in wheels.values():
+        index.add(wheel)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("".join(_lock_line(w) + "\n" for w in wheels.values()))
+    venv = venv_factory()
+    real_main = cli.main
+
+    def run(*argv: str) -> Run:
+        calls: list[int] = []
+
+        def counted(args: list[str]) -> int:
+            calls.append(1)
+            return real_main(args)
+
+        monkeypatch.setattr(cli, "main", counted)
+        code = fastpath.main(list(argv))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err, bool(calls))
+
+    return Env(
+        venv=venv,
+        site=next((venv / "lib").glob("python3*/site-packages")),
+        reqs=reqs,
+        cache=tmp_path / "cache",
+        index=index,
+        wheels=wheels,
+        run=run,
+    )
+
+
+def _age(path: Path) -> None:
+    """Wait out the racy window so that a change is the test's, not the clock's."""
+    time.sleep(0.06)
+
+
+class TestReplay:
+    def test_replay_prints_the_no_op_output_with_its_own_time(self, env: Env) -> None:
+        env.run(*env.argv())
+        full = env.run(*env.argv())
+        replay = env.run(*env.argv())
+        assert full.full
+        assert not replay.full
+        assert replay.code == 0
+        strip = lambda text: text.rsplit(" in ", 1)[0]  # noqa: E731
+        assert strip(replay.err) == strip(full.err)
+        assert "kept 2 already installed in " in replay.err
+        assert replay.err.endswith("s\n")
+        stamps = list((env.cache / fastpath.STAMP_FOLDER).iterdir())
+        assert len(stamps) == 1
+        assert stamps[0].stat().st_mode & 0o777 == 0o600
+
+    def test_an_install_that_changes_something_is_not_stamped(self, env: Env) -> None:
+        assert env.run(*env.argv()).code == 0
+        assert not (env.cache / fastpath.STAMP_FOLDER).exists()
+        assert env.run(*env.argv()).full  # the first no-op is a full run (it writes the stamp)
+
+    def test_replay_imports_only_the_fast_path(self, env: Env) -> None:
+        """Through the real `python -m safepip`: the replay never loads the CLI."""
+        command = [sys.executable, "-X", "importtime", "-m", "safepip", *env.argv()]
+        environ = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        for _ in range(2):
+            subprocess.run(command, check=True, capture_output=True, env=environ)
+        last = subprocess.run(command, check=True, capture_output=True, text=True, env=environ)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in last.stderr.splitlines()}
+        assert "safepip.fastpath" in imported
+        assert not {"safepip.cli", "safepip.pipeline", "argparse", "hashlib"} & imported
+        assert "kept 2 already installed" in last.stderr
+
+    @pytest.mark.parametrize(
+        "extra",
+        [["--dry-run"], ["--no-cache"], ["--report", "report.json"]],
+        ids=["dry-run", "no-cache", "report"],
+    )
+    def test_not_stamped(self, env: Env, extra: list[str]) -> None:
+        assert env.run(*env.argv()).code == 0
+        for _ in range(3):
+            again = env.run(*env.argv(*extra))
+            assert again.code == 0, again.err
+            assert again.full
+
+    def test_report_to_stdout_is_replayed(self, env: Env) -> None:
+        replay = env.stamped("--report", "-")
+        assert json.loads(replay.out)["install"][0]["safepip"]["action"] == "keep"
+
+    def test_disabled_by_environment(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env.stamped()
+        monkeypatch.setenv(fastpath.DISABLE_ENV, "1")
+        assert env.run(*env.argv()).full
+
+
+class TestFallThrough:
+    """Every input the full run depends on: changing it means a full run."""
+
+    def test_requirements_file_changed(self, env: Env) -> None:
+        env.stamped()
+        env.reqs.write_text(env.reqs.read_text() + "# a comment\n")
+        assert env.run(*env.argv()).full
+
+    def test_requirements_file_rewritten_with_the_same_bytes_is_still_replayed(
+        self, env: Env
+    ) -> None:
+        env.stamped()
+        env.reqs.write_bytes(env.reqs.read_bytes())
+        assert not env.run(*env.argv()).full
+
+    def test_nested_requirements_file_touched(self, env: Env, tmp_path: Path) -> None:
+        nested = tmp_path / "nested.txt"
+        nested.write_text(env.reqs.read_text())
+        env.reqs.write_text(f"-r {nested.name}\n")
+        env.stamped()
+        _age(nested)
+        nested.write_text(nested.read_text())
+        assert env.run(*env.argv()).full
+
+    def test_pip_config_file_appears(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "pip.conf"
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+        env.stamped()
+        config.write_text("[global]\ntimeout = 30\n")
+        assert env.run(*env.argv()).full
+
+    def test_environment_variable_changed(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env.stamped()
+        monkeypatch.setenv("PIP_TIMEOUT", "30")
+        assert env.run(*env.argv()).full
+
+    def test_arguments_changed(self, env: Env) -> None:
+        env.stamped()
+        assert env.run(*env.argv("-q")).full
+
+    def test_working_folder_changed(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        env.stamped()
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        monkeypatch.chdir(other)
+        assert env.run(*env.argv()).full
+
+    def test_date_changed(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env.stamped()
+        real = time.strftime
+        monkeypatch.setattr(
+            time, "strftime", lambda fmt, *t: "2099-01-01" if fmt == "%Y-%m-%d" else real(fmt, *t)
+        )
+        assert env.run(*env.argv()).full
+
+    def test_install_record_edited_in_place_with_its_times_put_back(self, env: Env) -> None:
+        env.stamped()
+        record = env.site / "beta-1.0.dist-info" / "safepip.json"
+        _age(record)
+        before = record.stat()
+        data = record.read_bytes()
+        sha = json.loads(data)["sha256"]
+        record.write_bytes(
+            data.replace(sha.encode(), (sha[:-1] + "0" if sha[-1] != "0" else "1").encode())
+        )
+        os.utime(record, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert record.stat().st_size == before.st_size
+        again = env.run(*env.argv())
+        assert again.full
+        assert "Installed 1 package" in again.err  # the full run no longer trusts the record
+
+    def test_distribution_added_by_another_installer(self, env: Env) -> None:
+        env.stamped()
+        extra = env.site / "gamma-1.0.dist-info"
+        extra.mkdir()
+        (extra / "METADATA").write_text("Metadata-Version: 2.1\nName: gamma\nVersion: 1.0\n\n")
+        assert env.run(*env.argv()).full
+
+    def test_distribution_removed(self, env: Env) -> None:
+        env.stamped()
+        dist = env.site / "beta-1.0.dist-info"
+        for child in dist.iterdir():
+            child.unlink()
+        dist.rmdir()
+        again = env.run(*env.argv())
+        assert again.full
+        assert "Installed 1 package" in again.err
+
+    def test_file_added_to_a_dist_info(self, env: Env) -> None:
+        env.stamped()
+        (env.site / "alpha-1.0.dist-info" / "direct_url.json").write_text("{}")
+        assert env.run(*env.argv()).full
+
+    def test_interrupted_install_journal(self, env: Env) -> None:
+        env.stamped()
+        (env.site / ".safepip-txn-test").mkdir()
+        assert env.run(*env.argv()).full
+
+    def test_advisory_database_replaced(
+        self, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = tmp_path / "data"
+        monkeypatch.setenv("SAFEPIP_DATA_DIR", str(data))
+        env.stamped()
+        data.mkdir(exist_ok=True)
+        (data / "advisory-db.zip").write_bytes(b"not a database")
+        again = env.run(*env.argv())
+        assert again.full
+        assert again.code != 0
+
+    def test_target_interpreter_configuration_changed(self, env: Env) -> None:
+        env.stamped()
+        cfg = env.venv / "pyvenv.cfg"
+        _age(cfg)
+        cfg.write_text(cfg.read_text())
+        assert env.run(*env.argv()).full
+
+    def test_module_of_safepip_edited(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env.stamped()
+        own = Path(fastpath.__file__).parent / "report.py"
+        before = own.stat()
+        # Not edited for real: the check sees the path's state, so a stand-in changes it.
+        stand_in = Path(env.cache.parent) / "report.py"
+        stand_in.write_bytes(own.read_bytes())
+        real_lstat = os.lstat
+
+        def lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+            if os.fspath(path) == str(own):  # type: ignore[call-overload]
+                return real_lstat(stand_in)
+            return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        assert own.stat() == before
+        assert env.run(*env.argv()).full
+
+
+class TestStampTrust:
+    def _stamp(self, env: Env) -> Path:
+        env.stamped()
+        (stamp,) = (env.cache / fastpath.STAMP_FOLDER).iterdir()
+        return stamp
+
+    def test_tampered_stamp_is_ignored(self, env: Env) -> None:
+        stamp = self._stamp(env)
+        data = stamp.read_bytes()
+        stamp.write_bytes(data.replace(b"\nx 0", b"\nx 5"))
+        again = env.run(*env.argv())
+        assert again.full
+        assert again.code == 0
+
+    def test_stamp_for_another_key_is_ignored(self, env: Env) -> None:
+        stamp = self._stamp(env)
+        key = stamp.name
+        other = stamp.with_name("0" * 64)
+        other.write_bytes(stamp.read_bytes().replace(key.encode(), other.name.encode()))
+        stamp.unlink()
+        stamp.write_bytes(other.read_bytes())  # the right name, another key inside
+        assert env.run(*env.argv()).full
+
+    @pytest.mark.parametrize("where", ["stamp", "folder", "cache"])
+    def test_stamp_others_can_write_is_never_read(self, env: Env, where: str) -> None:
+        stamp = self._stamp(env)
+        target = {"stamp": stamp, "folder": stamp.parent, "cache": env.cache}[where]
+        target.chmod(target.stat().st_mode | 0o020)
+        again = env.run(*env.argv())
+        assert again.full
+        if where != "stamp":
+            assert again.code == 4  # the full run refuses such a cache (the trust model)
+
+    def test_symlinked_stamp_is_never_read(self, env: Env, tmp_path: Path) -> None:
+        stamp = self._stamp(env)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_bytes(stamp.read_bytes())
+        stamp.unlink()
+        stamp.symlink_to(elsewhere)
+        assert env.run(*env.argv()).full
+
+    def test_old_stamps_are_pruned(self, env: Env) -> None:
+        stamp = self._stamp(env)
+        old = stamp.with_name("f" * 64)
+        old.write_text("old")
+        os.utime(old, (time.time() - 4 * 86400,) * 2)
+        env.reqs.write_text(env.reqs.read_text() + "\n")
+        env.run(*env.argv())
+        assert not old.exists()
+
+
+class TestUnits:
+    def test_input_files(self, tmp_path: Path) -> None:
+        argv = ["install", "-r", "a.txt", "-cb.txt", "--requirement=c.txt", "--constraint", "d"]
+        found = fastpath.input_files(argv)
+        assert found is not None
+        assert [os.path.basename(p) for p in found] == ["a.txt", "b.txt", "c.txt", "d"]
+        assert fastpath.input_files(["install", "-r", "-"]) is None
+        assert fastpath.input_files(["install", "-r", "https://h/r.txt"]) == []
+
+    def test_fingerprint_sees_a_same_size_rewrite(self, tmp_path: Path) -> None:
+        path = tmp_path / "f"
+        path.write_text("one")
+        before = fastpath.fingerprint([(str(path), False)])[0]
+        time.sleep(0.01)
+        st = path.stat()
+        path.write_text("two")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert fastpath.fingerprint([(str(path), False)])[0] != before
+
+    def test_weak_folder_ignores_new_entries_but_not_mode(self, tmp_path: Path) -> None:
+        folder = tmp_path / "d"
+        folder.mkdir()
+        before = fastpath.fingerprint([(str(folder), True)])[0]
+        (folder / "x").write_text("")
+        assert fastpath.fingerprint([(str(folder), True)])[0] == before
+        assert fastpath.fingerprint([(str(folder), False)])[0] != before
+        folder.chmod(0o777)
+        assert fastpath.fingerprint([(str(folder), True)])[0] != before
