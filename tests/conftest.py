@@ -27,6 +27,9 @@ os.environ.update(
         "XDG_CACHE_HOME": os.path.join(_SESSION_HOME, "cache"),
         "XDG_DATA_HOME": os.path.join(_SESSION_HOME, "data"),
         "XDG_CONFIG_HOME": os.path.join(_SESSION_HOME, "config"),
+        # Never a developer's credentials: no netrc (this file does not exist), no keyring.
+        "NETRC": os.path.join(_SESSION_HOME, "netrc"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
     }
 )
 # Loopback servers must never be reached through a proxy a developer may have configured.

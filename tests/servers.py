@@ -773,18 +773,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class PypiServer:
-    """A real `pypiserver` process serving `packages_dir` on 127.0.0.1 (no auth, no fallback).
+    """A real `pypiserver` process serving `packages_dir` on 127.0.0.1 (no fallback).
 
     Publish by copying files into `packages_dir` (`add`); the `simple-dir` backend re-reads
     the folder on every request, so files appear at once. `--disable-fallback` keeps unknown
-    projects a 404 instead of a redirect to pypi.org.
+    projects a 404 instead of a redirect to pypi.org. With `htpasswd` (an Apache htpasswd
+    file; pypiserver reads it with passlib), listing and downloading need basic auth.
     """
 
     STARTUP_TIMEOUT = 30.0
 
-    def __init__(self, packages_dir: Path, *, log_path: Path) -> None:
+    def __init__(self, packages_dir: Path, *, log_path: Path, htpasswd: Path | None = None) -> None:
         self.packages_dir = packages_dir
         self.log_path = log_path
+        self.htpasswd = htpasswd
         packages_dir.mkdir(parents=True, exist_ok=True)
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -809,9 +811,9 @@ class PypiServer:
             "--host",
             "127.0.0.1",
             "-a",
-            ".",
+            "list,download" if self.htpasswd else ".",
             "-P",
-            ".",
+            str(self.htpasswd) if self.htpasswd else ".",
             "--disable-fallback",
             "--backend",
             "simple-dir",

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safepip.credentials import CredentialStore
 from safepip.index import ACCEPT, IndexClient, IndexFile, MetadataHashError, project_url
 from safepip.net import NetConfig, Session
 from safepip.policy import HostPolicy
@@ -479,6 +480,27 @@ class TestCredentials:
             assert [f.filename for f in result.files] == [WHEEL]
         assert server.replies == [200, 200]
         assert cache_files(tmp_path) == []
+
+    def test_a_page_that_echoes_a_netrc_password_is_not_stored(
+        self, server: ValidatingServer, tmp_path: Path
+    ) -> None:
+        """The password never appears in a URL: the session's credential store names it."""
+        server.basic_auth = ("alice", PASSWORD)
+        (tmp_path / "netrc").write_text(f"machine 127.0.0.1 login alice password {PASSWORD}\n")
+        host = server.base_url.removeprefix("http://")
+        server.put("/simple/demo/", page(WHEEL) + f"<!-- {PASSWORD} -->".encode())
+        server.put("/simple/other/", page(WHEEL))
+        creds = CredentialStore(environ={"NETRC": str(tmp_path / "netrc")})
+        policy = HostPolicy(allowed_hosts=frozenset({host}))
+        cache = tmp_path / "cache"
+        with Session(NetConfig(policy=policy, retries=0, credentials=creds)) as session:
+            for name in ("demo", "other"):
+                found = client(session, f"{server.base_url}/simple/", cache).project_page(
+                    f"{server.base_url}/simple/", name
+                )
+                assert found is not None
+        (entry,) = page_entries(cache)  # only the page that does not echo it
+        assert PASSWORD.encode() not in entry.read_bytes()
 
     def test_secret_query_values_count_as_credentials(
         self, server: ValidatingServer, session: Session, tmp_path: Path

@@ -115,7 +115,8 @@ class TestGet:
         with pytest.raises(NetworkError) as info:
             sessions(index.url).get(url)
         err = info.value
-        shown = f"http://***:***@127.0.0.1:{index.port}/files/missing.whl"
+        # The credentials go in a header, never in the URL the request (and the error) names.
+        shown = f"http://127.0.0.1:{index.port}/files/missing.whl"
         assert str(err) == f"HTTP 404 from `{shown}`"
         assert err.hint == "check the URL and that the index serves this project"
         assert (err.status, err.url, err.exit_code) == (404, shown, ExitCode.FAILURE)

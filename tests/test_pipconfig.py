@@ -266,6 +266,22 @@ def test_error_invalid_boolean(dirs: dict[str, Path]) -> None:
     assert info.value.source == "$PIP_NO_INDEX"
 
 
+def test_keyring_provider_and_no_input(dirs: dict[str, Path]) -> None:
+    write(dirs["xdg_home"] / "pip/pip.conf", "[global]\nkeyring-provider = import\n")
+    assert (load(dirs).keyring_provider, load(dirs).no_input) == ("import", False)
+    env = load(dirs, PIP_KEYRING_PROVIDER="Subprocess", PIP_NO_INPUT="yes")
+    assert (env.keyring_provider, env.no_input) == ("subprocess", True)
+
+
+def test_error_invalid_keyring_provider(dirs: dict[str, Path]) -> None:
+    with pytest.raises(PipConfigError) as info:
+        load(dirs, PIP_KEYRING_PROVIDER="gnome")
+    assert str(info.value) == (
+        "`gnome` is not a valid value for `keyring-provider` (from `$PIP_KEYRING_PROVIDER`)"
+    )
+    assert info.value.hint == "Use one of auto, disabled, import, subprocess"
+
+
 def test_error_invalid_number(dirs: dict[str, Path]) -> None:
     path = write(dirs["xdg_home"] / "pip/pip.conf", "[global]\ntimeout = soon\n")
     with pytest.raises(PipConfigError) as info:

@@ -684,16 +684,28 @@ class _ValidatorCache:
     def load(self, path: Path) -> _CachedResponse | None:
         return _read_cached_response(path)
 
-    def store(self, path: Path, *, request_url: str, response: Response) -> None:
-        """Keep a 200 response that carries a validator; drop what cannot be revalidated."""
+    def store(
+        self,
+        path: Path,
+        *,
+        request_url: str,
+        response: Response,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        """Keep a 200 response that carries a validator; drop what cannot be revalidated, and
+        a page that echoes a credential (one in the URL, or `secrets`: netrc's, a keyring's)."""
         etag = response.headers.get("etag")
         modified = response.headers.get("last-modified")
         no_store = "no-store" in response.headers.get("cache-control", "").lower()
-        secrets = _url_secrets(request_url) + _url_secrets(response.url)
+        secrets_in_use = [
+            *_url_secrets(request_url),
+            *_url_secrets(response.url),
+            *(s.encode() for s in secrets),
+        ]
         if (etag is None and modified is None) or no_store:
             self.forget(path)
             return
-        if any(secret in response.content for secret in secrets):
+        if any(secret in response.content for secret in secrets_in_use):
             # The page echoes a credential (some servers put it in every link): keep it off disk.
             self.forget(path)
             return
@@ -812,7 +824,12 @@ class IndexClient:
             )
         if cache is not None and path is not None:
             if response.status == 200:
-                cache.store(path, request_url=url, response=response)
+                cache.store(
+                    path,
+                    request_url=url,
+                    response=response,
+                    secrets=self.session.credentials.secrets(),
+                )
             else:
                 cache.forget(path)
         return response

@@ -689,6 +689,8 @@ class LockOptions:
     no_cache: bool = False
     header: bool = True
     annotate: bool = True
+    emit_index_url: bool = True
+    """Write the index URLs into a requirements lock (pip-compile's `--emit-index-url`)."""
     command: str = "safepip lock"
     """The command line shown in the header (credentials removed)."""
 
@@ -772,7 +774,9 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
         preferred = read_existing_pins(Path(options.output))
         for name in options.upgrade_packages:
             preferred.pop(canonicalize_name(name.split("==", 1)[0].strip()), None)
-    config = net_config(options.index, files_host(sources.policy), pip_config)
+    config = net_config(
+        options.index, files_host(sources.policy), pip_config, login_urls=sources.login_urls
+    )
     with (
         Session(config) as session,
         open_cache(options.cache_dir, throwaway=options.no_cache) as cache,
@@ -807,7 +811,7 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
             locked_files,
             command=options.command if options.header else None,
             python_version="{}.{}".format(*target.version[:2]),
-            index_urls=sources.index_urls,
+            index_urls=sources.index_urls if options.emit_index_url else (),
             default_index=default_index_url(),
             annotate=options.annotate,
         )

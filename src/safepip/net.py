@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from safepip import __version__
+from safepip.credentials import CredentialStore, KeyringProvider, Login
 from safepip.errors import SafepipError
 from safepip.policy import HostPolicy, PolicyViolation
 from safepip.urls import file_url_to_path, redact_text, redact_url
@@ -43,12 +44,15 @@ class NetworkError(SafepipError):
         status: int | None = None,
         hint: str | None = None,
         retryable: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.url = url
         self.status = status
         self.retryable = retryable
         """A transfer cut short: starting the download again may succeed."""
+        self.timed_out = timed_out
+        """The server stopped answering for longer than the timeout (before or mid-body)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,6 +87,9 @@ class NetConfig:
     threads (encode/httpx#3072: `KeyError` from httpcore's HTTP/2 stream table under load, seen
     in this project's test runs). HTTP/1.1 with a pool of keep-alive connections is used."""
     headers: Mapping[str, str] = field(default_factory=dict)
+    credentials: CredentialStore | None = None
+    """Where logins for index hosts come from (`credentials.py`); without one, only
+    `user:password@` in a URL and netrc are used, never a keyring."""
 
 
 def _ssl_context(config: NetConfig) -> ssl.SSLContext:
@@ -113,6 +120,9 @@ class Session:
 
     def __init__(self, config: NetConfig) -> None:
         self.config = config
+        self.credentials = config.credentials or CredentialStore(
+            keyring_provider=KeyringProvider.DISABLED
+        )
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -170,12 +180,12 @@ class Session:
         if urlsplit(url).scheme == "file":
             response = self._get_file(url)
             if response.status not in ok_statuses:
-                raise _status_error(url, response.status)
+                raise status_error(url, response.status)
             return response
         with self.stream(url, headers=headers, purpose=purpose, package=package) as resp:
-            body = b"".join(resp.iter_bytes())
             if resp.status not in ok_statuses:
-                raise _status_error(resp.url, resp.status)
+                raise resp.status_error()
+            body = b"".join(resp.iter_bytes())
             return Response(url=resp.url, status=resp.status, headers=resp.headers, content=body)
 
     def post_json(
@@ -192,12 +202,14 @@ class Session:
         self.policy.check(url, purpose=purpose)
         client = self._http()
         body = json.dumps(payload).encode()
+        send_url, login = self.credentials.login_for(url)
+        headers = {"Content-Type": "application/json"}
+        if login is not None:
+            headers["Authorization"] = login.header()
         attempt = 0
         while True:
             try:
-                response = client.post(
-                    url, content=body, headers={"Content-Type": "application/json"}
-                )
+                response = client.post(send_url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 attempt += 1
                 if not retries or attempt > self.config.retries or not _transient(exc):
@@ -209,7 +221,9 @@ class Session:
                 _backoff(attempt, response.headers.get("retry-after"))
                 continue
             if response.status_code != 200:
-                raise _status_error(str(response.url), response.status_code)
+                raise status_error(
+                    str(response.url), response.status_code, login=login, store=self.credentials
+                )
             return Response(
                 url=str(response.url),
                 status=response.status_code,
@@ -254,8 +268,7 @@ class Session:
             try:
                 while True:
                     self.policy.check(current, purpose=purpose, package=package)
-                    request = client.build_request("GET", current, headers=headers)
-                    response = client.send(request, stream=True)
+                    response, login = self._send(client, current, headers)
                     if response.is_redirect and "location" in response.headers:
                         response.close()
                         hops += 1
@@ -282,11 +295,26 @@ class Session:
                 continue
             break
         try:
-            yield StreamResponse(response, str(response.url))
+            yield StreamResponse(response, str(response.url), login=login, store=self.credentials)
         except httpx.HTTPError as exc:
             raise _wrap(exc, str(response.url)) from exc
         finally:
             response.close()
+
+    def _send(
+        self, client: httpx.Client, url: str, headers: Mapping[str, str] | None
+    ) -> tuple[httpx.Response, Login | None]:
+        """Send one GET with the login `credentials` finds for `url` (never in the URL itself);
+        after a 401, once more with what the keyring has, if it has something new."""
+        send_url, login = self.credentials.login_for(url)
+        response = client.send(_request(client, send_url, headers, login), stream=True)
+        if response.status_code == 401:
+            fresh = self.credentials.login_after_401(url, login)
+            if fresh is not None:
+                response.close()
+                login = fresh
+                response = client.send(_request(client, send_url, headers, login), stream=True)
+        return response, login
 
     def _check_redirect(
         self, source: str, target: str, *, purpose: str, package: str | None
@@ -321,14 +349,33 @@ class Session:
             ) from None
 
 
+def _request(
+    client: httpx.Client, url: str, headers: Mapping[str, str] | None, login: Login | None
+) -> httpx.Request:
+    sent = dict(headers or {})
+    if login is not None:
+        sent["Authorization"] = login.header()
+    return client.build_request("GET", url, headers=sent)
+
+
 class StreamResponse:
     """A response whose body is read in chunks."""
 
-    def __init__(self, response: httpx.Response, url: str) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        url: str,
+        *,
+        login: Login | None = None,
+        store: CredentialStore | None = None,
+    ) -> None:
         self._response = response
         self.url = url
         self.status = response.status_code
         self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self.login = login
+        """The login sent with the request that got this response (None: none was sent)."""
+        self._store = store
 
     def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """The body in chunks; a transfer that breaks off raises a retryable `NetworkError`."""
@@ -339,8 +386,20 @@ class StreamResponse:
             if _identity(self.headers)
             else self._response.iter_bytes(chunk_size)
         )
+        got = 0
         try:
-            yield from chunks
+            for chunk in chunks:
+                got += len(chunk)
+                yield chunk
+        except httpx.TimeoutException as exc:
+            shown = redact_url(self.url)
+            raise NetworkError(
+                f"Timed out reading `{shown}`: the server stopped sending after {got} bytes",
+                url=shown,
+                hint="retry, or raise `--timeout` for a slow server",
+                retryable=True,
+                timed_out=True,
+            ) from exc
         except httpx.HTTPError as exc:
             error = _wrap(exc, self.url)
             error.retryable = True
@@ -348,7 +407,11 @@ class StreamResponse:
 
     def raise_for_status(self) -> None:
         if self.status != 200:
-            raise _status_error(self.url, self.status)
+            raise self.status_error()
+
+    def status_error(self) -> NetworkError:
+        """The error for this response's status, with a hint that says which login was sent."""
+        return status_error(self.url, self.status, login=self.login, store=self._store)
 
 
 def _identity(headers: Mapping[str, str]) -> bool:
@@ -373,10 +436,28 @@ def _backoff(attempt: int, retry_after: str | None = None) -> None:
     time.sleep(delay)
 
 
-def _status_error(url: str, status: int) -> NetworkError:
+def status_error(
+    url: str, status: int, *, login: Login | None = None, store: CredentialStore | None = None
+) -> NetworkError:
+    """`HTTP <status> from <url>` with a hint; for 401 and 403 the hint names where the login
+    that was sent came from (never the login itself), or where one could come from."""
     shown = redact_url(url)
     hint = None
-    if status in (401, 403):
+    if status in (401, 403) and login is not None:
+        verb = "refused" if status == 401 else "not allowed to read this URL"
+        hint = (
+            f"the credentials from {login.source} (user `{login.username}`) were {verb}"
+            if login.password
+            else f"the token from {login.source} was {verb}"
+        )
+        hint = (store.redact(hint) if store is not None else hint) + "; check them"
+    elif status == 401:
+        hint = (
+            store.explain_missing(url)
+            if store is not None
+            else "check the credentials for this index (pip.conf, `PIP_INDEX_URL`, or netrc)"
+        )
+    elif status == 403:
         hint = "check the credentials for this index (pip.conf, `PIP_INDEX_URL`, or netrc)"
     elif status == 404:
         hint = "check the URL and that the index serves this project"
@@ -389,7 +470,10 @@ def _wrap(exc: Exception, url: str) -> NetworkError:
     shown = redact_url(url)
     if isinstance(exc, httpx.TimeoutException):
         return NetworkError(
-            f"Timed out fetching `{shown}`", url=shown, hint="retry, or raise `--timeout`"
+            f"Timed out fetching `{shown}`",
+            url=shown,
+            hint="retry, or raise `--timeout`",
+            timed_out=True,
         )
     if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return NetworkError(

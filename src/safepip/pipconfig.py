@@ -21,6 +21,8 @@ _TRUE = frozenset({"y", "yes", "t", "true", "on", "1"})
 _FALSE = frozenset({"n", "no", "f", "false", "off", "0"})
 _ENV_IGNORED = frozenset({"version", "help"})
 _SECTIONS = ("global", "install")
+KEYRING_PROVIDERS = ("auto", "disabled", "import", "subprocess")
+"""pip's `--keyring-provider` choices."""
 SYSTEM_CONFIG_DIR = Path("/etc")
 """Where pip looks for `pip.conf` after the XDG folders (on Linux and other Unixes)."""
 
@@ -57,6 +59,10 @@ class PipConfig:
     no_binary: frozenset[str] = frozenset()
     pre: bool = False
     prefer_binary: bool = False
+    keyring_provider: str | None = None
+    """`keyring-provider`: `auto`, `import`, `subprocess` or `disabled` (checked here)."""
+    no_input: bool = False
+    """`no-input`: with `keyring-provider` `auto`, the keyring is not asked (pip's rule)."""
     sources: tuple[str, ...] = ()
     """The files and variables that set something, in precedence order (later wins)."""
 
@@ -249,7 +255,8 @@ def load_pip_config(
     timeout: float | None = None
     retries: int | None = None
     proxy: str | None = None
-    no_index = require_hashes = pre = prefer_binary = False
+    keyring_provider: str | None = None
+    no_index = require_hashes = pre = prefer_binary = no_input = False
     only_binary: set[str] = set()
     no_binary: set[str] = set()
     sources: list[str] = []
@@ -298,6 +305,17 @@ def load_pip_config(
                 retries = int(_number(value, int))
             case "proxy":
                 proxy = text.strip()
+            case "keyring-provider":
+                keyring_provider = text.strip().lower()
+                if keyring_provider not in KEYRING_PROVIDERS:
+                    raise PipConfigError(
+                        f"`{value.value}` is not a valid value for `{value.key}` "
+                        f"(from `{value.source}`)",
+                        source=value.source,
+                        hint="Use one of " + ", ".join(KEYRING_PROVIDERS),
+                    )
+            case "no-input":
+                no_input = _boolean(value)
             case _:
                 continue
         if value.source not in sources:
@@ -320,5 +338,7 @@ def load_pip_config(
         no_binary=frozenset(no_binary),
         pre=pre,
         prefer_binary=prefer_binary,
+        keyring_provider=keyring_provider,
+        no_input=no_input,
         sources=tuple(sorted(sources, key=order.index)),
     )

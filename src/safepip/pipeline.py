@@ -554,7 +554,11 @@ class _Context:
     def connect(self, parsed: ParsedRequirements, pip_config: PipConfig | None) -> _Connection:
         """Decide the sources and open the one session and index client of the run."""
         sources = decide_sources(self.options.sources, parsed, pip_config)
-        self.session = Session(net_config(self.options.sources, sources.policy, pip_config))
+        self.session = Session(
+            net_config(
+                self.options.sources, sources.policy, pip_config, login_urls=sources.login_urls
+            )
+        )
         index = IndexClient(
             self.session,
             index_urls=sources.index_urls,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safepip import pipconfig
+from safepip.credentials import CredentialStore, KeyringProvider
 from safepip.net import NetConfig, Session
 from safepip.pipconfig import PipConfig
 from safepip.policy import HostPolicy
@@ -54,6 +55,11 @@ class SourceOptions:
     retries: int | None = None
     proxy: str | None = None
     isolated: bool = False
+    keyring_provider: str | None = None
+    """pip's `--keyring-provider` (`auto`, `import`, `subprocess`, `disabled`); None: pip's
+    configuration, else `auto`."""
+    no_input: bool = False
+    """pip's `--no-input`: with `auto`, the keyring is not asked."""
     offline: bool = False
     """No index, no find-links, no allowed host: every file must come from a local path
     (installs from a bundle)."""
@@ -65,6 +71,10 @@ class Sources:
     find_links: tuple[str, ...]
     policy: HostPolicy
     trusted_hosts: tuple[str, ...]
+    login_urls: tuple[str, ...] = ()
+    """Every index and find-links URL named anywhere (command line, pip's configuration,
+    the requirements files), with any credentials: logins for a host and path come from them
+    even where a file's `--index-url` replaced the URL that carried them."""
 
 
 def load_pip_config(sources: SourceOptions, target: Target | None) -> PipConfig | None:
@@ -75,12 +85,24 @@ def load_pip_config(sources: SourceOptions, target: Target | None) -> PipConfig 
 
 
 def net_config(
-    sources: SourceOptions, policy: HostPolicy, pip_config: PipConfig | None
+    sources: SourceOptions,
+    policy: HostPolicy,
+    pip_config: PipConfig | None,
+    *,
+    login_urls: Sequence[str] = (),
 ) -> NetConfig:
-    """TLS, timeouts, retries and proxy: the command line, else pip's configuration."""
+    """TLS, timeouts, retries, proxy and credentials: the command line, else pip's
+    configuration. Logins come from the command line's and the configuration's index URLs,
+    from `login_urls` (`Sources.login_urls`), netrc and the keyring (`credentials.py`)."""
     config = pip_config or PipConfig()
     timeout = sources.timeout or config.timeout or 15.0
     retries = sources.retries if sources.retries is not None else config.retries
+    provider = sources.keyring_provider or config.keyring_provider or "auto"
+    credentials = CredentialStore(
+        index_urls=[*_configured_urls(sources, config), *login_urls],
+        keyring_provider=KeyringProvider(provider),
+        no_input=sources.no_input or config.no_input,
+    )
     return NetConfig(
         policy=policy,
         cert=sources.cert or config.cert,
@@ -88,7 +110,20 @@ def net_config(
         timeout=float(timeout),
         retries=3 if retries is None else int(retries),
         proxy=sources.proxy or config.proxy,
+        credentials=credentials,
     )
+
+
+def _configured_urls(options: SourceOptions, config: PipConfig) -> list[str]:
+    urls = [
+        *([options.index_url] if options.index_url else []),
+        *options.extra_index_urls,
+        *options.find_links,
+        *([config.index_url] if config.index_url else []),
+        *config.extra_index_urls,
+        *config.find_links,
+    ]
+    return [u for u in urls if "://" in u]
 
 
 def parse_inputs(
@@ -151,11 +186,14 @@ def decide_sources(
     if default_index_url() in index_urls:
         allowed.add(default_index_file_host())
     policy = HostPolicy(allowed_hosts=frozenset(allowed), trusted_hosts=frozenset(trusted))
+    named = [o.url for o in parsed.index_options if o.url is not None]
+    login_urls = [*_configured_urls(options, config), *named, *index_urls, *find_links]
     return Sources(
         index_urls=tuple(dict.fromkeys(index_urls)),
         find_links=tuple(dict.fromkeys(_abs_link(f) for f in find_links)),
         policy=policy,
         trusted_hosts=tuple(dict.fromkeys(trusted)),
+        login_urls=tuple(dict.fromkeys(u for u in login_urls if "://" in u)),
     )
 
 

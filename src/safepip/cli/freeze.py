@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     source_options = options.source_options(args)
     pip_config = load_pip_config(source_options, target)
     sources = decide_sources(source_options, ParsedRequirements(), pip_config)
-    config = net_config(source_options, files_host(sources.policy), pip_config)
+    config = net_config(
+        source_options, files_host(sources.policy), pip_config, login_urls=sources.login_urls
+    )
     with Session(config) as session:
         index = (
             IndexClient(session, index_urls=sources.index_urls, find_links=sources.find_links)

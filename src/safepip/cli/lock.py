@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import time
 from pathlib import Path
@@ -14,7 +15,6 @@ from safepip.report import plural
 from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Sequence
 
 
@@ -61,6 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     lock.add_argument("--no-header", action="store_true", help="omit the comment header")
     lock.add_argument("--no-annotate", action="store_true", help="omit the `# via` comments")
+    lock.add_argument(
+        "--emit-index-url",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the `--index-url`/`--extra-index-url` lines (default; never credentials)",
+    )
     options.sources_group(lock)
     options.cache_group(lock)
     options.output_group(lock)
@@ -85,7 +91,7 @@ def lock_command(
         ("--group", args.group),
         ("--platform", args.platform),
         ("--extra-index-url", [without_credentials(u) for u in args.extra_index_url]),
-        ("-f", args.find_links),
+        ("-f", [without_credentials(u) for u in args.find_links]),
     ):
         for value in values:
             parts += [flag, value]
@@ -97,6 +103,8 @@ def lock_command(
         parts += ["-i", without_credentials(args.index_url)]
     if args.no_index:
         parts.append("--no-index")
+    if not args.emit_index_url:
+        parts.append("--no-emit-index-url")
     return shlex.join(parts)
 
 
@@ -135,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         no_cache=args.no_cache,
         header=not args.no_header,
         annotate=not args.no_annotate,
+        emit_index_url=args.emit_index_url,
         command=lock_command(args, files, requirements, output),
     )
     outcome = run_lock(lock_options, reporter)

@@ -65,6 +65,18 @@ def sources_group(
     group.add_argument("--retries", type=int, help="retries on transient errors (default 3)")
     group.add_argument("--proxy", help="proxy URL")
     group.add_argument(
+        "--keyring-provider",
+        choices=("auto", "disabled", "import", "subprocess"),
+        help="ask a keyring for index credentials after a 401, as pip does (default: `auto`, "
+        "off under `--no-input`; also `PIP_KEYRING_PROVIDER`)",
+    )
+    group.add_argument(
+        "--no-input",
+        action="store_true",
+        help="never ask anything; with `--keyring-provider auto` the keyring is not asked "
+        "(pip's meaning; also `PIP_NO_INPUT`)",
+    )
+    group.add_argument(
         "--isolated",
         action="store_true",
         help="ignore pip's and safepip's configuration files and PIP_* variables",
@@ -127,7 +139,7 @@ def requirements_group(parser: argparse.ArgumentParser) -> None:
     # Accepted for pip compatibility; safepip installs wheels only and never upgrades past a pin.
     for flag in ("--only-binary", "--no-binary"):
         group.add_argument(flag, action="append", default=[], help=argparse.SUPPRESS)
-    for flag in ("-U", "--upgrade", "--prefer-binary", "--no-input", "--disable-pip-version-check"):
+    for flag in ("-U", "--upgrade", "--prefer-binary", "--disable-pip-version-check"):
         group.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     group.add_argument("--progress-bar", help=argparse.SUPPRESS)
 
@@ -221,6 +233,8 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
         retries=args.retries,
         proxy=args.proxy,
         isolated=args.isolated,
+        keyring_provider=args.keyring_provider,
+        no_input=bool(getattr(args, "no_input", False)),
     )
 
 
