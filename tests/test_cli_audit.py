@@ -1,11 +1,8 @@
-"""`safepip audit` and `safepip db` through their argparse parsers: exit codes, stdout, stderr."""
+"""`safepip audit` and `safepip db` through the command line: exit codes, stdout, stderr."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,38 +12,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from safepip.audit import database as db
-from safepip.cli import audit as cli_audit
-from safepip.cli import db as cli_db
-from safepip.errors import SafepipError
 from safepip.lock import via_entries
 from test_audit import make_osv_zip
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from conftest import Cli, CliResult, Environment
     from servers import StaticIndex
     from wheelbuild import WheelFactory
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="safepip")
-    sub = root.add_subparsers(dest="command", required=True)
-    cli_audit.add_parser(sub)
-    cli_db.add_parser(sub)
-    return root
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = parser().parse_args(argv)
-    try:
-        code = int(args.handler(args))
-    except SafepipError as exc:
-        print(f"error: {exc}", file=__import__("sys").stderr)
-        code = int(exc.exit_code)
-    out, err = capsys.readouterr()
-    return code, out, " ".join(ANSI.sub("", err).split())
+def flat(result: CliResult) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr with its whitespace collapsed: rich wraps the findings table
+    and long messages to the terminal's width."""
+    return result.code, result.out, " ".join(result.err.split())
 
 
 @pytest.fixture(autouse=True)
@@ -65,26 +45,24 @@ def osv_zip(tmp_path: Path) -> Path:
     return make_osv_zip("pypa-2026-07-23", tmp_path / "all.zip")
 
 
-def test_clean_pins_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["audit", "requests==2.34.2", "idna==3.20"], capsys)
+def test_clean_pins_exit_0(cli: Cli) -> None:
+    code, out, err = flat(cli("audit", "requests==2.34.2", "idna==3.20"))
     assert code == 0
     assert out == ""
     assert "No known vulnerabilities found in 2 packages" in err
     assert "as of 2026-07-23" in err
 
 
-def test_findings_exit_5_with_table_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["audit", "jinja2==2.10"], capsys)
+def test_findings_exit_5_with_table_on_stderr(cli: Cli) -> None:
+    code, out, err = flat(cli("audit", "jinja2==2.10"))
     assert code == 5
     assert out == ""
     assert "PYSEC-2019-217" in err
     assert "Found 6 vulnerabilities in 1 package" in err
 
 
-def test_json_report_shape(capsys: pytest.CaptureFixture[str], osv_zip: Path) -> None:
-    code, out, err = run(
-        ["audit", "--db", str(osv_zip), "--format", "json", "jw.util==2.0"], capsys
-    )
+def test_json_report_shape(cli: Cli, osv_zip: Path) -> None:
+    code, out, err = flat(cli("audit", "--db", str(osv_zip), "--format", "json", "jw.util==2.0"))
     assert code == 5
     doc = json.loads(out)
     assert doc["version"] == 1
@@ -101,25 +79,25 @@ def test_json_report_shape(capsys: pytest.CaptureFixture[str], osv_zip: Path) ->
     assert "Found 1 vulnerability in 1 package" in err
 
 
-def test_ignore_vuln_by_alias(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["audit", "jw.util==2.0", "--ignore-vuln", "GHSA-h72c-w3q3-55qq"], capsys)
+def test_ignore_vuln_by_alias(cli: Cli) -> None:
+    code, _, err = flat(cli("audit", "jw.util==2.0", "--ignore-vuln", "GHSA-h72c-w3q3-55qq"))
     assert code == 0
     assert "(1 ignored)" in err
 
 
-def test_settings_ignore_with_reason(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
+def test_settings_ignore_with_reason(cli: Cli, isolated: Path) -> None:
     (isolated / "pyproject.toml").write_text(
         '[[tool.safepip.audit.ignore]]\nid = "CVE-2020-13388"\nreason = "not used"\n'
         "until = 2099-01-01\n"
     )
-    code, _, err = run(["audit", "jw.util==2.0"], capsys)
+    code, _, err = flat(cli("audit", "jw.util==2.0"))
     assert code == 0
     assert "ignored: not used" in err
 
 
-def test_requirements_file_pinned(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
+def test_requirements_file_pinned(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("jinja2==3.1.4\nrequests==2.34.2\n")
-    code, out, _ = run(["audit", "-r", "requirements.txt", "--format", "sarif"], capsys)
+    code, out, _ = flat(cli("audit", "-r", "requirements.txt", "--format", "sarif"))
     assert code == 5
     sarif = json.loads(out)
     results = sarif["runs"][0]["results"]
@@ -129,9 +107,9 @@ def test_requirements_file_pinned(capsys: pytest.CaptureFixture[str], isolated: 
     assert location["region"] == {"startLine": 1}
 
 
-def test_error_unpinned_requirement(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
+def test_error_unpinned_requirement(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("requests>=2\n")
-    code, out, err = run(["audit", "-r", "requirements.txt"], capsys)
+    code, out, err = flat(cli("audit", "-r", "requirements.txt"))
     assert code == 1
     assert out == ""
     assert (
@@ -140,7 +118,7 @@ def test_error_unpinned_requirement(capsys: pytest.CaptureFixture[str], isolated
     )
 
 
-def test_pylock_positional(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
+def test_pylock_positional(cli: Cli, isolated: Path) -> None:
     (isolated / "pylock.toml").write_text(
         'lock-version = "1.0"\ncreated-by = "test"\n\n'
         '[[packages]]\nname = "jw-util"\nversion = "2.0"\n'
@@ -149,7 +127,7 @@ def test_pylock_positional(capsys: pytest.CaptureFixture[str], isolated: Path) -
         '[[packages]]\nname = "local-thing"\n'
         '[packages.directory]\npath = "./local"\n'
     )
-    code, out, err = run(["audit", "pylock.toml", "--format", "json"], capsys)
+    code, out, err = flat(cli("audit", "pylock.toml", "--format", "json"))
     assert code == 5
     deps = json.loads(out)["dependencies"]
     assert deps[0]["vulns"][0]["id"] == "PYSEC-2020-341"
@@ -158,48 +136,61 @@ def test_pylock_positional(capsys: pytest.CaptureFixture[str], isolated: Path) -
     assert "not audited: `local-thing`" in err
 
 
-def test_skipped_only_exits_1(capsys: pytest.CaptureFixture[str], isolated: Path) -> None:
+def test_skipped_only_exits_1(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("demo @ git+https://example.org/demo.git\n")
-    code, _, err = run(["audit", "-r", "requirements.txt"], capsys)
+    code, _, err = flat(cli("audit", "-r", "requirements.txt"))
     assert code == 1
     assert "1 package not audited" in err
 
 
-def test_python_environment(capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
+def test_python_environment(
+    cli: Cli,
+    environment: Environment,
+    static_index: Callable[..., StaticIndex],
+    wheel_factory: WheelFactory,
+) -> None:
+    """`--python` audits exactly what is installed in that environment."""
+    index = static_index()
+    index.add(wheel_factory("jw.util", "2.0"))
+    index.add(wheel_factory("idna", "3.20"))
+    installed = environment.install("jw.util==2.0", "idna==3.20", "-i", index.url, "--no-audit")
+    assert installed.code == 0, installed.err
+    code, out, err = flat(cli("audit", "--python", environment.python, "--format", "json"))
+    assert code == 5, err
+    deps = {d["name"]: d for d in json.loads(out)["dependencies"]}
+    assert sorted(deps) == ["idna", "jw-util"]
+    assert (deps["idna"]["version"], deps["idna"]["vulns"]) == ("3.20", [])
+    assert deps["jw-util"]["version"] == "2.0"
+    assert [v["id"] for v in deps["jw-util"]["vulns"]] == ["PYSEC-2020-341"]
+    assert "Found 1 vulnerability in 1 package" in err
 
-    code, out, _ = run(["audit", "--python", sys.executable, "--format", "json"], capsys)
-    assert code in (0, 5)
-    names = {d["name"] for d in json.loads(out)["dependencies"]}
-    assert {"packaging", "pytest", "hypothesis"} <= names
 
-
-def test_error_nothing_to_audit(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["audit"], capsys)
+def test_error_nothing_to_audit(cli: Cli) -> None:
+    code, _, err = flat(cli("audit"))
     assert code == 2
     assert "error: Nothing to audit" in err
 
 
-def test_error_fix_needs_a_lock_file(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["audit", "jinja2==2.10", "--fix"], capsys)
+def test_error_fix_needs_a_lock_file(cli: Cli) -> None:
+    code, _, err = flat(cli("audit", "jinja2==2.10", "--fix"))
     assert code == 2
     assert "error: `--fix` rewrites lock files; it cannot change `jinja2==2.10`" in err
 
 
-def test_markdown_and_cyclonedx(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["audit", "jw.util==2.0", "--format", "markdown"], capsys)
+def test_markdown_and_cyclonedx(cli: Cli) -> None:
+    code, out, _ = flat(cli("audit", "jw.util==2.0", "--format", "markdown"))
     assert code == 5
     assert "| jw-util | 2.0 | [PYSEC-2020-341]" in out
     assert "**Found 1 vulnerability in 1 package**" in out
-    code, out, _ = run(["audit", "jw.util==2.0", "--format", "cyclonedx"], capsys)
+    code, out, _ = flat(cli("audit", "jw.util==2.0", "--format", "cyclonedx"))
     bom = json.loads(out)
     assert bom["specVersion"] == "1.5"
     assert bom["vulnerabilities"][0]["affects"] == [{"ref": "pkg:pypi/jw-util@2.0"}]
 
 
 class TestDb:
-    def test_status_bundled(self, capsys: pytest.CaptureFixture[str]) -> None:
-        code, out, _ = run(["db", "status", "--format", "json"], capsys)
+    def test_status_bundled(self, cli: Cli) -> None:
+        code, out, _ = flat(cli("db", "status", "--format", "json"))
         assert code == 0
         doc = json.loads(out)
         assert doc["origin"] == "bundled"
@@ -207,38 +198,34 @@ class TestDb:
         assert doc["records"] == 6811
         assert doc["sha256"] == db.file_sha256(db.SHIPPED)
 
-    def test_import_then_status_then_audit_uses_it(
-        self, capsys: pytest.CaptureFixture[str], osv_zip: Path
-    ) -> None:
-        code, _, err = run(["db", "import", str(osv_zip), "--date", "2026-07-20"], capsys)
+    def test_import_then_status_then_audit_uses_it(self, cli: Cli, osv_zip: Path) -> None:
+        code, _, err = flat(cli("db", "import", str(osv_zip), "--date", "2026-07-20"))
         assert code == 0
         assert "Imported the advisory database" in err
-        code, out, _ = run(["db", "status"], capsys)
+        code, out, _ = flat(cli("db", "status"))
         assert "Data date: 2026-07-20" in out
         assert "(user)" in out
-        code, _, err = run(["audit", "jw.util==2.0"], capsys)
+        code, _, err = flat(cli("audit", "jw.util==2.0"))
         assert code == 5
         assert "as of 2026-07-20" in err
 
-    def test_update_from_path(self, capsys: pytest.CaptureFixture[str], osv_zip: Path) -> None:
-        code, _, err = run(["db", "update", "--from", str(osv_zip)], capsys)
+    def test_update_from_path(self, cli: Cli, osv_zip: Path) -> None:
+        code, _, err = flat(cli("db", "update", "--from", str(osv_zip)))
         assert code == 0
         assert "Updated the advisory database" in err
 
-    def test_error_refresh_failure(
-        self, capsys: pytest.CaptureFixture[str], isolated: Path
-    ) -> None:
+    def test_error_refresh_failure(self, cli: Cli, isolated: Path) -> None:
         (isolated / "safepip.toml").write_text(
             '[audit]\nupdate-url = "http://127.0.0.1:9/all.zip"\n'
         )
-        code, _, err = run(["audit", "--refresh", "requests==2.34.2"], capsys)
+        code, _, err = flat(cli("audit", "--refresh", "requests==2.34.2"))
         assert code == 1
         assert "error: Could not update the advisory database" in err
 
-    def test_error_date_argument(self, capsys: pytest.CaptureFixture[str], osv_zip: Path) -> None:
-        with pytest.raises(SystemExit):
-            parser().parse_args(["db", "import", str(osv_zip), "--date", "yesterday"])
-        assert dt.date.fromisoformat("2026-07-20")
+    def test_error_date_argument(self, cli: Cli, osv_zip: Path) -> None:
+        code, _, err = flat(cli("db", "import", str(osv_zip), "--date", "yesterday"))
+        assert code == 2
+        assert "error: argument --date: not a date (YYYY-MM-DD): 'yesterday'" in err
 
 
 # --- --fix: re-locking on a loopback index ------------------------------------------------------
@@ -281,21 +268,11 @@ def fix_index(static_index: Callable[..., StaticIndex], wheel_factory: WheelFact
     return served
 
 
-def main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from safepip import cli
-
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, ANSI.sub("", err)
-
-
-def make_lock(
-    index: StaticIndex, capsys: pytest.CaptureFixture[str], output: str, *inputs: str
-) -> Path:
+def make_lock(index: StaticIndex, cli: Cli, output: str, *inputs: str) -> Path:
     """`safepip lock` of `inputs` with `vulnpkg` held at the vulnerable 1.0."""
     Path("constraints.txt").write_text("vulnpkg==1.0\n", "utf-8")
     argv = ["lock", *inputs, "-o", output, "-c", "constraints.txt", "-i", index.url]
-    code, _, err = main([*argv, "--python-version", "3.11", "--isolated"], capsys)
+    code, _, err = flat(cli(*argv, "--python-version", "3.11", "--isolated"))
     assert code == 0, err
     return Path(output)
 
@@ -336,17 +313,17 @@ class TestFix:
         fix_index: StaticIndex,
         advisories: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         Path("requirements.in").write_text("app\n", "utf-8")
-        lock = make_lock(fix_index, capsys, "requirements.txt", "requirements.in")
+        lock = make_lock(fix_index, cli, "requirements.txt", "requirements.in")
         before = lock.read_text("utf-8")
         assert "vulnpkg==1.0 \\" in before
-        code, out, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        code, out, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
         assert code == 0, err
         assert out == ""
         assert "TEST-2026-1" in err
-        assert "Changed `requirements.txt`: vulnpkg 1.0 -> 1.5" in " ".join(err.split())
+        assert "Changed `requirements.txt`: vulnpkg 1.0 -> 1.5" in err
         assert "After the fix: No known vulnerabilities found in 2 packages" in err
         text = lock.read_text("utf-8")
         sha = sha256_of(fix_index, "vulnpkg-1.5-py3-none-any.whl")
@@ -361,27 +338,25 @@ class TestFix:
         pip_accepts(lock, fix_index, tmp_path)
 
     def test_dry_run_writes_nothing(
-        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+        self, fix_index: StaticIndex, advisories: Path, cli: Cli
     ) -> None:
-        lock = make_lock(fix_index, capsys, "requirements.txt", "app")
+        lock = make_lock(fix_index, cli, "requirements.txt", "app")
         before = lock.read_bytes()
         argv = ["audit", "--fix", "--dry-run", "-r", str(lock), "--db", str(advisories)]
-        code, _, err = main(argv, capsys)
+        code, _, err = flat(cli(*argv))
         assert code == 5
-        assert "Would change `requirements.txt`: vulnpkg 1.0 -> 1.5" in " ".join(err.split())
+        assert "Would change `requirements.txt`: vulnpkg 1.0 -> 1.5" in err
         assert "Dry run: no file was written" in err
         assert lock.read_bytes() == before
 
-    def test_pylock(
-        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_pylock(self, fix_index: StaticIndex, advisories: Path, cli: Cli) -> None:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # Python 3.10
             import tomli as tomllib
 
-        lock = make_lock(fix_index, capsys, "pylock.toml", "app")
-        code, _, err = main(["audit", "--fix", str(lock), "--db", str(advisories)], capsys)
+        lock = make_lock(fix_index, cli, "pylock.toml", "app")
+        code, _, err = flat(cli("audit", "--fix", str(lock), "--db", str(advisories)))
         assert code == 0, err
         assert "vulnpkg 1.0 -> 1.5" in err
         packages = {p["name"]: p for p in tomllib.loads(lock.read_text("utf-8"))["packages"]}
@@ -393,72 +368,68 @@ class TestFix:
         assert packages["app"]["version"] == "1.0"
 
     def test_no_fix_available_leaves_that_pin(
-        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+        self, fix_index: StaticIndex, advisories: Path, cli: Cli
     ) -> None:
-        lock = make_lock(fix_index, capsys, "requirements.txt", "app", "nofix")
-        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        lock = make_lock(fix_index, cli, "requirements.txt", "app", "nofix")
+        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
         assert code == 5
-        flat = " ".join(err.split())
         assert (
             "warning: `nofix==1.0`: no released version fixes every finding; its pin is left "
-            "as it is" in flat
+            "as it is" in err
         )
-        assert "vulnpkg 1.0 -> 1.5" in flat
-        assert "Still vulnerable: `nofix==1.0` (TEST-2026-2)" in flat
-        assert "After the fix: Found 1 vulnerability in 1 package" in flat
+        assert "vulnpkg 1.0 -> 1.5" in err
+        assert "Still vulnerable: `nofix==1.0` (TEST-2026-2)" in err
+        assert "After the fix: Found 1 vulnerability in 1 package" in err
         text = lock.read_text("utf-8")
         assert "nofix==1.0 \\" in text
         assert "vulnpkg==1.5 \\" in text
 
     def test_nothing_fixable_changes_nothing(
-        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+        self, fix_index: StaticIndex, advisories: Path, cli: Cli
     ) -> None:
-        lock = make_lock(fix_index, capsys, "requirements.txt", "nofix")
+        lock = make_lock(fix_index, cli, "requirements.txt", "nofix")
         before = lock.read_bytes()
-        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
         assert code == 5
         assert "Nothing to fix: no vulnerable pin has a fixed version" in err
         assert lock.read_bytes() == before
 
     def test_error_relock_failure_leaves_file(
-        self, fix_index: StaticIndex, advisories: Path, capsys: pytest.CaptureFixture[str]
+        self, fix_index: StaticIndex, advisories: Path, cli: Cli
     ) -> None:
-        lock = make_lock(fix_index, capsys, "requirements.txt", "capped")
+        lock = make_lock(fix_index, cli, "requirements.txt", "capped")
         before = lock.read_bytes()
-        code, _, err = main(["audit", "--fix", "-r", str(lock), "--db", str(advisories)], capsys)
+        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
         assert code == 1
-        flat = " ".join(err.split())
         assert (
             "error: Cannot fix `requirements.txt`, no file was changed: the re-lock failed: "
             "No version of `vulnpkg` satisfies `vulnpkg<1.5,>=1.5` `capped==1.0` requires "
-            "`vulnpkg<1.5`" in flat
+            "`vulnpkg<1.5`" in err
         )
         assert lock.read_bytes() == before
 
-    def test_error_fix_python_environment(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_error_fix_python_environment(self, cli: Cli) -> None:
         import sys
 
-        code, _, err = main(["audit", "--fix", "--python", sys.executable], capsys)
+        code, _, err = flat(cli("audit", "--fix", "--python", sys.executable))
         assert code == 2
         assert (
             "error: `--fix` rewrites lock files; it cannot change the environment of `--python`"
             in err
         )
 
-    def test_error_fix_unhashed_file(
-        self, advisories: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_error_fix_unhashed_file(self, advisories: Path, cli: Cli) -> None:
         Path("requirements.txt").write_text("vulnpkg==1.0\n", "utf-8")
         argv = ["audit", "--fix", "-r", "requirements.txt", "--db", str(advisories)]
-        code, _, err = main(argv, capsys)
+        code, _, err = flat(cli(*argv))
         assert code == 2
         assert (
             "error: `--fix` rewrites hash-pinned locks, and `requirements.txt` has requirements "
-            "without `--hash`: `vulnpkg==1.0`" in " ".join(err.split())
+            "without `--hash`: `vulnpkg==1.0`" in err
         )
 
-    def test_error_dry_run_without_fix(self, capsys: pytest.CaptureFixture[str]) -> None:
-        code, _, err = main(["audit", "--dry-run", "jinja2==2.10"], capsys)
+    def test_error_dry_run_without_fix(self, cli: Cli) -> None:
+        code, _, err = flat(cli("audit", "--dry-run", "jinja2==2.10"))
         assert code == 2
         assert "error: `--dry-run` only applies to `--fix`" in err
 
