@@ -46,9 +46,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, NamedTuple  # noqa: E402
 
 import pytest  # noqa: E402
 import trustme  # noqa: E402
@@ -265,15 +264,12 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STALE_DATA_WARNING = "warning: The advisory data is from"
 
 
-@dataclass(frozen=True)
-class CliResult:
-    """What one `safepip` run returned and printed."""
+class CliResult(NamedTuple):
+    """What one `safepip` run returned and printed (`code, out, err = cli(...)` also works)."""
 
     code: int
-    out: str
-    """stdout, ANSI escapes removed."""
-    err: str
-    """stderr, ANSI escapes and the bundled data's staleness warning removed."""
+    out: str  # stdout, ANSI escapes removed
+    err: str  # stderr, ANSI escapes and the bundled data's staleness warning removed
 
 
 class Cli:

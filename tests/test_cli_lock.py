@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
-from safepip import cli
 from safepip.install import ARTIFACT_RECORD
 
 if sys.version_info >= (3, 11):
@@ -18,17 +16,12 @@ else:  # Python 3.10
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import Cli
     from servers import StaticIndex
     from wheelbuild import WheelFactory
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def main(argv: Sequence[str]) -> int:
-    return cli.main(list(argv))
 
 
 @pytest.fixture
@@ -43,24 +36,16 @@ def index(static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory)
     return served
 
 
-def run(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, ANSI.sub("", err)
-
-
 def lock_args(index: StaticIndex, *args: str) -> list[str]:
     return ["lock", *args, "--index-url", index.url, "--python-version", "3.11", "--isolated"]
 
 
 class TestLock:
-    def test_requirements_lock(
-        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_requirements_lock(self, index: StaticIndex, tmp_path: Path, cli: Cli) -> None:
         source = tmp_path / "requirements.in"
         source.write_text("app\n", "utf-8")
         out = tmp_path / "requirements.txt"
-        code, stdout, stderr = run(capsys, lock_args(index, str(source), "-o", str(out)))
+        code, stdout, stderr = cli(*lock_args(index, str(source), "-o", str(out)))
         assert code == 0, stderr
         assert stdout == ""
         assert "Locked 2 packages for Python 3.11.0 to" in stderr
@@ -74,28 +59,22 @@ class TestLock:
         assert f"#    safepip lock {source} -o {out} --python-version 3.11 -i {index.url}\n" in text
         assert f"--index-url {index.url}\n" in text
 
-    def test_stdout_and_command_line_requirements(
-        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        code, stdout, stderr = run(capsys, lock_args(index, "app", "other", "-o", "-"))
+    def test_stdout_and_command_line_requirements(self, index: StaticIndex, cli: Cli) -> None:
+        code, stdout, stderr = cli(*lock_args(index, "app", "other", "-o", "-"))
         assert code == 0, stderr
         assert "dep==1.0 \\" in stdout
         assert "    # via\n    #   app\n    #   other\n" in stdout
         assert "Locked" not in stdout
         assert "to stdout" in stderr
 
-    def test_other_platform(self, index: StaticIndex, capsys: pytest.CaptureFixture[str]) -> None:
-        code, stdout, _ = run(
-            capsys, [*lock_args(index, "app", "-o", "-"), "--platform", "win_amd64"]
-        )
+    def test_other_platform(self, index: StaticIndex, cli: Cli) -> None:
+        code, stdout, _ = cli(*lock_args(index, "app", "-o", "-"), "--platform", "win_amd64")
         assert code == 0
         assert "winonly==1.0" in stdout
 
-    def test_pylock_output(
-        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_pylock_output(self, index: StaticIndex, tmp_path: Path, cli: Cli) -> None:
         out = tmp_path / "pylock.toml"
-        code, _, stderr = run(capsys, lock_args(index, "app", "-o", str(out)))
+        code, _, stderr = cli(*lock_args(index, "app", "-o", str(out)))
         assert code == 0, stderr
         data = tomllib.loads(out.read_text("utf-8"))
         assert [(p["name"], p["version"]) for p in data["packages"]] == [
@@ -114,19 +93,19 @@ class TestLock:
         index: StaticIndex,
         tmp_path: Path,
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """A lock for Windows is refused on this machine instead of installing without
         `winonly` (whose marker was true when the lock was made)."""
         out = tmp_path / "pylock.toml"
         argv = lock_args(index, "app", "-o", str(out), "--platform", "win_amd64")
-        code, _, stderr = run(capsys, argv)
+        code, _, stderr = cli(*argv)
         assert code == 0, stderr
         data = tomllib.loads(out.read_text("utf-8"))
         assert [p["name"] for p in data["packages"]] == ["app", "dep", "winonly"]
         assert 'sys_platform == "win32"' in data["environments"][0]
         venv = venv_factory()
-        code, _, stderr = run(capsys, ["install", "-r", str(out), "--python", str(venv)])
+        code, _, stderr = cli(*["install", "-r", str(out), "--python", str(venv)])
         assert code == 2, stderr
         assert "cannot be installed on the target" in stderr
 
@@ -136,7 +115,7 @@ class TestLock:
         wheel_factory: WheelFactory,
         venv_factory: Callable[..., Path],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         import subprocess
 
@@ -145,7 +124,7 @@ class TestLock:
         served.add(wheel_factory("pysocks", "1.7"))
         out = tmp_path / "requirements.txt"
         argv = ["lock", "web[socks]", "-o", str(out), "--index-url", served.url, "--isolated"]
-        code, _, stderr = run(capsys, argv)
+        code, _, stderr = cli(*argv)
         assert code == 0, stderr
         text = out.read_text("utf-8")
         assert "\nweb[socks]==1.0 \\\n" in text
@@ -163,7 +142,7 @@ class TestLock:
         ]
         venv = venv_factory()
         argv = ["install", "-q", "-r", str(out), "--python", str(venv)]
-        code, _, stderr = run(capsys, [*argv, "--cache-dir", str(tmp_path / "cache")])
+        code, _, stderr = cli(*[*argv, "--cache-dir", str(tmp_path / "cache")])
         assert code == 0, stderr
         assert sorted(p.name for p in venv.rglob("*.dist-info")) == [
             "pysocks-1.7.dist-info",
@@ -171,23 +150,21 @@ class TestLock:
         ]
 
     def test_existing_pins_are_kept_until_released(
-        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, index: StaticIndex, tmp_path: Path, cli: Cli
     ) -> None:
         out = tmp_path / "requirements.txt"
         out.write_text("app==1.0\ndep==1.0\n", "utf-8")
-        code, _, _ = run(capsys, lock_args(index, "app", "-o", str(out)))
+        code, _, _ = cli(*lock_args(index, "app", "-o", str(out)))
         assert code == 0
         assert "dep==1.0 \\" in out.read_text("utf-8")
-        code, _, _ = run(capsys, [*lock_args(index, "app", "-o", str(out)), "-P", "dep"])
+        code, _, _ = cli(*[*lock_args(index, "app", "-o", str(out)), "-P", "dep"])
         assert code == 0
         assert "dep==2.0 \\" in out.read_text("utf-8")
         out.write_text("app==1.0\ndep==1.0\n", "utf-8")
-        code, _, _ = run(capsys, [*lock_args(index, "app", "-o", str(out)), "--upgrade"])
+        code, _, _ = cli(*[*lock_args(index, "app", "-o", str(out)), "--upgrade"])
         assert "dep==2.0 \\" in out.read_text("utf-8")
 
-    def test_pyproject_extra_and_group(
-        self, index: StaticIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_pyproject_extra_and_group(self, index: StaticIndex, tmp_path: Path, cli: Cli) -> None:
         pyproject = tmp_path / "pyproject.toml"
         pyproject.write_text(
             '[project]\nname = "x"\nversion = "1"\ndependencies = []\n'
@@ -196,7 +173,7 @@ class TestLock:
             "utf-8",
         )
         argv = lock_args(index, str(pyproject), "-o", "-", "--extra", "full", "--group", "dev")
-        code, stdout, stderr = run(capsys, argv)
+        code, stdout, stderr = cli(*argv)
         assert code == 0, stderr
         assert [line.split(" ")[0] for line in stdout.splitlines() if "==" in line] == [
             "app==1.0",
@@ -205,11 +182,9 @@ class TestLock:
         ]
         assert f"    # via {pyproject}\n" in stdout
 
-    def test_error_conflict_exit_code(
-        self, index: StaticIndex, capsys: pytest.CaptureFixture[str], tmp_path: Path
-    ) -> None:
+    def test_error_conflict_exit_code(self, index: StaticIndex, cli: Cli, tmp_path: Path) -> None:
         out = tmp_path / "requirements.txt"
-        code, stdout, stderr = run(capsys, lock_args(index, "other", "dep>=2", "-o", str(out)))
+        code, stdout, stderr = cli(*lock_args(index, "other", "dep>=2", "-o", str(out)))
         assert code == 1
         assert stdout == ""
         assert stderr == (
@@ -222,24 +197,20 @@ class TestLock:
         )
         assert not out.exists()
 
-    def test_error_sdist_only_is_a_policy_refusal(
-        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        code, _, stderr = run(capsys, lock_args(index, "built", "-o", "-"))
+    def test_error_sdist_only_is_a_policy_refusal(self, index: StaticIndex, cli: Cli) -> None:
+        code, _, stderr = cli(*lock_args(index, "built", "-o", "-"))
         assert code == 4
         assert "error: Refusing `built`" in stderr
 
-    def test_error_needs_output(self, capsys: pytest.CaptureFixture[str]) -> None:
-        code, _, stderr = run(capsys, ["lock", "app"])
+    def test_error_needs_output(self, cli: Cli) -> None:
+        code, _, stderr = cli(*["lock", "app"])
         assert code == 2
         assert "error: Where should the lock go? Give `-o OUT`" in stderr
 
-    def test_credentials_are_not_shown(
-        self, index: StaticIndex, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_credentials_are_not_shown(self, index: StaticIndex, cli: Cli) -> None:
         url = index.url.replace("http://", "http://alice:s3cret@")
         argv = ["lock", "app", "-o", "-", "--index-url", url, "--python-version", "3.11"]
-        code, stdout, stderr = run(capsys, [*argv, "--isolated"])
+        code, stdout, stderr = cli(*[*argv, "--isolated"])
         assert code == 0, stderr
         assert "s3cret" not in stdout + stderr
         assert f"--index-url {index.url}\n" in stdout
@@ -249,7 +220,7 @@ class TestFreeze:
     def test_freeze(
         self,
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         venv = venv_factory()
         site = next((venv / "lib").glob("python3*/site-packages"))
@@ -262,7 +233,7 @@ class TestFreeze:
             (info / "METADATA").write_text(f"Name: {name}\nVersion: 1.0\n", "utf-8")
             if record:
                 (info / ARTIFACT_RECORD).write_text(json.dumps(record), "utf-8")
-        code, stdout, stderr = run(capsys, ["freeze", "--python", str(venv), "--no-index"])
+        code, stdout, stderr = cli(*["freeze", "--python", str(venv), "--no-index"])
         assert code == 0
         assert stdout == (
             "# bare==1.0  # no hash available: not installed by safepip, and no index is "
@@ -282,9 +253,7 @@ def _uv() -> str | None:
 
 @pytest.mark.network
 @pytest.mark.parametrize("requirement", ["requests", "httpx[http2]"])
-def test_pins_match_uv_on_the_real_index(
-    requirement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_pins_match_uv_on_the_real_index(requirement: str, tmp_path: Path, cli: Cli) -> None:
     import subprocess
 
     uv = _uv()
@@ -294,7 +263,7 @@ def test_pins_match_uv_on_the_real_index(
     source.write_text(requirement + "\n", "utf-8")
     argv = ["lock", str(source), "-o", "-", "--python-version", "3.11", "--isolated"]
     argv += ["--index-url", "https://pypi.org/simple", "--no-header", "--no-annotate"]
-    code, ours, stderr = run(capsys, argv)
+    code, ours, stderr = cli(*argv)
     assert code == 0, stderr
     uv_args = ["pip", "compile", str(source), "--python-version", "3.11", "--no-config", "-q"]
     uv_args += ["--index-url", "https://pypi.org/simple", "--no-header", "--no-annotate"]
@@ -368,12 +337,12 @@ class TestPylockExtrasAndGroups:
         expected: list[str],
         venv_factory: Callable[..., Path],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         path, url = pylock
         venv = venv_factory()
         argv = ["install", "-r", str(path), "--python", str(venv), "-i", url, *options]
-        code, _, stderr = run(capsys, [*argv, "--cache-dir", str(tmp_path / "cache")])
+        code, _, stderr = cli(*[*argv, "--cache-dir", str(tmp_path / "cache")])
         assert code == 0, stderr
         installed = sorted(p.name.split("-")[0] for p in venv.rglob("*.dist-info"))
         assert installed == expected
@@ -382,20 +351,18 @@ class TestPylockExtrasAndGroups:
         self,
         pylock: tuple[Path, str],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         path, url = pylock
         venv = venv_factory()
         argv = ["install", "-r", str(path), "--python", str(venv), "-i", url, "--extra", "nope"]
-        code, _, stderr = run(capsys, [*argv, "--no-cache"])
+        code, _, stderr = cli(*[*argv, "--no-cache"])
         assert code == 2
         assert "Undeclared extras: nope" in stderr
 
-    def test_error_extra_without_pylock(
-        self, venv_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_error_extra_without_pylock(self, venv_factory: Callable[..., Path], cli: Cli) -> None:
         argv = ["install", "attrs==24.2.0", "--extra", "web", "--python", str(venv_factory())]
-        code, _, stderr = run(capsys, [*argv, "--no-cache"])
+        code, _, stderr = cli(*[*argv, "--no-cache"])
         assert code == 2
         assert stderr.startswith(
             "error: `--extra` and `--group` select from a PEP 751 lock; "
