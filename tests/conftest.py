@@ -271,6 +271,11 @@ class CliResult(NamedTuple):
     out: str  # stdout, ANSI escapes removed
     err: str  # stderr, ANSI escapes and the bundled data's staleness warning removed
 
+    def flat(self) -> CliResult:
+        """The same with stderr's whitespace collapsed to single spaces: rich wraps tables and
+        long messages to the terminal's width, so a phrase may span lines."""
+        return self._replace(err=" ".join(self.err.split()))
+
 
 class Cli:
     """`cli(*argv) -> CliResult`: `safepip.cli.main(argv)` in this process, output captured."""

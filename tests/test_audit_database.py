@@ -6,7 +6,6 @@ import datetime as dt
 import functools
 import http.server
 import json
-import re
 import threading
 import zipfile
 from pathlib import Path
@@ -17,11 +16,11 @@ from packaging.utils import canonicalize_name
 
 from safepip.audit import database as db
 from test_audit import DATA, TODAY, make_osv_zip, undated_folder
-from wheelbuild import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from conftest import Cli, CliResult, Environment
     from servers import StaticIndex
     from wheelbuild import WheelFactory
 
@@ -360,41 +359,25 @@ class TestEmptyOrMalformedData:
 
 # --- empty and malformed data through the commands and the install gate (issue 8, item 8) ------
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
 
 @pytest.fixture
-def cli(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., tuple[int, str, str]]:
-    """`cli(*argv)` -> (exit code, stdout, stderr without colour), with an empty user data
-    folder and working directory."""
-    from safepip.cli import main
-
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
-    monkeypatch.setenv("NO_COLOR", "1")
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, " ".join(ANSI.sub("", err).split())
-
-    return invoke
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (no settings file but the test's own)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
 
 
 EMPTY_KINDS = ["empty zip", "zip without JSON", "empty folder", "only malformed"]
 
 
+@pytest.mark.usefixtures("work")
 class TestEmptyDataThroughTheCommands:
     @pytest.mark.parametrize("kind", EMPTY_KINDS)
-    def test_error_audit_with_empty_data(
-        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path, kind: str
-    ) -> None:
+    def test_error_audit_with_empty_data(self, cli: Cli, tmp_path: Path, kind: str) -> None:
         path = empty_sources(tmp_path / "src")[kind]
-        code, out, err = cli("audit", "--db", str(path), "jw.util==2.0")
+        code, out, err = cli("audit", "--db", str(path), "jw.util==2.0").flat()
         assert code == 1
         assert out == ""
         assert err.startswith(f"error: No OSV records found in `{path}`")
@@ -403,136 +386,96 @@ class TestEmptyDataThroughTheCommands:
         assert "Traceback" not in err
 
     @pytest.mark.parametrize("kind", EMPTY_KINDS)
-    def test_error_db_import_of_empty_data(
-        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path, kind: str
-    ) -> None:
+    def test_error_db_import_of_empty_data(self, cli: Cli, tmp_path: Path, kind: str) -> None:
         path = empty_sources(tmp_path / "src")[kind]
-        code, _, err = cli("db", "import", str(path))
+        code, _, err = cli("db", "import", str(path)).flat()
         assert code == 1
         assert err.startswith("error: No OSV records found in `")
         assert not (tmp_path / "userdata" / db.DB_FILENAME).exists()
         # The bundled database is still the one in use.
-        code, out, _ = cli("db", "status")
+        code, out, _ = cli("db", "status").flat()
         assert code == 0
         assert "bundled with safepip" in out
 
     def test_malformed_records_are_named_and_counted_in_status(
-        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+        self, cli: Cli, tmp_path: Path
     ) -> None:
         folder = folder_with(tmp_path, *MALFORMED)
-        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0")
+        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0").flat()
         assert code == 5
         assert f"warning: Skipped 5 files in `{folder}` that are not OSV records:" in err
         assert "Traceback" not in err
-        code, _, err = cli("db", "import", str(folder))
+        code, _, err = cli("db", "import", str(folder)).flat()
         assert code == 0
         assert "warning: skipped 5 files that are not OSV records: a-list.json" in err
-        code, out, _ = cli("db", "status")
+        code, out, _ = cli("db", "status").flat()
         assert "Data date: 2022-01-05" in out
         assert (
             "Skipped:   5 files that are not OSV records, e.g. a-list.json (the record is not "
             "an object); affected-object.json (`affected` is not a list); empty.json (the "
             "record has no `id`)"
         ) in out
-        code, out, _ = cli("db", "status", "--format", "json")
+        code, out, _ = cli("db", "status", "--format", "json").flat()
         assert json.loads(out)["skipped"] == 5
 
-    def test_undated_folder_status_and_refuse_stale(
-        self, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
-    ) -> None:
+    def test_undated_folder_status_and_refuse_stale(self, cli: Cli, tmp_path: Path) -> None:
         folder = undated_folder(tmp_path)
-        code, out, _ = cli("db", "status", "--db", str(folder))
+        code, out, _ = cli("db", "status", "--db", str(folder)).flat()
         assert code == 0
         assert "Data date: unknown" in out
         Path("safepip.toml").write_text("[audit]\nrefuse-stale = true\n")
-        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0")
+        code, _, err = cli("audit", "--db", str(folder), "jw.util==2.0").flat()
         assert code == 1
         assert err.startswith("error: Refusing to audit with data of unknown date")
 
 
+@pytest.mark.usefixtures("work")
 class TestInstallGateWithEmptyData:
     """The install gate uses the same loader: no data, or undated data under `refuse-stale`,
     stops the install before anything is downloaded; the environment is unchanged."""
 
     @pytest.fixture
-    def setup(
-        self,
-        static_index: Callable[..., StaticIndex],
-        wheel_factory: WheelFactory,
-        venv_factory: Callable[..., Path],
-        tmp_path: Path,
-    ) -> tuple[StaticIndex, Path, str]:
-        wheel = wheel_factory("jw.util", "2.0")
+    def index(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory
+    ) -> StaticIndex:
         index = static_index()
-        index.add(wheel)
-        venv = venv_factory()
-        return index, venv, f"jw.util==2.0 --hash=sha256:{sha256_file(wheel)}"
+        index.add(wheel_factory("jw.util", "2.0"))
+        return index
 
-    def install(
-        self,
-        cli: Callable[..., tuple[int, str, str]],
-        setup: tuple[StaticIndex, Path, str],
-        tmp_path: Path,
-        *extra: str,
-    ) -> tuple[int, str, str]:
-        index, venv, line = setup
-        return cli(
-            "install",
-            line,
-            "--python",
-            str(venv),
-            "-i",
-            index.url,
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            *extra,
-        )
+    def install(self, environment: Environment, index: StaticIndex, *extra: str) -> CliResult:
+        (wheel,) = index.projects[canonicalize_name("jw.util")]
+        line = f"jw.util==2.0 --hash=sha256:{wheel.sha256}"
+        return environment.install(line, "-i", index.url, *extra).flat()
 
     @pytest.mark.parametrize("kind", EMPTY_KINDS)
     def test_error_install_with_empty_data(
-        self,
-        cli: Callable[..., tuple[int, str, str]],
-        setup: tuple[StaticIndex, Path, str],
-        tree_snapshot: Callable[[Path], object],
-        tmp_path: Path,
-        kind: str,
+        self, environment: Environment, index: StaticIndex, tmp_path: Path, kind: str
     ) -> None:
         path = empty_sources(tmp_path / "src")[kind]
-        before = tree_snapshot(setup[1])
-        code, _, err = self.install(cli, setup, tmp_path, "--db", str(path))
+        code, _, err = self.install(environment, index, "--db", str(path))
         assert code == 1
         assert err.startswith(f"error: No OSV records found in `{path}`")
         assert "Traceback" not in err
-        assert tree_snapshot(setup[1]) == before
-        assert not [p for p in setup[0].paths_requested() if p.startswith("/files/")]
+        environment.assert_unchanged()
+        assert not [p for p in index.paths_requested() if p.startswith("/files/")]
 
     def test_error_install_with_undated_data_and_refuse_stale(
-        self,
-        cli: Callable[..., tuple[int, str, str]],
-        setup: tuple[StaticIndex, Path, str],
-        tree_snapshot: Callable[[Path], object],
-        tmp_path: Path,
+        self, environment: Environment, index: StaticIndex, work: Path, tmp_path: Path
     ) -> None:
         folder = undated_folder(tmp_path)
-        Path("safepip.toml").write_text("[audit]\nrefuse-stale = true\n")
-        before = tree_snapshot(setup[1])
-        code, _, err = self.install(cli, setup, tmp_path, "--db", str(folder))
+        (work / "safepip.toml").write_text("[audit]\nrefuse-stale = true\n")
+        code, _, err = self.install(environment, index, "--db", str(folder))
         assert code == 1
         assert err.startswith("error: Refusing to audit with data of unknown date")
-        assert tree_snapshot(setup[1]) == before
+        environment.assert_unchanged()
 
     def test_install_with_malformed_records_still_audits(
-        self,
-        cli: Callable[..., tuple[int, str, str]],
-        setup: tuple[StaticIndex, Path, str],
-        tree_snapshot: Callable[[Path], object],
-        tmp_path: Path,
+        self, environment: Environment, index: StaticIndex, tmp_path: Path
     ) -> None:
         folder = folder_with(tmp_path, "empty.json", "affected-object.json")
-        before = tree_snapshot(setup[1])
-        code, _, err = self.install(cli, setup, tmp_path, "--db", str(folder))
+        code, _, err = self.install(environment, index, "--db", str(folder))
         assert code == 5
         assert "Skipped `empty.json`" in err
         assert "Skipped `affected-object.json`" in err
         assert "error: Refusing `jw-util==2.0`" in err
-        assert tree_snapshot(setup[1]) == before
+        environment.assert_unchanged()

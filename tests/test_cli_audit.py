@@ -18,15 +18,9 @@ from test_audit import make_osv_zip
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Cli, CliResult, Environment
+    from conftest import Cli, Environment
     from servers import StaticIndex
     from wheelbuild import WheelFactory
-
-
-def flat(result: CliResult) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr with its whitespace collapsed: rich wraps the findings table
-    and long messages to the terminal's width."""
-    return result.code, result.out, " ".join(result.err.split())
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +40,7 @@ def osv_zip(tmp_path: Path) -> Path:
 
 
 def test_clean_pins_exit_0(cli: Cli) -> None:
-    code, out, err = flat(cli("audit", "requests==2.34.2", "idna==3.20"))
+    code, out, err = cli("audit", "requests==2.34.2", "idna==3.20").flat()
     assert code == 0
     assert out == ""
     assert "No known vulnerabilities found in 2 packages" in err
@@ -54,7 +48,7 @@ def test_clean_pins_exit_0(cli: Cli) -> None:
 
 
 def test_findings_exit_5_with_table_on_stderr(cli: Cli) -> None:
-    code, out, err = flat(cli("audit", "jinja2==2.10"))
+    code, out, err = cli("audit", "jinja2==2.10").flat()
     assert code == 5
     assert out == ""
     assert "PYSEC-2019-217" in err
@@ -62,7 +56,7 @@ def test_findings_exit_5_with_table_on_stderr(cli: Cli) -> None:
 
 
 def test_json_report_shape(cli: Cli, osv_zip: Path) -> None:
-    code, out, err = flat(cli("audit", "--db", str(osv_zip), "--format", "json", "jw.util==2.0"))
+    code, out, err = cli("audit", "--db", str(osv_zip), "--format", "json", "jw.util==2.0").flat()
     assert code == 5
     doc = json.loads(out)
     assert doc["version"] == 1
@@ -80,7 +74,7 @@ def test_json_report_shape(cli: Cli, osv_zip: Path) -> None:
 
 
 def test_ignore_vuln_by_alias(cli: Cli) -> None:
-    code, _, err = flat(cli("audit", "jw.util==2.0", "--ignore-vuln", "GHSA-h72c-w3q3-55qq"))
+    code, _, err = cli("audit", "jw.util==2.0", "--ignore-vuln", "GHSA-h72c-w3q3-55qq").flat()
     assert code == 0
     assert "(1 ignored)" in err
 
@@ -90,14 +84,14 @@ def test_settings_ignore_with_reason(cli: Cli, isolated: Path) -> None:
         '[[tool.safepip.audit.ignore]]\nid = "CVE-2020-13388"\nreason = "not used"\n'
         "until = 2099-01-01\n"
     )
-    code, _, err = flat(cli("audit", "jw.util==2.0"))
+    code, _, err = cli("audit", "jw.util==2.0").flat()
     assert code == 0
     assert "ignored: not used" in err
 
 
 def test_requirements_file_pinned(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("jinja2==3.1.4\nrequests==2.34.2\n")
-    code, out, _ = flat(cli("audit", "-r", "requirements.txt", "--format", "sarif"))
+    code, out, _ = cli("audit", "-r", "requirements.txt", "--format", "sarif").flat()
     assert code == 5
     sarif = json.loads(out)
     results = sarif["runs"][0]["results"]
@@ -109,7 +103,7 @@ def test_requirements_file_pinned(cli: Cli, isolated: Path) -> None:
 
 def test_error_unpinned_requirement(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("requests>=2\n")
-    code, out, err = flat(cli("audit", "-r", "requirements.txt"))
+    code, out, err = cli("audit", "-r", "requirements.txt").flat()
     assert code == 1
     assert out == ""
     assert (
@@ -127,7 +121,7 @@ def test_pylock_positional(cli: Cli, isolated: Path) -> None:
         '[[packages]]\nname = "local-thing"\n'
         '[packages.directory]\npath = "./local"\n'
     )
-    code, out, err = flat(cli("audit", "pylock.toml", "--format", "json"))
+    code, out, err = cli("audit", "pylock.toml", "--format", "json").flat()
     assert code == 5
     deps = json.loads(out)["dependencies"]
     assert deps[0]["vulns"][0]["id"] == "PYSEC-2020-341"
@@ -138,7 +132,7 @@ def test_pylock_positional(cli: Cli, isolated: Path) -> None:
 
 def test_skipped_only_exits_1(cli: Cli, isolated: Path) -> None:
     (isolated / "requirements.txt").write_text("demo @ git+https://example.org/demo.git\n")
-    code, _, err = flat(cli("audit", "-r", "requirements.txt"))
+    code, _, err = cli("audit", "-r", "requirements.txt").flat()
     assert code == 1
     assert "1 package not audited" in err
 
@@ -155,7 +149,7 @@ def test_python_environment(
     index.add(wheel_factory("idna", "3.20"))
     installed = environment.install("jw.util==2.0", "idna==3.20", "-i", index.url, "--no-audit")
     assert installed.code == 0, installed.err
-    code, out, err = flat(cli("audit", "--python", environment.python, "--format", "json"))
+    code, out, err = cli("audit", "--python", environment.python, "--format", "json").flat()
     assert code == 5, err
     deps = {d["name"]: d for d in json.loads(out)["dependencies"]}
     assert sorted(deps) == ["idna", "jw-util"]
@@ -166,23 +160,23 @@ def test_python_environment(
 
 
 def test_error_nothing_to_audit(cli: Cli) -> None:
-    code, _, err = flat(cli("audit"))
+    code, _, err = cli("audit").flat()
     assert code == 2
     assert "error: Nothing to audit" in err
 
 
 def test_error_fix_needs_a_lock_file(cli: Cli) -> None:
-    code, _, err = flat(cli("audit", "jinja2==2.10", "--fix"))
+    code, _, err = cli("audit", "jinja2==2.10", "--fix").flat()
     assert code == 2
     assert "error: `--fix` rewrites lock files; it cannot change `jinja2==2.10`" in err
 
 
 def test_markdown_and_cyclonedx(cli: Cli) -> None:
-    code, out, _ = flat(cli("audit", "jw.util==2.0", "--format", "markdown"))
+    code, out, _ = cli("audit", "jw.util==2.0", "--format", "markdown").flat()
     assert code == 5
     assert "| jw-util | 2.0 | [PYSEC-2020-341]" in out
     assert "**Found 1 vulnerability in 1 package**" in out
-    code, out, _ = flat(cli("audit", "jw.util==2.0", "--format", "cyclonedx"))
+    code, out, _ = cli("audit", "jw.util==2.0", "--format", "cyclonedx").flat()
     bom = json.loads(out)
     assert bom["specVersion"] == "1.5"
     assert bom["vulnerabilities"][0]["affects"] == [{"ref": "pkg:pypi/jw-util@2.0"}]
@@ -190,7 +184,7 @@ def test_markdown_and_cyclonedx(cli: Cli) -> None:
 
 class TestDb:
     def test_status_bundled(self, cli: Cli) -> None:
-        code, out, _ = flat(cli("db", "status", "--format", "json"))
+        code, out, _ = cli("db", "status", "--format", "json").flat()
         assert code == 0
         doc = json.loads(out)
         assert doc["origin"] == "bundled"
@@ -199,18 +193,18 @@ class TestDb:
         assert doc["sha256"] == db.file_sha256(db.SHIPPED)
 
     def test_import_then_status_then_audit_uses_it(self, cli: Cli, osv_zip: Path) -> None:
-        code, _, err = flat(cli("db", "import", str(osv_zip), "--date", "2026-07-20"))
+        code, _, err = cli("db", "import", str(osv_zip), "--date", "2026-07-20").flat()
         assert code == 0
         assert "Imported the advisory database" in err
-        code, out, _ = flat(cli("db", "status"))
+        code, out, _ = cli("db", "status").flat()
         assert "Data date: 2026-07-20" in out
         assert "(user)" in out
-        code, _, err = flat(cli("audit", "jw.util==2.0"))
+        code, _, err = cli("audit", "jw.util==2.0").flat()
         assert code == 5
         assert "as of 2026-07-20" in err
 
     def test_update_from_path(self, cli: Cli, osv_zip: Path) -> None:
-        code, _, err = flat(cli("db", "update", "--from", str(osv_zip)))
+        code, _, err = cli("db", "update", "--from", str(osv_zip)).flat()
         assert code == 0
         assert "Updated the advisory database" in err
 
@@ -218,12 +212,12 @@ class TestDb:
         (isolated / "safepip.toml").write_text(
             '[audit]\nupdate-url = "http://127.0.0.1:9/all.zip"\n'
         )
-        code, _, err = flat(cli("audit", "--refresh", "requests==2.34.2"))
+        code, _, err = cli("audit", "--refresh", "requests==2.34.2").flat()
         assert code == 1
         assert "error: Could not update the advisory database" in err
 
     def test_error_date_argument(self, cli: Cli, osv_zip: Path) -> None:
-        code, _, err = flat(cli("db", "import", str(osv_zip), "--date", "yesterday"))
+        code, _, err = cli("db", "import", str(osv_zip), "--date", "yesterday").flat()
         assert code == 2
         assert "error: argument --date: not a date (YYYY-MM-DD): 'yesterday'" in err
 
@@ -272,7 +266,7 @@ def make_lock(index: StaticIndex, cli: Cli, output: str, *inputs: str) -> Path:
     """`safepip lock` of `inputs` with `vulnpkg` held at the vulnerable 1.0."""
     Path("constraints.txt").write_text("vulnpkg==1.0\n", "utf-8")
     argv = ["lock", *inputs, "-o", output, "-c", "constraints.txt", "-i", index.url]
-    code, _, err = flat(cli(*argv, "--python-version", "3.11", "--isolated"))
+    code, _, err = cli(*argv, "--python-version", "3.11", "--isolated").flat()
     assert code == 0, err
     return Path(output)
 
@@ -319,7 +313,7 @@ class TestFix:
         lock = make_lock(fix_index, cli, "requirements.txt", "requirements.in")
         before = lock.read_text("utf-8")
         assert "vulnpkg==1.0 \\" in before
-        code, out, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
+        code, out, err = cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)).flat()
         assert code == 0, err
         assert out == ""
         assert "TEST-2026-1" in err
@@ -343,7 +337,7 @@ class TestFix:
         lock = make_lock(fix_index, cli, "requirements.txt", "app")
         before = lock.read_bytes()
         argv = ["audit", "--fix", "--dry-run", "-r", str(lock), "--db", str(advisories)]
-        code, _, err = flat(cli(*argv))
+        code, _, err = cli(*argv).flat()
         assert code == 5
         assert "Would change `requirements.txt`: vulnpkg 1.0 -> 1.5" in err
         assert "Dry run: no file was written" in err
@@ -356,7 +350,7 @@ class TestFix:
             import tomli as tomllib
 
         lock = make_lock(fix_index, cli, "pylock.toml", "app")
-        code, _, err = flat(cli("audit", "--fix", str(lock), "--db", str(advisories)))
+        code, _, err = cli("audit", "--fix", str(lock), "--db", str(advisories)).flat()
         assert code == 0, err
         assert "vulnpkg 1.0 -> 1.5" in err
         packages = {p["name"]: p for p in tomllib.loads(lock.read_text("utf-8"))["packages"]}
@@ -371,7 +365,7 @@ class TestFix:
         self, fix_index: StaticIndex, advisories: Path, cli: Cli
     ) -> None:
         lock = make_lock(fix_index, cli, "requirements.txt", "app", "nofix")
-        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
+        code, _, err = cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)).flat()
         assert code == 5
         assert (
             "warning: `nofix==1.0`: no released version fixes every finding; its pin is left "
@@ -389,7 +383,7 @@ class TestFix:
     ) -> None:
         lock = make_lock(fix_index, cli, "requirements.txt", "nofix")
         before = lock.read_bytes()
-        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
+        code, _, err = cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)).flat()
         assert code == 5
         assert "Nothing to fix: no vulnerable pin has a fixed version" in err
         assert lock.read_bytes() == before
@@ -399,7 +393,7 @@ class TestFix:
     ) -> None:
         lock = make_lock(fix_index, cli, "requirements.txt", "capped")
         before = lock.read_bytes()
-        code, _, err = flat(cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)))
+        code, _, err = cli("audit", "--fix", "-r", str(lock), "--db", str(advisories)).flat()
         assert code == 1
         assert (
             "error: Cannot fix `requirements.txt`, no file was changed: the re-lock failed: "
@@ -411,7 +405,7 @@ class TestFix:
     def test_error_fix_python_environment(self, cli: Cli) -> None:
         import sys
 
-        code, _, err = flat(cli("audit", "--fix", "--python", sys.executable))
+        code, _, err = cli("audit", "--fix", "--python", sys.executable).flat()
         assert code == 2
         assert (
             "error: `--fix` rewrites lock files; it cannot change the environment of `--python`"
@@ -421,7 +415,7 @@ class TestFix:
     def test_error_fix_unhashed_file(self, advisories: Path, cli: Cli) -> None:
         Path("requirements.txt").write_text("vulnpkg==1.0\n", "utf-8")
         argv = ["audit", "--fix", "-r", "requirements.txt", "--db", str(advisories)]
-        code, _, err = flat(cli(*argv))
+        code, _, err = cli(*argv).flat()
         assert code == 2
         assert (
             "error: `--fix` rewrites hash-pinned locks, and `requirements.txt` has requirements "
@@ -429,7 +423,7 @@ class TestFix:
         )
 
     def test_error_dry_run_without_fix(self, cli: Cli) -> None:
-        code, _, err = flat(cli("audit", "--dry-run", "jinja2==2.10"))
+        code, _, err = cli("audit", "--dry-run", "jinja2==2.10").flat()
         assert code == 2
         assert "error: `--dry-run` only applies to `--fix`" in err
 

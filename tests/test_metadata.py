@@ -16,17 +16,16 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from safepip.cli import main
 from safepip.metadata import parse_metadata
 from wheelbuild import build_wheel, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from conftest import Cli
     from servers import StaticIndex
 
 CORPUS = Path(__file__).parent / "data" / "metadata-corpus.zip"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def corpus() -> Iterator[tuple[str, bytes]]:
@@ -170,16 +169,6 @@ class TestHeaderRules:
         assert core.requires_dist == ["b"]
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, ANSI.sub("", captured.out), ANSI.sub("", captured.err)
-
-    return invoke
-
-
 class TestDependencyAfterBlankContinuation:
     """End to end: a dependency declared after a whitespace-only continuation line is seen."""
 
@@ -197,7 +186,7 @@ class TestDependencyAfterBlankContinuation:
     def test_closure_check_names_the_dependency(
         self,
         index: StaticIndex,
-        cli: Callable[..., tuple[int, str, str]],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
@@ -217,7 +206,7 @@ class TestDependencyAfterBlankContinuation:
     def test_lock_pins_the_dependency(
         self,
         index: StaticIndex,
-        cli: Callable[..., tuple[int, str, str]],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         tmp_path: Path,
     ) -> None:
@@ -233,7 +222,7 @@ class TestDependencyAfterBlankContinuation:
     def test_error_invalid_requires_dist(
         self,
         static_index: Callable[..., StaticIndex],
-        cli: Callable[..., tuple[int, str, str]],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
