@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
+from safepip import build
+from safepip.build import network_namespace
 from safepip.cli import main
 from safepip.settings import SettingsError, allow_build_names, load_settings
+from sdists import FLIT_CORE, FLIT_CORE_SHA256, flit_sdist, intree_sdist, write_sdist
 from wheelbuild import build_sdist, sdist_marker_path, sha256_file
 
 if TYPE_CHECKING:
@@ -144,3 +153,587 @@ class TestRefusal:
         assert result.code == 4
         assert "which is not a wheel; building it would run the package's code" in result.err
         assert "allow it with `--allow-build iota`" in result.err
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def site_packages(venv: Path) -> Path:
+    (found,) = venv.glob("lib/python3*/site-packages")
+    return found
+
+
+def import_value(venv: Path, module: str) -> str:
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.VALUE)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def backend_index(static_index: Callable[..., StaticIndex]) -> StaticIndex:
+    """A loopback index serving the committed flit_core wheel (the pinned build backend)."""
+    index = static_index()
+    index.add(FLIT_CORE)
+    return index
+
+
+@pytest.fixture
+def flit_constraint(tmp_path: Path) -> Path:
+    path = tmp_path / "build-constraints.txt"
+    path.write_text(f"flit_core==3.10.1 --hash=sha256:{FLIT_CORE_SHA256}\n")
+    return path
+
+
+needs_netns = pytest.mark.skipif(
+    network_namespace() is not None, reason="no network namespace on this machine"
+)
+
+
+class TestBuild:
+    def test_flit_sdist_built_from_pinned_backend(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        flit_constraint: Path,
+        tmp_path: Path,
+    ) -> None:
+        sdist = flit_sdist(tmp_path / "sd", "built-pkg", "1.2")
+        backend_index.add(sdist)
+        sha = sha256_file(sdist)
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text(f"built-pkg==1.2 --hash=sha256:{sha}\n")
+        venv = venv_factory()
+        args = (
+            "-r",
+            str(reqs),
+            "-i",
+            backend_index.url,
+            "--build-constraint",
+            str(flit_constraint),
+        )
+        result = run("install", *args, "--python", str(venv), "--allow-build", "Built_Pkg")
+        assert result.code == 0, result.err
+        assert f"Building `built-pkg==1.2` from `built_pkg-1.2.tar.gz` (sha256 {sha})" in result.err
+        assert import_value(venv, "built_pkg") == "1.2"
+        (dist_info,) = site_packages(venv).glob("built_pkg-1.2.dist-info")
+        record = json.loads((dist_info / "safepip.json").read_text())
+        assert record["filename"] == "built_pkg-1.2-py2.py3-none-any.whl"
+        assert record["built_from"]["filename"] == "built_pkg-1.2.tar.gz"
+        assert record["built_from"]["sha256"] == sha
+        assert record["built_from"]["backend"] == "flit_core.buildapi"
+        assert record["built_from"]["build_dependencies"] == [
+            {"name": "flit-core", "version": "3.10.1", "sha256": FLIT_CORE_SHA256}
+        ]
+        # the build environment held only the backend: nothing of it reached the target
+        assert not list(site_packages(venv).glob("flit_core*"))
+        # installed again: kept (the record vouches for the pinned sdist), nothing rebuilt
+        again = run("install", *args, "--python", str(venv), "--allow-build", "built-pkg")
+        assert again.code == 0, again.err
+        assert "Building" not in again.err
+        # freeze gives the sdist's hash back, and verify against the lock passes
+        frozen = run("freeze", "--python", str(venv))
+        assert "# built-pkg: built from its sdist; needs `--allow-build built-pkg`" in frozen.out
+        assert f"--hash=sha256:{sha}" in frozen.out
+        assert run("verify", "--python", str(venv), "-r", str(reqs)).code == 0
+        # a fresh environment reuses the cached build
+        other = venv_factory()
+        third = run("install", *args, "--python", str(other), "--allow-build", "built-pkg")
+        assert third.code == 0, third.err
+        assert "Using the wheel built earlier from `built_pkg-1.2.tar.gz`" in third.err
+        assert import_value(other, "built_pkg") == "1.2"
+
+    def test_allowed_in_the_settings_file(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        flit_constraint: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        sdist = flit_sdist(tmp_path / "sd", "settled", "2.0")
+        backend_index.add(sdist)
+        (tmp_path / "pyproject.toml").write_text('[tool.safepip]\nallow-build = ["settled"]\n')
+        monkeypatch.chdir(tmp_path)
+        venv = venv_factory()
+        line = f"settled==2.0 --hash=sha256:{sha256_file(sdist)}"
+        result = run(
+            "install",
+            line,
+            "-i",
+            backend_index.url,
+            "--build-constraint",
+            str(flit_constraint),
+            "--python",
+            str(venv),
+        )
+        assert result.code == 0, result.err
+        assert import_value(venv, "settled") == "2.0"
+
+    def test_error_build_dependency_not_pinned(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        sdist = flit_sdist(tmp_path / "sd", "needy", "1.0")
+        backend_index.add(sdist)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        line = f"needy==1.0 --hash=sha256:{sha256_file(sdist)}"
+        result = run(
+            "install",
+            line,
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "needy",
+        )
+        assert result.code == 3
+        assert result.err.split("\n", 1)[1].startswith(
+            "error: Cannot build `needy-1.0.tar.gz`: its build dependencies must be pinned with "
+            "`==` and a hash in a `--build-constraint` file; these are not:\n"
+            f"    flit-core==3.10.1 --hash=sha256:{FLIT_CORE_SHA256}  # `[build-system] requires` "
+            "of `needy-1.0.tar.gz`\n\nhint: put the lines in a file, check them, and pass it "
+            "with `--build-constraint FILE`"
+        )
+        assert tree_snapshot(venv) == before
+
+    def test_error_build_dependency_wrong_hash(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        sdist = flit_sdist(tmp_path / "sd", "needy", "1.0")
+        backend_index.add(sdist)
+        bad = tmp_path / "bad-constraints.txt"
+        bad.write_text(f"flit_core==3.10.1 --hash=sha256:{'0' * 64}\n")
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        line = f"needy==1.0 --hash=sha256:{sha256_file(sdist)}"
+        result = run(
+            "install",
+            line,
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "needy",
+            "--build-constraint",
+            str(bad),
+        )
+        assert result.code == 3
+        assert "No file on the index matches a pinned hash for these requirements:" in result.err
+        assert "`flit-core==3.10.1` (from `[build-system] requires` of `needy-1.0.tar.gz`)" in (
+            result.err
+        )
+        assert f"expected: sha256:{'0' * 64}" in result.err
+        assert tree_snapshot(venv) == before
+
+    def test_error_build_dependency_served_tampered(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        flit_constraint: Path,
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        # an index without published hashes serving other bytes under the backend's name
+        index = static_index()
+        fake = tmp_path / "fake" / FLIT_CORE.name
+        fake.parent.mkdir()
+        fake.write_bytes(FLIT_CORE.read_bytes() + b"\0")
+        index.add(fake, hash_in_listing=False)
+        sdist = flit_sdist(tmp_path / "sd", "needy", "1.0")
+        index.add(sdist)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        result = run(
+            "install",
+            f"needy==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "needy",
+            "--build-constraint",
+            str(flit_constraint),
+        )
+        assert result.code == 3
+        assert "Hash mismatch" in result.err
+        assert tree_snapshot(venv) == before
+
+    def test_error_dynamic_requirement_not_pinned(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        tmp_path: Path,
+    ) -> None:
+        sdist = intree_sdist(tmp_path / "sd", "dyn", "1.0", dynamic=("flit_core>=3",))
+        backend_index.add(sdist)
+        venv = venv_factory()
+        result = run(
+            "install",
+            f"dyn==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "dyn",
+        )
+        assert result.code == 3
+        assert (
+            f"    flit-core==3.10.1 --hash=sha256:{FLIT_CORE_SHA256}  # asked for by the backend "
+            "of `dyn-1.0.tar.gz`"
+        ) in result.err
+
+    def test_dynamic_requirement_from_the_constraint_file(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        flit_constraint: Path,
+        tmp_path: Path,
+    ) -> None:
+        prelude = "import flit_core  # installed because get_requires_for_build_wheel asked\n"
+        sdist = intree_sdist(
+            tmp_path / "sd", "dyn", "1.0", dynamic=("flit_core>=3",), prelude=prelude
+        )
+        backend_index.add(sdist)
+        venv = venv_factory()
+        result = run(
+            "install",
+            f"dyn==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "dyn",
+            "--build-constraint",
+            str(flit_constraint),
+        )
+        assert result.code == 0, result.err
+        record = json.loads(
+            next(site_packages(venv).glob("dyn-1.0.dist-info")).joinpath("safepip.json").read_text()
+        )
+        assert [d["name"] for d in record["built_from"]["build_dependencies"]] == ["flit-core"]
+
+    def test_backend_runs_clean_and_private(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("PIP_INDEX_URL", "https://user:secret@example.invalid/simple")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.invalid:3128")
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "envy", "1.0")
+        index.add(sdist)
+        venv = venv_factory()
+        result = run(
+            "install",
+            f"envy==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "envy",
+        )
+        assert result.code == 0, result.err
+        seen = json.loads((site_packages(venv) / "envy" / "buildenv.json").read_text())
+        env = seen["env"]
+        assert not [k for k in env if k.startswith("PIP_") or "SECRET" in k]
+        assert "secret" not in json.dumps(env)
+        assert seen["home"] != os.path.expanduser("~")
+        assert seen["home"].startswith(tempfile.gettempdir())
+        assert env["PYTHONNOUSERSITE"] == "1"
+        if network_namespace() is None:
+            assert not [k for k in env if "proxy" in k.lower()]
+
+    def test_without_network_namespace_proxies_point_at_a_closed_port(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(build, "network_namespace", lambda: "`unshare` is not available")
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "envy", "1.0")
+        index.add(sdist)
+        venv = venv_factory()
+        result = run(
+            "install",
+            f"envy==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "envy",
+        )
+        assert result.code == 0, result.err
+        assert (
+            "warning: No network namespace for the build of `envy-1.0.tar.gz`: `unshare` is not "
+            "available; its proxy variables point at a closed port (http://127.0.0.1:9), which "
+            "stops only programs that honour them"
+        ) in result.err
+        env = json.loads((site_packages(venv) / "envy" / "buildenv.json").read_text())["env"]
+        assert env["https_proxy"] == env["HTTP_PROXY"] == "http://127.0.0.1:9"
+
+    @needs_netns
+    def test_error_backend_cannot_open_a_socket(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        prelude = f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+            except OSError as exc:
+                raise SystemExit("the backend could not connect: " + type(exc).__name__)
+            raise SystemExit("the backend reached the network")
+        """
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "phoner", "1.0", prelude=prelude)
+        index.add(sdist)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        try:
+            result = run(
+                "install",
+                f"phoner==1.0 --hash=sha256:{sha256_file(sdist)}",
+                "-i",
+                index.url,
+                "--python",
+                str(venv),
+                "--allow-build",
+                "phoner",
+            )
+            with pytest.raises(TimeoutError):
+                listener.accept()
+        finally:
+            listener.close()
+        assert result.code == 1
+        assert result.err.split("\n", 1)[1].startswith(
+            "error: Building `phoner-1.0.tar.gz` failed: the backend's `build_wheel` exited "
+            "with 1; its last output:\n"
+        )
+        assert "| the backend could not connect: " in result.err
+        assert tree_snapshot(venv) == before
+
+    def test_error_time_limit(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("SAFEPIP_BUILD_TIMEOUT", "3")
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "slow", "1.0", prelude="import time; time.sleep(60)")
+        index.add(sdist)
+        started = time.monotonic()
+        result = run(
+            "install",
+            f"slow==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv_factory()),
+            "--allow-build",
+            "slow",
+        )
+        assert result.code == 1
+        assert "error: Building `slow-1.0.tar.gz` took longer than 3 s and was stopped" in (
+            result.err
+        )
+        assert time.monotonic() - started < 30
+
+    def test_error_pkg_info_names_another_project(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        marker = tmp_path / "ran"
+        sdist = intree_sdist(
+            tmp_path / "sd",
+            "honest",
+            "1.0",
+            pkg_info_name="other",
+            prelude=f"open({str(marker)!r}, 'w').close()",
+        )
+        index.add(sdist)
+        result = run(
+            "install",
+            f"honest==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv_factory()),
+            "--allow-build",
+            "honest",
+        )
+        assert result.code == 3
+        assert (
+            "error: `honest-1.0.tar.gz` declares `other 1.0` in its `PKG-INFO`, not "
+            "`honest==1.0`" in result.err
+        )
+        assert not marker.exists()
+
+    def test_error_wheel_of_another_project(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(
+            tmp_path / "sd", "honest", "1.0", wheel_name="requests-9.0-py3-none-any.whl"
+        )
+        index.add(sdist)
+        result = run(
+            "install",
+            f"honest==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv_factory()),
+            "--allow-build",
+            "honest",
+        )
+        assert result.code == 3
+        assert (
+            "error: The backend of `honest-1.0.tar.gz` built `requests-9.0-py3-none-any.whl`, "
+            "which is not `honest==1.0`" in result.err
+        )
+
+    def test_error_sdist_with_a_link(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = write_sdist(
+            tmp_path / "sd",
+            "linky",
+            "1.0",
+            {"PKG-INFO": "Metadata-Version: 2.1\nName: linky\nVersion: 1.0\n\n"},
+            symlinks={"setup.py": "/etc/passwd"},
+        )
+        index.add(sdist)
+        result = run(
+            "install",
+            f"linky==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv_factory()),
+            "--allow-build",
+            "linky",
+        )
+        assert result.code == 3
+        assert (
+            "error: `linky-1.0.tar.gz` (the sdist of `linky==1.0`) cannot be unpacked safely: "
+            "member `linky-1.0/setup.py` is a link or special file" in result.err
+        )
+
+    def test_error_sdist_escaping_its_folder(self, tmp_path: Path) -> None:
+        sdist = write_sdist(tmp_path, "esc", "1.0", {"../evil": "x"}, top="esc-1.0")
+        with pytest.raises(build.SdistError, match="would be written outside its folder"):
+            build.extract_sdist(sdist, tmp_path / "out", "esc==1.0")
+        assert not (tmp_path / "evil").exists()
+
+    def test_direct_url_and_find_links_sdists(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        by_url = intree_sdist(tmp_path / "sd", "by-url", "1.0")
+        index.add(by_url)
+        folder = tmp_path / "folder"
+        in_folder = intree_sdist(folder, "in-folder", "1.0")
+        url = f"{index.base_url}/files/{by_url.name}#sha256={sha256_file(by_url)}"
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text(f"by-url @ {url}\nin-folder==1.0 --hash=sha256:{sha256_file(in_folder)}\n")
+        venv = venv_factory()
+        common = ("-r", str(reqs), "--python", str(venv), "-i", index.url, "-f", str(folder))
+        refused = run("install", *common, "--allow-build", "by-url")
+        assert refused.code == 4
+        assert "allow it with `--allow-build in-folder`" in refused.err
+        result = run("install", *common, "--allow-build", "by-url", "--allow-build", "in-folder")
+        assert result.code == 0, result.err
+        assert import_value(venv, "by_url") == "1.0"
+        assert import_value(venv, "in_folder") == "1.0"
+        direct = json.loads(
+            next(site_packages(venv).glob("by_url-1.0.dist-info"))
+            .joinpath("direct_url.json")
+            .read_text()
+        )
+        assert direct["url"].endswith("/files/by_url-1.0.tar.gz")
+
+    def test_download_keeps_the_verified_sdist(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "fetched", "1.0")
+        index.add(sdist)
+        out = tmp_path / "out"
+        result = run(
+            "download",
+            f"fetched==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "-d",
+            str(out),
+            "--allow-build",
+            "fetched",
+        )
+        assert result.code == 0, result.err
+        assert [p.name for p in out.iterdir()] == [sdist.name]
+        assert sha256_file(out / sdist.name) == sha256_file(sdist)

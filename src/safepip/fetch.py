@@ -37,7 +37,7 @@ from safepip.net import NetworkError
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from safepip.net import Session
     from safepip.plan import Artifact
@@ -102,6 +102,8 @@ class FetchedArtifact:
     path: Path
     sha256: str
     cached: bool
+    built_from: Mapping[str, object] | None = None
+    """For a wheel built from an sdist (`safepip.build`): the sdist and build dependencies."""
 
 
 class Cache:

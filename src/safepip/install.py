@@ -26,7 +26,7 @@ from safepip.errors import SafepipError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
 from safepip.linking import DEFAULT_LINK_MODE, Linker, LinkMode
-from safepip.plan import same_version
+from safepip.plan import recorded_sha256s, same_version
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def plan_changes(
             accepted = {
                 d for a, d in map(split_hash, pin.artifact.expected_hashes) if a == "sha256"
             }
-            if record and (record.get("sha256") in accepted or not accepted):
+            if record and (recorded_sha256s(record) & accepted or not accepted):
                 keep.append(pin)
                 continue
         install.append(pin)
@@ -491,12 +491,13 @@ def _artifact_record(pin: Pin, fetched: FetchedArtifact) -> bytes:
                 "installer": f"safepip {__version__}",
                 "name": pin.name,
                 "version_installed": pin.version,
-                "filename": pin.artifact.filename,
+                "filename": fetched.artifact.filename,
                 "sha256": fetched.sha256,
                 "url": redact_url(pin.artifact.url),
                 "origin": redact_url(pin.artifact.origin),
                 "hash_source": pin.artifact.hash_source,
                 "requested": pin.requested,
+                **({"built_from": fetched.built_from} if fetched.built_from else {}),
             },
             indent=2,
             sort_keys=True,

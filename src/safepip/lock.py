@@ -588,7 +588,8 @@ class FrozenPackage:
     hashes: tuple[str, ...]
     """`sha256:<hex>` digests; empty when none could be found."""
     source: str
-    """`record` (safepip's install record), `index` (the index's published hashes) or `none`."""
+    """`record` (safepip's install record), `built` (the sdist safepip built it from), `index`
+    (the index's published hashes) or `none`."""
     problem: str | None = None
 
 
@@ -610,10 +611,15 @@ def freeze_environment(
             continue
         record = installed_artifact(dist)
         sha = record.get("sha256") if record else None
+        built = record.get("built_from") if record else None
+        source = "record"
+        if isinstance(built, dict):
+            # Built by safepip from a pinned sdist: the sdist's hash installs it again.
+            sha, source = built.get("sha256"), "built"
         same = record is not None and str(record.get("version_installed", "")) == dist.version
         if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) and same:
             results[dist.name] = FrozenPackage(
-                name=dist.name, version=dist.version, hashes=(f"sha256:{sha}",), source="record"
+                name=dist.name, version=dist.version, hashes=(f"sha256:{sha}",), source=source
             )
         else:
             lookup.append((dist.name, dist.version))
@@ -656,6 +662,8 @@ def render_freeze(packages: Sequence[FrozenPackage]) -> str:
         if not pkg.hashes:
             out.append(f"# {pkg.name}=={pkg.version}  # no hash available: {pkg.problem}")
             continue
+        if pkg.source == "built":
+            out.append(f"# {pkg.name}: built from its sdist; needs `--allow-build {pkg.name}`")
         out.append(f"{pkg.name}=={pkg.version} \\")
         out += [f"    --hash={h} \\" for h in pkg.hashes[:-1]]
         out.append(f"    --hash={pkg.hashes[-1]}")

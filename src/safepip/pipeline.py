@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from safepip import __version__, audit, envlock, fastpath, journal
+from safepip import build as build_stage
 from safepip import bundle as bundle_format
 from safepip import fetch as fetch_stage
 from safepip import install as install_stage
 from safepip import sync as sync_stage
 from safepip import target as target_mod
 from safepip.audit import database
-from safepip.build import BUILD_HINT
+from safepip.build import BUILD_HINT, BuildPolicy, is_sdist
 from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
 from safepip.errors import UsageError
 from safepip.fetch import cached_wheels, open_cache
@@ -340,6 +341,7 @@ def _pinned_plan(
                 "must be pinned",
                 hint="pin each requirement with `==`, or write a lock with `safepip lock`",
             )
+    allowed = build_policy(options).allowed
     offline: dict[NormalizedName, Pin] = {}
     if hash_mode and not findings.violations and not findings.problems:
         offline = _offline_pins(wanted, target, cache, installed)
@@ -358,7 +360,11 @@ def _pinned_plan(
             continue
         if w.url is not None:
             choice = direct_artifact(
-                w, target, hash_mode=hash_mode, allow_unhashed=options.allow_unhashed
+                w,
+                target,
+                hash_mode=hash_mode,
+                allow_unhashed=options.allow_unhashed,
+                build_allowed=w.name in allowed,
             )
         else:
             found = pages[w.name]
@@ -371,7 +377,12 @@ def _pinned_plan(
                 findings.errors.append(f"`{w.display_name}` was not found on {where} ({w.where})")
                 continue
             choice = choose_artifact(
-                w, found.files, target, hash_mode=hash_mode, allow_unhashed=options.allow_unhashed
+                w,
+                found.files,
+                target,
+                hash_mode=hash_mode,
+                allow_unhashed=options.allow_unhashed,
+                build_allowed=w.name in allowed,
             )
         findings.add(choice)
         if choice.artifact is not None:
@@ -655,14 +666,10 @@ def _install(
         # Everything that will be written is fetched and verified first; packages kept as they
         # are need no download (safepip installed them from a file with a pinned digest).
         to_fetch = [p for p in plan.pins if p.spec not in kept]
-        fetched_list, unpacked = fetch_stage.fetch_and_unpack(
-            session,
-            [p.artifact for p in to_fetch],
-            ctx.cache,
-            progress=reporter.progress(),
-            warn=reporter.warn,
+        fetched, unpacked, _ = fetch_and_build(
+            options, to_fetch, target, ctx.cache, session, index, reporter
         )
-        fetched = {p.spec: f for p, f in zip(to_fetch, fetched_list, strict=True)}
+        fetched_list = list(fetched.values())
         metadata = _metadata(plan, fetched, unpacked, dists)
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
@@ -702,6 +709,82 @@ def _install(
             fetched=tuple(fetched_list),
             metadata=metadata,
         )
+
+
+def build_policy(options: InstallOptions) -> BuildPolicy:
+    """`--allow-build` with the settings file's `allow-build`, `--build-constraint`, and the
+    time limit (`SAFEPIP_BUILD_TIMEOUT`)."""
+    settings = load_settings(isolated=options.sources.isolated)
+    return BuildPolicy(
+        allowed=options.allow_build | settings.allow_build,
+        constraint=options.build_constraint,
+        timeout=build_stage.timeout_from_environment(),
+    )
+
+
+def fetch_and_build(
+    options: InstallOptions,
+    pins: Sequence[Pin],
+    target: Target,
+    cache: Cache,
+    session: Session,
+    index: IndexClient,
+    reporter: Reporter,
+    *,
+    copies: bool = False,
+) -> tuple[dict[str, FetchedArtifact], dict[str, UnpackedWheel], dict[str, FetchedArtifact]]:
+    """Fetch and verify every pin's file and unpack the wheels; build a wheel from each sdist
+    the plan chose (`--allow-build`), after its bytes were verified (safepip.build).
+
+    Returns the wheels by `Pin.spec` (for a built pin, the built wheel), the unpacked wheels by
+    sha256, and the verified sdists by `Pin.spec`. With `copies` (`download`) every archive is
+    hashed again, even one whose unpacked tree is in the cache, because the archive is copied.
+    """
+    wheels = [p for p in pins if not is_sdist(p.artifact)]
+    sdists = [p for p in pins if is_sdist(p.artifact)]
+    if copies:
+        fetched_list = fetch_stage.fetch_artifacts(
+            session,
+            [p.artifact for p in wheels],
+            cache,
+            progress=reporter.progress(),
+            use_unpacked=False,
+        )
+        unpacked = fetch_stage.unpack_all(fetched_list, cache, warn=reporter.warn)
+    else:
+        fetched_list, unpacked = fetch_stage.fetch_and_unpack(
+            session,
+            [p.artifact for p in wheels],
+            cache,
+            progress=reporter.progress(),
+            warn=reporter.warn,
+        )
+    fetched = {p.spec: f for p, f in zip(wheels, fetched_list, strict=True)}
+    sources: dict[str, FetchedArtifact] = {}
+    if sdists:
+        sdist_files = fetch_stage.fetch_artifacts(
+            session,
+            [p.artifact for p in sdists],
+            cache,
+            progress=reporter.progress(),
+            use_unpacked=False,
+        )
+        built = build_stage.build_wheels(
+            sdists,
+            sdist_files,
+            target,
+            build_policy(options),
+            index=index,
+            session=session,
+            cache=cache,
+            warn=reporter.warn,
+            info=reporter.info,
+        )
+        for pin, sdist, item in zip(sdists, sdist_files, built, strict=True):
+            fetched[pin.spec] = item.fetched
+            unpacked[item.fetched.sha256] = item.unpacked
+            sources[pin.spec] = sdist
+    return fetched, unpacked, sources
 
 
 def _pylock_input(options: InstallOptions) -> Path | None:
@@ -846,15 +929,12 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         sources, session, index = conn.sources, conn.session, conn.index
         plan = plan_install(options, parsed, target, sources, index, reporter, cache=ctx.cache)
         audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
-        fetched_list = fetch_stage.fetch_artifacts(
-            session,
-            [p.artifact for p in plan.pins],
-            ctx.cache,
-            progress=reporter.progress(),
-            use_unpacked=False,
+        fetched, unpacked, sdists = fetch_and_build(
+            options, plan.pins, target, ctx.cache, session, index, reporter, copies=True
         )
-        fetched = {p.spec: f for p, f in zip(plan.pins, fetched_list, strict=True)}
-        unpacked = fetch_stage.unpack_all(fetched_list, ctx.cache, warn=reporter.warn)
+        # The verified sdist is what goes into the folder (as pip downloads it); the build
+        # proved it builds and gave the metadata for the dependency check.
+        fetched_list = [sdists.get(p.spec, fetched[p.spec]) for p in plan.pins]
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
             check_dependencies(plan, constraints, _metadata(plan, fetched, unpacked, ()), index)

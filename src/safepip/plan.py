@@ -268,12 +268,15 @@ def choose_artifact(
     *,
     hash_mode: bool,
     allow_unhashed: bool,
+    build_allowed: bool = False,
 ) -> Choice:
     """Pick the best wheel of the pinned version for the target.
 
     In hash mode only files whose listed sha256 is pinned, or whose hash the index does not
     publish (checked after download), are considered; files with a pinned hash come first so a
     wheel uploaded after the lock was written cannot break the install (pip issue 11692).
+    When no wheel fits and `build_allowed` (`--allow-build`), the sdist is chosen by the same
+    rules (a `.tar.gz` before a `.zip`); otherwise an sdist-only version is a policy refusal.
     """
     version = wanted.pinned_version
     assert version is not None
@@ -297,6 +300,12 @@ def choose_artifact(
         for f in wheels
         if (rank := rank_wheel(f, priority)) is not None and requires_python_ok(f, target)
     ]
+    sdists = [f for f in matching if f.kind == "sdist" and requires_python_ok(f, target)]
+    if not fitting and sdists and build_allowed:
+        fitting = sorted(
+            ((0 if f.filename.endswith(".tar.gz") else 1, f) for f in sdists),
+            key=lambda rf: (rf[0], rf[1].filename),
+        )
     if not fitting:
         if not wheels:
             return Choice(violation=sdist_refusal(label, wanted.display_name, wanted.where))
@@ -387,12 +396,23 @@ def choose_artifact(
 
 
 def direct_artifact(
-    wanted: Wanted, target: Target, *, hash_mode: bool, allow_unhashed: bool
+    wanted: Wanted,
+    target: Target,
+    *,
+    hash_mode: bool,
+    allow_unhashed: bool,
+    build_allowed: bool = False,
 ) -> Choice:
-    """The artifact of a direct URL requirement (`name @ https://…/x.whl`)."""
+    """The artifact of a direct URL requirement (`name @ https://…/x.whl`, or with
+    `build_allowed` an sdist, `…/x.tar.gz`)."""
     from urllib.parse import urlsplit
 
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.utils import (
+        InvalidSdistFilename,
+        InvalidWheelFilename,
+        parse_sdist_filename,
+        parse_wheel_filename,
+    )
 
     assert wanted.url is not None
     url = wanted.url
@@ -404,6 +424,37 @@ def direct_artifact(
         if alg.lower() in ALLOWED_ALGORITHMS and value:
             fragment_hashes.add(f"{alg.lower()}:{value.lower()}")
     hashes = set(wanted.hashes or ()) | fragment_hashes
+    if build_allowed and not filename.endswith(".whl") and "+" not in parts.scheme:
+        try:
+            name, sdist_version = parse_sdist_filename(filename)
+        except InvalidSdistFilename:
+            return Choice(error=f"`{filename}` is not a valid sdist filename ({wanted.where})")
+        if name != wanted.name:
+            return Choice(
+                error=f"`{filename}` is an sdist of `{name}`, not of `{wanted.name}` "
+                f"({wanted.where})"
+            )
+        if not hashes and (hash_mode or not allow_unhashed):
+            return Choice(
+                problem=HashProblem(
+                    kind=ProblemKind.MISSING_HASH,
+                    package=f"{wanted.display_name} @ {url}",
+                    where=wanted.where,
+                    suggestion=f"{wanted.display_name} @ {url}  # add --hash=sha256:<digest>",
+                )
+            )
+        return Choice(
+            artifact=Artifact(
+                name=wanted.name,
+                version=str(sdist_version),
+                filename=filename,
+                url=strip_fragment(url),
+                origin="direct URL",
+                expected_hashes=frozenset(hashes),
+                hash_source="pinned" if hashes else "none",
+                direct_url=True,
+            )
+        )
     if not filename.endswith(".whl"):
         if parts.scheme.startswith(("git", "hg", "svn", "bzr")) or "+" in parts.scheme:
             return Choice(
@@ -596,6 +647,14 @@ def pinned_sha256(wanted: Wanted) -> frozenset[str]:
     )
 
 
+def recorded_sha256s(record: Mapping[str, object]) -> frozenset[object]:
+    """The sha256s an install record vouches for: the wheel's, and for a wheel safepip built,
+    the sdist's it was built from (the file whose hash the lock pins)."""
+    built = record.get("built_from")
+    sdist = built.get("sha256") if isinstance(built, dict) else None
+    return frozenset(d for d in (record.get("sha256"), sdist) if d)
+
+
 def pin_without_index(
     wanted: Wanted,
     target: Target,
@@ -638,7 +697,7 @@ def pin_without_index(
 
     if installed is not None:
         installed_version, record = installed
-        if same_version(installed_version, version) and record.get("sha256") in accepted:
+        if same_version(installed_version, version) and recorded_sha256s(record) & accepted:
             return make(
                 str(record.get("filename", "")),
                 str(record.get("url", "")),

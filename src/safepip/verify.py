@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from safepip.errors import ExitCode, SafepipError
 from safepip.install import installed_artifact
+from safepip.plan import recorded_sha256s
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -158,7 +159,8 @@ def verify_environment(
                 )
                 continue
             record = installed_artifact(dist)
-            if digests and (record is None or record.get("sha256") not in digests):
+            # a wheel safepip built counts as installed from the sdist it was built from
+            if digests and (record is None or not recorded_sha256s(record) & set(digests)):
                 lock_problems.append(
                     PackageNote(
                         package=name,
