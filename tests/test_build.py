@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from servers import StaticIndex
+    from wheelbuild import WheelFactory
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -43,7 +44,7 @@ def run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Res
 
     def invoke(*args: str) -> Result:
         argv = list(args)
-        if argv and argv[0] in ("install", "download", "sync"):
+        if argv and argv[0] in ("install", "download", "sync", "lock"):
             argv += ["--cache-dir", str(cache)]
         code = main(argv)
         captured = capsys.readouterr()
@@ -737,3 +738,174 @@ class TestBuild:
         assert result.code == 0, result.err
         assert [p.name for p in out.iterdir()] == [sdist.name]
         assert sha256_file(out / sdist.name) == sha256_file(sdist)
+
+
+# --- locking ------------------------------------------------------------------------------
+
+
+class TestLock:
+    def test_pep643_sdist_locks_without_building(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+    ) -> None:
+        marker = tmp_path / "backend-ran"
+        sdist = intree_sdist(
+            tmp_path / "sd",
+            "static-meta",
+            "1.0",
+            metadata_version="2.2",
+            dependencies=("dep>=1",),
+            prelude=f"open({str(marker)!r}, 'w').close()",
+        )
+        backend_index.add(sdist)
+        dep = wheel_factory("dep", "1.5")
+        backend_index.add(dep)
+        venv = venv_factory()
+        out = tmp_path / "requirements.txt"
+        refused = run("lock", "static-meta", "-o", str(out), "-i", backend_index.url, "--isolated")
+        assert refused.code == 4
+        assert "allow building it with `--allow-build static-meta`: an sdist whose" in refused.err
+        result = run(
+            "lock",
+            "static-meta",
+            "-o",
+            str(out),
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--isolated",
+            "--allow-build",
+            "static-meta",
+        )
+        assert result.code == 0, result.err
+        assert not marker.exists()  # PKG-INFO was enough: nothing ran
+        text = out.read_text()
+        assert f"static-meta==1.0 \\\n    --hash=sha256:{sha256_file(sdist)}" in text
+        assert f"dep==1.5 \\\n    --hash=sha256:{sha256_file(dep)}" in text
+        assert (
+            "warning: `static-meta==1.0` has no wheel for the target: its sdist "
+            "`static_meta-1.0.tar.gz` is used, and installing it needs "
+            "`--allow-build static-meta`" in result.err
+        )
+        # the lock installs with the option, building the sdist then
+        installed = run(
+            "install",
+            "-r",
+            str(out),
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "static-meta",
+        )
+        assert installed.code == 0, installed.err
+        assert marker.exists()
+        assert import_value(venv, "static_meta") == "1.0"
+
+    def test_dynamic_sdist_is_built_to_be_locked(
+        self,
+        run: Callable[..., Result],
+        backend_index: StaticIndex,
+        tmp_path: Path,
+    ) -> None:
+        # Metadata-Version 2.1: nothing says the dependencies are static, so only a build tells
+        sdist = intree_sdist(tmp_path / "sd", "dynamic-meta", "1.0", dependencies=("dep",))
+        backend_index.add(sdist)
+        backend_index.add(FLIT_CORE)
+        backend_index.add(sdist)
+        result = run(
+            "lock",
+            "dynamic-meta",
+            "-o",
+            "-",
+            "-i",
+            backend_index.url,
+            "--isolated",
+            "--allow-build",
+            "dynamic-meta",
+        )
+        assert result.code == 1  # `dep`, which only the built wheel declares, is not served
+        assert "No version of `dep`" in result.err or "`dep` was not found" in result.err
+        assert (
+            "`dynamic-meta==1.0` does not declare its dependencies statically (PEP 643); "
+            "building it to read them" in result.err
+        )
+
+    def test_dynamic_sdist_is_built_and_lock_build_writes_the_constraint(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+    ) -> None:
+        sdist = flit_sdist(
+            tmp_path / "sd", "flitty", "3.0", dependencies=("dep>=1",), metadata_version="2.1"
+        )
+        backend_index.add(sdist)
+        dep = wheel_factory("dep", "1.0")
+        backend_index.add(dep)
+        venv = venv_factory()
+        common = ("-i", backend_index.url, "--python", str(venv), "--isolated")
+        constraints = tmp_path / "build-constraints.txt"
+        written = run(
+            "lock", "flitty", "--allow-build", "flitty", "--build", "-o", str(constraints), *common
+        )
+        assert written.code == 0, written.err
+        assert f"flit-core==3.10.1 \\\n    --hash=sha256:{FLIT_CORE_SHA256}" in (
+            constraints.read_text()
+        )
+        assert "# via build requirement of flitty-3.0.tar.gz" in constraints.read_text()
+        lock = tmp_path / "requirements.txt"
+        locked = run(
+            "lock",
+            "flitty",
+            "--allow-build",
+            "flitty",
+            "--build-constraint",
+            str(constraints),
+            "-o",
+            str(lock),
+            *common,
+        )
+        assert locked.code == 0, locked.err
+        assert "building it to read them" in locked.err
+        assert f"dep==1.0 \\\n    --hash=sha256:{sha256_file(dep)}" in lock.read_text()
+        installed = run(
+            "install",
+            "-r",
+            str(lock),
+            "--allow-build",
+            "flitty",
+            "--build-constraint",
+            str(constraints),
+            *common,
+        )
+        assert installed.code == 0, installed.err
+        # the build made for locking is reused
+        assert "Using the wheel built earlier from `flitty-3.0.tar.gz`" in installed.err
+        assert import_value(venv, "flitty") == "3.0"
+
+    def test_unhashed_install_resolves_to_the_sdist(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        index.add(intree_sdist(tmp_path / "sd", "loose", "1.0", metadata_version="2.2"))
+        venv = venv_factory()
+        refused = run("install", "loose", "-i", index.url, "--python", str(venv))
+        assert refused.code == 4
+        result = run(
+            "install", "loose", "-i", index.url, "--python", str(venv), "--allow-build", "loose"
+        )
+        assert result.code == 0, result.err
+        assert import_value(venv, "loose") == "1.0"

@@ -155,6 +155,8 @@ class BuildPolicy:
     constraint: Path | None = None
     """The build constraint file (`--build-constraint`)."""
     timeout: float = DEFAULT_TIMEOUT
+    metadata_only: bool = False
+    """Never build (`safepip lock --build`): sdists without static metadata are refused."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -304,6 +306,106 @@ class _Closing:
         self.stream.close()
 
 
+def _top_level_member(archive: Path, member: str, label: str) -> bytes | None:
+    """`<top>/<member>` of an sdist, read without unpacking anything else (nothing runs)."""
+
+    def refuse(problem: str) -> SdistError:
+        return SdistError(
+            f"`{archive.name}` (the sdist of `{label}`) {problem}", sdist=archive.name
+        )
+
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/" + member)]
+                if not names:
+                    return None
+                info = zf.getinfo(names[0])
+                if len(names) != 1 or info.file_size > 16 << 20:
+                    raise refuse(f"has more than one `{member}`, or one larger than 16 MB")
+                return zf.read(info)
+        with tarfile.open(archive, mode="r:*") as tf:
+            for entry in tf:
+                if entry.name.count("/") == 1 and entry.name.endswith("/" + member):
+                    if not entry.isfile() or entry.size > 16 << 20:
+                        raise refuse(f"has a `{member}` that is not a small regular file")
+                    extracted = tf.extractfile(entry)
+                    assert extracted is not None
+                    return extracted.read()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise refuse(f"is not a valid archive ({exc})") from exc
+    return None
+
+
+def read_pkg_info(archive: Path, label: str) -> bytes:
+    """The `<top>/PKG-INFO` of an sdist (every sdist has one)."""
+    data = _top_level_member(archive, "PKG-INFO", label)
+    if data is None:
+        raise SdistError(
+            f"`{archive.name}` (the sdist of `{label}`) has no top-level `PKG-INFO`",
+            sdist=archive.name,
+        )
+    return data
+
+
+def static_dependencies(pkg_info: bytes) -> bool:
+    """PEP 643: `Metadata-Version` 2.2 or later, and `Requires-Dist` (and `Requires-Python`)
+    not marked `Dynamic`, so the wheel built from the sdist declares the same dependencies."""
+    from email.parser import BytesHeaderParser
+
+    from packaging.version import InvalidVersion, Version
+
+    headers = BytesHeaderParser().parsebytes(pkg_info)
+    try:
+        version = Version(str(headers.get("Metadata-Version", "0")).strip())
+    except InvalidVersion:
+        return False
+    dynamic = {str(v).strip().lower() for v in headers.get_all("Dynamic") or ()}
+    return version >= Version("2.2") and not dynamic & {"requires-dist", "requires-python"}
+
+
+def sdist_metadata(
+    pin: Pin,
+    sdist: FetchedArtifact,
+    target: Target,
+    policy: BuildPolicy,
+    *,
+    index: IndexClient,
+    session: Session,
+    cache: Cache,
+    warn: Callable[[str], None],
+    info: Callable[[str], None],
+) -> bytes:
+    """The core metadata of a verified sdist, for resolving: its `PKG-INFO` when that declares
+    the dependencies statically (PEP 643; nothing runs), else the `METADATA` of the wheel built
+    from it (the project must be allowed to be built)."""
+    pkg_info = read_pkg_info(sdist.path, pin.spec)
+    if static_dependencies(pkg_info):
+        return pkg_info
+    if pin.name not in policy.allowed:  # pragma: no cover - sdists are candidates only if allowed
+        raise PolicyViolation(
+            f"`{pin.spec}` would have to be built to learn its dependencies; allow it with "
+            f"`--allow-build {pin.name}`"
+        )
+    if policy.metadata_only:
+        # `lock --build` runs nothing: the build requirements it locks come from the sdists
+        # found, and this one's dependencies are taken from its PKG-INFO as they stand.
+        warn(
+            f"`{pin.spec}`: its `PKG-INFO` does not declare its dependencies statically (PEP 643); "
+            "`--build` reads them from it without building, so an sdist needed only by a "
+            "dependency it omits is not covered"
+        )
+        return pkg_info
+    info(
+        f"`{pin.spec}` does not declare its dependencies statically (PEP 643); building it to "
+        "read them"
+    )
+    builder = _Builder(
+        policy, target, index=index, session=session, cache=cache, warn=warn, info=info
+    )
+    return builder.build(pin, sdist).unpacked.metadata
+
+
 def check_pkg_info(source: Path, pin: Pin) -> None:
     """The sdist's `PKG-INFO` must name the pinned project and version (before anything runs)."""
     label = f"{pin.name}=={pin.version}"
@@ -324,14 +426,29 @@ def check_pkg_info(source: Path, pin: Pin) -> None:
 
 def read_build_system(source: Path, sdist: str) -> BuildSystem:
     """`[build-system]` of `pyproject.toml`, or PEP 517's setuptools defaults without it."""
-    from safepip.settings import read_toml
-
     pyproject = source / "pyproject.toml"
     if not pyproject.is_file():
         return BuildSystem(requires=LEGACY_REQUIRES, backend=LEGACY_BACKEND)
+    return _build_system(pyproject.read_bytes(), sdist)
+
+
+def read_sdist_build_system(archive: Path, label: str) -> BuildSystem:
+    """`[build-system]` of a verified sdist, read from its `<top>/pyproject.toml` without
+    unpacking anything else (for `safepip lock --build`)."""
+    data = _top_level_member(archive, "pyproject.toml", label)
+    if data is None:
+        return BuildSystem(requires=LEGACY_REQUIRES, backend=LEGACY_BACKEND)
+    return _build_system(data, archive.name)
+
+
+def _build_system(data: bytes, sdist: str) -> BuildSystem:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     try:
-        table = read_toml(pyproject).get("build-system")
-    except (ValueError, OSError) as exc:
+        table = tomllib.loads(data.decode("utf-8")).get("build-system")
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BuildError(
             f"`pyproject.toml` of `{sdist}` cannot be read: {exc}", sdist=sdist
         ) from exc

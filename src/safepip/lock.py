@@ -22,6 +22,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip import __version__
 from safepip import target as target_mod
+from safepip.build import BuildPolicy, timeout_from_environment
 from safepip.errors import ExitCode, SafepipError, UsageError
 from safepip.fetch import fetch_artifacts, open_cache
 from safepip.hashes import ALLOWED_ALGORITHMS
@@ -32,7 +33,7 @@ from safepip.net import Session
 from safepip.plan import Artifact, Pin, same_version
 from safepip.policy import PolicyViolation
 from safepip.requirements import COMMAND_LINE, SourceLocation, parse_requirement_line
-from safepip.settings import read_toml
+from safepip.settings import load_settings, read_toml
 from safepip.sources import (
     SourceOptions,
     decide_sources,
@@ -188,6 +189,8 @@ def lock_files(
 def _via_text(via: str, pinned: set[NormalizedName]) -> str:
 
     if via in pinned or via == COMMAND_LINE or via.endswith("pyproject.toml"):
+        return via
+    if via.startswith(BUILD_REQUIREMENT_OF):  # `lock --build`
         return via
     return f"-r {via}"
 
@@ -701,6 +704,11 @@ class LockOptions:
     """Write the index URLs into a requirements lock (pip-compile's `--emit-index-url`)."""
     command: str = "safepip lock"
     """The command line shown in the header (credentials removed)."""
+    allow_build: frozenset[NormalizedName] = frozenset()
+    """`--allow-build` (with the settings file's): projects locked from their sdists."""
+    build_constraint: Path | None = None
+    build: bool = False
+    """`--build`: lock the build requirements of the locked sdists instead."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -795,6 +803,13 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
             find_links=sources.find_links,
             cache_dir=cache.root / "http",
         )
+        build = BuildPolicy(
+            allowed=options.allow_build
+            | load_settings(isolated=options.index.isolated).allow_build,
+            constraint=options.build_constraint,
+            timeout=timeout_from_environment(),
+            metadata_only=options.build,
+        )
         resolution = resolve_requirements(
             requirements,
             parsed.constraints,
@@ -805,7 +820,30 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
             allow_unhashed=True,
             session=session,
             cache=cache,
+            build=build,
+            warn=reporter.warn,
         )
+        if options.build:
+            # `--build`: the lock is of what the chosen sdists need to be built
+            build_reqs = build_requirements(resolution, session=session, cache=cache)
+            if not build_reqs:
+                raise UsageError(
+                    "Nothing to lock with `--build`: no package of the lock is built from an sdist",
+                    hint="name the projects to build with `--allow-build NAME`",
+                )
+            for line in build_reqs:
+                reporter.detail(f"Build requirement `{line.requirement}` ({line.location.path})")
+            resolution = resolve_requirements(
+                build_reqs,
+                (),
+                index=index,
+                target=target,
+                pre=options.pre,
+                preferred=preferred,
+                allow_unhashed=True,
+                session=session,
+                cache=cache,
+            )
         for warning in (*index.find_links_warnings, *resolution.warnings):
             reporter.warn(warning)
         for note in resolution.notes:
@@ -827,6 +865,30 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
         p.spec for p in resolution.pins if preferred.get(p.name) == p.version and preferred
     )
     return LockOutcome(resolution=resolution, target=target, text=text, kept=kept)
+
+
+BUILD_REQUIREMENT_OF = "build requirement of "
+
+
+def build_requirements(
+    resolution: Resolution, *, session: Session, cache: Cache
+) -> list[ParsedRequirement]:
+    """`[build-system] requires` of every pin chosen as an sdist (read from the verified sdist;
+    nothing runs), as requirement lines naming the sdist they come from."""
+    from safepip.build import is_sdist, read_sdist_build_system
+    from safepip.fetch import fetch_artifacts
+
+    out: list[ParsedRequirement] = []
+    sdists = [p for p in resolution.pins if is_sdist(p.artifact)]
+    fetched = fetch_artifacts(session, [p.artifact for p in sdists], cache, use_unpacked=False)
+    for pin, item in zip(sdists, fetched, strict=True):
+        system = read_sdist_build_system(item.path, pin.spec)
+        where = BUILD_REQUIREMENT_OF + pin.artifact.filename
+        out += [
+            parse_requirement_line(text, SourceLocation(path=where, line=1, text=text))
+            for text in system.requires
+        ]
+    return out
 
 
 def write_lock(text: str, output: str) -> None:

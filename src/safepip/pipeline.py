@@ -457,6 +457,8 @@ def _resolved_plan(
         allow_unhashed=options.allow_unhashed,
         session=index.session,
         cache=cache,
+        build=build_policy(options),
+        warn=reporter.warn,
     )
     for warning in resolution.warnings:
         reporter.warn(warning)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from packaging.requirements import Requirement
     from resolvelib.structs import RequirementInformation
 
+    from safepip.build import BuildPolicy
     from safepip.fetch import Cache
     from safepip.index import IndexClient, IndexFile, ProjectFiles
     from safepip.net import Session
@@ -152,8 +153,9 @@ class SdistOnlyError(PolicyViolation):
         lines += [f"    {c.describe()}" for c in self.causes]
         super().__init__(
             "\n".join(lines),
-            hint="ask the maintainers for a wheel, or build one yourself in a sandbox and add it "
-            "with `--find-links`",
+            hint=f"allow building it with `--allow-build {project}`: an sdist whose `PKG-INFO` "
+            "declares its dependencies (PEP 643) is locked without building, any other is built "
+            "with the build dependencies of `--build-constraint FILE`",
         )
 
 
@@ -304,7 +306,11 @@ class _Prefetcher:
         cache: Cache,
         pre: bool,
         preferred: Mapping[NormalizedName, str],
+        build: BuildPolicy | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
+        self.build = build
+        self.warn = warn or (lambda _text: None)
         self.index = index
         self.target = target
         self.session = session
@@ -424,9 +430,13 @@ class _Prefetcher:
     def _load_metadata(
         self, name: NormalizedName, version: Version, wheel: IndexFile, extras: frozenset[str]
     ) -> _Metadata:
-        raw = self.index.fetch_metadata(wheel)
-        if raw is None:
-            raw = self._metadata_from_wheel(name, version, wheel)
+        raw: bytes | None
+        if wheel.kind == "sdist":
+            raw = self._metadata_from_sdist(name, version, wheel)
+        else:
+            raw = self.index.fetch_metadata(wheel)
+            if raw is None:
+                raw = self._metadata_from_wheel(name, version, wheel)
         core = parse_metadata(raw)
         meta_name, meta_version = core.name, core.version
         requires, requires_python = core.requires_dist, core.requires_python
@@ -469,6 +479,41 @@ class _Prefetcher:
         )
         fetched = fetch_artifacts(self.session, [artifact], self.cache)[0]
         return read_wheel_metadata(fetched.path)
+
+    def _metadata_from_sdist(
+        self, name: NormalizedName, version: Version, sdist: IndexFile
+    ) -> bytes:
+        """An allowed sdist's metadata: downloaded (hash-checked), then its static `PKG-INFO`
+        (PEP 643), else built (`safepip.build`)."""
+        from safepip import build
+
+        assert self.build is not None
+        hashes = _published_hashes(sdist)
+        artifact = Artifact(
+            name=name,
+            version=str(version),
+            filename=sdist.filename,
+            url=sdist.url,
+            origin=sdist.origin,
+            expected_hashes=hashes,
+            hash_source="index" if hashes else "none",
+            size=sdist.size,
+        )
+        fetched = fetch_artifacts(self.session, [artifact], self.cache, use_unpacked=False)[0]
+        pin = Pin(
+            name=name, display_name=name, version=str(version), artifact=artifact, requested=False
+        )
+        return build.sdist_metadata(
+            pin,
+            fetched,
+            self.target,
+            self.build,
+            index=self.index,
+            session=self.session,
+            cache=self.cache,
+            warn=self.warn,
+            info=self.warn,
+        )
 
 
 def read_wheel_metadata(path: Path) -> bytes:
@@ -604,6 +649,15 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             live = list(files)
             yanked = next((f.yanked for f in files if f.yanked), "") or ""
         wheel = self.pf.best_wheel(live)
+        build = self.pf.build
+        if wheel is None and build is not None and name in build.allowed:
+            # `--allow-build`: the sdist stands in, its metadata read or built (safepip.build)
+            sdists = sorted(
+                (not f.filename.endswith(".tar.gz"), f.filename, f)
+                for f in live
+                if f.kind == "sdist" and _python_ok(f.requires_python, self.pf.python)
+            )
+            wheel = sdists[0][2] if sdists else None
         if wheel is None:
             if not any(f.kind == "wheel" for f in live):
                 self._reject(name, version, _Rejection.SDIST_ONLY)
@@ -829,6 +883,8 @@ def resolve_requirements(
     allow_unhashed: bool = False,
     session: Session,
     cache: Cache,
+    build: BuildPolicy | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Resolution:
     """Choose one version of every project needed by `requirements`, for `target`.
 
@@ -838,7 +894,9 @@ def resolve_requirements(
     files (PEP 592) are skipped unless a requirement pins exactly their version. Markers,
     extras and `Requires-Python` are evaluated for `target`. Only versions with a wheel that
     fits the target are candidates; a project with nothing but sdists is refused
-    (`SdistOnlyError`). Conflicts raise `ConflictError` naming the requirements that collide
+    (`SdistOnlyError`) unless `build` allows it (`--allow-build`): then its sdist is a
+    candidate, with the metadata of its `PKG-INFO` when static (PEP 643), else of a build.
+    Conflicts raise `ConflictError` naming the requirements that collide
     and the chains of pins that led to them.
 
     Does not verify the wheels themselves: each pin's artifact carries the index's published
@@ -863,6 +921,8 @@ def resolve_requirements(
         cache=cache,
         pre=pre,
         preferred=dict(preferred or {}),
+        build=build,
+        warn=warn,
     )
     findings = _Findings()
     provider = _Provider(prefetcher, constraints=constrained, findings=findings)
@@ -924,6 +984,11 @@ def _build(
             warnings.append(
                 f"`{name}=={candidate.version}` is yanked ({candidate.yanked or 'no reason given'})"
                 "; using it because it is pinned exactly"
+            )
+        if wheel.kind == "sdist":
+            warnings.append(
+                f"`{name}=={candidate.version}` has no wheel for the target: its sdist "
+                f"`{wheel.filename}` is used, and installing it needs `--allow-build {name}`"
             )
         notes.extend(prefetcher.project(name).warnings)
         pins.append(

@@ -12,6 +12,7 @@ from safepip.cli import options
 from safepip.errors import ExitCode, UsageError
 from safepip.lock import LockOptions, run_lock, write_lock
 from safepip.report import plural
+from safepip.settings import allow_build_names
 from safepip.urls import without_credentials
 
 if TYPE_CHECKING:
@@ -59,6 +60,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="TAG",
         help="lock for another platform, e.g. `manylinux_2_28_x86_64` (repeatable)",
     )
+    lock.add_argument(
+        "--allow-build",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="lock NAME from its sdist when no wheel fits (repeatable; `:all:` is refused)",
+    )
+    lock.add_argument(
+        "--build-constraint",
+        type=Path,
+        metavar="FILE",
+        help="hash-pinned build dependencies, for sdists that must be built to be locked",
+    )
+    lock.add_argument(
+        "--build",
+        action="store_true",
+        help="write the lock of the build requirements of the sdists the inputs lock to",
+    )
     lock.add_argument("--no-header", action="store_true", help="omit the comment header")
     lock.add_argument("--no-annotate", action="store_true", help="omit the `# via` comments")
     lock.add_argument(
@@ -95,6 +114,12 @@ def lock_command(
     ):
         for value in values:
             parts += [flag, value]
+    for name in args.allow_build:
+        parts += ["--allow-build", name]
+    if args.build_constraint:
+        parts += ["--build-constraint", str(args.build_constraint)]
+    if args.build:
+        parts.append("--build")
     if args.pre:
         parts.append("--pre")
     if args.python_version:
@@ -125,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     for given in files:
         if "://" not in given and not Path(given).is_file():
             raise UsageError(f"Input file `{given}` does not exist")
+    try:
+        allow_build = allow_build_names(args.allow_build)
+    except ValueError as exc:
+        raise UsageError(f"`--allow-build`: {exc}") from None
     lock_options = LockOptions(
         sources=tuple(files),
         requirements=tuple(requirements),
@@ -145,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         annotate=not args.no_annotate,
         emit_index_url=args.emit_index_url,
         command=lock_command(args, files, requirements, output),
+        allow_build=allow_build,
+        build_constraint=args.build_constraint,
+        build=args.build,
     )
     outcome = run_lock(lock_options, reporter)
     write_lock(outcome.text, output)
