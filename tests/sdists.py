@@ -119,7 +119,7 @@ def flit_sdist(
 
 _BACKEND = '''\
 """A PEP 517 backend in the source tree (for tests)."""
-import base64, hashlib, json, os, zipfile
+import base64, hashlib, json, os, sysconfig, zipfile
 
 NAME, VERSION, MODULE, DIST = {name!r}, {version!r}, {module!r}, {dist!r}
 DYNAMIC = {dynamic!r}
@@ -144,6 +144,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         MODULE + "/__init__.py": ("VALUE = " + repr(VERSION) + "\\n").encode(),
         MODULE + "/buildenv.json": json.dumps({{
             "env": dict(os.environ), "home": os.path.expanduser("~"), "cwd": os.getcwd(),
+            "site": sorted(os.listdir(sysconfig.get_paths()["purelib"])),
         }}).encode(),
         info + "/METADATA": meta.encode(),
         info + "/WHEEL": (
@@ -152,6 +153,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         ),
     }}
     record = "".join(p + "," + _digest(d) + "," + str(len(d)) + "\\n" for p, d in files.items())
+    if {bad_record!r}:
+        files[MODULE + "/__init__.py"] += b"# changed after RECORD was written\\n"
     record += info + "/RECORD,,\\n"
     name = WHEEL_NAME or (DIST + "-" + VERSION + "-py3-none-any.whl")
     with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
@@ -174,6 +177,7 @@ def intree_sdist(
     wheel_name: str | None = None,
     metadata_version: str = "2.1",
     pkg_info_name: str | None = None,
+    bad_record: bool = False,
 ) -> Path:
     """A project whose backend lives in `_backend/backend.py`; `prelude` is Python run first in
     `build_wheel` (indented by the caller's text being dedented here)."""
@@ -188,6 +192,7 @@ def intree_sdist(
         wheel_name=wheel_name,
         prelude=body,
         dependencies=tuple(dependencies),
+        bad_record=bad_record,
     )
     reqs = ", ".join(f'"{r}"' for r in requires)
     pyproject = (

@@ -436,6 +436,12 @@ class TestBuild:
             next(site_packages(venv).glob("dyn-1.0.dist-info")).joinpath("safepip.json").read_text()
         )
         assert [d["name"] for d in record["built_from"]["build_dependencies"]] == ["flit-core"]
+        # the build environment held the pinned backend and nothing else
+        seen = json.loads((site_packages(venv) / "dyn" / "buildenv.json").read_text())
+        assert {n for n in seen["site"] if not n.startswith(("_", "."))} == {
+            "flit_core",
+            "flit_core-3.10.1.dist-info",
+        }
 
     def test_backend_runs_clean_and_private(
         self,
@@ -645,6 +651,62 @@ class TestBuild:
             "error: The backend of `honest-1.0.tar.gz` built `requests-9.0-py3-none-any.whl`, "
             "which is not `honest==1.0`" in result.err
         )
+
+    def test_error_built_wheel_with_a_wrong_record(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "liar", "1.0", bad_record=True)
+        index.add(sdist)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        result = run(
+            "install",
+            f"liar==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "liar",
+        )
+        assert result.code == 3
+        assert "liar-1.0-py3-none-any.whl" in result.err
+        assert "liar/__init__.py" in result.err
+        assert tree_snapshot(venv) == before
+
+    def test_error_sdist_hash_mismatch(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        marker = tmp_path / "ran"
+        sdist = intree_sdist(
+            tmp_path / "sd", "pinned", "1.0", prelude=f"open({str(marker)!r}, 'w').close()"
+        )
+        index.add(sdist, hash_in_listing=False)
+        result = run(
+            "install",
+            f"pinned==1.0 --hash=sha256:{'1' * 64}",
+            "-i",
+            index.url,
+            "--python",
+            str(venv_factory()),
+            "--allow-build",
+            "pinned",
+        )
+        assert result.code == 3
+        assert "Hash mismatch" in result.err
+        assert f"expected: sha256:{'1' * 64}" in result.err
+        assert not marker.exists()
 
     def test_error_sdist_with_a_link(
         self,
