@@ -977,7 +977,7 @@ class _Sandbox:
         return "\n".join(f"    | {line}" for line in kept)
 
     def call(self, hook: Callable[[], Any], name: str) -> Any:
-        import pyproject_hooks
+        pyproject_hooks = _pyproject_hooks()
 
         try:
             return hook()
@@ -1021,8 +1021,19 @@ class _suppress_process_lookup:
         return isinstance(exc, ProcessLookupError)
 
 
+def _pyproject_hooks() -> Any:
+    """`pyproject-hooks` (a dependency of safepip); pip's vendored copy of the same library
+    where an environment was set up before safepip depended on it."""
+    import importlib
+
+    try:
+        return importlib.import_module("pyproject_hooks")
+    except ImportError:  # pragma: no cover - depends on the environment
+        return importlib.import_module("pip._vendor.pyproject_hooks")
+
+
 def _hook_caller(source: Path, system: BuildSystem, env: _BuildEnv, sandbox: _Sandbox) -> Any:
-    import pyproject_hooks
+    pyproject_hooks = _pyproject_hooks()
 
     try:
         return pyproject_hooks.BuildBackendHookCaller(
