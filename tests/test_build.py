@@ -44,7 +44,7 @@ def run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Res
 
     def invoke(*args: str) -> Result:
         argv = list(args)
-        if argv and argv[0] in ("install", "download", "sync", "lock"):
+        if argv and argv[0] in ("install", "download", "sync", "lock", "bundle"):
             argv += ["--cache-dir", str(cache)]
         code = main(argv)
         captured = capsys.readouterr()
@@ -217,8 +217,21 @@ class TestBuild:
             "--build-constraint",
             str(flit_constraint),
         )
-        result = run("install", *args, "--python", str(venv), "--allow-build", "Built_Pkg")
+        report = tmp_path / "report.json"
+        result = run(
+            "install",
+            *args,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "Built_Pkg",
+            "--report",
+            str(report),
+        )
         assert result.code == 0, result.err
+        (item,) = json.loads(report.read_text())["install"]
+        assert item["download_info"]["url"].endswith("/files/built_pkg-1.2.tar.gz")
+        assert item["download_info"]["archive_info"]["hashes"] == {"sha256": sha}
         assert f"Building `built-pkg==1.2` from `built_pkg-1.2.tar.gz` (sha256 {sha})" in result.err
         assert import_value(venv, "built_pkg") == "1.2"
         (dist_info,) = site_packages(venv).glob("built_pkg-1.2.dist-info")
@@ -776,6 +789,28 @@ class TestBuild:
             .read_text()
         )
         assert direct["url"].endswith("/files/by_url-1.0.tar.gz")
+
+    def test_error_bundle_carries_wheels_only(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "bundled", "1.0")
+        index.add(sdist)
+        (tmp_path / "safepip.toml").write_text('allow-build = ["bundled"]\n')
+        monkeypatch.chdir(tmp_path)
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text(f"bundled==1.0 --hash=sha256:{sha256_file(sdist)}\n")
+        result = run("bundle", "-r", str(reqs), "-o", str(tmp_path / "b.safepip"), "-i", index.url)
+        assert result.code == 4
+        assert (
+            "error: A bundle carries wheels only; `bundled==1.0` would be built from its sdist"
+            in result.err
+        )
+        assert not (tmp_path / "b.safepip").exists()
 
     def test_download_keeps_the_verified_sdist(
         self,

@@ -668,10 +668,11 @@ def _install(
         # Everything that will be written is fetched and verified first; packages kept as they
         # are need no download (safepip installed them from a file with a pinned digest).
         to_fetch = [p for p in plan.pins if p.spec not in kept]
-        fetched, unpacked, _ = fetch_and_build(
+        fetched, unpacked, sdists = fetch_and_build(
             options, to_fetch, target, ctx.cache, session, index, reporter
         )
-        fetched_list = list(fetched.values())
+        # What was downloaded: for a built pin, its sdist (the report names it, as pip's does)
+        fetched_list = [sdists.get(spec, item) for spec, item in fetched.items()]
         metadata = _metadata(plan, fetched, unpacked, dists)
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
@@ -1041,6 +1042,14 @@ def bundle(options: BundleOptions, reporter: Reporter) -> BundleOutcome:
                 raise UsageError(
                     "`safepip bundle` needs a hash-pinned lock",
                     hint="write one with `safepip lock requirements.in -o requirements.txt`",
+                )
+            sdists = [p for p in plan.pins if is_sdist(p.artifact)]
+            if sdists:
+                # a bundle is installed offline, where nothing may be built
+                raise PolicyViolation(
+                    "A bundle carries wheels only; "
+                    + ", ".join(f"`{p.spec}` would be built from its sdist" for p in sdists),
+                    hint="install those with `--allow-build`, or bundle a wheel built from them",
                 )
             audit_gate(
                 install_options.audit, plan, reporter, isolated=install_options.sources.isolated
