@@ -812,6 +812,22 @@ class TestBuild:
         )
         assert not (tmp_path / "b.safepip").exists()
 
+    def test_error_folders_and_vcs_stay_refused(
+        self, run: Callable[..., Result], venv_factory: Callable[..., Path], tmp_path: Path
+    ) -> None:
+        project = tmp_path / "proj"
+        project.mkdir()
+        (project / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "1"\n')
+        venv = str(venv_factory())
+        common = ("--allow-build", "proj", "--python", venv, "--no-index", "--no-audit")
+        folder = run("install", str(project), *common)
+        assert folder.code == 4
+        assert "which is neither a wheel nor an sdist; building it would run" in folder.err
+        assert "allow it with" not in folder.err
+        vcs = run("install", "proj @ git+https://127.0.0.1/proj.git", *common)
+        assert vcs.code == 3
+        assert "cannot be hash-checked (editable installs, VCS URLs and local folders" in vcs.err
+
     def test_download_keeps_the_verified_sdist(
         self,
         run: Callable[..., Result],

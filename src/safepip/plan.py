@@ -465,11 +465,19 @@ def direct_artifact(
                     url=url,
                 )
             )
+        label = wanted.display_name or url
+        if not filename.endswith((".tar.gz", ".zip")) or not wanted.name:
+            # a local source folder (or anything else that is not an archive): never built
+            return Choice(
+                violation=(
+                    f"`{label}` points at `{filename or url}`, which is neither a wheel nor an "
+                    f"sdist; building it would run the package's code ({wanted.where})"
+                )
+            )
         return Choice(
             violation=(
-                f"`{wanted.display_name}` points at `{filename or url}`, which is not a wheel; "
-                f"building it would run the package's code ({wanted.where}); allow it with "
-                f"`--allow-build {wanted.name}`"
+                f"`{label}` points at `{filename}`, which is not a wheel; building it would run "
+                f"the package's code ({wanted.where}); allow it with `--allow-build {wanted.name}`"
             )
         )
     try:
