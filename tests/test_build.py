@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -811,6 +812,44 @@ class TestBuild:
             in result.err
         )
         assert not (tmp_path / "b.safepip").exists()
+
+    def test_two_runs_build_the_same_sdist_at_once(
+        self,
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "twice", "1.0", prelude="import time; time.sleep(1)")
+        index.add(sdist)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull
+        venvs = [venv_factory(), venv_factory()]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "safepip",
+                    "install",
+                    f"twice==1.0 --hash=sha256:{sha256_file(sdist)}",
+                    *("-i", index.url, "--python", str(venv), "--allow-build", "twice"),
+                    *("--cache-dir", str(tmp_path / "shared-cache"), "--no-audit"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for venv in venvs
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        for venv in venvs:
+            assert import_value(venv, "twice") == "1.0"
+        # one cache entry for the build, whichever run stored it
+        assert len(list((tmp_path / "shared-cache" / "built").glob("*/*/built.json"))) == 1
 
     def test_error_folders_and_vcs_stay_refused(
         self, run: Callable[..., Result], venv_factory: Callable[..., Path], tmp_path: Path

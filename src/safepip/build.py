@@ -768,6 +768,15 @@ class _Builder:
             }
             sha256 = hash_file(str(wheel)).sha256
             stored = self._store(folder, wheel, sha256, record)
+        if stored is None:
+            other = self._from_cache(folder, pin)
+            if other is None:
+                raise BuildError(
+                    f"The cache entry for the build of `{label}` (`{folder}`) is in use and could "
+                    "not be read; run the command again",
+                    sdist=label,
+                )
+            return other
         return self._finish(pin, stored, sha256, record, cached=False)
 
     def _make_env(self, root: Path, label: str) -> _BuildEnv:
@@ -816,7 +825,9 @@ class _Builder:
                 sdist=label,
             )
 
-    def _store(self, folder: Path, wheel: Path, sha256: str, record: Mapping[str, object]) -> Path:
+    def _store(
+        self, folder: Path, wheel: Path, sha256: str, record: Mapping[str, object]
+    ) -> Path | None:
         """Move the built wheel into the cache atomically (a folder renamed into place)."""
         tmp = Path(tempfile.mkdtemp(prefix="built-", dir=self.cache.tmp_dir()))
         shutil.copyfile(wheel, tmp / wheel.name)
@@ -829,12 +840,13 @@ class _Builder:
             "utf-8",
         )
         folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(folder, ignore_errors=True)
         try:
             os.rename(tmp, folder)
         except OSError:
-            # another run stored the same build first: its wheel is used (and re-hashed)
+            # Another run stored the same build first (a damaged entry was removed when it was
+            # found): the caller uses that one, hashed again.
             shutil.rmtree(tmp, ignore_errors=True)
+            return None
         return folder / wheel.name
 
 
