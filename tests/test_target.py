@@ -185,7 +185,7 @@ class TestProbe:
         python = venv / "bin" / "python"
         cache = tmp_path / "cache"
         first = probe(python, cache_dir=cache)
-        assert len(list((cache / "targets").glob("*.json"))) == 1
+        assert len(list((cache / "targets").glob("[!v]*.json"))) == 1
         calls: list[object] = []
         monkeypatch.setattr("safepip.target.subprocess.run", lambda *a, **k: calls.append(a))
         assert probe(python, cache_dir=cache) == first
@@ -215,8 +215,7 @@ class TestProbe:
         cache = tmp_path / "cache"
         probe(python, cache_dir=cache)
         cfg = venv / "pyvenv.cfg"
-        stat = cfg.stat()
-        os.utime(cfg, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        cfg.write_text(cfg.read_text() + "prompt = changed\n")
         calls: list[object] = []
 
         def fake_run(*args: object, **kwargs: object) -> object:
@@ -232,11 +231,63 @@ class TestProbe:
         python = venv / "bin" / "python"
         cache = tmp_path / "cache"
         first = probe(python, cache_dir=cache)
-        (entry,) = (cache / "targets").glob("*.json")
-        entry.write_text("{not json")
+        for entry in (cache / "targets").glob("*.json"):
+            entry.write_text("{not json")
         assert probe(python, cache_dir=cache) == first
-        assert entry.read_text().startswith("{")
+        for entry in (cache / "targets").glob("*.json"):
+            assert entry.read_text().startswith("{")
         assert probe(python, cache_dir=cache) == first
+
+    def test_one_probe_serves_every_venv_of_a_base_interpreter(
+        self, venv_factory: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A new venv (a Dockerfile, a CI job) costs no interpreter start when another venv of
+        the same base interpreter and settings was probed: its answer, with the folder swapped,
+        is exactly what the interpreter says."""
+        cache = tmp_path / "cache"
+        probe(venv_factory() / "bin" / "python", cache_dir=cache)
+        other = venv_factory() / "bin" / "python"
+        expected = probe(other)  # a real probe, no cache
+        calls: list[object] = []
+        monkeypatch.setattr("safepip.target.subprocess.run", lambda *a, **k: calls.append(a))
+        assert probe(other, cache_dir=cache) == expected
+        assert calls == []
+        assert expected.paths.purelib.is_relative_to(other.parent.parent)
+
+    @pytest.mark.parametrize("change", ["settings", "copies"])
+    def test_venv_of_other_settings_is_probed(
+        self,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        change: str,
+    ) -> None:
+        cache = tmp_path / "cache"
+        probe(venv_factory() / "bin" / "python", cache_dir=cache)
+        other = venv_factory()
+        python = other / "bin" / "python"
+        if change == "settings":
+            cfg = other / "pyvenv.cfg"
+            cfg.write_text(
+                cfg.read_text().replace(
+                    "include-system-site-packages = false", "include-system-site-packages = true"
+                )
+            )
+        else:
+            real = python.resolve()
+            python.unlink()
+            python.write_bytes(real.read_bytes())
+            python.chmod(0o755)
+        real_run = subprocess.run
+        calls: list[object] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            return real_run(*args, **kwargs)
+
+        monkeypatch.setattr("safepip.target.subprocess.run", counted)
+        probe(python, cache_dir=cache)
+        assert len(calls) == 1
 
     def test_error_interpreter_fails(self, tmp_path: Path) -> None:
         fake = tmp_path / "python"

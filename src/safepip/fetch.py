@@ -906,7 +906,13 @@ def fetch_and_unpack(
     result: dict[str, UnpackedWheel] = {}
     futures: list[Future[UnpackedWheel]] = []
     lock = threading.Lock()
-    big = sum(1 for a in artifacts if (a.size or 1 << 20) > 256 * 1024)
+    # Only wheels that are not unpacked yet need a worker: a warm install starts no pool (a
+    # forkserver and its workers cost about 0.1 s of CPU before they do anything).
+    big = sum(
+        1
+        for a in artifacts
+        if (a.size or 1 << 20) > 256 * 1024 and _from_unpacked(a, cache) is None
+    )
     pool: ProcessPoolExecutor | None = None
     if big >= 3 and (os.cpu_count() or 1) > 1:
         import multiprocessing

@@ -122,9 +122,13 @@ class Transaction:
         self._prune: set[tuple[int, str]] = set()
         self._existing_dirs: set[str] = set()
         self._env_root = os.path.abspath(target.prefix) if target.kind == "env" else None
+        self._scheme_indexes: dict[str, int] = {}
 
     def scheme_index(self, scheme_dir: str) -> int:
-        return int(self.roots.index(os.path.abspath(scheme_dir)))
+        index = self._scheme_indexes.get(scheme_dir)
+        if index is None:
+            index = self._scheme_indexes[scheme_dir] = self.roots.index(os.path.abspath(scheme_dir))
+        return int(index)
 
     def begin(self, site: str, creates: Sequence[tuple[int, str]], summary: str) -> None:
         self.current = site
@@ -201,9 +205,11 @@ class Transaction:
         self.current = dest
         if self.delay:
             time.sleep(self.delay)
-        if os.path.lexists(dest):
+        try:
+            linker.place(source, dest)  # never writes through: O_EXCL, or a new link
+        except FileExistsError:
             os.unlink(dest)
-        linker.place(source, dest)
+            linker.place(source, dest)
 
     def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
         """Phase 2: write a file safepip generates (RECORD, launchers, `safepip.json`)."""

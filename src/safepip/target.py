@@ -235,6 +235,98 @@ def _cache_key(python: Path, mode: str, where: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
+def _template_key(python: Path) -> tuple[str, str] | None:
+    """For an interpreter of a virtual environment: a key naming its base interpreter and its
+    `pyvenv.cfg` (not the folder), and the folder; None when a probe of another environment
+    cannot stand in for this one.
+
+    Every venv made from one base interpreter with the same `pyvenv.cfg` settings answers the
+    probe alike but for its own folder in the paths: one probe serves them all (a new venv in a
+    Dockerfile or CI job would otherwise cost an interpreter start). Only a folder spelled without
+    symbolic links qualifies, so no spelling question can arise, and only an interpreter that is a
+    link to the base (a `--copies` venv is probed on its own).
+    """
+    prefix = python.parent.parent
+    cfg = prefix / "pyvenv.cfg"
+    try:
+        if os.path.realpath(prefix) != str(prefix) or not python.is_symlink():
+            return None
+        base = python.resolve(strict=True)
+        st = base.stat()
+        settings = [
+            line.strip()
+            for line in cfg.read_text("utf-8").splitlines()
+            if not line.strip().startswith("command")  # names the venv's folder
+        ]
+    except (OSError, ValueError, RuntimeError):
+        return None
+    parts = [
+        str(PROBE_VERSION),
+        "venv-template",
+        f"{python.parent.name}/{python.name}",
+        str(base),
+        f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}",
+        *settings,
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32], str(prefix)
+
+
+_TEMPLATE_FIELDS = ("executable", "prefix")
+_VENV = "\0venv\0"
+
+
+def _to_template(data: dict[str, object], prefix: str) -> dict[str, object] | None:
+    """The probe answer with the venv's folder replaced by a placeholder, or None when the
+    answer does not have the shape a venv's always has (its own folder as `prefix`)."""
+    if data.get("prefix") != prefix:
+        return None
+    out = dict(data)
+
+    def swap(value: object) -> object:
+        if isinstance(value, str) and (value == prefix or value.startswith(prefix + os.sep)):
+            return _VENV + value[len(prefix) :]
+        return value
+
+    for key in _TEMPLATE_FIELDS:
+        out[key] = swap(data.get(key))
+    paths = data.get("paths")
+    if not isinstance(paths, dict):
+        return None
+    swapped = {k: swap(v) for k, v in paths.items()}
+    out["paths"] = swapped
+    if any(
+        isinstance(v, str) and not v.startswith(_VENV) and prefix in v
+        for v in (out.get("base_prefix"), out.get("stdlib"), *swapped.values())
+    ):
+        return None  # the folder appears where a plain swap would not put it back
+    return out
+
+
+def _from_template(template: dict[str, object], prefix: str) -> dict[str, object]:
+    def put(value: object) -> object:
+        if isinstance(value, str) and value.startswith(_VENV):
+            return prefix + value[len(_VENV) :]
+        return value
+
+    out = dict(template)
+    for key in _TEMPLATE_FIELDS:
+        out[key] = put(template.get(key))
+    paths = template.get("paths")
+    assert isinstance(paths, dict)
+    out["paths"] = {k: put(v) for k, v in paths.items()}
+    return out
+
+
+def _write_json(path: Path, data: object) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), "utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> dict[str, object]:
     cache_file = (
         cache_dir / "targets" / f"{_cache_key(python, mode, where)}.json" if cache_dir else None
@@ -244,6 +336,19 @@ def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> d
             data: dict[str, object] = json.loads(cache_file.read_text("utf-8"))
             return data
         except (OSError, ValueError):
+            pass
+    template = _template_key(python) if cache_dir is not None and mode == "env" else None
+    template_file = (
+        cache_dir / "targets" / f"venv-{template[0]}.json"
+        if cache_dir is not None and template is not None
+        else None
+    )
+    if template is not None and template_file is not None:
+        try:
+            found = json.loads(template_file.read_text("utf-8"))
+            data = _probe_answer(python, json.dumps(_from_template(found, template[1])))
+            return data
+        except (OSError, ValueError, AssertionError, InterpreterError):
             pass
     import packaging
 
@@ -274,13 +379,11 @@ def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> d
         )
     data = _probe_answer(python, proc.stdout)
     if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(proc.stdout, "utf-8")
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass
+        _write_json(cache_file, data)
+    if template is not None and template_file is not None:
+        shape = _to_template(data, template[1])
+        if shape is not None:
+            _write_json(template_file, shape)
     return data
 
 
