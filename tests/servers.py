@@ -154,6 +154,8 @@ class LoopbackServer:
     - `serve_bytes_override[filename] = data`: serve `data` for that file instead of its
       bytes (listings still describe the real file).
     - `truncate[filename] = n`: announce the full `Content-Length`, send `n` bytes, hang up.
+    - `stall[filename] = n`: announce the full `Content-Length`, send `n` bytes, then send
+      nothing more until the client gives up (or the server closes).
     - `basic_auth = (user, password)`: answer 401 unless the request carries them.
 
     Keys called `path` are URL paths without query string (`/files/a-1.0-py3-none-any.whl`);
@@ -185,6 +187,7 @@ class LoopbackServer:
         """Unexpected exceptions raised while handling requests (a bug in the test server)."""
         self.serve_bytes_override: dict[str, bytes] = {}
         self.truncate: dict[str, int] = {}
+        self.stall: dict[str, int] = {}
         self.redirect: dict[str, str] = {}
         self.status: dict[str, int] = {}
         self.fail_times: dict[str, tuple[int, int]] = {}
@@ -306,9 +309,11 @@ class LoopbackServer:
     def _send(self, handler: _Handler, method: str, reply: _Reply) -> None:
         status, body, headers = reply.status, reply.body, list(reply.headers)
         truncate_at: int | None = None
+        stall_at: int | None = None
         if reply.filename is not None:
             body = self.serve_bytes_override.get(reply.filename, body)
             truncate_at = self.truncate.get(reply.filename)
+            stall_at = self.stall.get(reply.filename)
             headers.append(("Accept-Ranges", "bytes"))
             headers.append(("ETag", f'"{hashlib.sha256(body).hexdigest()}"'))
             status, body, range_headers = _apply_range(handler.headers.get("Range"), body)
@@ -319,10 +324,18 @@ class LoopbackServer:
         for name, value in headers:
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(body)))
-        if truncate_at is not None:
+        if truncate_at is not None or stall_at is not None:
             handler.send_header("Connection", "close")
         handler.end_headers()
         if method == "HEAD":
+            return
+        if stall_at is not None:
+            handler.wfile.write(body[:stall_at])
+            handler.wfile.flush()
+            handler.close_connection = True
+            # Blocks until the client hangs up, the connection timeout, or `close()`.
+            with contextlib.suppress(OSError):
+                handler.rfile.read(1)
             return
         if truncate_at is not None:
             handler.wfile.write(body[:truncate_at])

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
-    from servers import StaticIndex
+    from conftest import Cli, Environment
+    from servers import PypiServer, StaticIndex
     from wheelbuild import WheelFactory
 
 INDEX = "https://idx.example/simple"
@@ -699,8 +700,25 @@ class TestProjectFiles:
         assert project_url(MIRROR, "demo") not in mock.requested()
 
     def test_no_source_has_the_project(self, mock: MockIndex) -> None:
+        mock.routes[INDEX + "/"] = (200, {"content-type": "text/html"}, b"<html></html>")
         result = IndexClient(mock_session(mock), index_urls=[INDEX]).project_files("demo")
         assert (result.files, result.claimed_by, result.skipped_indexes) == ((), None, ())
+
+    def test_error_no_source_has_the_project_and_the_index_is_missing(
+        self, mock: MockIndex
+    ) -> None:
+        client = IndexClient(mock_session(mock), index_urls=[INDEX])
+        with pytest.raises(NetworkError) as info:
+            client.project_files("demo")
+        assert str(info.value) == (
+            f"`demo` was not found, and the index `{INDEX}` answers 404 for its own address "
+            "too: the index URL looks wrong"
+        )
+        # Once an index has served a page it exists, whatever its root says.
+        mock.html_page(INDEX, "other", "")
+        client = IndexClient(mock_session(mock), index_urls=[INDEX])
+        assert client.project_files("other").claimed_by == INDEX
+        assert client.project_files("demo").files == ()
 
     def test_find_links_folder_adds_files(self, mock: MockIndex, tmp_path: Path) -> None:
         folder = tmp_path / "wheels"
@@ -1079,3 +1097,46 @@ class TestLocalLinksEndToEnd:
         assert tree_snapshot(venv) == before
         cached = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
         assert [p for p in cached if p.parts[0] != "targets"] == []
+
+
+class TestWrongIndexUrl:
+    """A typo in the index URL's path makes every project 404: say so instead of blaming the
+    package (issue 11)."""
+
+    def test_error_index_that_does_not_exist(
+        self,
+        pypiserver: PypiServer,
+        wheel_factory: WheelFactory,
+        environment: Environment,
+        cli: Cli,
+    ) -> None:
+        wheel = pypiserver.add(wheel_factory("typo-demo", "1.0"))
+        wrong = pypiserver.url.replace("/simple/", "/simpel/")
+        pinned = f"typo-demo==1.0 --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}"
+        for requirement in ("typo-demo", pinned):
+            result = environment.install(requirement, "-i", wrong)
+            assert result.code == 1, result.err
+            assert (
+                "error: `typo-demo` was not found, and the index "
+                f"`{wrong}` answers 404 for its own address too: the index URL looks wrong"
+            ) in result.err
+            assert "hint: check the path in the index URL" in result.err
+            environment.assert_unchanged()
+        assert cli("lock", "typo-demo", "-o", "-", "-i", wrong).code == 1
+
+    def test_a_missing_project_on_a_good_index_is_still_not_found(
+        self, pypiserver: PypiServer, environment: Environment
+    ) -> None:
+        result = environment.install("no-such-project-here", "-i", pypiserver.url)
+        assert result.code != 0
+        assert "`no-such-project-here` was not found on" in result.err
+        assert "looks wrong" not in result.err
+
+    def test_a_missing_local_index_folder(self, tmp_path: Path) -> None:
+        session = Session(NetConfig(policy=HostPolicy()))
+        index = IndexClient(session, index_urls=[(tmp_path / "nope").as_uri()])
+        with pytest.raises(NetworkError, match="the index URL looks wrong"):
+            index.project_files("demo")
+        (tmp_path / "nope").mkdir()
+        index = IndexClient(session, index_urls=[(tmp_path / "nope").as_uri()])
+        assert index.project_files("demo").files == ()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from conftest import Environment
     from servers import FileServer, StaticIndex
+    from wheelbuild import WheelFactory
 
 BODY = b"wheel bytes " * 100
 
@@ -417,3 +421,49 @@ class TestFileUrls:
         folder.mkdir()  # `index.html` that is a folder cannot be read
         with pytest.raises(NetworkError, match=r"^Could not read `.*index\.html`: "):
             sessions().get(tmp_path.as_uri())
+
+
+class TestStalls:
+    """A server that stops sending mid-body: the message says it timed out (issue 11)."""
+
+    def test_error_stall_mid_body(
+        self, index: StaticIndex, sessions: Callable[..., Session]
+    ) -> None:
+        index.stall["demo.bin"] = 100
+        session = sessions(index.url, timeout=0.5)
+        with (
+            session.stream(index.files_url + "demo.bin") as resp,
+            pytest.raises(NetworkError) as info,
+        ):
+            b"".join(resp.iter_bytes(10))
+        assert str(info.value) == (
+            f"Timed out reading `{index.files_url}demo.bin`: the server stopped sending after "
+            "100 bytes"
+        )
+        assert info.value.hint == "retry, or raise `--timeout` for a slow server"
+        assert (info.value.timed_out, info.value.retryable) == (True, True)
+        with pytest.raises(NetworkError, match=r"^Timed out reading"):
+            session.get(index.files_url + "demo.bin")
+
+    def test_error_install_of_a_stalled_download(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        environment: Environment,
+    ) -> None:
+        index = static_index()
+        wheel = wheel_factory("stally", "1.0", files={"stally/__init__.py": "x = 1\n" * 5000})
+        index.add(wheel)
+        index.stall[wheel.name] = 100
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        result = environment.install(
+            f"stally==1.0 --hash=sha256:{digest}", "-i", index.url, "--timeout", "0.5"
+        )
+        assert result.code == 1
+        assert re.fullmatch(
+            rf"error: Download of `{re.escape(wheel.name)}` timed out: the server stopped "
+            rf"sending after \d+ of {wheel.stat().st_size} bytes\n\n"
+            r"hint: retry, or raise `--timeout` for a slow server\n",
+            result.err,
+        ), result.err
+        environment.assert_unchanged()

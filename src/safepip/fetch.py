@@ -286,8 +286,19 @@ def cached_wheels(cache: Cache, sha256s: Iterable[str]) -> list[CachedWheel]:
     return found
 
 
-def _cut_short(artifact: Artifact, got: int, length: str | None, url: str) -> NetworkError:
+def _cut_short(
+    artifact: Artifact, got: int, length: str | None, url: str, *, timed_out: bool = False
+) -> NetworkError:
     of = f" of {length}" if length and length.isdigit() else ""
+    if timed_out:
+        return NetworkError(
+            f"Download of `{artifact.filename}` timed out: the server stopped sending after "
+            f"{got}{of} bytes",
+            url=redact_url(url),
+            hint="retry, or raise `--timeout` for a slow server",
+            retryable=True,
+            timed_out=True,
+        )
     return NetworkError(
         f"Download of `{artifact.filename}` was cut short: got {got}{of} bytes",
         url=redact_url(url),
@@ -334,7 +345,9 @@ def _download(
                             out.write(chunk)
                             progress.advance(artifact, len(chunk))
                     except NetworkError as exc:
-                        raise _cut_short(artifact, hasher.size, length, resp.url) from exc
+                        raise _cut_short(
+                            artifact, hasher.size, length, resp.url, timed_out=exc.timed_out
+                        ) from exc
                     if length and length.isdigit() and hasher.size != int(length):
                         raise _cut_short(artifact, hasher.size, length, resp.url)
         if artifact.expected_hashes and not hasher.matches(artifact.expected_hashes):

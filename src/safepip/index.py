@@ -779,6 +779,9 @@ class IndexClient:
         self._lock = threading.Lock()
         self._find_links_files: tuple[IndexFile, ...] | None = None
         self._find_links_warnings: tuple[str, ...] = ()
+        self._claimed: set[str] = set()
+        """Indexes that served at least one project page in this run."""
+        self._root_missing: dict[str, bool] = {}
 
     # -- indexes
 
@@ -848,12 +851,16 @@ class IndexClient:
         for position, origin in enumerate(self.index_urls):
             page = self.project_page(origin, project)
             if page is not None:
+                with self._lock:
+                    self._claimed.add(origin)
                 claimed_by = origin
                 skipped = self.index_urls[position + 1 :]
                 files.extend(page.files)
                 warnings.extend(page.warnings)
                 break
         files.extend(f for f in self.find_links_files() if f.project == project)
+        if claimed_by is None and not files:
+            self._check_indexes_exist(project)
         return ProjectFiles(
             name=project,
             files=tuple(files),
@@ -861,6 +868,45 @@ class IndexClient:
             skipped_indexes=skipped,
             warnings=tuple(warnings),
         )
+
+    def _check_indexes_exist(self, project: str) -> None:
+        """Raise when an index that has served nothing answers 404 for its own address too: a
+        typo in the index URL's path (`/simpel/`) makes every project "not found", and the
+        package is not what the user should go and check."""
+        for origin in self.index_urls:
+            with self._lock:
+                if origin in self._claimed:
+                    continue
+            if self._index_missing(origin):
+                shown = redact_url(origin)
+                raise NetworkError(
+                    f"`{project}` was not found, and the index `{shown}` answers 404 for its own "
+                    "address too: the index URL looks wrong",
+                    url=shown,
+                    status=404,
+                    hint="check the path in the index URL (`-i`, `PIP_INDEX_URL`, pip.conf or "
+                    "the requirements file); simple indexes usually end in `/simple/`",
+                )
+
+    def _index_missing(self, origin: str) -> bool:
+        with self._lock:
+            known = self._root_missing.get(origin)
+        if known is not None:
+            return known
+        if urlsplit(origin).scheme.lower() == "file":
+            missing = not file_url_to_path(origin).is_dir()
+        else:
+            try:
+                # Only the status matters: the body (all of PyPI's names) is never read.
+                with self.session.stream(
+                    origin.rstrip("/") + "/", headers={"Accept": ACCEPT}, purpose=_PAGE_PURPOSE
+                ) as response:
+                    missing = response.status in (404, 410)
+            except NetworkError:
+                missing = False  # cannot tell; the usual "not found" stands
+        with self._lock:
+            self._root_missing[origin] = missing
+        return missing
 
     def project_files_many(self, names: Iterable[str]) -> dict[NormalizedName, ProjectFiles]:
         """`project_files` for several names at once, fetched concurrently.
