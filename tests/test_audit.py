@@ -260,3 +260,69 @@ class TestText:
         )
         assert error.hint is not None
         assert re.search(r"--ignore-vuln", error.hint)
+
+
+class TestScale:
+    """Issue 11: memory grows with the distinct advisories, not with the findings."""
+
+    @pytest.fixture
+    def big_advisory(self, tmp_path: Path) -> tuple[AuditOptions, list[tuple[NormalizedName, str]]]:
+        """One advisory with 200 KB of text that affects 300 pinned versions of `heavy`."""
+        versions = [f"1.{i}" for i in range(300)]
+        record = {
+            "id": "PYSEC-9999-1",
+            "modified": "2026-07-01T00:00:00Z",
+            "summary": "heavy is heavy",
+            "details": "x" * 200_000,
+            "affected": [
+                {
+                    "package": {"name": "heavy", "ecosystem": "PyPI"},
+                    "ranges": [
+                        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}
+                    ],
+                    "versions": versions,
+                }
+            ],
+        }
+        folder = tmp_path / "osv"
+        folder.mkdir()
+        (folder / "PYSEC-9999-1.json").write_text(json.dumps(record))
+        options = AuditOptions(db_path=folder, today=dt.date(2026, 7, 2))
+        return options, [(canonicalize_name("heavy"), v) for v in versions]
+
+    def test_findings_reference_the_advisory_text(
+        self, big_advisory: tuple[AuditOptions, list[tuple[NormalizedName, str]]]
+    ) -> None:
+        options, packages = big_advisory
+        report = audit_packages(packages, options)
+        assert report.vulnerability_count == 300
+        first = report.packages[0].vulns[0]
+        for pkg in report.packages:
+            (vuln,) = pkg.vulns
+            assert vuln.description is first.description
+            assert vuln.summary is first.summary
+            assert vuln.aliases is first.aliases
+        assert {p.fix_target for p in report.packages} == {"2.0"}
+
+    def test_memory_does_not_grow_with_findings(
+        self,
+        big_advisory: tuple[AuditOptions, list[tuple[NormalizedName, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """300 findings of one 200 KB advisory: auditing and writing the 60 MB JSON report
+        holds the text about once, not 300 times."""
+        import os
+        import tracemalloc
+
+        from safepip.audit.report import write_json
+
+        options, packages = big_advisory
+        tracemalloc.start()
+        try:
+            report = audit_packages(packages, options)
+            with open(os.devnull, "w", encoding="utf-8") as sink:
+                write_json(report, sink)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 8_000_000, peak

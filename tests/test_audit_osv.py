@@ -16,6 +16,7 @@ from safepip.audit.osv import (
     Match,
     affects,
     match_advisory,
+    merge_by_union,
     merge_matches,
     parse_record,
     parse_version,
@@ -315,3 +316,26 @@ def test_fast_path_equals_straightforward_evaluation_over_the_bundled_database()
                 assert affects(advisory, canonical, raw) is (expected is not None)
                 compared += 1
     assert compared > 100_000
+
+
+def test_merge_without_shared_names_equals_the_union_find() -> None:
+    """The fast path of `merge_matches` (no two matches share an id or alias) gives what the
+    union-find gives, on every package of the bundled database at a listed version."""
+    from safepip.audit import database
+
+    bundled = database.CompactDatabase(database.SHIPPED, origin="bundled")
+    merged = 0
+    for name in sorted(bundled._names)[::7]:
+        canonical = canonicalize_name(name)
+        advisories = bundled.advisories_for(canonical)
+        listed = [v for a in advisories for e in a.affected for v in e.versions][:3]
+        for raw in listed:
+            found = [m for a in advisories if (m := match_advisory(a, canonical, raw))]
+            assert merge_matches(found) == merge_by_union(found), (name, raw)
+            merged += len(found)
+    assert merged > 1000
+
+
+def test_aliases_are_sorted_without_duplicates() -> None:
+    adv = parse_record({"id": "X-1", "aliases": ["GHSA-b", "CVE-a", "GHSA-b"], "affected": []})
+    assert adv.aliases == ("CVE-a", "GHSA-b")

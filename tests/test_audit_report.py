@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 
 from packaging.utils import canonicalize_name
 from rich.console import Console
@@ -112,3 +113,54 @@ def test_table_without_colour() -> None:
     assert text.rstrip().endswith(
         "Found 1 vulnerability in 1 package (1 ignored, 1 package not audited)"
     )
+
+
+def _many(count: int, summary: str) -> AuditReport:
+    vulns = tuple(
+        Vulnerability(
+            id=f"PYSEC-2026-{i}",
+            aliases=(f"CVE-2026-{i}", f"GHSA-aaaa-bbbb-{i:04d}"),
+            smallest_fix="2.0",
+            summary=summary,
+        )
+        for i in range(count)
+    )
+    package = PackageResult(name=canonicalize_name("big"), version="1.0", vulns=vulns)
+    return AuditReport(packages=(package,), source="test data", data_date=dt.date(2026, 7, 23))
+
+
+class TestTable:
+    def test_narrow_terminal_wraps_cells_within_the_width(self) -> None:
+        buffer = io.StringIO()
+        summary = "a long summary " * 8 + "with-a-word-longer-than-any-column-" * 3
+        print_table(_many(3, summary), Console(file=buffer, no_color=True, width=72))
+        lines = buffer.getvalue().splitlines()
+        assert lines[0].split() == ["Package", "Version", "ID", "Fix", "Summary"]
+        assert all(len(line) <= 72 for line in lines), lines
+        # Every cell's words are all there, in order, once the wrapped lines are read back.
+        assert lines[1].startswith("big")
+        assert "GHSA-aaaa-bbbb-0000)" in buffer.getvalue()
+        text = buffer.getvalue()
+        assert text.count("PYSEC-2026-") == 3
+        assert all(line == line.rstrip() for line in lines)
+
+    def test_control_characters_never_reach_the_terminal(self) -> None:
+        buffer = io.StringIO()
+        print_table(_many(1, "evil\x1b[2Jsummary\nsecond line"), Console(file=buffer, width=120))
+        text = buffer.getvalue()
+        assert "\x1b" not in text
+        assert "evil [2Jsummary second line" in text
+
+    def test_colour_decorates_only(self) -> None:
+        plain, coloured = io.StringIO(), io.StringIO()
+        report = _many(2, "summary")
+        print_table(report, Console(file=plain, no_color=True, width=120))
+        print_table(report, Console(file=coloured, force_terminal=True, width=120))
+        assert "\x1b[" in coloured.getvalue()
+        assert re.sub(r"\x1b\[[0-9;]*m", "", coloured.getvalue()) == plain.getvalue()
+
+    def test_wide_characters_keep_columns_aligned(self) -> None:
+        buffer = io.StringIO()
+        print_table(_many(1, "漢字の説明"), Console(file=buffer, no_color=True, width=120))
+        header, row = buffer.getvalue().splitlines()[:2]
+        assert header.index("Summary") == row.index("漢")

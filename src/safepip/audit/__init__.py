@@ -64,7 +64,11 @@ class PackageResult:
 
     @property
     def active(self) -> tuple[Vulnerability, ...]:
-        return tuple(v for v in self.vulns if v.ignored_reason is None)
+        vulns = self.vulns
+        for vuln in vulns:
+            if vuln.ignored_reason is not None:
+                return tuple(v for v in vulns if v.ignored_reason is None)
+        return vulns
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -236,6 +240,9 @@ class _Judge:
     rules: tuple[IgnoreRule, ...]
     today: dt.date
     warnings: list[str] = field(default_factory=list)
+    verdicts: dict[tuple[int, str, str], bool] = field(default_factory=dict)
+    """`affects(advisory, name, version)` by `(id(advisory), name, version)`, for the fix targets of
+    one audit (the advisories stay alive while it runs: the source holds them)."""
 
     def reason(self, ids: tuple[str, ...], package: str) -> str | None:
         for rule in self.rules:
@@ -255,38 +262,72 @@ class _Judge:
 def _judge_package(
     name: NormalizedName, version: str, matches: Sequence[Match], judge: _Judge
 ) -> PackageResult:
-    from safepip.audit.osv import affects, merge_matches, parse_version, smallest_fix_above
+    from safepip.audit.osv import affects, merge_matches, parse_version, sort_versions
 
+    current = parse_version(version)
     vulns = []
     active_advisories: list[Advisory] = []
+    fixes: set[str] = set()
     for merged in merge_matches(matches):
-        reason = judge.reason((merged.id, *merged.aliases), name)
+        reason = judge.reason((merged.id, *merged.aliases), name) if judge.rules else None
         if reason is None:
             active_advisories.extend(merged.advisories)
+            fixes.update(merged.fix_versions)
         vulns.append(
             Vulnerability(
                 id=merged.id,
                 aliases=merged.aliases,
                 fix_versions=merged.fix_versions,
-                smallest_fix=smallest_fix_above(merged.fix_versions, version),
+                smallest_fix=_first_above(merged.fix_versions, current),
+                # The advisory's own strings, not copies: a report's memory grows with the
+                # distinct advisories it names, not with its findings (issue 11).
                 summary=merged.summary,
                 description=merged.details,
                 ignored_reason=reason,
             )
         )
     target = None
-    current = parse_version(version)
     if active_advisories and current is not None:
-        fixes = {f for v in vulns if v.ignored_reason is None for f in v.fix_versions}
         # Candidates in PEP 440 order; the first one that no active advisory affects wins (a fix
-        # on one branch can still be inside another advisory's range).
-        for candidate in sorted(
-            (p, f) for f in fixes if (p := parse_version(f)) is not None and p > current
-        ):
-            if not any(affects(a, name, candidate[1]) for a in active_advisories):
-                target = candidate[1]
+        # on one branch can still be inside another advisory's range). The advisory that ruled
+        # out a candidate is asked first about the next one: it usually rules that out too.
+        # Verdicts are remembered for the run: the pins of one package share most candidates.
+        verdicts = judge.verdicts
+        for candidate in sort_versions(fixes):
+            parsed = parse_version(candidate)
+            if parsed is None:
+                break  # the strings that are not versions come last
+            if parsed <= current:
+                continue
+            for i, advisory in enumerate(active_advisories):
+                key = (id(advisory), name, candidate)
+                hit = verdicts.get(key)
+                if hit is None:
+                    hit = verdicts[key] = affects(advisory, name, candidate)
+                if hit:
+                    if i:
+                        active_advisories.insert(0, active_advisories.pop(i))
+                    break
+            else:
+                target = candidate
                 break
     return PackageResult(name=name, version=version, vulns=tuple(vulns), fix_target=target)
+
+
+def _first_above(fix_versions: Sequence[str], current: Version | None) -> str | None:
+    """The smallest of `fix_versions` (in PEP 440 order, as `MergedMatch` keeps them) above
+    `current`: `osv.smallest_fix_above` without parsing the whole list."""
+    from safepip.audit.osv import parse_version
+
+    if current is None:
+        return None
+    for fix in fix_versions:
+        parsed = parse_version(fix)
+        if parsed is None:
+            return None
+        if parsed > current:
+            return fix
+    return None
 
 
 def open_source(

@@ -39,34 +39,48 @@ class _Prepared:
     """An `Affected` entry's ranges and versions in the form matching needs, built on first use.
 
     Parsing and sorting range events, and comparing a version with every listed version, was
-    most of an audit's time (issue 14); an entry is prepared once per run, however many pins
-    it is matched against.
+    most of an audit's time (issues 11 and 14); an entry is prepared once per run, however many
+    pins it is matched against, and remembers its verdict for each version it was asked about
+    (the fix candidates of one package's pins are mostly the same versions). What the `versions`
+    list needs is built only when a version is not inside a range (an entry often lists every
+    version its ranges cover).
     """
 
-    __slots__ = ("listed_other", "listed_raw", "longest", "ranges")
+    __slots__ = ("_listed", "ranges", "verdicts", "versions")
 
     def __init__(self, entry: Affected) -> None:
         self.ranges = tuple(_prepare_range(rng) for rng in entry.ranges)
-        self.listed_raw = frozenset(entry.versions)
+        self.versions = entry.versions
+        self.verdicts: dict[str, bool] = {}
+        self._listed: tuple[frozenset[str], frozenset[Version], int] | None = None
+
+    def _listed_forms(self) -> tuple[frozenset[str], frozenset[Version], int]:
         # A listed version equals a pin when they compare equal as PEP 440 versions (`1.0` is
         # `1.0.0`). Most listed strings are plain normalised versions: those are found by
         # spelling the pin's key with trailing `.0`s (`lists`). Only the others are parsed,
         # found by one regular-expression pass over all of them.
-        joined = "\n".join(entry.versions)
-        if joined.count("\n") == len(entry.versions) - 1:
-            odd = _NOT_PLAIN.findall(joined)
+        versions = self.versions
+        joined = "\n".join(versions)
+        if joined.count("\n") != len(versions) - 1:
+            odd = list(versions)
+        elif _NUMBERS_ONLY.fullmatch(joined):
+            odd = []  # `1.2.0`-style releases only (a cheap test that saves the pass below)
         else:
-            odd = list(entry.versions)
-        self.listed_other = frozenset(p for v in odd if (p := parse_version(v)) is not None)
-        self.longest = max(map(len, entry.versions), default=0)
+            odd = _NOT_PLAIN.findall(joined)
+        other = frozenset(p for v in odd if (p := parse_version(v)) is not None)
+        self._listed = (frozenset(versions), other, max(map(len, versions), default=0))
+        return self._listed
 
     def lists(self, raw: str, version: Version | None) -> bool:
         """True if the entry's `versions` name `raw` (as a string, or as a PEP 440 version)."""
-        if raw in self.listed_raw:
+        if not self.versions:
+            return False
+        raw_set, other, longest = self._listed or self._listed_forms()
+        if raw in raw_set:
             return True
         if version is None:
             return False
-        if version in self.listed_other:  # `Version` hashes by its normalised key
+        if version in other:  # `Version` hashes by its normalised key
             return True
         if version.epoch or version.local is not None:
             return False  # never equal to a plain version
@@ -75,8 +89,8 @@ class _Prepared:
             return False
         release, rest = plain.group(1), plain.group(2)
         spelling = release + rest
-        while len(spelling) <= self.longest:
-            if spelling in self.listed_raw:
+        while len(spelling) <= longest:
+            if spelling in raw_set:
                 return True
             release += ".0"
             spelling = release + rest
@@ -90,6 +104,8 @@ _PLAIN = (
     rf"((?:(?:a|b|rc){_NUMBER})?(?:\.post{_NUMBER})?(?:\.dev{_NUMBER})?)"
 )
 _PLAIN_VERSION = re.compile(_PLAIN)
+# Lines of plain releases (numbers without leading zeros, joined by single dots).
+_NUMBERS_ONLY = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*(?:\n|\Z))*")
 _NOT_PLAIN = re.compile(
     rf"^(?!{_PLAIN.replace('(', '(?:').replace('(?:?:', '(?:')}$).*$", re.MULTILINE
 )
@@ -126,6 +142,7 @@ class Advisory:
 
     id: str
     aliases: tuple[str, ...]
+    """Sorted, without duplicates."""
     summary: str
     details: str
     affected: tuple[Affected, ...]
@@ -208,12 +225,12 @@ def parse_record(record: object) -> Advisory:
             Affected(
                 name=canonicalize_name(str(package["name"])),
                 ranges=tuple(ranges),
-                versions=tuple(str(v) for v in _list(entry.get("versions"), "affected[].versions")),
+                versions=tuple(map(str, _list(entry.get("versions"), "affected[].versions"))),
             )
         )
     return Advisory(
         id=rid,
-        aliases=tuple(str(a) for a in _list(record.get("aliases"), "aliases")),
+        aliases=tuple(sorted({str(a) for a in _list(record.get("aliases"), "aliases")})),
         summary=str(record.get("summary") or ""),
         details=str(record.get("details") or ""),
         affected=tuple(affected),
@@ -326,17 +343,22 @@ def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -
 
 
 def affects(advisory: Advisory, name: NormalizedName, raw_version: str) -> bool:
-    """`match_advisory(...) is not None`, without collecting the fixes."""
+    """`match_advisory(...) is not None`, without collecting the fixes (and remembered per
+    entry and version: fix targets ask about the same candidate versions again and again)."""
     if advisory.withdrawn:
         return False
-    version = parse_version(raw_version)
     for entry in advisory.affected:
         if entry.name != name:
             continue
         prepared = entry.prepared
-        if version is not None and any(_in_range(ready, version) for ready in prepared.ranges):
-            return True
-        if prepared.lists(raw_version, version):
+        verdict = prepared.verdicts.get(raw_version)
+        if verdict is None:
+            version = parse_version(raw_version)
+            verdict = (
+                version is not None and any(_in_range(ready, version) for ready in prepared.ranges)
+            ) or prepared.lists(raw_version, version)
+            prepared.verdicts[raw_version] = verdict
+        if verdict:
             return True
     return False
 
@@ -371,6 +393,29 @@ def _primary_id(ids: Iterable[str]) -> str:
 
 def merge_matches(matches: Sequence[Match]) -> list[MergedMatch]:
     """Group matches that share an id or alias into one finding each (union-find on ids)."""
+    every = [n for m in matches for n in (m.advisory.id, *m.advisory.aliases)]
+    if len(set(every)) == len(every):
+        # No two matches share a name (the common case): one finding per match, as the
+        # union-find below would make, without it.
+        return sorted(
+            (
+                MergedMatch(
+                    id=m.advisory.id,
+                    aliases=m.advisory.aliases,
+                    fix_versions=m.fix_versions,
+                    summary=m.advisory.summary,
+                    details=m.advisory.details,
+                    advisories=(m.advisory,),
+                )
+                for m in matches
+            ),
+            key=lambda m: m.id,
+        )
+    return merge_by_union(matches)
+
+
+def merge_by_union(matches: Sequence[Match]) -> list[MergedMatch]:
+    """`merge_matches` for any matches: union-find over every id and alias."""
     parent: dict[str, str] = {}
 
     def find(key: str) -> str:

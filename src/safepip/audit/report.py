@@ -9,9 +9,10 @@ changes.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from safepip import __version__
@@ -97,19 +98,42 @@ def _dependency_json(pkg: PackageResult) -> dict[str, Any]:
 
 
 def render_json(report: AuditReport, *, fixes: Sequence[PlannedFix] = ()) -> str:
-    """The JSON report (pip-audit's shape plus safepip's fields)."""
-    dependencies = [_dependency_json(p) for p in report.packages]
-    dependencies += [
-        {"name": s.name, "version": s.version, "skip_reason": s.reason} for s in report.skipped
-    ]
-    document = {
+    """The JSON report (pip-audit's shape plus safepip's fields), as one string."""
+    buffer = io.StringIO()
+    write_json(report, buffer, fixes=fixes)
+    return buffer.getvalue()
+
+
+def write_json(report: AuditReport, out: TextIO, *, fixes: Sequence[PlannedFix] = ()) -> None:
+    """Write the JSON report to `out`, one dependency per line.
+
+    Each dependency is encoded and written on its own (with the C encoder, which `indent`
+    would rule out), so memory stays bounded by the largest dependency rather than growing
+    with the findings: the text of an advisory is repeated in the output for every package it
+    affects (pip-audit's shape), but never held in memory more than once (issue 11).
+    """
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    head = {
         "version": JSON_VERSION,
         "tool": {"name": "safepip", "version": __version__},
         "data": {
             "source": report.source,
             "date": report.data_date.isoformat() if report.data_date else None,
         },
-        "dependencies": dependencies,
+    }
+    out.write("{\n")
+    for key, value in head.items():
+        out.write(f"  {encode(key)}: {encode(value)},\n")
+    out.write('  "dependencies": [')
+    separator = "\n    "
+    for pkg in report.packages:
+        out.write(separator + encode(_dependency_json(pkg)))
+        separator = ",\n    "
+    for skip in report.skipped:
+        entry = {"name": skip.name, "version": skip.version, "skip_reason": skip.reason}
+        out.write(separator + encode(entry))
+        separator = ",\n    "
+    tail = {
         "fixes": [
             {"name": f.name, "old_version": f.old_version, "new_version": f.new_version}
             if f.new_version
@@ -119,7 +143,10 @@ def render_json(report: AuditReport, *, fixes: Sequence[PlannedFix] = ()) -> str
         "summary": summary_line(report),
         "warnings": list(report.warnings),
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    out.write("\n  ]" if report.packages or report.skipped else "]")
+    for key, value in tail.items():
+        out.write(f",\n  {encode(key)}: {encode(value)}")
+    out.write("\n}\n")
 
 
 def _md_cell(text: str) -> str:
@@ -274,30 +301,77 @@ def render_sarif(
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+_HEADERS = ("Package", "Version", "ID", "Fix", "Summary")
+_GAP = "  "
+# Terminal control characters in advisory text (it comes from a database anyone can write to)
+# are shown as spaces, never sent to the terminal.
+_CONTROL = {c: " " for c in (*range(32), *range(127, 160))}
+_BOLD, _CYAN, _DIM, _RESET = "\x1b[1m", "\x1b[36m", "\x1b[2m", "\x1b[0m"
+
+
+def _cell(text: str) -> str:
+    return text if text.isprintable() else text.translate(_CONTROL)
+
+
+def _width(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` cells, broken at spaces, long words folded."""
+    measure = len if text.isascii() else _width
+    if measure(text) <= width:
+        return [text]
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if measure(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while measure(word) > width:
+            cut = width
+            while cut > 1 and measure(word[:cut]) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    if line:
+        lines.append(line)
+    return lines or [""]
+
+
+def _column_widths(natural: list[int], total: int) -> list[int]:
+    """Column widths that fit `total` cells: the natural widths when they fit; otherwise
+    `Package`, `Version` and `Fix` keep theirs (up to a cap) and `ID` and `Summary` share
+    the rest, `Summary` giving way first."""
+    gaps = len(_GAP) * (len(natural) - 1)
+    if sum(natural) + gaps <= total:
+        return natural
+    package, version, ident, fix, _ = natural
+    package, version, fix = min(package, 24), min(version, 16), min(fix, 16)
+    rest = max(total - gaps - package - version - fix, 30)
+    ident = min(ident, max(rest - 30, 20))
+    return [package, version, ident, fix, max(rest - ident, 10)]
+
+
 def print_table(report: AuditReport, console: Console) -> None:
-    """The findings table, skipped packages, warnings and the closing summary, on `console`."""
+    """The findings table, skipped packages, warnings and the closing summary, on `console`.
+
+    The table is laid out here rather than by rich's `Table`, whose measuring of every cell
+    took seconds for thousands of findings (issue 11): widths come from one pass over the
+    rows, and a cell wraps only when it is wider than its column. Colour only decorates.
+    """
     from rich.markup import escape
-    from rich.table import Table
 
     if report.findings:
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-        for column in ("Package", "Version", "ID", "Fix", "Summary"):
-            table.add_column(column, overflow="fold")
-        for pkg in report.findings:
-            for vuln in pkg.vulns:
-                ident = vuln.id + (f" ({', '.join(vuln.aliases)})" if vuln.aliases else "")
-                note = vuln.summary
-                if vuln.ignored_reason is not None:
-                    note = f"ignored: {vuln.ignored_reason}"
-                table.add_row(
-                    f"[cyan]{escape(pkg.name)}[/]",
-                    escape(pkg.version),
-                    escape(ident),
-                    escape(vuln.smallest_fix or "-"),
-                    escape(note),
-                    style="dim" if vuln.ignored_reason is not None else None,
-                )
-        console.print(table)
+        _write_table(report, console)
     for skip in report.skipped:
         version = f"=={skip.version}" if skip.version else ""
         console.print(
@@ -309,3 +383,58 @@ def print_table(report: AuditReport, console: Console) -> None:
     console.print(escape(data_line(report)))
     style = "red" if report.vulnerability_count else ("yellow" if report.skipped else "green")
     console.print(f"[{style}]{escape(summary_line(report))}[/]")
+
+
+def _write_table(report: AuditReport, console: Console) -> None:
+    rows: list[tuple[tuple[str, str, str, str, str], bool | None]] = []
+    natural = [_width(h) for h in _HEADERS]
+    for pkg in report.findings:
+        name, version = _cell(pkg.name), _cell(pkg.version)
+        for vuln in pkg.vulns:
+            ident = vuln.id + (f" ({', '.join(vuln.aliases)})" if vuln.aliases else "")
+            ignored = vuln.ignored_reason is not None
+            note = f"ignored: {vuln.ignored_reason}" if ignored else vuln.summary
+            cells = (name, version, _cell(ident), _cell(vuln.smallest_fix or "-"), _cell(note))
+            rows.append((cells, ignored))
+    for i, column in enumerate(zip(*(cells for cells, _ in rows), strict=True)):
+        measure = len if "".join(column).isascii() else _width
+        natural[i] = max(natural[i], *map(measure, column))
+    widths = _column_widths(natural, console.width)
+    colour = console.color_system is not None and not console.no_color
+    w0, w1, w2, w3, w4 = widths
+    out: list[str] = []
+    header_style = _BOLD if colour else ""
+    # `dim` is None for the header row.
+    for cells, dim in [(_HEADERS, None), *rows]:
+        style = header_style if dim is None else (_DIM if colour and dim else "")
+        a, b, c, d, e = cells
+        if (
+            len(a) <= w0
+            and len(b) <= w1
+            and len(c) <= w2
+            and len(d) <= w3
+            and len(e) <= w4
+            and (a + b + c + d + e).isascii()
+        ):
+            text = f"{a:<{w0}}{_GAP}{b:<{w1}}{_GAP}{c:<{w2}}{_GAP}{d:<{w3}}{_GAP}{e}".rstrip()
+            texts = [(a, text)]
+        else:
+            wrapped = [
+                [cell] if len(cell) <= w and cell.isascii() else _wrap(cell, w)
+                for cell, w in zip(cells, widths, strict=True)
+            ]
+            texts = []
+            for n in range(max(map(len, wrapped))):
+                line = [column[n] if n < len(column) else "" for column in wrapped]
+                # Padded by cells, not characters: wide characters keep the columns aligned.
+                padded = [
+                    t.ljust(w) if t.isascii() else f"{t}{' ' * (w - _width(t))}"
+                    for t, w in zip(line, widths, strict=True)
+                ]
+                texts.append((line[0], _GAP.join(padded[:-1] + line[-1:]).rstrip()))
+        for first, text in texts:
+            if colour and dim is not None and first:
+                text = f"{_CYAN}{first}{_RESET}{style}{text[len(first) :]}"
+            out.append(f"{style}{text}{_RESET}" if style else text)
+    console.file.write("\n".join(out) + "\n")
+    console.file.flush()

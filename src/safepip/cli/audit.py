@@ -214,7 +214,7 @@ def _audit_fixed(args: argparse.Namespace, audit_options: AuditOptions) -> Audit
 def _output(args: argparse.Namespace, report: AuditReport, inputs: list[AuditInput]) -> None:
     match args.format:
         case "json":
-            sys.stdout.write(fmt.render_json(report))
+            fmt.write_json(report, sys.stdout)
         case "markdown":
             sys.stdout.write(fmt.render_markdown(report))
         case "cyclonedx":
