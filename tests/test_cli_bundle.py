@@ -383,3 +383,103 @@ class TestOptions:
         assert result.code == 2, result.err
         assert "error: `safepip bundle` needs a hash-pinned lock" in result.err
         assert not out.exists()
+
+
+# Loaded by every Python process of the run below (through PYTHONPATH): records each attempt
+# to create an internet socket, connect, resolve a name or send a datagram. Unix sockets (a
+# process pool may use them) are not the network.
+SOCKET_PROBE = """
+import os, socket, sys
+
+_LOG = os.environ["SAFEPIP_SOCKET_LOG"]
+_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
+           "socket.gethostbyname_ex", "socket.gethostbyaddr", "socket.sendto"}
+
+def _probe(event, args):
+    if event == "socket.__new__":
+        if args[1] not in (socket.AF_INET, socket.AF_INET6):
+            return
+    elif event not in _EVENTS:
+        return
+    elif event == "socket.connect" and isinstance(args[1], (str, bytes)):
+        return
+    with open(_LOG, "a", encoding="utf-8") as log:
+        log.write(f"{os.getpid()} {event} {args[1:]!r}\\n")
+
+sys.addaudithook(_probe)
+"""
+
+
+@pytest.mark.parametrize("command", ["install", "sync"])
+def test_offline_install_opens_no_socket(
+    made: Made, tmp_path: Path, venv_factory: Callable[..., Path], command: str
+) -> None:
+    """With an index configured (`-i` and `PIP_INDEX_URL`) on a closed loopback port, no
+    process of the install creates an internet socket, resolves a name or connects; the probe
+    is shown to catch safepip's own attempt to reach that port when it is asked to."""
+    import os
+    import sys
+
+    made.index.close()
+    dead = f"http://127.0.0.1:{_closed_port()}/simple/"
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(SOCKET_PROBE)
+    log = tmp_path / "sockets.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
+    env |= {
+        "PYTHONPATH": str(probe),
+        "SAFEPIP_SOCKET_LOG": str(log),
+        "SAFEPIP_DATA_DIR": str(tmp_path / "userdata"),
+        "PIP_INDEX_URL": dead,
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+    target = venv_factory()
+    # The control: the same safepip, installing from the index, does try to connect.
+    control = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safepip",
+            "install",
+            "alpha==1.0",
+            "--python",
+            str(target),
+            "--retries",
+            "0",
+            "--no-cache",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert control.returncode != 0, control.stderr  # the port is closed
+    assert "socket.connect" in log.read_text()
+    log.unlink()
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safepip",
+            command,
+            "--bundle",
+            str(made.bundle),
+            "--expect-sha256",
+            made.digest,
+            "--python",
+            str(target),
+            "-i",
+            dead,
+            "--cache-dir",
+            str(tmp_path / "cache-offline"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not log.exists(), log.read_text()
+    assert py(target, "import alpha; print(alpha.A)") == "alpha beta"

@@ -101,7 +101,7 @@ def test_sync_removes_extras_and_adds_missing(env: Env, run: Callable[..., Resul
     assert result.code == 0, result.err
     # setuptools is kept: the lock does not pin it (pip-sync's rule).
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
-    assert "Removed 1 package" in result.err or "removed" in result.err.lower()
+    assert "Installed 2 packages, replaced 1, removed 1 in " in result.err
     proc = subprocess.run(
         [str(env.venv / "bin" / "python"), "-c", "import base, new; print(base.V)"],
         capture_output=True,
@@ -113,6 +113,7 @@ def test_sync_removes_extras_and_adds_missing(env: Env, run: Callable[..., Resul
     # Equal to the lock now: a second sync changes nothing.
     again = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert again.code == 0, again.err
+    assert "Installed 0 packages, kept 2 already installed in " in again.err
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
 
 
@@ -139,7 +140,9 @@ def test_failure_rolls_back(
     before = tree_snapshot(env.venv)
     result = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 1, result.err
-    assert "the environment was restored" in result.err or "folder is in the way" in result.err
+    # `extra` and `base==1.0` were removed before the folder was met; both are back.
+    in_the_way = site_packages(env.venv) / "new" / "__init__.py"
+    assert f"error: Cannot install file `{in_the_way}`: a folder is in the way" in result.err
     assert tree_snapshot(env.venv) == before
 
 
@@ -180,5 +183,103 @@ def test_sync_bundle(
     assert made.code == 0, made.err
     env.index.close()
     result = run("sync", "--bundle", str(out), "--python", str(env.venv))
+    assert result.code == 0, result.err
+    assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
+
+
+def test_signal_during_sync_rolls_back(env: Env, tree_snapshot: Callable[[Path], object]) -> None:
+    """SIGTERM while the sync removes `extra` and replaces `base`: exit 143, the environment as
+    it was (the same journaled transaction as `install`)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    before = tree_snapshot(env.venv)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    environ |= {"PIP_CONFIG_FILE": os.devnull, "SAFEPIP_TEST_SLOW_COMMIT": "0.05"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "safepip",
+            "sync",
+            "-r",
+            str(env.lock),
+            "--python",
+            str(env.venv),
+            "-i",
+            env.index.url,
+        ],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    site = site_packages(env.venv)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".safepip-txn-") for p in site.iterdir()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the install step never started"
+        time.sleep(0.005)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().endswith(
+        "error: interrupted by SIGTERM; the install was rolled back; the environment is as it was"
+    ), err
+    assert tree_snapshot(env.venv) == before
+
+
+def test_error_vulnerable_pin_refused(
+    env: Env,
+    run: Callable[..., Result],
+    tree_snapshot: Callable[[Path], object],
+    tmp_path: Path,
+) -> None:
+    """The audit gate applies to sync as to install: exit 5 and nothing removed."""
+    import datetime as dt
+    import json
+
+    from safepip.audit.database import import_database
+
+    osv = tmp_path / "osv"
+    osv.mkdir()
+    (osv / "PYSEC-2099-7.json").write_text(
+        json.dumps(
+            {
+                "id": "PYSEC-2099-7",
+                "modified": "2026-01-01T00:00:00Z",
+                "affected": [
+                    {"package": {"name": "new", "ecosystem": "PyPI"}, "versions": ["1.0"]}
+                ],
+            }
+        )
+    )
+    import_database(osv, data_dir=tmp_path / "userdata", date=dt.date.today())
+    before = tree_snapshot(env.venv)
+    result = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
+    assert result.code == 5, result.err
+    assert "error: Refusing `new==1.0`: 1 known vulnerability (PYSEC-2099-7)" in result.err
+    assert tree_snapshot(env.venv) == before
+
+
+def test_sync_pylock(env: Env, run: Callable[..., Result], tmp_path: Path) -> None:
+    """A PEP 751 lock (written by `safepip lock`) is synced to like a requirements lock."""
+    source = tmp_path / "requirements.in"
+    source.write_text("new==1.0\n")
+    pylock = tmp_path / "pylock.toml"
+    made = run(
+        "lock", str(source), "-o", str(pylock), "--python", str(env.venv), "-i", env.index.url
+    )
+    assert made.code == 0, made.err
+    dry = run(
+        "sync", "-r", str(pylock), "--python", str(env.venv), "-i", env.index.url, "--dry-run"
+    )
+    assert dry.code == 0, dry.err
+    lines = [line for line in dry.err.splitlines() if line[:2] in ("+ ", "- ", "~ ")]
+    assert lines == ["~ base 1.0 -> 2.0", "- extra==1.0", "+ new==1.0"]
+    result = run("sync", "-r", str(pylock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 0, result.err
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
