@@ -69,8 +69,11 @@ class Tools:
         index_url: str,
         cache: Path,
         compile_bytecode: bool,
+        link_mode: str | None = None,
     ) -> list[str]:
-        """The command that installs the whole hash-pinned `lock` into `venv` with `tool`."""
+        """The command that installs the whole hash-pinned `lock` into `venv` with `tool`
+        (`link_mode`: uv's and safepip's `--link-mode`; pip always copies)."""
+        links = ["--link-mode", link_mode] if link_mode else []
         python = str(venv / "bin" / "python")
         match tool:
             case "pip":
@@ -105,6 +108,7 @@ class Tools:
                     "--cache-dir",
                     str(cache),
                     *(["--compile-bytecode"] if compile_bytecode else []),
+                    *links,
                     "-q",
                 ]
             case "safepip":
@@ -123,6 +127,7 @@ class Tools:
                     "--cache-dir",
                     str(cache),
                     *(["--compile"] if compile_bytecode else []),
+                    *links,
                     "-q",
                 ]
         raise ValueError(tool)
