@@ -1,10 +1,16 @@
-"""Peak memory (max RSS) of safepip refusing a zip bomb and installing an honest big member.
+"""Peak memory (max RSS) of safepip refusing a zip bomb, installing an honest big member, and
+installing the benchmark's large lock.
 
-Usage: `python benchmarks/rss.py [--size-mb 400] [--safepip PYTHON]`. Builds two wheels in a
-scratch folder: `bomb` (one member that declares 1 KB in RECORD and in the archive but inflates
-to SIZE MB) and `big` (one honest member of SIZE MB), then runs `safepip install` of each,
-hash-pinned, from a find-links folder into a fresh venv under `/usr/bin/time -v`, and prints the
-exit code and the maximum resident set size, next to a baseline install of a tiny wheel.
+Usage: `python benchmarks/rss.py [--size-mb 400] [--safepip PYTHON] [--lock large [--wheels DIR]]`.
+Builds two wheels in a scratch folder: `bomb` (one member that declares 1 KB in RECORD and in the
+archive but inflates to SIZE MB) and `big` (one honest member of SIZE MB), then runs `safepip
+install` of each, hash-pinned, from a find-links folder into a fresh venv under `/usr/bin/time
+-v`, and prints the exit code and the maximum resident set size, next to a baseline install of a
+tiny wheel. With `--lock WORKLOAD` it also installs `workloads/WORKLOAD.txt` (every hash checked,
+every RECORD validated) from a find-links folder of its wheels, cold (empty cache) and warm (a
+second venv, same cache), and reports the same figures. The wheels come from `--wheels DIR`, or
+from the benchmark's wheelhouse (`benchmarks/.cache`, downloaded once like `run.py` does). The
+locks are for CPython 3.11: run this with a CPython 3.11 (`--safepip` is also the target).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import base64
 import hashlib
 import io
+import os
 import re
 import struct
 import subprocess
@@ -100,7 +107,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=400)
     parser.add_argument("--safepip", default=sys.executable, help="a Python with safepip")
+    parser.add_argument("--lock", help="also install workloads/LOCK.txt (e.g. `large`)")
+    parser.add_argument("--wheels", type=Path, help="a folder holding the lock's wheels")
     args = parser.parse_args()
+    if args.lock:
+        lock_rss(args.lock, args.wheels, args.safepip)
     with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch:
         base = Path(scratch)
         links = base / "links"
@@ -138,6 +149,42 @@ def main() -> None:
             )
             size = wheel.stat().st_size
             print(f"{name}: wheel {size / 1e6:.1f} MB, exit {code}, max RSS {rss / 1024:.0f} MB")
+
+
+def lock_rss(workload: str, wheels: Path | None, python: str) -> None:
+    here = Path(__file__).resolve().parent
+    lock = here / "workloads" / f"{workload}.txt"
+    if wheels is None:
+        sys.path.insert(0, str(here))
+        import wheelhouse
+
+        house = wheelhouse.load_or_build(
+            cache=here / ".cache",
+            workloads_dir=here / "workloads",
+            pip=[python, "-m", "pip"],
+            env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"},
+            log=print,
+        )
+        wheels = house.root / "packages"
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch:
+        base = Path(scratch)
+        cache = base / "cache"
+        for run in ("cold", "warm"):
+            venv = base / f"venv-{run}"
+            subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True)
+            code, rss = max_rss_kb(
+                [
+                    python, "-m", "safepip", "install", "-r", str(lock), "--no-index",
+                    "-f", str(wheels), "--python", str(venv), "--cache-dir", str(cache),
+                    "--no-audit", "-q",
+                ]
+            )  # fmt: skip
+            files = sum(len(f) for _, _, f in os.walk(venv))
+            dists = len(list(venv.glob("lib/python*/site-packages/*.dist-info")))
+            print(
+                f"{workload} lock, {run}: exit {code}, {dists} distributions, {files} files, "
+                f"max RSS {rss >> 10} MB"
+            )
 
 
 if __name__ == "__main__":

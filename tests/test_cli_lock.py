@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from safepip.install import ARTIFACT_RECORD
+from sealed import write_sealed_record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -232,7 +232,7 @@ class TestFreeze:
             info.mkdir()
             (info / "METADATA").write_text(f"Name: {name}\nVersion: 1.0\n", "utf-8")
             if record:
-                (info / ARTIFACT_RECORD).write_text(json.dumps(record), "utf-8")
+                write_sealed_record(info, {"name": name, **record})
         code, stdout, stderr = cli(*["freeze", "--python", str(venv), "--no-index"])
         assert code == 0
         assert stdout == (

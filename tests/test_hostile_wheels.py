@@ -4,11 +4,13 @@ venv, and a refusal that leaves the venv byte-for-byte as it was."""
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 from rawzip import RawEntry, build, entries_of, wheel_files
+from safepip import seal
 from safepip.cli import main
 from wheelbuild import record_digest, sha256_file
 
@@ -44,15 +46,15 @@ def attempt(
     capsys: pytest.CaptureFixture[str],
 ) -> Callable[[bytes], tuple[int, str]]:
     """Serve these wheel bytes as `demo-1.0-py3-none-any.whl`, install them hash-pinned into a
-    fresh venv, check the venv is unchanged, and give (exit code, stderr)."""
+    fresh venv (or `venv`), check the venv is unchanged, and give (exit code, stderr)."""
 
-    def run(data: bytes) -> tuple[int, str]:
+    def run(data: bytes, venv: Path | None = None) -> tuple[int, str]:
         wheel = tmp_path / "dist" / "demo-1.0-py3-none-any.whl"
         wheel.parent.mkdir(exist_ok=True)
         wheel.write_bytes(data)
         index = static_index()
         index.add(wheel, metadata=False)
-        venv = venv_factory()
+        venv = venv or venv_factory()
         before = tree_snapshot(venv)
         code = main(
             [
@@ -163,3 +165,101 @@ class TestForeignMetadata:
         code, err = attempt(build(entries_of(files)))
         assert code == 3
         assert refusal(err) == f"error: Refusing wheel `demo-1.0-py3-none-any.whl`: {rule}"
+
+
+SITE = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+
+
+class TestInstallTimeLayout:
+    """Members that pass the archive checks but would land where no wheel may write, once
+    their `.data` scheme is mapped onto the target's folders: refused (exit 3) before the
+    environment is touched."""
+
+    @pytest.mark.parametrize(
+        ("member", "rule"),
+        [
+            (
+                f"demo-1.0.data/data/{SITE}/victim-1.0.dist-info/METADATA",
+                "it would write into the metadata folder `victim-1.0.dist-info` through its "
+                f"`.data` folder (member `demo-1.0.data/data/{SITE}/victim-1.0.dist-info/"
+                "METADATA`)",
+            ),
+            (
+                f"demo-1.0.data/data/{SITE}/victim.egg-info/PKG-INFO",
+                "it would write into the metadata folder `victim.egg-info` through its `.data` "
+                f"folder (member `demo-1.0.data/data/{SITE}/victim.egg-info/PKG-INFO`)",
+            ),
+            (
+                "demo-1.0.data/lib/victim.py",
+                "`.data` scheme `lib` is not one of purelib, platlib, headers, scripts, data "
+                "(member `demo-1.0.data/lib/victim.py`)",
+            ),
+            (
+                "demo-1.0.data/scripts",
+                "`.data` scheme `scripts` is not one of purelib, platlib, headers, scripts, "
+                "data (member `demo-1.0.data/scripts`)",
+            ),
+        ],
+    )
+    def test_error_member_lands_where_no_wheel_may_write(
+        self, attempt: Callable[[bytes], tuple[int, str]], member: str, rule: str
+    ) -> None:
+        files = with_record({**wheel_files(), member: b"Name: victim\n"})
+        code, err = attempt(build(entries_of(files)))
+        assert code == 3
+        assert refusal(err) == f"error: Refusing wheel `demo-1.0-py3-none-any.whl`: {rule}"
+        assert "Traceback" not in err
+
+    def test_error_write_into_safepips_own_data_folder(
+        self,
+        attempt: Callable[..., tuple[int, str]],
+        monkeypatch: pytest.MonkeyPatch,
+        venv_factory: Callable[..., Path],
+    ) -> None:
+        """With safepip's data folder under the target's prefix (say `--prefix ~/.local`), a
+        wheel could otherwise replace the install key that seals every install."""
+        venv = venv_factory()
+        monkeypatch.setenv("SAFEPIP_DATA_DIR", str(venv / "share" / "safepip"))
+        key = seal.load_key(create=True)
+        member = "demo-1.0.data/data/share/safepip/install-key"
+        files = with_record({**wheel_files(), member: b"k" * 32})
+        code, err = attempt(build(entries_of(files)), venv=venv)
+        assert code == 3
+        assert refusal(err) == (
+            "error: Refusing wheel `demo-1.0-py3-none-any.whl`: it would write into safepip's "
+            f"own data folder (member `{member}`)"
+        )
+        assert seal.key_path().read_bytes() == key
+
+    @pytest.mark.parametrize("name", ["../../evil", "sub/evil", ".."])
+    def test_error_entry_point_name_leaves_the_scripts_folder(
+        self, attempt: Callable[[bytes], tuple[int, str]], name: str
+    ) -> None:
+        entry_points = f"[console_scripts]\n{name} = demo:main\n".encode()
+        files = with_record({**wheel_files(), "demo-1.0.dist-info/entry_points.txt": entry_points})
+        code, err = attempt(build(entries_of(files)))
+        assert code == 3
+        assert refusal(err) == (
+            f"error: Refusing wheel `demo-1.0-py3-none-any.whl`: entry point name `{name}` is "
+            "not a plain file name (it would leave the scripts folder) (member "
+            "`demo-1.0.dist-info/entry_points.txt`)"
+        )
+
+    @pytest.mark.parametrize(
+        "member",
+        [
+            "demo/" + "n" * 300 + ".py",  # one name longer than NAME_MAX
+            "demo/" + "/".join(["d" * 200] * 22) + "/x.py",  # a path longer than PATH_MAX
+        ],
+    )
+    def test_error_member_path_longer_than_the_file_system_allows(
+        self, attempt: Callable[[bytes], tuple[int, str]], member: str
+    ) -> None:
+        files = with_record({**wheel_files(), member: b"X = 1\n"})
+        code, err = attempt(build(entries_of(files)))
+        assert code == 3
+        assert refusal(err) == (
+            "error: Refusing wheel `demo-1.0-py3-none-any.whl`: a member's path is longer than "
+            f"the file system allows (member `{member}`)"
+        )
+        assert "Traceback" not in err

@@ -195,7 +195,7 @@ class TestRecovery:
         upgrade.wheels = wheels
         code = main(upgrade.install_args(lock_for(tmp_path / "evil.txt", evil)))
         err = capsys.readouterr().err
-        assert code == 1
+        assert code == 3
         assert f"it contains `{TXN_PREFIX}x/journal`" in err
         assert snapshot_tree(upgrade.venv) == upgrade.old
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -20,13 +19,13 @@ from packaging.version import Version
 from safepip import lock
 from safepip.fetch import Cache
 from safepip.index import IndexClient, IndexFile
-from safepip.install import ARTIFACT_RECORD
 from safepip.net import NetConfig, Session
 from safepip.plan import Artifact, Pin
 from safepip.policy import HostPolicy, PolicyViolation
 from safepip.requirements import parse_requirements
 from safepip.resolver import Resolution, resolve_requirements
 from safepip.target import probe, synthetic_target
+from sealed import write_sealed_record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -437,10 +436,12 @@ class TestFreeze:
                 f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", "utf-8"
             )
             if record is not None:
-                (info / ARTIFACT_RECORD).write_text(json.dumps(record), "utf-8")
+                write_sealed_record(info, {"name": name, **record}, sealed=name != "forged")
 
         dist("recorded", "1.0", {"sha256": "b" * 64, "version_installed": "1.0"})
         dist("stale", "2.0", {"sha256": "c" * 64, "version_installed": "1.0"})
+        # A record without a valid seal proves nothing (a wheel can ship one).
+        dist("forged", "1.0", {"sha256": "e" * 64, "version_installed": "1.0"})
         dist("unknown", "3.0")
         dist("pip", "24.0")
         index = static_index()
@@ -451,9 +452,11 @@ class TestFreeze:
             packages = lock.freeze_environment(target, IndexClient(session, index_urls=[index.url]))
         text = lock.render_freeze(packages)
         assert text == (
+            "# forged==1.0  # no hash available: not installed by safepip, and the index has "
+            "no hashed file of this version\n"
             f"recorded==1.0 \\\n    --hash=sha256:{'b' * 64}\n"
             f"stale==2.0 \\\n    --hash=sha256:{entry.sha256}\n"
             "# unknown==3.0  # no hash available: not installed by safepip, and the index has "
             "no hashed file of this version\n"
         )
-        assert [p.source for p in packages] == ["record", "index", "none"]
+        assert [p.source for p in packages] == ["none", "record", "index", "none"]

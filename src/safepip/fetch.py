@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -104,6 +105,8 @@ class FetchedArtifact:
     cached: bool
     built_from: Mapping[str, object] | None = None
     """For a wheel built from an sdist (`safepip.build`): the sdist and build dependencies."""
+    hashes: frozenset[str] = frozenset()
+    """Every `alg:hex` digest computed for the file (sha256, and the others the pin uses)."""
 
 
 class Cache:
@@ -374,7 +377,13 @@ def _download(
         tmp.unlink(missing_ok=True)
         raise
     progress.finish(artifact, cached=False)
-    return FetchedArtifact(artifact=artifact, path=path, sha256=hasher.sha256, cached=False)
+    return FetchedArtifact(
+        artifact=artifact,
+        path=path,
+        sha256=hasher.sha256,
+        cached=False,
+        hashes=frozenset(f"{a}:{d}" for a, d in hasher.digests().items()),
+    )
 
 
 def fetch_artifacts(
@@ -652,7 +661,10 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 dest = os.path.join(staging, name)
                 folder = os.path.dirname(dest)
                 if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
+                    try:
+                        os.makedirs(folder, exist_ok=True)
+                    except OSError as exc:
+                        raise _unwritable_member(filename, name, exc) from exc
                     made.add(folder)
                 want = None if name == record_name else record[name][0]
                 alg = want.partition("=")[0] if want else "sha256"
@@ -665,7 +677,11 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 hasher = hashlib.sha256()
                 other = hashlib.new(alg) if alg != "sha256" else None
                 try:
-                    with open(dest, "wb") as out:
+                    out = open(dest, "wb")  # noqa: SIM115 - closed below
+                except OSError as exc:
+                    raise _unwritable_member(filename, name, exc) from exc
+                try:
+                    with out:
                         for chunk in wheelzip.iter_member(raw, m):
                             hasher.update(chunk)
                             if other is not None:
@@ -715,6 +731,16 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return _load_manifest(final)
+
+
+def _unwritable_member(filename: str, name: str, exc: OSError) -> OSError | WheelIntegrityError:
+    """A member whose name no file system here can hold is the wheel's fault (exit 3); any other
+    failure to write (a full disk) is not, and is passed on as it is."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return WheelIntegrityError(
+            filename, "a member's path is longer than the file system allows", member=name
+        )
+    return exc
 
 
 def _read_small(raw: BinaryIO, member: wheelzip.ZipMember, filename: str) -> bytes:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safepip import __version__, envlock, signals
+from safepip import __version__, envlock, seal, signals
 from safepip.errors import SafepipError
+from safepip.fetch import WheelIntegrityError
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
 from safepip.linking import DEFAULT_LINK_MODE, Linker, LinkMode
@@ -30,7 +31,7 @@ from safepip.plan import recorded_sha256s, same_version
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from installer.scripts import LauncherKind, ScriptSection
 
@@ -59,7 +60,14 @@ class ChangePlan:
 
 
 def installed_artifact(dist: InstalledDistribution) -> dict[str, Any] | None:
-    """The artifact record safepip wrote at install time, if any."""
+    """The artifact record safepip wrote when it installed `dist`, if its seal holds.
+
+    `safepip.json` on its own proves nothing (a wheel can ship one naming any public hash):
+    the record counts only when the folder's seal, made with this user's install key, matches
+    the RECORD that lists it (`safepip.seal`), and it names this very distribution.
+    """
+    if seal.check(dist.dist_info) is not seal.SealState.VALID:
+        return None
     text = dist.read_text(ARTIFACT_RECORD)
     if not text:
         return None
@@ -67,7 +75,21 @@ def installed_artifact(dist: InstalledDistribution) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("name") != dist.name:
+        return None
+    if not same_version(str(data.get("version_installed")), dist.version):
+        return None
+    return data
+
+
+def recorded_hashes(record: Mapping[str, Any]) -> frozenset[str]:
+    """The `alg:hex` digests the install record vouches for: the installed file's (sha256 and
+    every other algorithm its pin used) and, for a wheel safepip built, its sdist's sha256."""
+    found = {f"sha256:{d}" for d in recorded_sha256s(record)}
+    extra = record.get("hashes")
+    if isinstance(extra, list):
+        found.update(h.lower() for h in extra if isinstance(h, str))
+    return frozenset(found)
 
 
 def plan_changes(
@@ -76,8 +98,10 @@ def plan_changes(
     """Decide, per pin, whether to install, replace or keep.
 
     A pin is kept only when the installed distribution has the same version *and* safepip's own
-    artifact record shows it came from a file whose sha256 the pin accepts. A distribution that
-    another installer put there (pip trusts those blindly) is reinstalled from the verified file.
+    sealed artifact record (`installed_artifact`) shows it came from a file with a digest the pin
+    accepts, in any algorithm the pin uses (sha256, sha384, sha512). A distribution that another
+    installer put there (pip trusts those blindly), or whose record is not sealed, is reinstalled
+    from the verified file.
     """
     by_name = {d.name: d for d in installed}
     install: list[Pin] = []
@@ -90,10 +114,8 @@ def plan_changes(
             continue
         if not reinstall and same_version(current.version, pin.version):
             record = installed_artifact(current)
-            accepted = {
-                d for a, d in map(split_hash, pin.artifact.expected_hashes) if a == "sha256"
-            }
-            if record and (recorded_sha256s(record) & accepted or not accepted):
+            accepted = {":".join(split_hash(h)) for h in pin.artifact.expected_hashes}
+            if record and (not accepted or recorded_hashes(record) & accepted):
                 keep.append(pin)
                 continue
         install.append(pin)
@@ -286,14 +308,18 @@ def _script_name_ok(name: str) -> bool:
 
 
 def _layout_wheel(
-    wheel: UnpackedWheel, target: Target, extra: dict[str, bytes], dist_name: str
+    wheel: UnpackedWheel, target: Target, extra: dict[str, bytes], dist_name: str, key: bytes
 ) -> _Layout:
     """Lay out one unpacked, verified wheel (PEP 427 install steps), without writing anything.
 
     Files are linked from the cache; `.data/scripts` files starting with `#!python` get the
     target's interpreter in their shebang, and entry-point launchers are generated with
-    `installer`. RECORD comes last, with every path relative to the root scheme folder.
-    Member paths were checked when the wheel was unpacked (no absolute paths, no `..`).
+    `installer`. RECORD comes last but for the seal (`safepip.seal`, made with `key`), with every
+    path relative to the root scheme folder. Member paths were checked when the wheel was
+    unpacked (no absolute paths, no `..`); here the wheel is refused (exit 3) when a member
+    would land in a `.dist-info` or `.egg-info` folder of a site folder through `.data`, in
+    safepip's own data folder, or in an unknown `.data` scheme, when an entry point's name is
+    not a plain file name, and when a path is longer than the file system allows.
     """
     import csv
     import io
@@ -303,6 +329,14 @@ def _layout_wheel(
     root = str(wheel.root)
     data_prefix = wheel.data_dir + "/"
     record_name = f"{wheel.dist_info}/RECORD"
+    sites = {schemes["purelib"], schemes["platlib"]}
+    # Files safepip writes itself; a wheel's own copy (also through `.data/purelib`) is skipped.
+    generated = {
+        os.path.join(site, wheel.dist_info, name)
+        for site in sites
+        for name in (*extra, seal.SEAL_FILE, "RECORD")
+    }
+    guard = _Guard(wheel.filename, sites, target)
     layout = _Layout(filename=wheel.filename)
     # RECORD rows as (scheme, path within the scheme, "alg=digest", size).
     records: list[tuple[str, str, str, str]] = []
@@ -319,9 +353,10 @@ def _layout_wheel(
         if path.startswith(data_prefix):
             scheme, _, rel = path[len(data_prefix) :].partition("/")
             if scheme not in SCHEMES or not rel:
-                raise InstallError(
-                    f"Refusing wheel `{wheel.filename}`: `{path}` is not in a valid "
-                    "`.data` subfolder"
+                raise WheelIntegrityError(
+                    wheel.filename,
+                    f"`.data` scheme `{scheme}` is not one of {', '.join(SCHEMES)}",
+                    member=path,
                 )
             if scheme == "headers":
                 rel = f"{dist_name}/{rel}"  # one folder per distribution (pip's layout)
@@ -331,8 +366,11 @@ def _layout_wheel(
             continue  # bytecode from the wheel is never installed (installer's rule too)
         if TXN_PREFIX in path:
             # A wheel may not plant something that looks like an interrupted install's journal.
-            raise InstallError(f"Refusing wheel `{wheel.filename}`: it contains `{path}`")
+            raise WheelIntegrityError(wheel.filename, f"it contains `{path}`")
         dest = os.path.join(schemes[scheme], rel)
+        if dest in generated:
+            continue
+        guard.check(dest, path, via_data=scheme not in ("purelib", "platlib"))
         source = os.path.join(root, path)
         if scheme == "scripts":
             with open(source, "rb") as fh:
@@ -357,17 +395,22 @@ def _layout_wheel(
         )
         for name, module, attr, section in entries:
             if not _script_name_ok(name):
-                raise InstallError(
-                    f"Refusing wheel `{wheel.filename}`: entry point name `{name}` is not a "
-                    "plain file name"
+                raise WheelIntegrityError(
+                    wheel.filename,
+                    f"entry point name `{name}` is not a plain file name (it would leave "
+                    "the scripts folder)",
+                    member=f"{wheel.dist_info}/entry_points.txt",
                 )
             script_name, data = Script(name, module, attr, section).generate(python, kind)
+            guard.check(os.path.join(schemes["scripts"], script_name), name, via_data=True)
             add_write("scripts", script_name, data, executable=True)
             records.append(("scripts", script_name, _digest(data), str(len(data))))
     for filename, data in extra.items():
         rel = f"{wheel.dist_info}/{filename}"
         add_write(root_scheme, rel, data)
         records.append((root_scheme, rel, _digest(data), str(len(data))))
+    seal_name = f"{wheel.dist_info}/{seal.SEAL_FILE}"
+    records.append((root_scheme, seal_name, "", ""))
     records.append((root_scheme, record_name, "", ""))
     # Paths in other schemes are written relative to the root scheme folder (installer's rule).
     prefixes = {
@@ -379,8 +422,54 @@ def _layout_wheel(
     writer.writerows(
         (prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records
     )
-    add_write(root_scheme, record_name, out.getvalue().encode("utf-8"))
+    record = out.getvalue().encode("utf-8")
+    add_write(root_scheme, record_name, record)
+    add_write(root_scheme, seal_name, seal.make(key, wheel.dist_info, record))
     return layout
+
+
+class _Guard:
+    """Where a wheel's files may not go, checked for every destination before anything is
+    written."""
+
+    def __init__(self, filename: str, sites: set[str], target: Target) -> None:
+        self.filename = filename
+        self.sites = tuple(s + os.sep for s in sites)
+        self.own = os.path.abspath(seal.key_path().parent) + os.sep
+        try:
+            self.name_max = os.pathconf(min(sites), "PC_NAME_MAX")
+            self.path_max = os.pathconf(min(sites), "PC_PATH_MAX")
+        except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf
+            self.name_max, self.path_max = 255, 4096
+
+    def check(self, dest: str, member: str, *, via_data: bool) -> None:
+        if len(dest) > self.name_max:
+            encoded = os.fsencode(dest)
+            if len(encoded) >= self.path_max or any(
+                len(part) > self.name_max for part in encoded.split(os.fsencode(os.sep))
+            ):
+                raise WheelIntegrityError(
+                    self.filename,
+                    f"a path is longer than the file system allows ({self.name_max} bytes a "
+                    f"name, {self.path_max} a path)",
+                    member=member,
+                )
+        if not via_data:
+            return  # purelib/platlib members: checked when the wheel was unpacked
+        if dest.startswith(self.own):
+            raise WheelIntegrityError(
+                self.filename, "it would write into safepip's own data folder", member=member
+            )
+        for site in self.sites:
+            if dest.startswith(site):
+                top = dest[len(site) :].split(os.sep, 1)[0]
+                if top.endswith((".dist-info", ".egg-info")) or top.startswith(TXN_PREFIX):
+                    raise WheelIntegrityError(
+                        self.filename,
+                        f"it would write into the metadata folder `{top}` through its `.data` "
+                        "folder",
+                        member=member,
+                    )
 
 
 def _versioned_launchers(
@@ -499,6 +588,7 @@ def _artifact_record(pin: Pin, fetched: FetchedArtifact) -> bytes:
                 "version_installed": pin.version,
                 "filename": fetched.artifact.filename,
                 "sha256": fetched.sha256,
+                "hashes": sorted(fetched.hashes - {f"sha256:{fetched.sha256}"}),
                 "url": redact_url(pin.artifact.url),
                 "origin": redact_url(pin.artifact.origin),
                 "hash_source": pin.artifact.hash_source,
@@ -536,6 +626,7 @@ def apply(
     else:
         _makedirs(target, site)
     layouts: list[_Layout] = []
+    key = seal.load_key(create=bool(plan.install))
     for pin in plan.install:
         item = fetched[pin.spec]
         extra: dict[str, bytes] = {
@@ -547,7 +638,8 @@ def apply(
         direct = _direct_url_json(pin)
         if direct is not None:
             extra["direct_url.json"] = direct
-        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra, pin.display_name))
+        assert key is not None
+        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra, pin.display_name, key))
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
         linker = Linker(link_mode)

@@ -273,10 +273,11 @@ def choose_artifact(
     """Pick the best wheel of the pinned version for the target.
 
     In hash mode only files whose listed sha256 is pinned, or whose hash the index does not
-    publish (checked after download), are considered; files with a pinned hash come first so a
-    wheel uploaded after the lock was written cannot break the install (pip issue 11692).
-    When no wheel fits and `build_allowed` (`--allow-build`), the sdist is chosen by the same
-    rules (a `.tar.gz` before a `.zip`); otherwise an sdist-only version is a policy refusal.
+    publish in an algorithm the pin uses (checked after download), are considered; files with a
+    pinned hash come first so a wheel uploaded after the lock was written cannot break the
+    install (pip issue 11692). When no wheel fits and `build_allowed` (`--allow-build`), the
+    sdist is chosen by the same rules (a `.tar.gz` before a `.zip`); otherwise an sdist-only
+    version is a policy refusal.
     """
     version = wanted.pinned_version
     assert version is not None
@@ -342,7 +343,10 @@ def choose_artifact(
                 )
             )
         good = [(r, f) for r, f in live if _sha256_of(f.hashes) in pinned_sha]
-        unknown = [(r, f) for r, f in live if not f.hashes]
+        # The index publishes no digest in an algorithm the pin uses (none at all, or only
+        # sha256 for a sha384/sha512 pin): the file is checked after download, as pip does.
+        pinned_algs = {h.split(":", 1)[0] for h in pinned}
+        unknown = [(r, f) for r, f in live if not pinned_algs & set(f.hashes)]
         other = [(r, f) for r, f in live if f.hashes and _file_hashes(f) & pinned]
         pool = good or other or unknown
         if not pool:

@@ -7,6 +7,7 @@ The file is looked up in the current directory only. `safepip.toml` holds the sa
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,17 @@ class Settings:
     """`allow-build`: the projects whose sdists may be built (issue 13)."""
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The whole `[tool.safepip]` table, for sections other modules own."""
+
+
+def user_data_dir() -> Path:
+    """Where safepip keeps its data (the advisory database, the install key):
+    `SAFEPIP_DATA_DIR`, else the platform's user data folder for `safepip`."""
+    override = os.environ.get("SAFEPIP_DATA_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("safepip", appauthor=False))
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Verifying an installed environment: every file against its RECORD, every package against
-the artifact safepip recorded and, optionally, against a lock."""
+the artifact safepip recorded (and sealed, see `safepip.seal`) and, optionally, against a
+lock."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from safepip import seal
 from safepip.errors import ExitCode, SafepipError
-from safepip.install import installed_artifact
-from safepip.plan import recorded_sha256s
+from safepip.hashes import split_hash
+from safepip.install import installed_artifact, recorded_hashes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -29,7 +31,8 @@ class FileProblem:
     package: str
     path: str
     problem: str
-    """`modified`, `missing` or `outside the environment`."""
+    """`modified`, `missing`, `outside the environment` or, for the install seal, `forged or
+    modified …`."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,9 +104,11 @@ def verify_environment(
 ) -> VerifyReport:
     """Hash every file listed in each distribution's RECORD and compare.
 
-    With `lock` ({name: (version, accepted sha256 digests)}), also check that exactly the
-    locked packages are installed, at the locked versions, from files with a locked digest
-    (according to safepip's install record). Files not listed in RECORD are not inspected.
+    With `lock` ({name: (version, accepted `alg:hex` digests)}), also check that exactly the
+    locked packages are installed, at the locked versions, from files with a locked digest in
+    any algorithm the lock uses (according to safepip's sealed install record). A seal that does
+    not match its `.dist-info` is a problem; a distribution without one is not verifiable. Files
+    not listed in RECORD are not inspected.
     """
 
     roots = [os.path.abspath(p) for p in target.paths.as_dict().values()]
@@ -130,12 +135,31 @@ def verify_environment(
                 continue
             alg, _, value = row[1].partition("=")
             jobs.append((label, path, alg, value, row[2] if len(row) > 2 else ""))
-        if dist.installer != "safepip" or installed_artifact(dist) is None:
+        state = seal.check(dist.dist_info)
+        if state is seal.SealState.INVALID:
+            problems.append(
+                FileProblem(
+                    package=label,
+                    path=str(dist.dist_info / seal.SEAL_FILE),
+                    problem="forged or modified (the install seal does not match the "
+                    "`.dist-info` folder)",
+                )
+            )
+        elif dist.installer != "safepip" or state is seal.SealState.MISSING:
             unverifiable.append(
                 PackageNote(
                     package=label,
-                    note=f"installed by `{dist.installer or 'an unknown tool'}`, not from a "
-                    "file safepip verified",
+                    note=f"installed by `{dist.installer or 'an unknown tool'}`"
+                    + (" without an install seal" if dist.installer == "safepip" else "")
+                    + ", not from a file safepip verified",
+                )
+            )
+        elif state is seal.SealState.NO_KEY:
+            unverifiable.append(
+                PackageNote(
+                    package=label,
+                    note=f"sealed with an install key this user does not have "
+                    f"(`{seal.key_path()}`)",
                 )
             )
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
@@ -160,11 +184,13 @@ def verify_environment(
                 continue
             record = installed_artifact(dist)
             # a wheel safepip built counts as installed from the sdist it was built from
-            if digests and (record is None or not recorded_sha256s(record) & set(digests)):
+            accepted = {":".join(split_hash(d)) for d in digests}
+            if accepted and (record is None or not recorded_hashes(record) & accepted):
                 lock_problems.append(
                     PackageNote(
                         package=name,
-                        note="not installed from a file whose hash the lock pins",
+                        note="not installed from a file whose hash the lock pins"
+                        + (" (no valid install seal)" if record is None else ""),
                     )
                 )
         for name in sorted(set(by_name) - set(lock)):

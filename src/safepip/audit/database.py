@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from safepip import settings
 from safepip.audit import AuditError, Package
 from safepip.audit.osv import InvalidRecord, match_advisory, parse_record, parse_version
 from safepip.net import NetConfig, NetworkError, Session
@@ -54,14 +55,8 @@ class DatabaseError(AuditError):
 
 
 def user_data_dir() -> Path:
-    """Where `db import` and `db update` keep the database: `SAFEPIP_DATA_DIR`, else the
-    platform's user data folder for `safepip`."""
-    override = os.environ.get("SAFEPIP_DATA_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("safepip", appauthor=False))
+    """Where `db import` and `db update` keep the database (`settings.user_data_dir`)."""
+    return settings.user_data_dir()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

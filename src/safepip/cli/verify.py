@@ -8,7 +8,7 @@ from safepip.cli import options
 from safepip.envlock import hold
 from safepip.errors import ExitCode, SafepipError, UsageError
 from safepip.journal import recover
-from safepip.plan import merge_requirements, pinned_sha256
+from safepip.plan import merge_requirements
 from safepip.report import plural
 from safepip.requirements import parse_requirements
 from safepip.target import find_python, installed_distributions, probe
@@ -88,5 +88,5 @@ def _lock_pins(
                 f"`{w.display_name}{w.specifier}` is not pinned ({w.where})",
                 hint="verify against a hash-pinned lock",
             )
-        pins[name] = (version, pinned_sha256(w))
+        pins[name] = (version, frozenset(w.hashes or ()))
     return pins
