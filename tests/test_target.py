@@ -478,7 +478,7 @@ def _layout(root: Path) -> tuple[dict[str, str], set[tuple[str, ...]]]:
     import csv
     import hashlib
 
-    own = ("INSTALLER", "RECORD", "safepip.json", "direct_url.json")
+    own = ("INSTALLER", "RECORD", "safepip.json", "safepip.seal", "direct_url.json")
     files: dict[str, str] = {}
     rows: set[tuple[str, ...]] = set()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
