@@ -541,14 +541,22 @@ class TestPrivateIndex:
         tmp_path: Path,
     ) -> None:
         case = PrivateIndexCase(how, private_index, tmp_path)
-        cache = ["--cache-dir", str(tmp_path / "cache")]
+
+        def cache(command: str) -> list[str]:
+            # One cache per command, so that each downloads every file itself.
+            return ["--cache-dir", str(tmp_path / f"cache-{command}")]
+
         venv = venv_factory()
         report = ["--report", str(tmp_path / "report.json")]
-        installed = case.run("install", "privapp==1.0", "--python", str(venv), *cache, *report)
+        installed = case.run(
+            "install", "privapp==1.0", "--python", str(venv), *cache("install"), *report
+        )
         assert installed.code == 0, installed.err
         assert dist_infos(venv) == ["privapp-1.0.dist-info", "privlib-1.1.dist-info"]
 
-        downloaded = case.run("download", "privapp==1.0", "-d", str(tmp_path / "dl"), *cache)
+        downloaded = case.run(
+            "download", "privapp==1.0", "-d", str(tmp_path / "dl"), *cache("download")
+        )
         assert downloaded.code == 0, downloaded.err
         assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [
             "privapp-1.0-py3-none-any.whl",
@@ -556,7 +564,7 @@ class TestPrivateIndex:
         ]
 
         (tmp_path / "requirements.in").write_text("privapp\n")
-        locked = case.run("lock", "requirements.in", "-o", "requirements.txt", *cache)
+        locked = case.run("lock", "requirements.in", "-o", "requirements.txt", *cache("lock"))
         assert locked.code == 0, locked.err
         lock = (tmp_path / "requirements.txt").read_text()
         assert f"--index-url {private_index.url}\n" in lock
@@ -576,6 +584,27 @@ class TestPrivateIndex:
             assert len(asked.read_text().splitlines()) in (4, 8), asked.read_text()
         else:
             assert not asked.exists()
+
+    @pytest.mark.parametrize("how", ["url", "netrc", "keyring-subprocess"])
+    def test_a_pylock_from_the_private_index_installs_again(
+        self,
+        how: str,
+        private_index: PypiServer,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        case = PrivateIndexCase(how, private_index, tmp_path)
+        (tmp_path / "requirements.in").write_text("privapp\n")
+        locked = case.run("lock", "requirements.in", "-o", "pylock.toml")
+        assert locked.code == 0, locked.err
+        assert f'index = "{private_index.url}"' in (tmp_path / "pylock.toml").read_text()
+        venv = venv_factory()
+        # The files' host must be named (`-i` without credentials will do for netrc and
+        # keyring): a pylock.toml's `index` keys do not make a host trusted.
+        result = case.run("install", "-r", "pylock.toml", "--python", str(venv), "--no-cache")
+        assert result.code == 0, result.err
+        assert dist_infos(venv) == ["privapp-1.0.dist-info", "privlib-1.1.dist-info"]
+        case.assert_no_secret_anywhere()
 
     def test_lock_installs_with_no_index_option_at_all_from_netrc(
         self, private_index: PypiServer, venv_factory: Callable[..., Path], tmp_path: Path

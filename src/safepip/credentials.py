@@ -76,14 +76,6 @@ class Login:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The strings that must never be shown or stored (the user name too when it is the
-        only part, as in `https://TOKEN@host/`)."""
-        if self.password:
-            return (self.password,) if len(self.password) >= 3 else ()
-        return (self.username,) if len(self.username) >= 3 else ()
-
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """`url` without `user:password@`, and the (percent-decoded) user and password."""
