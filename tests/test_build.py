@@ -1044,6 +1044,32 @@ class TestLock:
         assert "Using the wheel built earlier from `flitty-3.0.tar.gz`" in installed.err
         assert import_value(venv, "flitty") == "3.0"
 
+    def test_pylock_with_an_sdist(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "locked", "2.0", metadata_version="2.2")
+        index.add(sdist)
+        venv = venv_factory()
+        lock = tmp_path / "pylock.toml"
+        common = ("-i", index.url, "--python", str(venv))
+        made = run("lock", "locked", "--allow-build", "locked", "-o", str(lock), *common)
+        assert made.code == 0, made.err
+        assert sha256_file(sdist) in lock.read_text()
+        before = tree_snapshot(venv)
+        refused = run("install", "-r", str(lock), *common)
+        assert refused.code == 4
+        assert "`locked==2.0` is locked only as a sdist source; allow it with" in refused.err
+        assert tree_snapshot(venv) == before
+        result = run("install", "-r", str(lock), *common, "--allow-build", "locked")
+        assert result.code == 0, result.err
+        assert import_value(venv, "locked") == "2.0"
+
     def test_unhashed_install_resolves_to_the_sdist(
         self,
         run: Callable[..., Result],

@@ -256,8 +256,14 @@ sdist.hashes = {sha256 = "00"}
         with pytest.raises(PolicyViolation) as info:
             lock.plan_from_pylock(path, synthetic_target("3.11", [LINUX]))
         assert str(info.value) == (
-            f"Refusing to install from `{path}`:\n    `built==1.0` is locked only as a sdist source"
+            f"Refusing to install from `{path}`:\n    `built==1.0` is locked only as a sdist "
+            "source; allow it with `--allow-build built`"
         )
+        (pin,) = lock.plan_from_pylock(
+            path, synthetic_target("3.11", [LINUX]), allow_build=frozenset({"built"})
+        )
+        assert pin.artifact.filename == "built-1.0.tar.gz"
+        assert pin.artifact.expected_hashes == {"sha256:00"}
 
     def test_error_no_wheel_fits_and_no_fallback(self, tmp_path: Path) -> None:
         path = self._write(

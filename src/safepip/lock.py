@@ -406,18 +406,22 @@ def plan_from_pylock(
     *,
     extras: Sequence[str] = (),
     groups: Sequence[str] | None = None,
+    allow_build: frozenset[NormalizedName] = frozenset(),
 ) -> list[Pin]:
     """The pins a PEP 751 lock selects for `target`, following the PEP's install steps.
 
     Checks the major `lock-version`, the lock's `requires-python` and `environments`; per
     package evaluates `marker` and checks `requires-python`; then takes the best wheel by the
     target's tags among the files the lock lists (never a file it does not list). A package
-    that would need its sdist (or a VCS, directory or non-wheel archive source) is refused:
-    building runs the package's code. Each pin carries the lock's URL, size and hashes, marked
-    `pinned`. Does not download or verify anything: `fetch` checks sizes and hashes.
+    that would need its sdist is refused unless named in `allow_build` (`--allow-build`: then
+    the sdist is the pin's file, built by `safepip.build`); VCS, directory and non-wheel
+    archive sources are refused: building runs the package's code. Each pin carries the lock's
+    URL, size and hashes, marked `pinned`. Does not download or verify anything: `fetch` checks
+    sizes and hashes.
     """
     from packaging.pylock import (
         PackageArchive,
+        PackageSdist,
         PackageWheel,
         Pylock,
         PylockSelectError,
@@ -462,6 +466,17 @@ def plan_from_pylock(
     problems: list[str] = []
     for package, source in selected:
         label = f"{package.name}=={package.version}" if package.version else str(package.name)
+        if isinstance(source, PackageSdist) and package.name in allow_build:
+            pin = _sdist_pin(path, package, source, label, problems)
+            if pin is not None:
+                pins.append(pin)
+            continue
+        if isinstance(source, PackageSdist):
+            refused.append(
+                f"`{label}` is locked only as a sdist source; allow it with "
+                f"`--allow-build {package.name}`"
+            )
+            continue
         if isinstance(source, PackageArchive):
             filename = _filename(source.url, source.path)
             if not filename.endswith(".whl"):
@@ -520,8 +535,8 @@ def plan_from_pylock(
     if refused:
         raise PolicyViolation(
             f"Refusing to install from `{path}`:\n" + "\n".join(f"    {r}" for r in refused),
-            hint="building from source runs the package's code; lock wheels instead (safepip "
-            "installs wheels only)",
+            hint="building from source runs the package's code; lock wheels instead, or name "
+            "the projects whose sdists may be built with `--allow-build NAME`",
         )
     if problems:
         raise LockError(
@@ -529,6 +544,49 @@ def plan_from_pylock(
             path=str(path),
         )
     return pins
+
+
+def _sdist_pin(
+    path: Path, package: Any, source: Any, label: str, problems: list[str]
+) -> Pin | None:
+    """The pin of an sdist the lock lists, for a project allowed to be built."""
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    filename = source.name or _filename(source.url, source.path)
+    try:
+        name, sdist_version = parse_sdist_filename(filename)
+    except InvalidSdistFilename:
+        problems.append(f"`{filename}` of `{label}` is not a valid sdist filename")
+        return None
+    if name != package.name:
+        problems.append(f"`{filename}` is an sdist of `{name}`, not of `{package.name}`")
+        return None
+    hashes = frozenset(
+        f"{alg}:{digest.lower()}"
+        for alg, digest in source.hashes.items()
+        if alg in ALLOWED_ALGORITHMS
+    )
+    if not hashes:
+        problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
+        return None
+    version = str(package.version) if package.version is not None else str(sdist_version)
+    return Pin(
+        name=package.name,
+        display_name=package.name,
+        version=version,
+        artifact=Artifact(
+            name=package.name,
+            version=version,
+            filename=filename,
+            url=source.url or (path.parent / str(source.path)).absolute().as_uri(),
+            origin=package.index or str(path),
+            expected_hashes=hashes,
+            hash_source="pinned",
+            size=source.size,
+        ),
+        requested=True,
+        via=(str(path),),
+    )
 
 
 def _filename(url: str | None, path: str | None) -> str:

@@ -641,7 +641,12 @@ def _install(
         records = {} if options.reinstall else _safepip_records(dists)
         if pylock is not None:
             plan = _pylock_plan(
-                pylock, target, sources, extras=options.extras, groups=options.groups
+                pylock,
+                target,
+                sources,
+                extras=options.extras,
+                groups=options.groups,
+                allow_build=build_policy(options).allowed,
             )
         else:
             plan = plan_install(
@@ -817,11 +822,15 @@ def _pylock_plan(
     *,
     extras: Sequence[str] = (),
     groups: Sequence[str] = (),
+    allow_build: frozenset[NormalizedName] = frozenset(),
 ) -> Plan:
     """PEP 751 install steps: environments, markers, requires-python, a wheel chosen by tags
-    from the lock only, with the lock's hashes (and sizes) as the pins."""
+    from the lock only (or the sdist of an `--allow-build` project), with the lock's hashes
+    (and sizes) as the pins."""
 
-    pins = plan_from_pylock(path, target, extras=extras, groups=groups or None)
+    pins = plan_from_pylock(
+        path, target, extras=extras, groups=groups or None, allow_build=allow_build
+    )
     return Plan(
         target=target,
         pins=tuple(pins),
