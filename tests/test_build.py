@@ -722,6 +722,73 @@ class TestBuild:
         assert f"expected: sha256:{'1' * 64}" in result.err
         assert not marker.exists()
 
+    def test_error_built_wheel_for_another_platform(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(
+            tmp_path / "sd", "odd", "1.0", wheel_name="odd-1.0-cp27-cp27mu-win32.whl"
+        )
+        index.add(sdist)
+        result = run(
+            "install",
+            f"odd==1.0 --hash=sha256:{sha256_file(sdist)}",
+            *("-i", index.url, "--python", str(venv_factory()), "--allow-build", "odd"),
+        )
+        assert result.code == 1
+        assert (
+            "error: The wheel built from `odd-1.0.tar.gz` (`odd-1.0-cp27-cp27mu-win32.whl`) does "
+            "not fit the target" in result.err
+        )
+
+    def test_error_legacy_sdist_needs_setuptools_pinned(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = build_sdist(tmp_path / "sd", "legacy", "1.0")  # setup.py, no pyproject.toml
+        index.add(sdist)
+        result = run(
+            "install",
+            f"legacy==1.0 --hash=sha256:{sha256_file(sdist)}",
+            *("-i", index.url, "--python", str(venv_factory()), "--allow-build", "legacy"),
+        )
+        assert result.code == 3
+        assert (
+            "    setuptools  # no version on the index satisfies `setuptools>=40.8.0`  # "
+            "`[build-system] requires` of `legacy-1.0.tar.gz`" in result.err
+        )
+        assert not sdist_marker_path(tmp_path / "sd", "legacy").exists()
+
+    def test_tampered_cached_build_is_rebuilt(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        sdist = intree_sdist(tmp_path / "sd", "cachy", "1.0")
+        index.add(sdist)
+        args = (f"cachy==1.0 --hash=sha256:{sha256_file(sdist)}", "-i", index.url)
+        first = run("install", *args, "--python", str(venv_factory()), "--allow-build", "cachy")
+        assert first.code == 0, first.err
+        (wheel,) = (tmp_path / "cache" / "built").glob("*/*/cachy-1.0-py3-none-any.whl")
+        wheel.write_bytes(wheel.read_bytes() + b"\0")
+        venv = venv_factory()
+        second = run("install", *args, "--python", str(venv), "--allow-build", "cachy")
+        assert second.code == 0, second.err
+        assert "warning: The cached wheel built from `cachy-1.0.tar.gz` was modified" in second.err
+        assert "Building `cachy==1.0`" in second.err
+        assert import_value(venv, "cachy") == "1.0"
+
     def test_error_sdist_with_a_link(
         self,
         run: Callable[..., Result],
