@@ -259,9 +259,8 @@ sdist.hashes = {sha256 = "00"}
             f"Refusing to install from `{path}`:\n    `built==1.0` is locked only as a sdist "
             "source; allow it with `--allow-build built`"
         )
-        (pin,) = lock.plan_from_pylock(
-            path, synthetic_target("3.11", [LINUX]), allow_build=frozenset({"built"})
-        )
+        allowed = frozenset({NormalizedName("built")})
+        (pin,) = lock.plan_from_pylock(path, synthetic_target("3.11", [LINUX]), allow_build=allowed)
         assert pin.artifact.filename == "built-1.0.tar.gz"
         assert pin.artifact.expected_hashes == {"sha256:00"}
 
