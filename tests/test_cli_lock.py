@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -367,4 +368,129 @@ class TestPylockExtrasAndGroups:
         assert stderr.startswith(
             "error: `--extra` and `--group` select from a PEP 751 lock; "
             "no `pylock.toml` was given\n"
+        )
+
+
+def pip_picks(index: StaticIndex, tmp_path: Path, *requirements: str) -> tuple[dict[str, str], str]:
+    """pip's choice (the oracle) for `requirements` on `index`: name -> version, and stderr."""
+    report = tmp_path / "pip-report.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "--index-url",
+            index.url,
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(report.read_text("utf-8"))
+    picked = {i["metadata"]["name"]: i["metadata"]["version"] for i in data["install"]}
+    return picked, proc.stderr
+
+
+def pins_of(lock_text: str) -> dict[str, str]:
+    return dict(
+        line.split(" ")[0].split("==", 1) for line in lock_text.splitlines() if "==" in line
+    )
+
+
+class TestResolverBehaviour:
+    """PEP 440 pre-releases, unknown extras and conflict explanations, through `safepip lock`,
+    with pip as the oracle for what is chosen."""
+
+    @pytest.fixture
+    def releases(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory
+    ) -> StaticIndex:
+        served = static_index()
+        for name, version in (
+            ("onlypre", "1.0a1"),
+            ("onlypre", "1.0b2"),
+            ("prerel", "1.0"),
+            ("prerel", "2.0b1"),
+            ("other", "1.0"),
+            ("other", "1.1rc1"),
+        ):
+            served.add(wheel_factory(name, version))
+        served.add(wheel_factory("app", "1.0", extras={"web": ["other"]}))
+        return served
+
+    def test_a_project_with_only_pre_releases_is_locked(
+        self, releases: StaticIndex, cli: Cli, tmp_path: Path
+    ) -> None:
+        code, stdout, stderr = cli(*lock_args(releases, "onlypre", "prerel", "-o", "-"))
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"onlypre": "1.0b2", "prerel": "1.0"}
+        assert pip_picks(releases, tmp_path, "onlypre", "prerel")[0] == pins_of(stdout)
+
+    def test_a_pre_release_specifier_opts_in_that_project_only(
+        self, releases: StaticIndex, cli: Cli, tmp_path: Path
+    ) -> None:
+        code, stdout, stderr = cli(*lock_args(releases, "prerel>=2.0b1", "other", "-o", "-"))
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"other": "1.0", "prerel": "2.0b1"}
+        assert pip_picks(releases, tmp_path, "prerel>=2.0b1", "other")[0] == pins_of(stdout)
+
+    def test_pre_opens_every_project(self, releases: StaticIndex, cli: Cli) -> None:
+        code, stdout, stderr = cli(*lock_args(releases, "prerel", "other", "--pre", "-o", "-"))
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"other": "1.1rc1", "prerel": "2.0b1"}
+        assert "safepip lock prerel other -o - --pre" in stdout
+
+    def test_unknown_extra_is_a_warning(
+        self, releases: StaticIndex, cli: Cli, tmp_path: Path
+    ) -> None:
+        code, stdout, stderr = cli(*lock_args(releases, "app[nope,web]", "-o", "-"))
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"app[nope,web]": "1.0", "other": "1.0"}
+        assert (
+            "warning: `app==1.0` has no extra `nope` (it declares: `web`); `app` is installed "
+            "without it\n"
+        ) in stderr
+        # pip warns too, and installs the same.
+        picked, pip_err = pip_picks(releases, tmp_path, "app[nope,web]")
+        assert "does not provide the extra 'nope'" in pip_err
+        assert picked == {"app": "1.0", "other": "1.0"}
+
+    def test_known_extras_give_no_warning(self, releases: StaticIndex, cli: Cli) -> None:
+        code, _, stderr = cli(*lock_args(releases, "app[web]", "-o", "-"))
+        assert code == 0, stderr
+        assert "warning" not in stderr
+
+    def test_error_conflict_after_backtracking_is_explained_from_the_failed_state(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        cli: Cli,
+    ) -> None:
+        # Every acc-a==N requires acc-b==N, and every acc-b requires acc-c>=2: with acc-c
+        # pinned to 1.0.0 the resolver backtracks through all 30 versions of acc-a.
+        served = static_index()
+        for n in range(1, 31):
+            served.add(wheel_factory("acc-a", f"{n}.0.0", requires=[f"acc-b=={n}.0.0"]))
+            served.add(wheel_factory("acc-b", f"{n}.0.0", requires=["acc-c>=2"]))
+        served.add(wheel_factory("acc-c", "1.0.0"))
+        served.add(wheel_factory("acc-c", "2.0.0"))
+        code, stdout, stderr = cli(*lock_args(served, "acc-a", "acc-c==1.0.0", "-o", "-"))
+        assert code == 1
+        assert stdout == ""
+        assert stderr == (
+            "error: Cannot find versions that satisfy every requirement on `acc-c`:\n"
+            "    `<command line>:2` requires `acc-c==1.0.0`\n"
+            "    `acc-b==1.0.0` requires `acc-c>=2` (via `acc-a==1.0.0` -> `acc-b==1.0.0`)\n"
+            "    every version of `acc-a` that fits was tried (30, 30.0.0 … 1.0.0); each one "
+            "leads to this conflict\n"
+            "    available versions of `acc-c`: 2.0.0, 1.0.0\n\n"
+            "hint: loosen one of these requirements, or pin a parent to a version whose "
+            "requirements agree\n"
         )

@@ -1112,3 +1112,56 @@ class TestPipLaunchers:
         launchers = sorted(p.name for p in (ours / "bin").glob("pip*"))
         assert launchers == sorted(["pip", "pip3", f"pip{minor}"])
         assert launchers == sorted(p.name for p in (pips / "bin").glob("pip*"))
+
+
+class TestPreReleasesAndExtras:
+    """PEP 440 pre-releases and unknown extras end to end (the resolver's rules: test_resolver)."""
+
+    def test_a_project_with_only_pre_releases_installs(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        index = serve(project("onlypre", "1.0a1"), project("onlypre", "1.0b2"))
+        venv = venv_factory()
+        result = run("install", "onlypre", "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        assert (site_packages(venv) / "onlypre-1.0b2.dist-info").is_dir()
+
+    def test_pre_opens_every_project(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        index = serve(project("mixed", "1.0"), project("mixed", "2.0rc1"))
+        venv = venv_factory()
+        plain = run("install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run")
+        assert plain.code == 0, plain.err
+        assert "Would install mixed==1.0" in plain.err
+        result = run("install", "mixed", "--pre", "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        assert (site_packages(venv) / "mixed-2.0rc1.dist-info").is_dir()
+
+    def test_unknown_extra_in_hash_mode_is_a_warning(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        wheel = project("withextra", "1.0", extras={"web": []})
+        index = serve(wheel)
+        reqs = write_reqs(tmp_path, lock_line(wheel).replace("withextra==", "withextra[nope]=="))
+        venv = venv_factory()
+        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        assert (
+            "warning: `withextra==1.0` has no extra `nope` (it declares: `web`); `withextra` is "
+            "installed without it\n"
+        ) in result.err
+        assert (site_packages(venv) / "withextra-1.0.dist-info").is_dir()

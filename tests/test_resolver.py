@@ -117,6 +117,8 @@ class TestScenarios:
             assert type(info.value).__name__ == expected["type"]
             for text in expected["contains"]:
                 assert text in str(info.value)
+            for text in expected.get("excludes", []):
+                assert text not in str(info.value)
             if "hint" in expected:
                 assert info.value.hint == expected["hint"]
             return
@@ -124,6 +126,8 @@ class TestScenarios:
         assert {p.name: p.version for p in result.pins} == case["resolved"]
         for text in case.get("warnings", []):
             assert any(text in w for w in result.warnings), result.warnings
+        if case.get("no_warnings"):
+            assert result.warnings == ()
         for name_, filename in case.get("wheel", {}).items():
             pin = next(p for p in result.pins if p.name == name_)
             assert pin.artifact.filename == filename

@@ -40,10 +40,12 @@ from safepip.plan import (
     best_version_for,
     check_closure,
     choose_artifact,
+    declared_extras,
     direct_artifact,
     merge_requirements,
     pin_without_index,
     pinned_sha256,
+    unknown_extras_warning,
 )
 from safepip.policy import PolicyViolation
 from safepip.report import plural
@@ -113,6 +115,8 @@ class InstallOptions:
     require_hashes: bool = False
     no_deps: bool = False
     allow_unhashed: bool = False
+    pre: bool = False
+    """Consider pre-releases of every package (`--pre`); without it PEP 440's rule applies."""
     cache_dir: Path | None = None
     no_cache: bool = False
     dry_run: bool = False
@@ -453,7 +457,7 @@ def _resolved_plan(
         parsed.constraints,
         index=index,
         target=target,
-        pre=parsed.pre,
+        pre=options.pre or parsed.pre,
         allow_unhashed=options.allow_unhashed,
         session=index.session,
         cache=cache,
@@ -476,6 +480,27 @@ def _resolved_plan(
         notes=tuple(skipped),
         warnings=tuple(resolution.warnings),
     )
+
+
+def warn_unknown_extras(
+    plan: Plan, metadata: Mapping[NormalizedName, bytes], reporter: Reporter
+) -> None:
+    """Warn about requested extras that a pinned package does not declare (pip and uv warn
+    too); the package is installed without them."""
+    from safepip.metadata import parse_metadata
+
+    for pin in plan.pins:
+        if not pin.extras or pin.name not in metadata:
+            continue
+        core = parse_metadata(metadata[pin.name])
+        warning = unknown_extras_warning(
+            pin.display_name,
+            pin.version,
+            frozenset(pin.extras),
+            declared_extras(core.provides_extra, core.requires_dist),
+        )
+        if warning is not None:
+            reporter.warn(warning)
 
 
 def check_dependencies(
@@ -679,6 +704,9 @@ def _install(
         # What was downloaded: for a built pin, its sdist (the report names it, as pip's does)
         fetched_list = [sdists.get(spec, item) for spec, item in fetched.items()]
         metadata = _metadata(plan, fetched, unpacked, dists)
+        if plan.hash_mode:
+            # (a resolved plan's extras were checked by the resolver)
+            warn_unknown_extras(plan, metadata, reporter)
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
             check_dependencies(plan, constraints, metadata, index)

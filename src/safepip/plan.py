@@ -93,6 +93,32 @@ def invalid_requirements(requires_dist: Sequence[str]) -> list[str]:
     return [line for line in requires_dist if _requirement(line) is None]
 
 
+def declared_extras(provides_extra: Sequence[str], requires_dist: Sequence[str]) -> frozenset[str]:
+    """The extras a distribution offers: its `Provides-Extra` entries, and any extra a
+    `Requires-Dist` marker names (older metadata lists extras only there), canonicalised."""
+    named = {canonicalize_name(e) for e in provides_extra}
+    for line in requires_dist:
+        if "extra" in line:
+            named.update(canonicalize_name(e) for e in _EXTRA_MARKER.findall(line))
+    return frozenset(named)
+
+
+def unknown_extras_warning(
+    name: str, version: str, wanted: frozenset[str], declared: frozenset[str]
+) -> str | None:
+    """The warning for extras asked of `name==version` that it does not declare (pip and uv
+    warn too; the rest of the requirement is installed)."""
+    unknown = sorted(wanted - declared)
+    if not unknown:
+        return None
+    listed = ", ".join(f"`{e}`" for e in unknown)
+    offers = ", ".join(f"`{e}`" for e in sorted(declared)) if declared else "none"
+    return (
+        f"`{name}=={version}` has no extra {listed} (it declares: {offers}); "
+        f"`{name}` is installed without {'it' if len(unknown) == 1 else 'them'}"
+    )
+
+
 def dependencies_for(
     requires_dist: Sequence[str], extras: frozenset[str], markers: Mapping[str, str]
 ) -> list[Requirement]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import threading
 import zipfile
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,20 +35,23 @@ from safepip.plan import (
     Artifact,
     Pin,
     ResolutionError,
+    declared_extras,
     dependencies_for,
     invalid_requirements,
     rank_wheel,
     same_version,
+    unknown_extras_warning,
 )
 from safepip.policy import PolicyViolation
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from packaging.requirements import Requirement
-    from resolvelib.structs import RequirementInformation
+    from resolvelib.resolvers import Criterion
+    from resolvelib.structs import RequirementInformation, State
 
     from safepip.build import BuildPolicy
     from safepip.fetch import Cache
@@ -262,6 +266,8 @@ class _Candidate:
 class _Metadata:
     requires_dist: tuple[str, ...]
     requires_python: str | None
+    extras: frozenset[str] = frozenset()
+    """The extras the distribution declares (`Provides-Extra`, and any a marker names)."""
 
 
 def _key(name: NormalizedName, extras: frozenset[str]) -> str:
@@ -281,6 +287,27 @@ def _python_ok(spec: SpecifierSet | str | None, python: Version) -> bool:
         except InvalidSpecifier:
             return True  # pip ignores an unparseable Requires-Python as well
     return spec.contains(python, prereleases=True)
+
+
+def prereleases_allowed(
+    specifiers: Sequence[SpecifierSet],
+    versions: Mapping[Version, Sequence[IndexFile]],
+    *,
+    pre: bool,
+    usable: Callable[[Sequence[IndexFile]], bool],
+) -> bool:
+    """PEP 440's rule for pre-releases of one project: with `--pre`, when a specifier names a
+    pre-release (`>=2.0b1`), or when no final release satisfies the specifiers (among the
+    versions the target could use: not yanked, with a fitting wheel or an sdist), as pip and
+    uv do. Exact pins (`==2.0b1`) are always allowed by the caller."""
+    if pre or any(s.prereleases for s in specifiers):
+        return True
+    return not any(
+        not version.is_prerelease
+        and all(s.contains(version, prereleases=True) for s in specifiers)
+        and usable(files)
+        for version, files in versions.items()
+    )
 
 
 def _published_hashes(file: IndexFile) -> frozenset[str]:
@@ -386,6 +413,16 @@ class _Prefetcher:
         ]
         return min(ranked)[2] if ranked else None
 
+    def usable(self, files: Sequence[IndexFile]) -> bool:
+        """Would pip consider any of `files` for the target: not yanked, and a wheel that fits
+        (tags and `Requires-Python`) or an sdist for this Python (PEP 440's "available")."""
+        for f in files:
+            if f.yanked is not None or not _python_ok(f.requires_python, self.python):
+                continue
+            if f.kind == "sdist" or rank_wheel(f, self.priority) is not None:
+                return True
+        return False
+
     def _likely_wheel(
         self,
         name: NormalizedName,
@@ -398,7 +435,7 @@ class _Prefetcher:
             wanted = _parse_version(preferred)
             if wanted is not None:
                 order.insert(0, wanted)
-        allow_pre = self.pre or bool(specifier.prereleases)
+        allow_pre = prereleases_allowed([specifier], by_version, pre=self.pre, usable=self.usable)
         for version in order:
             if version not in by_version or not specifier.contains(version, prereleases=True):
                 continue
@@ -453,7 +490,11 @@ class _Prefetcher:
                 f"not `{name} {version}`",
                 hint="the index serves inconsistent files; report it to the index operator",
             )
-        result = _Metadata(requires_dist=tuple(requires), requires_python=requires_python)
+        result = _Metadata(
+            requires_dist=tuple(requires),
+            requires_python=requires_python,
+            extras=declared_extras(core.provides_extra, requires),
+        )
         try:
             for dep in dependencies_for(requires, extras, self.target.markers):
                 self.want_project(canonicalize_name(dep.name), dep.specifier, frozenset())
@@ -553,8 +594,8 @@ class _Findings:
     """What the provider learnt along the way, for messages and the result."""
 
     rejected: dict[NormalizedName, dict[Version, _Rejection]] = field(default_factory=dict)
-    parents: dict[NormalizedName, str] = field(default_factory=dict)
-    """The first pin seen requiring each project (for parent chains in messages)."""
+    eligible: dict[NormalizedName, set[Version]] = field(default_factory=dict)
+    """Every version offered as a candidate of each project, under any of its requirements."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -602,28 +643,36 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
         specs += [c.specifier for c in self.constraints.get(name, ())]
         bad = {c.version for c in incompatibilities[identifier]}
         exact = {v for r in reqs if (v := r.exact_version) is not None}
-        allow_pre = self.pf.pre or any(s.prereleases for s in specs)
         preferred = self.pf.preferred.get(name)
         for r in reqs:
             self.pf.want_project(name, r.specifier, extras)
 
         def candidates() -> Iterator[_Candidate]:
             versions = self.pf.versions(name)
+            allow_pre = prereleases_allowed(specs, versions, pre=self.pf.pre, usable=self.pf.usable)
             order = sorted(versions, reverse=True)
             wanted = _parse_version(preferred)
             if wanted is not None and wanted in versions:
                 order.remove(wanted)
                 order.insert(0, wanted)
+            fitting = []
             for version in order:
-                if version in bad or not all(s.contains(version, prereleases=True) for s in specs):
+                if not all(s.contains(version, prereleases=True) for s in specs):
                     continue
                 if version.is_prerelease and not (
                     allow_pre or version in exact or version == wanted
                 ):
                     self._reject(name, version, _Rejection.PRERELEASE)
                     continue
+                fitting.append(version)
+            eligible = self.findings.eligible.setdefault(name, set())
+            for version in fitting:
+                if version in bad:
+                    eligible.add(version)
+                    continue
                 candidate = self._candidate(name, version, extras, versions[version], exact)
                 if candidate is not None:
+                    eligible.add(version)
                     yield candidate
 
         return candidates
@@ -697,7 +746,6 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             dep = _from_requirement(req)
             if dep.name == candidate.name and not dep.extras:
                 continue  # a self-reference (`a[all]` listing `a[x]`) adds nothing
-            self.findings.parents.setdefault(dep.name, str(candidate))
             deps.append(dep)
         for dep in deps:
             self.pf.want_project(dep.name, dep.specifier, dep.extras)
@@ -723,22 +771,58 @@ def _from_requirement(req: Requirement, **where: str | None) -> _Requirement:
 # --- explaining failures --------------------------------------------------------------------
 
 
-def _chain(name: NormalizedName, parents: Mapping[NormalizedName, str]) -> tuple[str, ...]:
-    chain: list[str] = []
-    seen: set[NormalizedName] = {name}
-    current = parents.get(name)
-    while current is not None:
-        chain.append(current)
-        parent_name = _base_name(current.split("==", 1)[0])
-        if parent_name in seen:
-            break
-        seen.add(parent_name)
-        current = parents.get(parent_name)
-    return tuple(reversed(chain))
+class _Trail(BaseReporter[_Requirement, _Candidate, str]):
+    """What resolvelib reports while it works, kept to explain a failure: the requirements of
+    the state in which the last conflict happened (so that a chain of pins is the one that
+    state holds, never one seen earlier and backtracked away), and the versions tried."""
+
+    def __init__(self) -> None:
+        self._state: State[_Requirement, _Candidate, str] | None = None
+        self.failed: dict[str, Criterion[_Requirement, _Candidate]] = {}
+        """Each project's requirements (with the pins that state them) when the last conflict
+        happened; empty when it happened before the first pin."""
+        self.tried: dict[NormalizedName, set[Version]] = {}
+
+    def ending_round(self, index: int, state: State[_Requirement, _Candidate, str]) -> None:
+        # The state the next round works in (and fails in, if it does).
+        self._state = state
+
+    def resolving_conflicts(
+        self, causes: Collection[RequirementInformation[_Requirement, _Candidate]]
+    ) -> None:
+        # Backjumping then discards this state: keep what explains the conflict.
+        self.failed = dict(self._state.criteria) if self._state is not None else {}
+
+    def pinning(self, candidate: _Candidate) -> None:
+        self.tried.setdefault(candidate.name, set()).add(candidate.version)
+
+    def rejecting_candidate(
+        self, criterion: Criterion[_Requirement, _Candidate], candidate: _Candidate
+    ) -> None:
+        self.tried.setdefault(candidate.name, set()).add(candidate.version)
+
+    def chain(self, pin: _Candidate) -> tuple[str, ...]:
+        """The shortest chain of pins, in the failed state, from an input requirement down to
+        `pin` (outermost first); just `pin` when the input requires it or nothing is known."""
+        paths: dict[str, tuple[_Candidate, ...]] = {pin.key: (pin,)}
+        queue = deque([pin])
+        while queue:
+            current = queue.popleft()
+            criterion = self.failed.get(current.key)
+            if criterion is None:
+                break
+            parents = [info.parent for info in criterion.information]
+            if any(parent is None for parent in parents):
+                return tuple(str(c) for c in paths[current.key])
+            for parent in parents:
+                if parent is not None and parent.key not in paths:
+                    paths[parent.key] = (parent, *paths[current.key])
+                    queue.append(parent)
+        return (str(pin),)
 
 
 def _causes(
-    infos: Sequence[RequirementInformation[_Requirement, _Candidate]], findings: _Findings
+    infos: Sequence[RequirementInformation[_Requirement, _Candidate]], trail: _Trail
 ) -> list[Cause]:
     out: dict[tuple[str, str | None, str | None], Cause] = {}
     for info in infos:
@@ -752,18 +836,56 @@ def _causes(
                 requirement=info.requirement.text,
                 parent=str(parent),
                 where=None,
-                chain=(*_chain(parent.name, findings.parents), str(parent)),
+                chain=trail.chain(parent),
             )
         out.setdefault((cause.requirement, cause.parent, cause.where), cause)
     return sorted(out.values(), key=lambda c: (c.parent is not None, c.parent or "", c.where or ""))
+
+
+def _exhausted(
+    infos: Sequence[RequirementInformation[_Requirement, _Candidate]],
+    trail: _Trail,
+    findings: _Findings,
+    constraints: Mapping[NormalizedName, Sequence[_Requirement]],
+) -> list[str]:
+    """Notes for the projects on the conflict's chains of which every version that fits the
+    requirements of the failed state was tried (backtracking went through all of them)."""
+    names: dict[str, None] = {}
+    for info in infos:
+        if info.parent is not None:
+            for pin in trail.chain(info.parent):
+                names.setdefault(pin.split("==", 1)[0], None)
+    notes = []
+    for key in names:
+        criterion = trail.failed.get(key)
+        if criterion is None:
+            continue
+        name = _base_name(key)
+        specs = [i.requirement.specifier for i in criterion.information]
+        specs += [c.specifier for c in constraints.get(name, ())]
+        eligible = {
+            v
+            for v in findings.eligible.get(name, set())
+            if all(s.contains(v, prereleases=True) for s in specs)
+        }
+        tried = trail.tried.get(name, set())
+        if len(eligible) > 1 and eligible <= tried:
+            newest, oldest = max(eligible), min(eligible)
+            notes.append(
+                f"every version of `{name}` that fits was tried ({len(eligible)}, {newest} "
+                f"… {oldest}); each one leads to this conflict"
+            )
+    return notes
 
 
 def _explain(
     exc: _Impossible[_Requirement, _Candidate],
     prefetcher: _Prefetcher,
     findings: _Findings,
+    trail: _Trail,
     constraints: Mapping[NormalizedName, Sequence[_Requirement]],
 ) -> ResolutionError | PolicyViolation:
+    """The error for a failed resolution, from the requirements of the state it failed in."""
     infos: list[RequirementInformation[_Requirement, _Candidate]] = list(exc.causes)
     by_name: dict[NormalizedName, list[RequirementInformation[_Requirement, _Candidate]]] = {}
     for info in infos:
@@ -774,9 +896,7 @@ def _explain(
         page = prefetcher.project(name)
         if not page.files:
             sources = [*prefetcher.index.index_urls, *prefetcher.index.find_links]
-            return ProjectNotFoundError(
-                project=name, sources=sources, causes=_causes(group, findings)
-            )
+            return ProjectNotFoundError(project=name, sources=sources, causes=_causes(group, trail))
         versions = prefetcher.versions(name)
         rejected = findings.rejected.get(name, {})
         for info in group:
@@ -785,7 +905,7 @@ def _explain(
             matching = [v for v in versions if all(s.contains(v, prereleases=True) for s in specs)]
             if matching and not all(rejected.get(v) is not None for v in matching):
                 continue
-            causes = _causes([info], findings)
+            causes = _causes([info], trail)
             if matching and {rejected[v] for v in matching} == {_Rejection.SDIST_ONLY}:
                 listed = [str(v) for v in sorted(matching, reverse=True)]
                 return SdistOnlyError(project=name, versions=listed, causes=causes)
@@ -805,8 +925,8 @@ def _explain(
                 reasons=reasons,
             )
     names = sorted(by_name)
-    causes = _causes(infos, findings)
-    notes = []
+    causes = _causes(infos, trail)
+    notes = _exhausted(infos, trail, findings, constraints)
     for name in names:
         for c in constraints.get(name, ()):
             notes.append(f"`{c.where or 'a constraints file'}` constrains `{c.text}`")
@@ -868,10 +988,6 @@ def _applies(line: ParsedRequirement, markers: Mapping[str, str]) -> bool:
     return marker is None or marker.evaluate({**markers, "extra": ""})
 
 
-class _QuietReporter(BaseReporter[_Requirement, _Candidate, str]):
-    pass
-
-
 def resolve_requirements(
     requirements: Sequence[ParsedRequirement],
     constraints: Sequence[ParsedRequirement],
@@ -890,14 +1006,16 @@ def resolve_requirements(
 
     Versions follow PEP 440 order, newest first, with `preferred` versions (the pins of an
     existing lock) tried before all others so that re-locking changes nothing needlessly.
-    Pre-releases are considered with `pre`, when a specifier names one, or when pinned. Yanked
+    Pre-releases follow PEP 440 per project: considered with `pre`, when a specifier names one,
+    when pinned, or when no final release satisfies the requirements. Yanked
     files (PEP 592) are skipped unless a requirement pins exactly their version. Markers,
     extras and `Requires-Python` are evaluated for `target`. Only versions with a wheel that
     fits the target are candidates; a project with nothing but sdists is refused
     (`SdistOnlyError`) unless `build` allows it (`--allow-build`): then its sdist is a
     candidate, with the metadata of its `PKG-INFO` when static (PEP 643), else of a build.
-    Conflicts raise `ConflictError` naming the requirements that collide
-    and the chains of pins that led to them.
+    Conflicts raise `ConflictError` naming the requirements that collide and the chains of pins
+    that led to them in the state the resolution failed in, and the projects of which every
+    fitting version was tried. Extras a pin does not declare are warnings.
 
     Does not verify the wheels themselves: each pin's artifact carries the index's published
     hashes, which `fetch` checks when the wheel is downloaded, and the dependency closure is
@@ -929,11 +1047,12 @@ def resolve_requirements(
     try:
         for req in inputs:
             prefetcher.want_project(req.name, req.specifier, req.extras)
-        resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, _QuietReporter())
+        trail = _Trail()
+        resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, trail)
         try:
             result = resolver.resolve(inputs, max_rounds=MAX_ROUNDS)
         except _Impossible as exc:
-            raise _explain(exc, prefetcher, findings, constrained) from None
+            raise _explain(exc, prefetcher, findings, trail, constrained) from None
         except _TooDeep as exc:
             raise ResolutionError(
                 f"Gave up resolving after {exc.round_count} rounds: the requirements leave too "
@@ -972,6 +1091,14 @@ def _build(
     unhashed: list[str] = []
     warnings = list(findings.warnings)
     notes: list[str] = []
+    for candidate in mapping.values():
+        if candidate.extras:
+            declared = prefetcher.metadata(candidate).extras
+            warning = unknown_extras_warning(
+                candidate.name, str(candidate.version), candidate.extras, declared
+            )
+            if warning is not None:
+                warnings.append(warning)
     for candidate in sorted(mapping.values(), key=lambda c: c.name):
         if candidate.extras:
             continue

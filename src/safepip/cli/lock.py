@@ -50,7 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="NAME",
         help="release the pin of NAME in OUT (repeatable)",
     )
-    lock.add_argument("--pre", action="store_true", help="consider pre-releases")
+    lock.add_argument(
+        "--pre",
+        action="store_true",
+        help="consider pre-releases of every package (without it, only where a specifier "
+        "names one or no final release fits, as PEP 440 says)",
+    )
     lock.add_argument("-p", "--python", help="lock for this interpreter or virtual environment")
     lock.add_argument("--python-version", metavar="X.Y", help="lock for another Python version")
     lock.add_argument(

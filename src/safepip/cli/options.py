@@ -117,6 +117,12 @@ def requirements_group(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--require-hashes", action="store_true", help="require a hash for every requirement"
     )
+    group.add_argument(
+        "--pre",
+        action="store_true",
+        help="consider pre-releases of every package when resolving (without it, only where "
+        "a specifier names one or no final release fits, as PEP 440 says)",
+    )
     group.add_argument("--no-deps", action="store_true", help="do not check dependencies")
     group.add_argument(
         "--allow-unhashed",
@@ -268,6 +274,7 @@ def install_options(args: argparse.Namespace) -> InstallOptions:
         require_hashes=args.require_hashes,
         no_deps=args.no_deps,
         allow_unhashed=args.allow_unhashed,
+        pre=getattr(args, "pre", False),
         cache_dir=args.cache_dir,
         no_cache=args.no_cache,
         dry_run=getattr(args, "dry_run", False),
