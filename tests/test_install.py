@@ -352,7 +352,7 @@ class TestInstallHappyPath:
         assert names["alpha"]["download_info"]["archive_info"]["hashes"]["sha256"] == sha256_file(
             alpha
         )
-        assert "Would install alpha==1.0" in result.err
+        assert "Would change:\n+ alpha==1.0\n+ beta==1.2\nWould install 2 packages in" in result.err
 
     def test_other_python_version(
         self,
@@ -1141,7 +1141,7 @@ class TestPreReleasesAndExtras:
         venv = venv_factory()
         plain = run("install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run")
         assert plain.code == 0, plain.err
-        assert "Would install mixed==1.0" in plain.err
+        assert "Would change:\n+ mixed==1.0\n" in plain.err
         result = run("install", "mixed", "--pre", "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert (site_packages(venv) / "mixed-2.0rc1.dist-info").is_dir()
@@ -1165,3 +1165,82 @@ class TestPreReleasesAndExtras:
             "installed without it\n"
         ) in result.err
         assert (site_packages(venv) / "withextra-1.0.dist-info").is_dir()
+
+
+class TestChangesShown:
+    """After an install, one line per package that changed (uv's notation), capped for big
+    installs and silenced by `-q`."""
+
+    def test_added_replaced_and_reinstalled(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        old, new, other = project("gamma", "1.0"), project("gamma", "2.0"), project("delta", "3")
+        index = serve(old, new, other)
+        venv = venv_factory()
+        first = run(
+            "install", lock_line(old), lock_line(other), "--python", str(venv), "-i", index.url
+        )
+        assert first.code == 0, first.err
+        assert first.err.startswith("+ delta==3\n+ gamma==1.0\nInstalled 2 packages in "), first.err
+        second = run(
+            "install", lock_line(new), lock_line(other), "--python", str(venv), "-i", index.url
+        )
+        assert second.code == 0, second.err
+        assert second.err.startswith(
+            "~ gamma 1.0 -> 2.0\nInstalled 1 package, replaced 1, kept 1 already installed in "
+        ), second.err
+        again = run(
+            "install", lock_line(new), "--force-reinstall", "--python", str(venv), "-i", index.url
+        )
+        assert again.code == 0, again.err
+        assert again.err.startswith("~ gamma==2.0 (reinstalled)\n"), again.err
+        nothing = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        assert nothing.code == 0, nothing.err
+        assert nothing.err.startswith("Installed 0 packages, kept 1 already installed in "), (
+            nothing.err
+        )
+
+    def test_quiet_prints_nothing(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+    ) -> None:
+        wheel = project("quietpkg", "1.0")
+        index = serve(wheel)
+        venv = venv_factory()
+        result = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url, "-q")
+        assert result.code == 0, result.err
+        assert (result.out, result.err) == ("", "")
+        assert (site_packages(venv) / "quietpkg-1.0.dist-info").is_dir()
+
+    def test_big_installs_are_capped_and_v_lists_all(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        wheels = [project(f"many{i:02d}", "1.0") for i in range(45)]
+        index = serve(*wheels)
+        reqs = write_reqs(tmp_path, *(lock_line(w) for w in wheels))
+        venv = venv_factory()
+        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+        assert result.code == 0, result.err
+        lines = result.err.splitlines()
+        assert lines[:39] == [f"+ many{i:02d}==1.0" for i in range(39)]
+        assert lines[39] == "… and 6 more (`-v` lists every change)"
+        assert lines[40].startswith("Installed 45 packages in ")
+        verbose = run(
+            "install", "-r", str(reqs), "--python", str(venv_factory()), "-i", index.url, "-v"
+        )
+        assert verbose.code == 0, verbose.err
+        shown = [line for line in verbose.err.splitlines() if line.startswith("+ ")]
+        assert shown == [f"+ many{i:02d}==1.0" for i in range(45)]

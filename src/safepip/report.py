@@ -14,6 +14,8 @@ from safepip.metadata import parse_metadata
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from safepip.fetch import Progress
     from safepip.pipeline import InstallOutcome
     from safepip.plan import Artifact
@@ -147,6 +149,19 @@ class RichProgress:
             if self._started and not self._tasks:
                 self._progress.stop()
                 self._started = False
+
+
+SHOWN_CHANGES = 40
+"""At most this many per-package change lines after an install (all of them with `-v`)."""
+
+
+def capped(lines: Sequence[str], *, everything: bool = False) -> list[str]:
+    """`lines`, or for a big install the first `SHOWN_CHANGES - 1` and a line saying how many
+    more there are (uv lists them all; a 400-package install would bury the summary)."""
+    if everything or len(lines) <= SHOWN_CHANGES:
+        return list(lines)
+    shown = SHOWN_CHANGES - 1
+    return [*lines[:shown], f"… and {len(lines) - shown} more (`-v` lists every change)"]
 
 
 def summary(outcome: InstallOutcome, seconds: float) -> str:

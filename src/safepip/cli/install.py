@@ -10,7 +10,8 @@ from safepip import pipeline
 from safepip.cli import options
 from safepip.errors import ExitCode
 from safepip.linking import DEFAULT_LINK_MODE, LinkMode
-from safepip.report import installation_report, summary, write_json
+from safepip.report import capped, installation_report, summary, write_json
+from safepip.sync import plan_lines
 
 if TYPE_CHECKING:
     import argparse
@@ -95,13 +96,10 @@ def run(args: argparse.Namespace) -> int:
     outcome = pipeline.install(install_options, reporter)
     if args.report:
         write_json(installation_report(outcome), args.report)
-    if outcome.result is None:
-        for pin in outcome.changes.install:
-            reporter.info(f"Would install {pin.display_name}=={pin.version}")
-    else:
-        for dist in outcome.changes.remove:
-            reporter.detail(f"Removed {dist.display_name}=={dist.version}")
-        for pin in outcome.changes.install:
-            reporter.detail(f"Installed {pin.display_name}=={pin.version}")
+    lines = plan_lines(outcome.changes)
+    if outcome.result is None and lines:
+        reporter.info("Would change:")
+    for line in capped(lines, everything=args.verbose > 0):
+        reporter.info(line)
     reporter.success(summary(outcome, time.perf_counter() - started))
     return ExitCode.OK
