@@ -138,12 +138,25 @@ class TestAuditPackages:
         )
         assert report.vulnerability_count == 0
 
-    def test_stale_data_warns_by_default(self, options: AuditOptions) -> None:
+    def test_stale_data_is_a_notice_with_date_age_and_command(self, options: AuditOptions) -> None:
         report = audit_packages(pkgs("requests==2.32.3"), options)
-        assert report.warnings == (
-            "The advisory data is from 2026-07-23 (122 days old, more than the 90 days allowed); "
-            "run `safepip db update`",
+        assert report.stale == (
+            "The advisory data is from 2026-07-23, 122 days old (the limit is 90 days); "
+            "update it with `safepip db update`"
         )
+        assert report.warnings == ()
+
+    def test_stale_data_given_with_db_names_it(self, tmp_path: Path) -> None:
+        data = make_osv_zip("pypa-2026-07-23", tmp_path / "osv.zip")
+        fresh = AuditOptions(db_path=data, today=TODAY, max_age_days=100_000)
+        assert audit_packages(pkgs("jw.util==2.0"), fresh).stale is None
+        report = audit_packages(pkgs("jw.util==2.0"), AuditOptions(db_path=data, today=TODAY))
+        assert report.stale is not None
+        assert report.stale.endswith(f"`{data}` is the data in use: give `--db` newer OSV data")
+
+    def test_fresh_data_has_no_notice(self, options: AuditOptions) -> None:
+        opts = AuditOptions(data_dir=options.data_dir, today=dt.date(2026, 8, 1))
+        assert audit_packages(pkgs("requests==2.32.3"), opts).stale is None
 
     def test_error_stale_data_refused_when_configured(self, options: AuditOptions) -> None:
         settings = Settings(audit=AuditSettings(refuse_stale=True, max_age_days=30))

@@ -11,8 +11,11 @@ import pytest
 from safepip.cli import COMMANDS, build_parser, main
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from servers import StaticIndex
+    from wheelbuild import WheelFactory
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -131,3 +134,128 @@ class TestAuditFindLinks:
         code, out, _ = run(["audit", "attrs==24.2.0", "--format", "json"], capsys)
         assert code == 0
         assert '"dependencies"' in out
+
+
+STALE = re.compile(
+    r"warning: The advisory data is from \d{4}-\d\d-\d\d, \d+ days? old \(the limit is 1 "
+    r"day\); update it with `safepip db update`"
+)
+
+
+class TestStaleAdvisoryData:
+    """The bundled data is older than `max-age-days`: said once, before the results, with its
+    date, its age and the command that updates it; not with `-q`; refused when configured."""
+
+    @pytest.fixture(autouse=True)
+    def workdir(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        work = tmp_path / "work"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
+        (work / "safepip.toml").write_text("[audit]\nmax-age-days = 1\n")
+        return work
+
+    def test_audit_table_once_before_the_results(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code = main(["audit", "jw.util==2.0", "attrs==24.2.0", "--no-color"])
+        err = ANSI.sub("", capsys.readouterr().err)
+        assert code == 5
+        assert len(STALE.findall(err)) == 1
+        assert STALE.match(err), err  # the first thing said
+        assert err.index("Advisory data:") > err.index("PYSEC-2020-341")
+
+    def test_audit_json_says_it_on_stderr_and_in_the_report(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import json
+
+        code = main(["audit", "attrs==24.2.0", "--format", "json"])
+        captured = capsys.readouterr()
+        assert code == 0
+        assert len(STALE.findall(captured.err)) == 1
+        warnings = json.loads(captured.out)["warnings"]
+        assert len(warnings) == 1
+        assert STALE.match("warning: " + warnings[0])
+
+    @pytest.mark.parametrize("form", [["--format", "json"], []])
+    def test_audit_quiet_says_nothing(
+        self, form: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = main(["audit", "attrs==24.2.0", "-q", *form])
+        assert code == 0
+        assert capsys.readouterr().err == ""
+
+    def test_error_refuse_stale_is_shown_even_with_q(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (workdir / "safepip.toml").write_text("[audit]\nmax-age-days = 1\nrefuse-stale = true\n")
+        code = main(["audit", "attrs==24.2.0", "-q"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err.startswith(
+            "error: Refusing to audit with stale data: the advisory data is from "
+        )
+
+    def _install(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        *extra: str,
+    ) -> tuple[int, Path]:
+        from wheelbuild import sha256_file
+
+        wheel = wheel_factory("stalepkg", "1.0")
+        index = static_index()
+        index.add(wheel)
+        venv = venv_factory()
+        line = f"stalepkg==1.0 --hash=sha256:{sha256_file(wheel)}"
+        argv = ["install", line, "--python", str(venv), "-i", index.url]
+        argv += ["--cache-dir", str(tmp_path / "cache"), *extra]
+        return main(argv), venv
+
+    def test_install_once_before_the_changes(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        code, _ = self._install(static_index, wheel_factory, venv_factory, tmp_path)
+        err = capsys.readouterr().err
+        assert code == 0, err
+        lines = err.splitlines()
+        assert STALE.fullmatch(lines[0]), err
+        assert lines[1] == "+ stalepkg==1.0"
+        assert lines[2].startswith("Installed 1 package in ")
+        assert len(lines) == 3
+
+    def test_install_quiet_says_nothing(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        code, venv = self._install(static_index, wheel_factory, venv_factory, tmp_path, "-q")
+        assert code == 0
+        assert capsys.readouterr().err == ""
+        assert list(venv.glob("lib/python3*/site-packages/stalepkg-1.0.dist-info"))
+
+    def test_error_install_refuse_stale_is_shown_even_with_q(
+        self,
+        workdir: Path,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        venv_factory: Callable[..., Path],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        (workdir / "safepip.toml").write_text("[audit]\nmax-age-days = 1\nrefuse-stale = true\n")
+        code, venv = self._install(static_index, wheel_factory, venv_factory, tmp_path, "-q")
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err.startswith("error: Refusing to audit with stale data")
+        assert not list(venv.glob("lib/python3*/site-packages/stalepkg*"))

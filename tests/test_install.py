@@ -1146,6 +1146,25 @@ class TestPreReleasesAndExtras:
         assert result.code == 0, result.err
         assert (site_packages(venv) / "mixed-2.0rc1.dist-info").is_dir()
 
+    def test_pip_pre_setting(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        index = serve(project("mixed", "1.0"), project("mixed", "2.0rc1"))
+        monkeypatch.setenv("PIP_PRE", "1")
+        venv = venv_factory()
+        isolated = run("install", "mixed", "--python", str(venv), "-i", index.url, "--isolated")
+        assert "+ mixed==1.0\n" in isolated.err
+        result = run(
+            "install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run", "--report", "-"
+        )
+        assert result.code == 0, result.err
+        assert "~ mixed 1.0 -> 2.0rc1\n" in result.err
+
     def test_unknown_extra_in_hash_mode_is_a_warning(
         self,
         run: Callable[..., Result],

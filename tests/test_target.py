@@ -700,6 +700,62 @@ class TestExternallyManagedEveryRun:
         assert main(argv) == 0
         assert (root / "lib" / "site-packages" / "mpkg" / "__init__.py").is_file()
 
+    @pytest.mark.parametrize(
+        ("variable", "config", "extra", "code"),
+        [
+            ("1", None, [], 0),
+            ("yes", None, [], 0),
+            ("0", None, [], 4),
+            ("1", None, ["--isolated"], 4),
+            (None, "[install]\nbreak-system-packages = true\n", [], 0),
+            (None, "[global]\nbreak-system-packages = false\n", [], 4),
+        ],
+    )
+    def test_pip_break_system_packages_setting(
+        self,
+        variable: str | None,
+        config: str | None,
+        extra: list[str],
+        code: int,
+        system_python: tuple[Path, Path],
+        static_index: Callable[..., Any],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """pip's `PIP_BREAK_SYSTEM_PACKAGES` and `break-system-packages` in pip.conf count as
+        `--break-system-packages` (not with `--isolated`, which ignores pip's settings)."""
+        from conftest import snapshot_tree
+        from safepip.cli import main
+        from wheelbuild import build_wheel, sha256_file
+
+        python, root = system_python
+        (root / "stdlib" / "EXTERNALLY-MANAGED").write_text(
+            "[externally-managed]\nError=Use apt, not pip\n"
+        )
+        if variable is not None:
+            monkeypatch.setenv("PIP_BREAK_SYSTEM_PACKAGES", variable)
+        if config is not None:
+            conf = tmp_path / "pip.conf"
+            conf.write_text(config)
+            monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+        wheel = build_wheel(tmp_path / "w", "bpkg", "1.0")
+        index = static_index()
+        index.add(wheel)
+        line = f"bpkg==1.0 --hash=sha256:{sha256_file(wheel)}"
+        argv = ["install", line, "--python", str(python), "-i", str(index.url), *extra]
+        argv += ["--cache-dir", str(tmp_path / "cache")]
+        before = snapshot_tree(root)
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        installed = root / "lib" / "site-packages" / "bpkg" / "__init__.py"
+        if code == 0:
+            assert installed.is_file()
+        else:
+            assert "it is externally managed (PEP 668)" in err
+            assert "Use apt, not pip" in err
+            assert snapshot_tree(root) == before
+
 
 @pytest.mark.parametrize("option", ["--target", "--prefix"])
 def test_target_and_prefix_without_python_use_the_running_interpreter(

@@ -63,6 +63,8 @@ class PipConfig:
     """`keyring-provider`: `auto`, `import`, `subprocess` or `disabled` (checked here)."""
     no_input: bool = False
     """`no-input`: with `keyring-provider` `auto`, the keyring is not asked (pip's rule)."""
+    break_system_packages: bool = False
+    """`break-system-packages` / `PIP_BREAK_SYSTEM_PACKAGES` (PEP 668 override, as pip)."""
     sources: tuple[str, ...] = ()
     """The files and variables that set something, in precedence order (later wins)."""
 
@@ -256,7 +258,7 @@ def load_pip_config(
     retries: int | None = None
     proxy: str | None = None
     keyring_provider: str | None = None
-    no_index = require_hashes = pre = prefer_binary = no_input = False
+    no_index = require_hashes = pre = prefer_binary = no_input = break_system_packages = False
     only_binary: set[str] = set()
     no_binary: set[str] = set()
     sources: list[str] = []
@@ -283,6 +285,8 @@ def load_pip_config(
                 pre = _boolean(value)
             case "prefer-binary":
                 prefer_binary = _boolean(value)
+            case "break-system-packages":
+                break_system_packages = _boolean(value)
             case "only-binary" | "no-binary":
                 target, other = (
                     (only_binary, no_binary)
@@ -340,5 +344,6 @@ def load_pip_config(
         prefer_binary=prefer_binary,
         keyring_provider=keyring_provider,
         no_input=no_input,
+        break_system_packages=break_system_packages,
         sources=tuple(sorted(sources, key=order.index)),
     )

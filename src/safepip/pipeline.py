@@ -82,6 +82,7 @@ class Reporter(Protocol):
 
     def info(self, text: str) -> None: ...
     def warn(self, text: str) -> None: ...
+    def notice(self, text: str) -> None: ...
     def detail(self, text: str) -> None: ...
     def progress(self) -> Progress: ...
 
@@ -168,7 +169,12 @@ class InstallOutcome:
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
+def resolve_target(
+    options: TargetOptions, cache: Cache | None, sources: SourceOptions | None = None
+) -> Target:
+    """The target environment, probed; an externally managed one (PEP 668) is refused unless
+    `--break-system-packages`, or pip's `break-system-packages` setting (`pip.conf`,
+    `PIP_BREAK_SYSTEM_PACKAGES`) when `sources` allow pip's configuration."""
 
     if options.target_dir is not None and options.prefix is not None:
         raise UsageError("`--target` and `--prefix` cannot be used together")
@@ -184,7 +190,11 @@ def resolve_target(options: TargetOptions, cache: Cache | None) -> Target:
         prefix=options.prefix,
         cache_dir=cache.root if cache else None,
     )
-    target_mod.check_externally_managed(found, break_system_packages=options.break_system_packages)
+    allowed = options.break_system_packages
+    if not allowed and found.externally_managed is not None and sources is not None:
+        pip_config = load_pip_config(sources, found)
+        allowed = pip_config is not None and pip_config.break_system_packages
+    target_mod.check_externally_managed(found, break_system_packages=allowed)
     return found
 
 
@@ -648,12 +658,14 @@ def _install(
 ) -> InstallOutcome:
 
     with _Context(options, reporter) as ctx:
-        target = resolve_target(options.target, ctx.cache)
+        target = resolve_target(options.target, ctx.cache, options.sources)
         ctx.hold_environment(target)
         reporter.detail(f"Target: `{target.python}` (Python {target.python_version})")
         if bundle is not None:
             check_bundle_fits(bundle, target)
         pip_config = load_pip_config(options.sources, target)
+        if pip_config is not None and pip_config.pre:
+            options = replace(options, pre=True)  # `PIP_PRE`, `pre = true` in pip.conf
         pylock = _pylock_input(options)
         parsed = (
             _parse_inputs(options, pip_config, reporter) if pylock is None else ParsedRequirements()
@@ -935,6 +947,8 @@ def audit_gate(
     report = audit.audit_packages(
         [(p.name, p.version) for p in plan.pins], options, private_names=private
     )
+    if report.stale is not None:
+        reporter.notice(report.stale)
     for warning in report.warnings:
         reporter.warn(warning)
     for skipped in report.skipped:
@@ -959,7 +973,7 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
 
     with _Context(options, reporter) as ctx:
         target = (
-            resolve_target(options.target, ctx.cache)
+            resolve_target(options.target, ctx.cache, options.sources)
             if (options.target.python or options.target.system)
             else _current_target(ctx.cache)
         )

@@ -45,6 +45,7 @@ class ConsoleReporter:
         self.verbosity = verbosity
         self.color = use_color(self.stream) if color is None else color
         self._lock = threading.Lock()
+        self._noticed: set[str] = set()
 
     def _style(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
@@ -60,6 +61,13 @@ class ConsoleReporter:
 
     def warn(self, text: str) -> None:
         if self.verbosity >= -1:
+            self._write(self._style("warning:", "33") + " " + text)
+
+    def notice(self, text: str) -> None:
+        """A warning about the circumstances rather than this run (such as the age of the
+        advisory data): shown once per run, and not with `-q`."""
+        if self.verbosity >= 0 and text not in self._noticed:
+            self._noticed.add(text)
             self._write(self._style("warning:", "33") + " " + text)
 
     def detail(self, text: str) -> None:

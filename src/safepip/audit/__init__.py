@@ -91,6 +91,9 @@ class AuditReport:
     data_date: dt.date | None
     """The date of the snapshot used; for the online source, the day of the query."""
     warnings: tuple[str, ...] = ()
+    stale: str | None = None
+    """Set when the data is older than `audit.max-age-days`: the date, the age and the command
+    that updates it, for the caller to show once, before the results (`-q` hides it)."""
 
     @property
     def findings(self) -> tuple[PackageResult, ...]:
@@ -366,12 +369,7 @@ def open_source(
         if db_path
         else database.default_database(data_dir)
     )
-    max_age = options.max_age_days
-    if max_age is None:
-        max_age = settings.audit.max_age_days
-    refuse = options.refuse_stale
-    if refuse is None:
-        refuse = settings.audit.refuse_stale
+    max_age, refuse = _age_limits(options)
     if db.data_date is None:
         # An undated database cannot be shown to be fresh: `refuse-stale` refuses it.
         if refuse:
@@ -387,18 +385,50 @@ def open_source(
         )
         return db
     age = (today - db.data_date).days
-    if age > max_age:
-        message = (
-            f"The advisory data is from {db.data_date} ({age} days old, "
-            f"more than the {max_age} days allowed)"
+    if age > max_age and refuse:
+        raise AuditError(
+            f"Refusing to audit with stale data: the advisory data is from {db.data_date} "
+            f"({age} days old, more than the {max_age} days allowed)",
+            hint="run `safepip db update` (or `--refresh`), or raise `audit.max-age-days`",
         )
-        if refuse:
-            raise AuditError(
-                f"Refusing to audit with stale data: {message[0].lower()}{message[1:]}",
-                hint="run `safepip db update` (or `--refresh`), or raise `audit.max-age-days`",
-            )
-        db.warnings = (*db.warnings, f"{message}; run `safepip db update`")
     return db
+
+
+def _age_limits(options: AuditOptions) -> tuple[int, bool]:
+    """`max-age-days` and `refuse-stale`, from the options or else the settings."""
+    settings = options.settings or Settings()
+    max_age = options.max_age_days
+    if max_age is None:
+        max_age = settings.audit.max_age_days
+    refuse = options.refuse_stale
+    if refuse is None:
+        refuse = settings.audit.refuse_stale
+    return max_age, refuse
+
+
+def _days(count: int) -> str:
+    return f"{count} day" if count == 1 else f"{count} days"
+
+
+def stale_notice(data_date: dt.date | None, options: AuditOptions) -> str | None:
+    """What to say when the offline data is older than allowed (and not refused): its date,
+    its age and the one command that brings newer data."""
+    if options.source != "local" or data_date is None:
+        return None
+    max_age, _ = _age_limits(options)
+    age = ((options.today or dt.date.today()) - data_date).days
+    if age <= max_age:
+        return None
+    given = options.db_path or (options.settings.audit.db if options.settings else None)
+    fix = (
+        f"`{given}` is the data in use: give `--db` newer OSV data"
+        if given is not None
+        else "update it with `safepip db update`"
+    )
+    return (
+        f"The advisory data is from {data_date}, {_days(age)} old (the limit is "
+        f"{_days(max_age)}); {fix}"
+    )
 
 
 def audit_packages(
@@ -444,4 +474,5 @@ def audit_with(
         source=source.description,
         data_date=source.data_date,
         warnings=(*source.warnings, *dict.fromkeys(judge.warnings)),
+        stale=stale_notice(source.data_date, options),
     )

@@ -141,7 +141,7 @@ def write_json(report: AuditReport, out: TextIO, *, fixes: Sequence[PlannedFix] 
             for f in fixes
         ],
         "summary": summary_line(report),
-        "warnings": list(report.warnings),
+        "warnings": [*([report.stale] if report.stale else []), *report.warnings],
     }
     out.write("\n  ]" if report.packages or report.skipped else "]")
     for key, value in tail.items():

@@ -148,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.refresh and source == "osv":
         raise UsageError("`--refresh` updates the offline database; it has no effect on `osv`")
     report = audit_inputs(inputs, audit_options)
+    if report.stale is not None:
+        # Once, before the results (`--fix` audits again, and says nothing more about it).
+        options.reporter(args).notice(report.stale)
     _output(args, report, inputs)
     if args.fix and report.active_findings and _fix(args, report, paths):
         report = _audit_fixed(args, replace(audit_options, refresh=False))
