@@ -1263,3 +1263,78 @@ class TestChangesShown:
         assert verbose.code == 0, verbose.err
         shown = [line for line in verbose.err.splitlines() if line.startswith("+ ")]
         assert shown == [f"+ many{i:02d}==1.0" for i in range(45)]
+
+
+class TestMessagesForNewUsers:
+    def test_error_requirements_file_without_r(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "requirements.txt").write_text("attrs==24.2.0\n")
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        result = run("install", "requirements.txt", "--python", str(venv), "--isolated")
+        assert result.code == 2
+        assert result.err == (
+            "error: `requirements.txt` is a file, not a requirement\n"
+            "  --> <command line>:1\n"
+            "   | requirements.txt\n"
+            "   | ^^^^^^^^^^^^^^^^\n\n"
+            "hint: did you mean `-r requirements.txt`? (`-r FILE` reads the requirements a file "
+            "lists)\n"
+        )
+        assert tree_snapshot(venv) == before
+
+    def test_error_missing_requirements_file_without_r(
+        self,
+        run: Callable[..., Result],
+        serve: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        index = serve(project("attrs", "24.2.0"))
+        venv = venv_factory()
+        result = run("install", "requirements.txt", "--python", str(venv), "-i", index.url)
+        assert result.code == 1
+        assert result.err.startswith(f"error: `requirements-txt` was not found on `{index.url}`")
+        assert result.err.endswith(
+            "hint: a requirements file? `-r requirements.txt` reads the requirements a file lists\n"
+        )
+
+    def test_error_requires_python_names_the_specifier(
+        self,
+        run: Callable[..., Result],
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        project: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+    ) -> None:
+        new = project("newpy", "2.0", requires_python=">=3.99")
+        index = static_index()
+        index.add(project("newpy", "1.0"))
+        index.add(new, requires_python=">=3.99")
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        python = py(venv, "import platform; print(platform.python_version())")
+        resolved = run("install", "newpy>=2", "--python", str(venv), "-i", index.url)
+        assert resolved.code == 1
+        assert resolved.err.startswith(
+            "error: No version of `newpy` satisfies `newpy>=2`\n"
+            "    `<command line>:1` requires `newpy>=2`\n"
+            f"    2.0: requires Python `>=3.99` (Requires-Python); the target is Python {python}\n"
+        ), resolved.err
+        pinned = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        assert pinned.code == 1
+        assert pinned.err == (
+            f"error: `newpy==2.0` requires Python `>=3.99` (Requires-Python); the target is "
+            f"Python {python} (<command line>:1)\n"
+        )
+        assert tree_snapshot(venv) == before

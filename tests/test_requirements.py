@@ -1121,3 +1121,40 @@ def test_property_arbitrary_bytes_only_raise_requirements_error(
 ) -> None:
     with contextlib.suppress(RequirementsError):
         parse_text(tmp_path, data)
+
+
+class TestFileGivenAsRequirement:
+    """`safepip install requirements.txt` (the `-r` forgotten) names the mistake."""
+
+    @pytest.mark.parametrize("given", ["requirements.txt", "./requirements.txt", "reqs/dev.in"])
+    def test_error_existing_file_argument(self, tmp_path: Path, given: str) -> None:
+        path = tmp_path / given
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("attrs\n")
+        with pytest.raises(RequirementsError) as info:
+            parse_requirements(lines=[given], cwd=tmp_path)
+        assert info.value.exit_code == ExitCode.USAGE
+        assert str(info.value) == (
+            f"`{given}` is a file, not a requirement\n"
+            "  --> <command line>:1\n"
+            f"   | {given}\n"
+            f"   | {'^' * len(given)}"
+        )
+        assert info.value.hint == (
+            f"did you mean `-r {given}`? (`-r FILE` reads the requirements a file lists)"
+        )
+
+    def test_bare_names_wheels_and_missing_files_stay_requirements(self, tmp_path: Path) -> None:
+        (tmp_path / "six").write_text("")
+        wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+        wheel.write_bytes(b"")
+        parsed = parse_requirements(
+            lines=["six", "./pkg-1.0-py3-none-any.whl", "missing.txt"], cwd=tmp_path
+        )
+        assert [r.name for r in parsed.requirements] == ["six", "pkg", "missing-txt"]
+        assert parsed.requirements[1].url is not None
+
+    def test_files_in_requirements_files_are_not_affected(self, tmp_path: Path) -> None:
+        (tmp_path / "requirements.txt").write_text("attrs\n")
+        parsed = parse_requirements(files=[str(tmp_path / "requirements.txt")], cwd=tmp_path)
+        assert [r.name for r in parsed.requirements] == ["attrs"]

@@ -336,6 +336,17 @@ def choose_artifact(
     if not fitting:
         if not wheels:
             return Choice(violation=sdist_refusal(label, wanted.display_name, wanted.where))
+        other_python = [
+            f for f in wheels if rank_wheel(f, priority) is not None and f.requires_python
+        ]
+        if other_python:
+            return Choice(
+                error=(
+                    f"`{label}` requires Python `{other_python[0].requires_python}` "
+                    f"(Requires-Python); the target is Python {target.python_version} "
+                    f"({wanted.where})"
+                )
+            )
         return Choice(
             error=(
                 f"No wheel of `{label}` fits the target (Python {target.python_version}, "

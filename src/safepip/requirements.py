@@ -1629,6 +1629,28 @@ def _find_links_entry(ref: _FileRef, value: str) -> str:
 _COMMAND_LINE_OPTIONS = re.compile(r"\s--(hash|config-settings)[=\s]")
 
 
+def _refuse_file_argument(text: str, location: SourceLocation, cwd: Path) -> None:
+    """`safepip install requirements.txt`, the `-r` forgotten: pip would look for a project
+    named `requirements-txt` on the index; say what was meant instead. Only for an existing
+    file whose name has a dot or a slash (a bare `six` is the project, file or not) and that
+    is not a distribution file (`./pkg-1.0-py3-none-any.whl` installs that wheel)."""
+    given = text.strip()
+    if not ("." in given or "/" in given) or _is_archive(given) or _is_url(given):
+        return
+    path = Path(given) if os.path.isabs(given) else cwd / given
+    if not path.is_file():
+        return
+    raise RequirementsError(
+        f"`{given}` is a file, not a requirement",
+        path=location.path,
+        line=location.line,
+        text=location.text,
+        column=0,
+        width=len(given),
+        hint=f"did you mean `-r {given}`? (`-r FILE` reads the requirements a file lists)",
+    )
+
+
 def parse_requirements(
     files: Sequence[str] = (),
     constraints: Sequence[str] = (),
@@ -1667,6 +1689,7 @@ def parse_requirements(
             ref = _FileRef(str(collector.cwd / COMMAND_LINE), COMMAND_LINE)
             collector.parse_line(ref, text.strip(), location, constraint=False, chain=())
             continue
+        _refuse_file_argument(text, location, collector.cwd)
         collector.requirements.append(parse_requirement_line(text, location, cwd=collector.cwd))
     for number, text in enumerate(editables, start=len(lines) + 1):
         location = SourceLocation(path=COMMAND_LINE, line=number, text=redact_text(text.strip()))

@@ -137,9 +137,16 @@ class ProjectNotFoundError(ResolutionError):
         where = ", ".join(f"`{s}`" for s in self.sources) or "no index (`--no-index`)"
         lines = [f"`{project}` was not found on {where}"]
         lines += [f"    {c.describe()}" for c in self.causes]
-        super().__init__(
-            "\n".join(lines), hint="check the spelling, or add the index that publishes it"
-        )
+        hint = "check the spelling, or add the index that publishes it"
+        files = [
+            c.requirement
+            for c in self.causes
+            if c.parent is None and c.requirement.endswith((".txt", ".in"))
+        ]
+        if files:
+            # pip's hint too: nobody publishes a project named `requirements.txt`
+            hint = f"a requirements file? `-r {files[0]}` reads the requirements a file lists"
+        super().__init__("\n".join(lines), hint=hint)
 
 
 class SdistOnlyError(PolicyViolation):
@@ -594,6 +601,8 @@ class _Findings:
     """What the provider learnt along the way, for messages and the result."""
 
     rejected: dict[NormalizedName, dict[Version, _Rejection]] = field(default_factory=dict)
+    requires_python: dict[tuple[NormalizedName, Version], str] = field(default_factory=dict)
+    """The `Requires-Python` that rejected a version (from the index page or the metadata)."""
     eligible: dict[NormalizedName, set[Version]] = field(default_factory=dict)
     """Every version offered as a candidate of each project, under any of its requirements."""
     warnings: list[str] = field(default_factory=list)
@@ -710,10 +719,13 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
         if wheel is None:
             if not any(f.kind == "wheel" for f in live):
                 self._reject(name, version, _Rejection.SDIST_ONLY)
-            elif any(
-                f.kind == "wheel" and rank_wheel(f, self.pf.priority) is not None for f in live
-            ):
+            elif fitting := [
+                f for f in live if f.kind == "wheel" and rank_wheel(f, self.pf.priority) is not None
+            ]:
                 self._reject(name, version, _Rejection.REQUIRES_PYTHON)
+                spec = next((f.requires_python for f in fitting if f.requires_python), None)
+                if spec:
+                    self.findings.requires_python[(name, version)] = spec
             else:
                 self._reject(name, version, _Rejection.NO_WHEEL)
             return None
@@ -723,6 +735,8 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
         metadata = self.pf.metadata(candidate)
         if not _python_ok(metadata.requires_python, self.pf.python):
             self._reject(name, version, _Rejection.REQUIRES_PYTHON)
+            if metadata.requires_python:
+                self.findings.requires_python[(name, version)] = metadata.requires_python
             return None
         return candidate
 
@@ -910,7 +924,7 @@ def _explain(
                 listed = [str(v) for v in sorted(matching, reverse=True)]
                 return SdistOnlyError(project=name, versions=listed, causes=causes)
             requirement = ",".join(str(s) for s in specs if str(s))
-            reasons = _reasons(name, matching, rejected, versions, prefetcher)
+            reasons = _reasons(name, matching, rejected, versions, prefetcher, findings)
             if page.skipped_indexes and page.claimed_by is not None:
                 # First index wins (dependency confusion): say so when it hides versions.
                 skipped = ", ".join(f"`{redact_url(u)}`" for u in page.skipped_indexes)
@@ -944,27 +958,32 @@ def _reasons(
     rejected: Mapping[Version, _Rejection],
     versions: Mapping[Version, Sequence[IndexFile]],
     prefetcher: _Prefetcher,
+    findings: _Findings,
 ) -> list[str]:
     if not matching:
         available = sorted(versions, reverse=True)
         shown = ", ".join(str(v) for v in available[:8]) + (" …" if len(available) > 8 else "")
         return [f"available versions: {shown}" if shown else "the index lists no files"]
-    groups: dict[_Rejection, list[str]] = {}
+    python = prefetcher.target.python_version
+    groups: dict[tuple[_Rejection, str | None], list[str]] = {}
     for version in sorted(matching, reverse=True):
-        groups.setdefault(rejected[version], []).append(str(version))
+        kind = rejected[version]
+        spec = findings.requires_python.get((name, version))
+        groups.setdefault((kind, spec), []).append(str(version))
     texts = {
         _Rejection.PRERELEASE: "pre-release (not considered without `--pre`)",
         _Rejection.YANKED: "yanked (used only when pinned exactly with `==`)",
         _Rejection.SDIST_ONLY: "source distribution only (building would run its code)",
         _Rejection.NO_WHEEL: f"no wheel for the target ({prefetcher.target.tags[0]})",
-        _Rejection.REQUIRES_PYTHON: (
-            f"requires another Python than {prefetcher.target.python_version}"
-        ),
+        _Rejection.REQUIRES_PYTHON: f"requires another Python than {python}",
     }
     lines = []
-    for kind, listed in groups.items():
+    for (kind, spec), listed in groups.items():
         shown = ", ".join(listed[:6]) + (" …" if len(listed) > 6 else "")
-        lines.append(f"{shown}: {texts[kind]}")
+        text = texts[kind]
+        if kind is _Rejection.REQUIRES_PYTHON and spec:
+            text = f"requires Python `{spec}` (Requires-Python); the target is Python {python}"
+        lines.append(f"{shown}: {text}")
     return lines
 
 
