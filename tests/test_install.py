@@ -1119,36 +1119,36 @@ class TestPreReleasesAndExtras:
 
     def test_a_project_with_only_pre_releases_installs(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         index = serve(project("onlypre", "1.0a1"), project("onlypre", "1.0b2"))
         venv = venv_factory()
-        result = run("install", "onlypre", "--python", str(venv), "-i", index.url)
+        result = cli("install", "onlypre", "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert (site_packages(venv) / "onlypre-1.0b2.dist-info").is_dir()
 
     def test_pre_opens_every_project(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
     ) -> None:
         index = serve(project("mixed", "1.0"), project("mixed", "2.0rc1"))
         venv = venv_factory()
-        plain = run("install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run")
+        plain = cli("install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run")
         assert plain.code == 0, plain.err
         assert "Would change:\n+ mixed==1.0\n" in plain.err
-        result = run("install", "mixed", "--pre", "--python", str(venv), "-i", index.url)
+        result = cli("install", "mixed", "--pre", "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert (site_packages(venv) / "mixed-2.0rc1.dist-info").is_dir()
 
     def test_pip_pre_setting(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1157,9 +1157,9 @@ class TestPreReleasesAndExtras:
         index = serve(project("mixed", "1.0"), project("mixed", "2.0rc1"))
         monkeypatch.setenv("PIP_PRE", "1")
         venv = venv_factory()
-        isolated = run("install", "mixed", "--python", str(venv), "-i", index.url, "--isolated")
+        isolated = cli("install", "mixed", "--python", str(venv), "-i", index.url, "--isolated")
         assert "+ mixed==1.0\n" in isolated.err
-        result = run(
+        result = cli(
             "install", "mixed", "--python", str(venv), "-i", index.url, "--dry-run", "--report", "-"
         )
         assert result.code == 0, result.err
@@ -1167,7 +1167,7 @@ class TestPreReleasesAndExtras:
 
     def test_unknown_extra_in_hash_mode_is_a_warning(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1177,7 +1177,7 @@ class TestPreReleasesAndExtras:
         index = serve(wheel)
         reqs = write_reqs(tmp_path, lock_line(wheel).replace("withextra==", "withextra[nope]=="))
         venv = venv_factory()
-        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+        result = cli("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         assert (
             "warning: `withextra==1.0` has no extra `nope` (it declares: `web`); `withextra` is "
@@ -1192,7 +1192,7 @@ class TestChangesShown:
 
     def test_added_replaced_and_reinstalled(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1201,24 +1201,24 @@ class TestChangesShown:
         old, new, other = project("gamma", "1.0"), project("gamma", "2.0"), project("delta", "3")
         index = serve(old, new, other)
         venv = venv_factory()
-        first = run(
+        first = cli(
             "install", lock_line(old), lock_line(other), "--python", str(venv), "-i", index.url
         )
         assert first.code == 0, first.err
         assert first.err.startswith("+ delta==3\n+ gamma==1.0\nInstalled 2 packages in "), first.err
-        second = run(
+        second = cli(
             "install", lock_line(new), lock_line(other), "--python", str(venv), "-i", index.url
         )
         assert second.code == 0, second.err
         assert second.err.startswith(
             "~ gamma 1.0 -> 2.0\nInstalled 1 package, replaced 1, kept 1 already installed in "
         ), second.err
-        again = run(
+        again = cli(
             "install", lock_line(new), "--force-reinstall", "--python", str(venv), "-i", index.url
         )
         assert again.code == 0, again.err
         assert again.err.startswith("~ gamma==2.0 (reinstalled)\n"), again.err
-        nothing = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        nothing = cli("install", lock_line(new), "--python", str(venv), "-i", index.url)
         assert nothing.code == 0, nothing.err
         assert nothing.err.startswith("Installed 0 packages, kept 1 already installed in "), (
             nothing.err
@@ -1226,7 +1226,7 @@ class TestChangesShown:
 
     def test_quiet_prints_nothing(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1234,14 +1234,14 @@ class TestChangesShown:
         wheel = project("quietpkg", "1.0")
         index = serve(wheel)
         venv = venv_factory()
-        result = run("install", lock_line(wheel), "--python", str(venv), "-i", index.url, "-q")
+        result = cli("install", lock_line(wheel), "--python", str(venv), "-i", index.url, "-q")
         assert result.code == 0, result.err
         assert (result.out, result.err) == ("", "")
         assert (site_packages(venv) / "quietpkg-1.0.dist-info").is_dir()
 
     def test_big_installs_are_capped_and_v_lists_all(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1251,13 +1251,13 @@ class TestChangesShown:
         index = serve(*wheels)
         reqs = write_reqs(tmp_path, *(lock_line(w) for w in wheels))
         venv = venv_factory()
-        result = run("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
+        result = cli("install", "-r", str(reqs), "--python", str(venv), "-i", index.url)
         assert result.code == 0, result.err
         lines = result.err.splitlines()
         assert lines[:39] == [f"+ many{i:02d}==1.0" for i in range(39)]
         assert lines[39] == "… and 6 more (`-v` lists every change)"
         assert lines[40].startswith("Installed 45 packages in ")
-        verbose = run(
+        verbose = cli(
             "install", "-r", str(reqs), "--python", str(venv_factory()), "-i", index.url, "-v"
         )
         assert verbose.code == 0, verbose.err
@@ -1268,7 +1268,7 @@ class TestChangesShown:
 class TestMessagesForNewUsers:
     def test_error_requirements_file_without_r(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
@@ -1278,7 +1278,7 @@ class TestMessagesForNewUsers:
         (tmp_path / "requirements.txt").write_text("attrs==24.2.0\n")
         venv = venv_factory()
         before = tree_snapshot(venv)
-        result = run("install", "requirements.txt", "--python", str(venv), "--isolated")
+        result = cli("install", "requirements.txt", "--python", str(venv), "--isolated")
         assert result.code == 2
         assert result.err == (
             "error: `requirements.txt` is a file, not a requirement\n"
@@ -1292,7 +1292,7 @@ class TestMessagesForNewUsers:
 
     def test_error_missing_requirements_file_without_r(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         serve: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1302,7 +1302,7 @@ class TestMessagesForNewUsers:
         monkeypatch.chdir(tmp_path)
         index = serve(project("attrs", "24.2.0"))
         venv = venv_factory()
-        result = run("install", "requirements.txt", "--python", str(venv), "-i", index.url)
+        result = cli("install", "requirements.txt", "--python", str(venv), "-i", index.url)
         assert result.code == 1
         assert result.err.startswith(f"error: `requirements-txt` was not found on `{index.url}`")
         assert result.err.endswith(
@@ -1311,7 +1311,7 @@ class TestMessagesForNewUsers:
 
     def test_error_requires_python_names_the_specifier(
         self,
-        run: Callable[..., Result],
+        cli: Cli,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
         project: Callable[..., Path],
@@ -1324,14 +1324,14 @@ class TestMessagesForNewUsers:
         venv = venv_factory()
         before = tree_snapshot(venv)
         python = py(venv, "import platform; print(platform.python_version())")
-        resolved = run("install", "newpy>=2", "--python", str(venv), "-i", index.url)
+        resolved = cli("install", "newpy>=2", "--python", str(venv), "-i", index.url)
         assert resolved.code == 1
         assert resolved.err.startswith(
             "error: No version of `newpy` satisfies `newpy>=2`\n"
             "    `<command line>:1` requires `newpy>=2`\n"
             f"    2.0: requires Python `>=3.99` (Requires-Python); the target is Python {python}\n"
         ), resolved.err
-        pinned = run("install", lock_line(new), "--python", str(venv), "-i", index.url)
+        pinned = cli("install", lock_line(new), "--python", str(venv), "-i", index.url)
         assert pinned.code == 1
         assert pinned.err == (
             f"error: `newpy==2.0` requires Python `>=3.99` (Requires-Python); the target is "

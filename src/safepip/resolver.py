@@ -725,7 +725,7 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
                 self._reject(name, version, _Rejection.REQUIRES_PYTHON)
                 spec = next((f.requires_python for f in fitting if f.requires_python), None)
                 if spec:
-                    self.findings.requires_python[(name, version)] = spec
+                    self.findings.requires_python[(name, version)] = str(spec)
             else:
                 self._reject(name, version, _Rejection.NO_WHEEL)
             return None
