@@ -46,10 +46,12 @@ class _Prepared:
     version its ranges cover).
     """
 
-    __slots__ = ("_listed", "ranges", "verdicts", "versions")
+    __slots__ = ("_listed", "range_fixes", "ranges", "verdicts", "versions")
 
     def __init__(self, entry: Affected) -> None:
         self.ranges = tuple(_prepare_range(rng) for rng in entry.ranges)
+        self.range_fixes = tuple(_sorted_fixes(frozenset(_fixes((rng,)))) for rng in entry.ranges)
+        """Each range's `fixed` versions, sorted (`Match.fix_versions` when it alone matches)."""
         self.versions = entry.versions
         self.verdicts: dict[str, bool] = {}
         self._listed: tuple[frozenset[str], frozenset[Version], int] | None = None
@@ -312,34 +314,38 @@ def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -
         return None
     version = parse_version(raw_version)
     matched = False
-    fixes: list[str] = []
+    # The sorted fixes of each range or list that matched: one of them is the common case,
+    # and then it is the answer as it is.
+    found: list[tuple[str, ...]] = []
+    unsorted = False
     for entry in advisory.affected:
         if entry.name != name:
             continue
         prepared = entry.prepared
-        containing = (
-            [
-                rng
-                for rng, ready in zip(entry.ranges, prepared.ranges, strict=True)
-                if _in_range(ready, version)
-            ]
-            if version is not None
-            else []
-        )
-        if containing:
-            matched = True
-            fixes.extend(_fixes(containing))
-        elif prepared.lists(raw_version, version):
-            matched = True
+        hit = False
+        if version is not None:
+            for ready, fixes in zip(prepared.ranges, prepared.range_fixes, strict=True):
+                if _in_range(ready, version):
+                    found.append(fixes)
+                    hit = True
+        if not hit and prepared.lists(raw_version, version):
+            hit = unsorted = True
             # Listed by version only: the fixes worth naming are those above this version.
-            fixes.extend(
-                fix
-                for fix in _fixes(entry.ranges)
-                if version is None or ((parsed := parse_version(fix)) and parsed > version)
+            found.append(
+                tuple(
+                    fix
+                    for fix in _fixes(entry.ranges)
+                    if version is None or ((parsed := parse_version(fix)) and parsed > version)
+                )
             )
+        prepared.verdicts[raw_version] = hit
+        matched = matched or hit
     if not matched:
         return None
-    return Match(advisory=advisory, fix_versions=_sorted_fixes(frozenset(fixes)))
+    if len(found) == 1 and not unsorted:
+        return Match(advisory=advisory, fix_versions=found[0])
+    fix_versions = _sorted_fixes(frozenset(f for fixes in found for f in fixes))
+    return Match(advisory=advisory, fix_versions=fix_versions)
 
 
 def affects(advisory: Advisory, name: NormalizedName, raw_version: str) -> bool:

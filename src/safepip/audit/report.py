@@ -19,7 +19,7 @@ from safepip import __version__
 from safepip.audit import AuditReport, PackageResult, Vulnerability, plural
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from packaging.utils import NormalizedName
     from rich.console import Console
@@ -81,20 +81,56 @@ def _vuln_json(vuln: Vulnerability) -> dict[str, Any]:
     }
 
 
-def _dependency_json(pkg: PackageResult) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": pkg.name,
-        "version": pkg.version,
-        "vulns": [_vuln_json(v) for v in pkg.active],
-    }
+class _Fragments(dict["Vulnerability", tuple[str, str, str]]):
+    """Each distinct finding's JSON in three parts, the middle one its description, encoded once
+    per advisory text (`texts`) and shared: what this holds grows with the distinct findings
+    by their short fields only, and with the advisories by their text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: dict[str, str] = {}
+
+
+def _vuln_parts(
+    vuln: Vulnerability, encode: Callable[[object], str], texts: dict[str, str]
+) -> tuple[str, str, str]:
+    entry = _vuln_json(vuln)
+    description = entry.pop("description")
+    encoded = texts.get(description)
+    if encoded is None:
+        encoded = texts[description] = encode(description)
+    head = {k: entry.pop(k) for k in ("id", "fix_versions", "aliases")}
+    return (
+        "{" + "".join(f"{encode(k)}: {encode(v)}, " for k, v in head.items()) + '"description": ',
+        encoded,
+        "".join(f", {encode(k)}: {encode(v)}" for k, v in entry.items()) + "}",
+    )
+
+
+def _dependency_text(
+    pkg: PackageResult, encode: Callable[[object], str], fragments: _Fragments
+) -> str:
+    """One entry of `dependencies` as JSON text. Each finding is encoded once per run: the pins
+    of a package mostly share their findings, text and fixes included."""
+    vulns = []
+    for vuln in pkg.active:
+        parts = fragments.get(vuln)
+        if parts is None:
+            parts = fragments[vuln] = _vuln_parts(vuln, encode, fragments.texts)
+        vulns.append("".join(parts))
+    rest: dict[str, Any] = {}
     ignored = [v for v in pkg.vulns if v.ignored_reason is not None]
     if ignored:
-        entry["ignored_vulns"] = [
+        rest["ignored_vulns"] = [
             {"id": v.id, "aliases": list(v.aliases), "reason": v.ignored_reason} for v in ignored
         ]
     if pkg.active:
-        entry["fix_target"] = pkg.fix_target
-    return entry
+        rest["fix_target"] = pkg.fix_target
+    tail = "".join(f", {encode(k)}: {encode(v)}" for k, v in rest.items())
+    return (
+        f'{{"name": {encode(pkg.name)}, "version": {encode(pkg.version)}, '
+        f'"vulns": [{", ".join(vulns)}]{tail}}}'
+    )
 
 
 def render_json(report: AuditReport, *, fixes: Sequence[PlannedFix] = ()) -> str:
@@ -126,8 +162,9 @@ def write_json(report: AuditReport, out: TextIO, *, fixes: Sequence[PlannedFix] 
         out.write(f"  {encode(key)}: {encode(value)},\n")
     out.write('  "dependencies": [')
     separator = "\n    "
+    fragments = _Fragments()
     for pkg in report.packages:
-        out.write(separator + encode(_dependency_json(pkg)))
+        out.write(separator + _dependency_text(pkg, encode, fragments))
         separator = ",\n    "
     for skip in report.skipped:
         entry = {"name": skip.name, "version": skip.version, "skip_reason": skip.reason}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -117,6 +118,19 @@ def _collect_inputs(args: argparse.Namespace) -> list[AuditInput]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`safepip audit` with the cyclic garbage collector paused: an audit allocates hundreds of
+    thousands of objects without cycles (pins, advisories, findings), and the collector's full
+    passes over them freed nothing while costing a sixth of a 10,000-pin audit (issue 11)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(args)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace) -> int:
     """`safepip audit`: 0 clean, 5 vulnerable, 1 when anything could not be audited.
 
     With `--fix`: 0 when nothing vulnerable remains after the re-lock, 5 when something does
