@@ -814,6 +814,9 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
 
     Nothing is written here; the caller writes `LockOutcome.text` (`write_lock`).
     """
+    # Imported here: the install pipeline imports this module for reading locks, and a
+    # hash-pinned install never resolves; resolvelib with the provider costs 25-50 ms of
+    # start-up (`python -X importtime`, safepip.resolver cumulative).
     from safepip.resolver import resolve_requirements
 
     target = lock_target(options)

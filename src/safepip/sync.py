@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip.errors import UsageError
+from safepip.report import plural
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -88,8 +89,6 @@ def plan_lines(changes: ChangePlan) -> list[str]:
 
 def summary(changes: ChangePlan, *, dry_run: bool, seconds: float) -> str:
     """One line: what was (or would be) installed, replaced, removed and kept."""
-    from safepip.report import plural
-
     replaced = {p.name for p in changes.install} & {d.name for d in changes.remove}
     removed = len(changes.remove) - len(replaced)
     parts = [

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from safepip.audit.osv import affects, merge_matches, parse_version, sort_versions
 from safepip.errors import ExitCode, SafepipError
 from safepip.settings import DEFAULT_OSV_URL, IgnoreRule, Settings
 
@@ -265,8 +266,6 @@ class _Judge:
 def _judge_package(
     name: NormalizedName, version: str, matches: Sequence[Match], judge: _Judge
 ) -> PackageResult:
-    from safepip.audit.osv import affects, merge_matches, parse_version, sort_versions
-
     current = parse_version(version)
     vulns = []
     active_advisories: list[Advisory] = []
@@ -320,8 +319,6 @@ def _judge_package(
 def _first_above(fix_versions: Sequence[str], current: Version | None) -> str | None:
     """The smallest of `fix_versions` (in PEP 440 order, as `MergedMatch` keeps them) above
     `current`: `osv.smallest_fix_above` without parsing the whole list."""
-    from safepip.audit.osv import parse_version
-
     if current is None:
         return None
     for fix in fix_versions:
@@ -342,6 +339,8 @@ def open_source(
     """The advisory source `options` asks for; the local database is checked for staleness."""
     settings = options.settings or Settings()
     today = options.today or dt.date.today()
+    # The two sources are imported here, not at the top: they implement this package's
+    # `AdvisorySource` and import it, so a top-level import would be a cycle.
     if options.source == "osv":
         from safepip.audit.online import OsvApiSource
 

