@@ -19,6 +19,8 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +124,13 @@ class Cache:
         return self.root / "unpacked" / f"v{UNPACK_FORMAT}" / sha256[:2] / sha256
 
     def tmp_dir(self) -> Path:
+        """Where files are written before they are renamed into place (`CacheWriteError` when
+        it cannot be made)."""
         path = self.root / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise cache_write_error(exc, path, self.root) from exc
         return path
 
 
@@ -144,6 +151,35 @@ class CacheTrustError(SafepipError):
         self.reason = reason
 
 
+class CacheWriteError(SafepipError):
+    """The cache cannot be written (a full or read-only file system, no permission). Whatever
+    the failed step had written is removed before this is raised."""
+
+    def __init__(self, path: str, reason: str, root: str, code: int | None = None) -> None:
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            hint = (
+                "free some space on that file system, or choose another cache folder with "
+                "`--cache-dir` (or `--no-cache`)"
+            )
+        else:
+            hint = "choose a cache folder this user can write with `--cache-dir` (or `--no-cache`)"
+        super().__init__(f"Cannot write `{path}` in the cache `{root}`: {reason}", hint=hint)
+        self.path = path
+        self.reason = reason
+        self.root = root
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in unpacking processes: rebuilt from the facts.
+        return (CacheWriteError, (self.path, self.reason, self.root, self.code))
+
+
+def cache_write_error(exc: OSError, path: str | os.PathLike[str], root: Path) -> CacheWriteError:
+    """`exc`, raised while writing `path` in the cache at `root`, as one line for the user."""
+    where = os.fsdecode(exc.filename) if exc.filename else os.fspath(path)
+    return CacheWriteError(where, exc.strerror or str(exc), str(root), exc.errno)
+
+
 def trusted_cache(root: Path) -> Cache:
     """The cache at `root`, created private (0700) if missing, after checking that nobody else
     can write to it.
@@ -161,8 +197,12 @@ def trusted_cache(root: Path) -> Cache:
         missing.append(current)
         current = current.parent
     for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it: checked below
+        try:
             folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another process made it: checked below
+        except OSError as exc:
+            raise cache_write_error(exc, folder, root) from exc
     uid = os.geteuid() if hasattr(os, "geteuid") else None
     if uid is None:  # pragma: no cover - no POSIX permissions to check
         return Cache(root)
@@ -310,40 +350,72 @@ def _cut_short(
     )
 
 
+class _Stopped(SafepipError):
+    """A download given up because the run is stopping (another download failed, or a signal
+    arrived): its partial file is removed."""
+
+
 def _download(
-    session: Session, artifact: Artifact, cache: Cache, progress: Progress
+    session: Session,
+    artifact: Artifact,
+    cache: Cache,
+    progress: Progress,
+    stop: threading.Event | None = None,
 ) -> FetchedArtifact | HashProblem:
     hasher = StreamHasher(_algorithms(artifact))
-    fd, tmp_name = tempfile.mkstemp(dir=cache.tmp_dir(), prefix="dl-", suffix=".part")
+    folder = cache.tmp_dir()
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix="dl-", suffix=".part")
+    except OSError as exc:
+        raise cache_write_error(exc, folder, cache.root) from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             if artifact.url.startswith("file:"):
                 src = file_url_to_path(artifact.url)
                 progress.start(artifact, src.stat().st_size if src.exists() else None)
+                # Only reading the source is the source's fault: a failed write (a full cache)
+                # must not blame a find-links folder.
                 try:
-                    with src.open("rb") as fh:
-                        while chunk := fh.read(1 << 20):
-                            hasher.update(chunk)
-                            out.write(chunk)
-                            progress.advance(artifact, len(chunk))
+                    fh = src.open("rb")
                 except OSError as exc:
-                    raise NetworkError(
-                        f"Could not read `{src}` for `{artifact.name}`: {exc.strerror}",
-                        url=artifact.url,
-                    ) from exc
+                    raise _unreadable(src, artifact, exc) from exc
+                with fh:
+                    while True:
+                        try:
+                            chunk = fh.read(1 << 20)
+                        except OSError as exc:
+                            raise _unreadable(src, artifact, exc) from exc
+                        if not chunk:
+                            break
+                        if stop is not None and stop.is_set():
+                            raise _Stopped("stopped")
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        progress.advance(artifact, len(chunk))
             else:
                 with session.stream(
                     artifact.url,
+                    # The file's own bytes: its hash and the length are of those (pip asks the
+                    # same). A server that compresses anyway is decoded by `net`.
+                    headers={"Accept-Encoding": "identity"},
                     purpose="a download",
                     package=f"{artifact.name}=={artifact.version}",
                 ) as resp:
                     resp.raise_for_status()
-                    length = resp.headers.get("content-length")
+                    encoded = resp.headers.get("content-encoding", "identity").lower() not in (
+                        "identity",
+                        "",
+                    )
+                    # Content-Length counts the bytes on the wire: of an encoded body, not of the
+                    # file (the HTTP layer checks that many arrived).
+                    length = None if encoded else resp.headers.get("content-length")
                     total = int(length) if length and length.isdigit() else artifact.size
                     progress.start(artifact, total)
                     try:
-                        for chunk in resp.iter_bytes(1 << 18):
+                        for chunk in resp.iter_bytes(1 << 16):
+                            if stop is not None and stop.is_set():
+                                raise _Stopped("stopped")
                             hasher.update(chunk)
                             out.write(chunk)
                             progress.advance(artifact, len(chunk))
@@ -373,6 +445,10 @@ def _download(
                 url=redact_url(artifact.url),
             )
         path = _store(tmp, cache, hasher.sha256, artifact)
+    except OSError as exc:
+        # Reading the source was handled above: what is left is writing the cache.
+        tmp.unlink(missing_ok=True)
+        raise cache_write_error(exc, tmp, cache.root) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -383,6 +459,12 @@ def _download(
         sha256=hasher.sha256,
         cached=False,
         hashes=frozenset(f"{a}:{d}" for a, d in hasher.digests().items()),
+    )
+
+
+def _unreadable(src: Path, artifact: Artifact, exc: OSError) -> NetworkError:
+    return NetworkError(
+        f"Could not read `{src}` for `{artifact.name}`: {exc.strerror}", url=artifact.url
     )
 
 
@@ -417,13 +499,17 @@ def fetch_artifacts(
         else:
             todo.append(artifact)
 
+    # Set when the run stops (an error elsewhere, SIGINT, SIGTERM): downloads in flight give up
+    # at their next chunk instead of running to the end.
+    stop = threading.Event()
+
     def work(artifact: Artifact) -> FetchedArtifact | HashProblem:
         try:
-            outcome = _download(session, artifact, cache, progress)
+            outcome = _download(session, artifact, cache, progress, stop)
         except NetworkError as exc:
-            if not exc.retryable:
+            if not exc.retryable or stop.is_set():
                 raise
-            outcome = _download(session, artifact, cache, progress)
+            outcome = _download(session, artifact, cache, progress, stop)
         if on_ready is not None and isinstance(outcome, FetchedArtifact):
             on_ready(outcome)
         return outcome
@@ -435,21 +521,30 @@ def fetch_artifacts(
             todo.sort(key=lambda a: a.size or 0, reverse=True)
             futures = [pool.submit(work, a) for a in todo]
             first_error: BaseException | None = None
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue  # cancelled after the first error
-                try:
-                    outcome = future.result()
-                except SafepipError as exc:
-                    if first_error is None:
-                        first_error = exc
-                        for f in futures:
-                            f.cancel()
-                    continue
-                if isinstance(outcome, HashProblem):
-                    problems.append(outcome)
-                else:
-                    results.append(outcome)
+            try:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue  # cancelled after the first error
+                    try:
+                        outcome = future.result()
+                    except SafepipError as exc:
+                        if first_error is None:
+                            first_error = exc
+                            stop.set()
+                            for f in futures:
+                                f.cancel()
+                        continue
+                    if isinstance(outcome, HashProblem):
+                        problems.append(outcome)
+                    else:
+                        results.append(outcome)
+            except BaseException:
+                # Anything else (SIGINT, SIGTERM, a bug): leaving the pool waits for its
+                # threads, so stop them first.
+                stop.set()
+                for f in futures:
+                    f.cancel()
+                raise
         if first_error is not None:
             raise first_error
     if problems:
@@ -649,10 +744,14 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
             if want_size is not None and want_size != m.size:
                 # Refused before inflating anything: RECORD bounds the member too.
                 raise WheelIntegrityError(filename, "size does not match RECORD", member=name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{sha256[:12]}-"))
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{sha256[:12]}-"))
+        except OSError as exc:
+            raise cache_write_error(exc, final.parent, cache.root) from exc
         entries: list[ManifestEntry] = []
         made: set[str] = {str(staging)}
+        dest = str(staging)
         try:
             for m in files:
                 name = m.name
@@ -717,16 +816,13 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                 "root_is_purelib": root_is_purelib,
                 "entries": [[e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries],
             }
+            dest = str(staging / MANIFEST)
             (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
-            try:
-                os.rename(staging, final)
-            except OSError:
-                if _try_load_manifest(final) is None:
-                    # A damaged tree (no or garbled manifest) is in the way: replace it.
-                    _discard(final)
-                    os.rename(staging, final)
-                else:
-                    shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+            dest = str(final)
+            _publish(staging, final)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise cache_write_error(exc, dest, cache.root) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -741,6 +837,23 @@ def _unwritable_member(filename: str, name: str, exc: OSError) -> OSError | Whee
             filename, "a member's path is longer than the file system allows", member=name
         )
     return exc
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Rename a complete unpacked tree into place. A damaged tree in the way (no or garbled
+    manifest, as a crash or an edit leaves it) is replaced; an intact one, put there by a
+    concurrent run, wins and the staging copy goes. Two runs replacing the same damaged tree
+    at once both end here without an error (`Directory not empty` is that race)."""
+    for _ in range(3):
+        try:
+            os.rename(staging, final)
+            return
+        except OSError:
+            if _try_load_manifest(final) is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            _discard(final)
+    os.rename(staging, final)
 
 
 def _read_small(raw: BinaryIO, member: wheelzip.ZipMember, filename: str) -> bytes:
@@ -939,7 +1052,6 @@ def fetch_and_unpack(
     Unpacking is CPU-bound (inflate, hash, write), so it runs in processes; threads would share
     one core. Small jobs are unpacked in the calling thread: a process pool costs more to start.
     """
-    import threading
     from concurrent.futures import Future, ProcessPoolExecutor
 
     result: dict[str, UnpackedWheel] = {}
@@ -960,7 +1072,9 @@ def fetch_and_unpack(
         # from this multi-threaded one.
         ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
         workers = min(os.cpu_count() or 1, 4)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        )
         # Start the workers now, while the first downloads run, not when the first is done.
         for _ in range(workers):
             pool.submit(_warm_up)
@@ -992,6 +1106,10 @@ def fetch_and_unpack(
         for future in futures:
             unpacked = future.result()
             result[unpacked.sha256] = unpacked
+    except OSError as exc:
+        # Every file this stage touches outside the sources (their errors are NetworkErrors)
+        # is in the cache.
+        raise cache_write_error(exc, cache.root, cache.root) from exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -1000,6 +1118,44 @@ def fetch_and_unpack(
 
 def _warm_up() -> None:
     """Runs in each new worker process: the import of this module is the work."""
+
+
+def _worker_init(parent: int) -> None:
+    """Set up an unpacking process so that it never outlives safepip (issue 10).
+
+    Its parent is multiprocessing's fork server, not safepip, and after safepip is killed
+    (SIGKILL, an OOM kill) nothing would ever tell it to exit: it would wait on its queue
+    forever, holding the caller's stdout and stderr open (a CI step that captures them hangs).
+    So a thread watches safepip and ends the process when safepip is gone; the fork server and
+    the resource tracker then see their last client go and exit too. Ctrl-C in a terminal
+    reaches the whole process group: safepip decides what happens, the workers ignore it.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    thread = threading.Thread(
+        target=_watch_parent, args=(parent,), name="safepip-watch-parent", daemon=True
+    )
+    thread.start()
+
+
+def _watch_parent(parent: int) -> None:
+    import select
+
+    pidfd = -1
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(parent)  # Linux 5.3+: readable when the process has exited
+    if pidfd >= 0:
+        select.select([pidfd], [], [])
+        os._exit(1)
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
+        time.sleep(0.2)
 
 
 def _reusable_unpacked(
@@ -1054,7 +1210,10 @@ def unpack_all(
     # Largest first keeps the processes evenly busy.
     todo.sort(key=lambda t: t.path.stat().st_size, reverse=True)
     ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+    try:
         futures = {
             pool.submit(unpack_wheel, item.path, item.sha256, str(cache.root)): item
             for item in todo
@@ -1062,6 +1221,8 @@ def unpack_all(
         for future in as_completed(futures):
             unpacked = future.result()
             result[unpacked.sha256] = unpacked
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return result
 
 

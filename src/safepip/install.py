@@ -248,9 +248,7 @@ class Transaction:
 
     def check_environment(self) -> None:
         """Before the commit: the environment must still be there (not deleted meanwhile)."""
-        if self.target.kind == "env" and not (
-            os.path.exists(self.target.python) and os.path.isdir(self.target.paths.purelib)
-        ):
+        if _gone(self.target):
             raise _environment_gone(self.target)
 
     def commit(self) -> None:
@@ -275,6 +273,13 @@ def _test_delay() -> float:
         return min(max(float(value), 0.0), 1.0)
     except ValueError:
         return 0.0
+
+
+def _gone(target: Target) -> bool:
+    """Whether a virtual environment was deleted (its interpreter or site folder is missing)."""
+    return target.kind == "env" and not (
+        os.path.exists(target.python) and os.path.isdir(target.paths.purelib)
+    )
 
 
 def _environment_gone(target: Target) -> InstallError:
@@ -620,10 +625,9 @@ def apply(
     """
 
     site = str(target.paths.purelib)
-    if target.kind == "env":
-        if not os.path.isdir(site) or not os.path.exists(target.python):
-            raise _environment_gone(target)
-    else:
+    if _gone(target):
+        raise _environment_gone(target)
+    if target.kind != "env":
         _makedirs(target, site)
     layouts: list[_Layout] = []
     key = seal.load_key(create=bool(plan.install))
@@ -643,7 +647,7 @@ def apply(
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
         linker = Linker(link_mode)
-        current = "starting"
+        current = "starting the install"
         try:
             creates = [(txn.scheme_index(d), rel) for lay in layouts for d, rel in lay.creates]
             txn.begin(site, creates, _summary(plan))
@@ -669,6 +673,10 @@ def apply(
             with signals.deferred() as arrived:
                 txn.commit()
         except BaseException as exc:
+            if not isinstance(exc, signals.Interrupted) and _gone(target):
+                # Deleted under us: there is nothing to restore, and moving files home would
+                # recreate a bare copy of its folders.
+                raise _environment_gone(target) from exc
             with signals.deferred():  # a second Ctrl-C must not cut the rollback short
                 try:
                     txn.rollback()
