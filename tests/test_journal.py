@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from typing import TYPE_CHECKING
@@ -205,3 +206,77 @@ class TestRecovery:
         (folder / "journal.tmp").write_text('{"op": "beg')
         assert main(["verify", "--python", str(upgrade.venv)]) == 0
         assert snapshot_tree(upgrade.venv) == upgrade.old
+
+
+class TestTornStates:
+    """Issue 10 item 3: torn `.dist-info` folders (what a crash inside another installer or a
+    power cut leaves) are reported by `verify` and replaced by the next install of the lock."""
+
+    def _verify(self, upgrade: Upgrade, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["verify", "--python", str(upgrade.venv)])
+        return code, capsys.readouterr().err
+
+    def _repair(self, upgrade: Upgrade, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(upgrade.install_args(upgrade.v2)) == 0
+        capsys.readouterr()
+        assert snapshot_tree(upgrade.venv) == upgrade.new
+        assert self._verify(upgrade, capsys)[0] == 0
+
+    @pytest.mark.parametrize(
+        ("tear", "problem"),
+        [
+            ("RECORD", "pkg-2.0.dist-info/RECORD is empty"),
+            ("METADATA", "pkg-2.0.dist-info/METADATA is missing"),
+        ],
+    )
+    def test_error_torn_dist_info_is_reported_and_repaired(
+        self, upgrade: Upgrade, capsys: pytest.CaptureFixture[str], tear: str, problem: str
+    ) -> None:
+        assert main(upgrade.install_args(upgrade.v2)) == 0
+        dist_info = site_packages(upgrade.venv) / "pkg-2.0.dist-info"
+        if tear == "RECORD":
+            (dist_info / "RECORD").write_bytes(b"")  # cut between open and write
+        else:
+            (dist_info / "METADATA").unlink()
+        code, err = self._verify(upgrade, capsys)
+        assert code == 3, err
+        assert f"    `pkg==2.0`: {problem}\n" in err
+        # --strict cannot pass it either.
+        assert main(["verify", "--strict", "--python", str(upgrade.venv)]) == 3
+        self._repair(upgrade, capsys)
+
+    def test_torn_dist_info_beside_the_installed_one_is_removed(
+        self, upgrade: Upgrade, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An old `.dist-info` without METADATA left beside the new one (an upgrade by another
+        installer that was killed) is noticed: the repair install removes both, then installs."""
+        site = site_packages(upgrade.venv)
+        stale = upgrade.venv.parent / "stale"
+        shutil.copytree(site / "pkg-1.0.dist-info", stale)
+        assert main(upgrade.install_args(upgrade.v2)) == 0
+        shutil.copytree(stale, site / "pkg-1.0.dist-info")
+        (site / "pkg-1.0.dist-info" / "METADATA").unlink()
+        code, err = self._verify(upgrade, capsys)
+        assert code == 3
+        assert "    `pkg==1.0`: pkg-1.0.dist-info/METADATA is missing\n" in err
+        self._repair(upgrade, capsys)
+
+    def test_error_backups_without_a_journal_are_reported(
+        self, upgrade: Upgrade, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Files set aside by an install whose journal is gone are never deleted or guessed
+        at: every command touching the environment names the folder, `verify` included."""
+        folder = site_packages(upgrade.venv) / f"{TXN_PREFIX}orphan"
+        held = folder / "backup" / "0" / "pkg" / "__init__.py"
+        held.parent.mkdir(parents=True)
+        held.write_text("VERSION = 0\n")
+        code, err = self._verify(upgrade, capsys)
+        assert code == 1
+        assert err.endswith(
+            f"error: `{folder}` holds files set aside by an install but no journal\n\n"
+            "hint: move the files under its `backup` folder back by hand, then delete it\n"
+        ), err
+        assert held.read_text() == "VERSION = 0\n"
+        assert main(upgrade.install_args(upgrade.v2)) == 1
+        assert held.read_text() == "VERSION = 0\n"

@@ -102,24 +102,34 @@ def plan_changes(
     accepts, in any algorithm the pin uses (sha256, sha384, sha512). A distribution that another
     installer put there (pip trusts those blindly), or whose record is not sealed, is reinstalled
     from the verified file.
+    So is a torn one (`InstalledDistribution.damage`: an empty RECORD, no METADATA); every
+    `.dist-info` of the pin's name goes, so no torn folder stays beside the new one.
     """
-    by_name = {d.name: d for d in installed}
+    by_name: dict[str, list[InstalledDistribution]] = {}
+    for dist in installed:
+        by_name.setdefault(dist.name, []).append(dist)
     install: list[Pin] = []
     remove: list[InstalledDistribution] = []
     keep: list[Pin] = []
     for pin in pins:
-        current = by_name.get(pin.name)
-        if current is None:
+        found = by_name.get(pin.name, [])
+        if not found:
             install.append(pin)
             continue
-        if not reinstall and same_version(current.version, pin.version):
+        current = found[0]
+        if (
+            not reinstall
+            and len(found) == 1
+            and current.damage is None
+            and same_version(current.version, pin.version)
+        ):
             record = installed_artifact(current)
             accepted = {":".join(split_hash(h)) for h in pin.artifact.expected_hashes}
             if record and (not accepted or recorded_hashes(record) & accepted):
                 keep.append(pin)
                 continue
         install.append(pin)
-        remove.append(current)
+        remove.extend(found)
     return ChangePlan(install=tuple(install), remove=tuple(remove), keep=tuple(keep))
 
 

@@ -674,7 +674,9 @@ def _install(
         sources, session, index = conn.sources, conn.session, conn.index
         for host in sources.trusted_hosts:
             reporter.warn(f"`--trusted-host {host}`: plain HTTP is allowed for `{host}`")
-        dists = installed_distributions(target)
+        # Torn `.dist-info` folders too (no METADATA, an empty RECORD): their packages are
+        # reinstalled, never kept (issue 10).
+        dists = installed_distributions(target, damaged=True)
         records = {} if options.reinstall else _safepip_records(dists)
         if pylock is not None:
             plan = _pylock_plan(
@@ -886,7 +888,7 @@ def _safepip_records(
 
     records: dict[NormalizedName, tuple[str, Mapping[str, object]]] = {}
     for dist in dists:
-        if dist.installer == "safepip":
+        if dist.installer == "safepip" and dist.damage is None:
             record = installed_artifact(dist)
             if record is not None:
                 records[dist.name] = (dist.version, record)

@@ -515,6 +515,14 @@ class InstalledDistribution:
     version: str
     dist_info: Path
     installer: str | None
+    damage: str | None = None
+    """What is torn in this `.dist-info` (`METADATA is missing`, `RECORD is empty`, …), as a
+    crash or power cut in the middle of another installer's work leaves it; None when intact."""
+
+    @property
+    def has_metadata(self) -> bool:
+        """Whether its METADATA was read (name and version come from it, not the folder name)."""
+        return self.damage is None or not self.damage.startswith("METADATA")
 
     def read_text(self, filename: str) -> str | None:
         try:
@@ -545,13 +553,39 @@ def _read_name_version(metadata: Path) -> tuple[str, str] | None:
     return name, version
 
 
-def installed_distributions(target: Target) -> tuple[InstalledDistribution, ...]:
+def _metadata_damage(metadata: Path) -> str:
+    try:
+        size = metadata.stat().st_size
+    except FileNotFoundError:
+        return "METADATA is missing"
+    except OSError:
+        return "METADATA is unreadable"
+    return "METADATA is empty" if size == 0 else "METADATA is incomplete"
+
+
+def _record_damage(record: Path) -> str | None:
+    try:
+        size = record.stat().st_size
+    except FileNotFoundError:
+        return "RECORD is missing"
+    except OSError:
+        return "RECORD is unreadable"
+    return "RECORD is empty" if size == 0 else None
+
+
+def installed_distributions(
+    target: Target, *, damaged: bool = False
+) -> tuple[InstalledDistribution, ...]:
     """Every distribution installed in the target's site folders, read from `.dist-info`.
 
-    Reads files only (no subprocess). Broken `.dist-info` folders without a usable METADATA are
-    skipped; `.egg-info` installs are not reported.
+    Reads files only (no subprocess); `.egg-info` installs are not reported. One per name (the
+    first folder in name order). A distribution whose RECORD is missing or empty is reported with
+    its `damage`. `.dist-info` folders without a usable METADATA are left out unless `damaged`:
+    then they follow the others, named and versioned by their folder name, with their `damage`
+    (those are what `verify` reports and a repair install replaces).
     """
     found: dict[NormalizedName, InstalledDistribution] = {}
+    torn: list[InstalledDistribution] = []
     for site in target.site_dirs():
         try:
             entries = sorted(os.scandir(site), key=lambda e: e.name)
@@ -561,19 +595,40 @@ def installed_distributions(target: Target) -> tuple[InstalledDistribution, ...]
             if not entry.name.endswith(".dist-info") or not entry.is_dir():
                 continue
             path = Path(entry.path)
+            installer = None
             nv = _read_name_version(path / "METADATA")
             if nv is None:
+                stem = entry.name[: -len(".dist-info")]
+                folder_name, _, folder_version = stem.rpartition("-")
+                if not damaged or not folder_name:
+                    continue
+                with contextlib.suppress(OSError):
+                    installer = (path / "INSTALLER").read_text("utf-8").strip() or None
+                torn.append(
+                    InstalledDistribution(
+                        name=canonicalize_name(folder_name),
+                        display_name=folder_name,
+                        version=folder_version,
+                        dist_info=path,
+                        installer=installer,
+                        damage=_metadata_damage(path / "METADATA"),
+                    )
+                )
                 continue
             name = canonicalize_name(nv[0])
             if name in found:
                 continue
-            installer = None
             with contextlib.suppress(OSError):
                 installer = (path / "INSTALLER").read_text("utf-8").strip() or None
             found[name] = InstalledDistribution(
-                name=name, display_name=nv[0], version=nv[1], dist_info=path, installer=installer
+                name=name,
+                display_name=nv[0],
+                version=nv[1],
+                dist_info=path,
+                installer=installer,
+                damage=_record_damage(path / "RECORD"),
             )
-    return tuple(found.values())
+    return (*found.values(), *torn)
 
 
 def current_python() -> Path:

@@ -31,8 +31,8 @@ class FileProblem:
     package: str
     path: str
     problem: str
-    """`modified`, `missing`, `outside the environment` or, for the install seal, `forged or
-    modified …`."""
+    """`modified`, `missing`, `empty`, `unreadable`, `outside the environment` or, for the
+    install seal, `forged or modified …`."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,9 +120,23 @@ def verify_environment(
     for dist in dists:
         label = f"{dist.display_name}=={dist.version}"
         site = str(dist.dist_info.parent)
+        if dist.damage is not None:
+            # A torn `.dist-info` (a crash inside another installer, a power cut): its RECORD
+            # proves nothing, or there is no METADATA to say what is installed (issue 10).
+            file, _, problem = dist.damage.partition(" is ")
+            problems.append(
+                FileProblem(
+                    package=label,
+                    path=f"{dist.dist_info.name}/{file}",
+                    problem=problem or "damaged",
+                )
+            )
+            if not dist.has_metadata:
+                continue
         text = dist.read_text("RECORD")
         if text is None:
-            problems.append(FileProblem(package=label, path="RECORD", problem="missing"))
+            if dist.damage is None:
+                problems.append(FileProblem(package=label, path="RECORD", problem="missing"))
             continue
         for row in csv.reader(io.StringIO(text)):
             if len(row) < 2 or not row[0] or not row[1]:
@@ -168,7 +182,7 @@ def verify_environment(
             if outcome is not None:
                 problems.append(FileProblem(package=job[0], path=job[1], problem=outcome))
     if lock is not None:
-        by_name = {d.name: d for d in dists}
+        by_name = {d.name: d for d in dists if d.has_metadata}
         for name, (version, digests) in sorted(lock.items()):
             found = by_name.get(name)
             if found is None:

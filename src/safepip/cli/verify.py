@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     lock = _lock_pins(args.req_files, target) if args.req_files else None
     with hold(target, on_wait=reporter.warn):
         recover(target, on_note=reporter.warn)
-        dists = installed_distributions(target)
+        dists = installed_distributions(target, damaged=True)
         report = verify_environment(target, dists, lock=lock)
     for note in report.unverifiable:
         reporter.warn(f"`{note.package}`: {note.note}")
