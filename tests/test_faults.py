@@ -569,3 +569,127 @@ def test_cache_write_error_survives_pickling() -> None:
     error = CacheWriteError("/c/tmp/x", "No space left on device", "/c", errno.ENOSPC)
     again = pickle.loads(pickle.dumps(error))
     assert (str(again), again.hint) == (str(error), error.hint)
+
+
+# --- leftovers and damaged entries in the cache ----------------------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_leftovers_of_interrupted_runs_are_swept(
+    faulty_index: FaultyIndex, venv_factory: Callable[..., Path], wheels: Path, tmp_path: Path
+) -> None:
+    """Issue 10 item 6: a run killed mid-download leaves a partial file; later runs remove such
+    leftovers (and half-unpacked or half-removed folders) once they are older than two hours,
+    and never one that a live run may still be writing."""
+    wheel = next(wheels.glob("noise-*.whl"))
+    faulty_index.add(wheel)
+    faulty_index.trickle[wheel.name] = 0.2
+    cache = tmp_path / "cache"
+    lock = _lock(tmp_path, wheels, "noise")
+    args = _install_args(lock, venv_factory(), cache, "-i", faulty_index.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safepip", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while not list((cache / "tmp").glob("dl-*.part")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate()
+    (partial,) = (cache / "tmp").glob("dl-*.part")
+    shard = cache / "unpacked" / "v1" / "ab"
+    shard.mkdir(parents=True)
+    staging = shard / (".abcdef012345-" + "x1y2z3")
+    (staging / "pkg").mkdir(parents=True)
+    (staging / "pkg" / "m.py").write_text("")
+    discard = shard / ".discard-ab12-999-1"
+    discard.mkdir()
+    fresh = cache / "tmp" / "dl-live.part"  # a concurrent run's download in progress
+    fresh.write_bytes(b"x")
+    for old in (partial, staging, discard, cache / "tmp" / ".swept"):
+        _age(old, 3 * 3600)
+    faulty_index.trickle.clear()
+    done = subprocess.run(
+        [sys.executable, "-m", "safepip", *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert not partial.exists()
+    assert not staging.exists()
+    assert not discard.exists()
+    assert fresh.exists()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_damaged_manifest_is_rebuilt_with_a_warning(
+    damage: str,
+    venv_factory: Callable[..., Path],
+    wheels: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 10 item 6: an unpacked entry whose manifest is gone or garbled does not wedge later
+    runs: it is discarded with a warning and unpacked again; the run after that is quiet."""
+    cache = tmp_path / "cache"
+    lock = _lock(tmp_path, wheels, "small")
+    source = ("--no-index", "-f", str(wheels))
+    assert _run(capsys, *_install_args(lock, venv_factory(), cache, *source))[0] == 0
+    (manifest,) = (cache / "unpacked").glob("v*/*/*/.safepip-manifest.json")
+    if damage == "deleted":
+        manifest.unlink()
+    else:
+        manifest.write_text('{"format": 1, "entries": [["small/__init__.py", ')
+    venv = venv_factory()
+    code, err = _run(capsys, *_install_args(lock, venv, cache, *source))
+    assert code == 0, err
+    wheel = next(wheels.glob("small-*.whl")).name
+    assert (
+        f"warning: The unpacked cache entry for `{wheel}` is damaged (`{manifest.parent}`); "
+        "unpacking it again from the verified archive\n"
+    ) in err
+    assert (site_packages(venv) / "small" / "__init__.py").read_text() == "X = 1\n"
+    code, err = _run(capsys, *_install_args(lock, venv_factory(), cache, *source))
+    assert code == 0
+    assert "warning: The unpacked" not in err
+
+
+def test_two_runs_replace_one_damaged_entry_at_once(
+    venv_factory: Callable[..., Path], wheels: Path, tmp_path: Path
+) -> None:
+    """Both runs find the same damaged tree and replace it: neither fails with `Directory not
+    empty` (the rename race), repeated to catch the window."""
+    cache = tmp_path / "cache"
+    lock = _lock(tmp_path, wheels, "small", "zeros")
+    source = ("--no-index", "-f", str(wheels))
+    first = subprocess.run(
+        [sys.executable, "-m", "safepip", *_install_args(lock, venv_factory(), cache, *source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    for _ in range(3):
+        for manifest in (cache / "unpacked").glob("v*/*/*/.safepip-manifest.json"):
+            manifest.write_text("{")
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "safepip",
+                    *_install_args(lock, venv_factory(), cache, *source),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert "Traceback" not in err

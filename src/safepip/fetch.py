@@ -21,6 +21,7 @@ import stat
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,7 +287,7 @@ def _store(tmp: Path, cache: Cache, sha256: str, artifact: Artifact) -> Path:
         # without asking the index and still record its origin. Credentials are not stored.
         info = {"filename": artifact.filename, "url": redact_url(artifact.url)}
         info["origin"] = redact_url(artifact.origin)
-        tmp_origin = origin.with_suffix(f".{os.getpid()}.tmp")
+        tmp_origin = cache.tmp_dir() / f"origin-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
         tmp_origin.write_text(json.dumps(info), "utf-8")
         os.replace(tmp_origin, origin)
     return final
@@ -1241,11 +1242,74 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("safepip", appauthor=False))
 
 
+LEFTOVER_AGE = 2 * 3600.0
+"""Seconds after which a temporary file or folder in the cache is an interrupted run's
+leftover. A live run touches its own within seconds (a download that sends nothing for the
+network timeout fails), so two hours never catches one that is still being written."""
+SWEEP_INTERVAL = 3600.0
+"""Runs look for leftovers at most this often (a stamp file says when the last one did)."""
+_SWEPT = ".swept"
+
+
+def sweep_leftovers(cache: Cache, *, age: float = LEFTOVER_AGE, force: bool = False) -> int:
+    """Remove what interrupted runs left in the cache, older than `age`: partial downloads and
+    temporary files in `tmp/`, half-unpacked (`.<sha256>-*`) and half-removed (`.discard-*`)
+    folders in `unpacked/`, temporary files of the target and index caches. At most once per
+    `SWEEP_INTERVAL` unless `force`; best effort (a read-only cache is left as it is). Returns
+    how many entries were removed. Complete entries are never touched here.
+    """
+    root = str(cache.root)
+    tmp = os.path.join(root, "tmp")
+    stamp = os.path.join(tmp, _SWEPT)
+    now = time.time()
+    if not force:
+        with contextlib.suppress(OSError):
+            if now - os.stat(stamp).st_mtime < SWEEP_INTERVAL:
+                return 0
+    candidates: list[os.DirEntry[str]] = []
+
+    def scan(folder: str, wanted: Callable[[str], bool]) -> None:
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            candidates.extend(e for e in entries if wanted(e.name))
+
+    scan(tmp, lambda name: name != _SWEPT)
+    scan(os.path.join(root, "targets"), lambda name: name.endswith(".tmp"))
+    for folder in ("index-pages", "metadata", "metadata-revalidated"):
+        scan(os.path.join(root, folder), lambda name: name.startswith(".tmp-"))
+    with contextlib.suppress(OSError), os.scandir(os.path.join(root, "unpacked")) as formats:
+        for fmt in formats:
+            with contextlib.suppress(OSError), os.scandir(fmt.path) as shards:
+                for shard in shards:
+                    scan(shard.path, lambda name: name.startswith("."))
+    removed = 0
+    for entry in candidates:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if now - st.st_mtime < age:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    with contextlib.suppress(OSError):
+        os.makedirs(tmp, exist_ok=True)
+        with open(stamp, "a"):
+            pass
+        os.utime(stamp)
+    return removed
+
+
 @contextlib.contextmanager
 def open_cache(cache_dir: Path | None = None, *, throwaway: bool = False) -> Iterator[Cache]:
-    """The cache for one run; `throwaway` (`--no-cache`) makes a temporary one, removed after."""
+    """The cache for one run; `throwaway` (`--no-cache`) makes a temporary one, removed after.
+    Leftovers of interrupted runs are swept first (`sweep_leftovers`)."""
     if not throwaway:
-        yield trusted_cache(cache_root(cache_dir))
+        cache = trusted_cache(cache_root(cache_dir))
+        sweep_leftovers(cache)
+        yield cache
         return
     tmp = tempfile.mkdtemp(prefix="safepip-nocache-")
     try:
