@@ -252,6 +252,43 @@ class TestFullDisk:
         ), err
         assert snapshot_tree(venv) == before
 
+    def test_error_download_folder_full(
+        self,
+        small_disk: Callable[..., Path],
+        wheels: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`safepip download -d DIR` onto a full disk: one message naming the file and the
+        download folder, no partial file left there."""
+        dest = small_disk("dl-disk", 1024) / "out"
+        lock = _lock(tmp_path, wheels, "small", "noise")
+        code, err = _run(
+            capsys,
+            "download",
+            "-q",
+            "--no-audit",
+            "-r",
+            str(lock),
+            "--no-index",
+            "-f",
+            str(wheels),
+            "-d",
+            str(dest),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        assert code == 1
+        name = next(wheels.glob("noise-*.whl")).name
+        assert re.search(
+            rf"error: Cannot write `{re.escape(str(dest))}/\.{re.escape(name)}\.\d+\.tmp` in the "
+            rf"download folder `{re.escape(str(dest))}`: No space left on device\n\n"
+            r"hint: free some space on that file system, or download to another folder with "
+            r"`-d`\n$",
+            err,
+        ), err
+        assert sorted(p.name for p in dest.iterdir()) == [next(wheels.glob("small-*.whl")).name]
+
 
 # --- servers that compress, trickle or stall ---------------------------------------------------
 

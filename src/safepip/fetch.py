@@ -1189,6 +1189,15 @@ def unpack_all(
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, UnpackedWheel]:
     """Unpack (or reuse) every wheel; in several processes when there is enough work."""
+    try:
+        return _unpack_all(fetched, cache, warn)
+    except OSError as exc:
+        raise cache_write_error(exc, cache.root, cache.root) from exc
+
+
+def _unpack_all(
+    fetched: Sequence[FetchedArtifact], cache: Cache, warn: Callable[[str], None] | None
+) -> dict[str, UnpackedWheel]:
     result: dict[str, UnpackedWheel] = {}
     todo: list[FetchedArtifact] = []
     for item in fetched:

@@ -25,7 +25,7 @@ from safepip import target as target_mod
 from safepip.audit import database
 from safepip.build import BUILD_HINT, BuildPolicy, is_sdist
 from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
-from safepip.errors import UsageError
+from safepip.errors import SafepipError, UsageError
 from safepip.fetch import cached_wheels, open_cache
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
 from safepip.index import IndexClient
@@ -994,15 +994,35 @@ def download(options: InstallOptions, dest: Path, reporter: Reporter) -> Downloa
         if not options.no_deps:
             _, constraints, _ = _merged_constraints(parsed, target)
             check_dependencies(plan, constraints, _metadata(plan, fetched, unpacked, ()), index)
-        dest.mkdir(parents=True, exist_ok=True)
         written = []
-        for item in fetched_list:
-            out = dest / item.artifact.filename
-            tmp = dest / f".{item.artifact.filename}.{os.getpid()}.tmp"
-            shutil.copyfile(item.path, tmp)
-            os.replace(tmp, out)
-            written.append(out)
+        tmp = dest
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            for item in fetched_list:
+                out = dest / item.artifact.filename
+                tmp = dest / f".{item.artifact.filename}.{os.getpid()}.tmp"
+                shutil.copyfile(item.path, tmp)
+                os.replace(tmp, out)
+                written.append(out)
+        except OSError as exc:
+            # A full or read-only disk: one line naming the file, no partial file left.
+            if tmp != dest:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            raise _download_folder_error(exc, tmp, dest) from exc
         return DownloadOutcome(plan=plan, files=tuple(written))
+
+
+def _download_folder_error(exc: OSError, path: Path, dest: Path) -> SafepipError:
+    import errno
+
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return SafepipError(
+        f"Cannot write `{path}` in the download folder `{dest}`: {exc.strerror or exc}",
+        hint="free some space on that file system, or download to another folder with `-d`"
+        if full
+        else "choose a folder this user can write with `-d`",
+    )
 
 
 def _current_target(cache: Cache) -> Target:
