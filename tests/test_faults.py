@@ -546,6 +546,60 @@ def test_workers_never_outlive_safepip(
     assert snapshot_tree(venv) == before
 
 
+def test_bytecode_compilers_never_outlive_safepip(
+    venv_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    """SIGTERM while `--compile` runs the target's `compileall` processes: they are stopped with
+    safepip, which says the install itself was kept."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = {f"many/m{i:04}.py": f"X = {i}\n" * 200 for i in range(3000)}
+    build_wheel(folder, "many", "1.0", files=files)
+    lock = _lock(tmp_path, folder, "many")
+    venv = venv_factory()
+    args = [*_install_args(lock, venv, tmp_path / "cache", "--no-index", "-f", str(folder))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safepip", *args, "--compile"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while not family:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "compileall never started"
+            family = {p for p in _descendants(proc.pid) if b"compileall" in _cmdline(p)}
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert [p for p in family if _alive(p)] == [], "compileall outlived safepip"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in family:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    if proc.returncode == 0:
+        pytest.skip("compiling finished before the signal")  # a very fast machine
+    assert proc.returncode == 143, err
+    assert err.endswith(
+        "error: interrupted by SIGTERM; the install had already completed and was kept; not "
+        "every file was compiled to bytecode\n"
+    ), err
+    assert (site_packages(venv) / "many-1.0.dist-info" / "RECORD").is_file()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
 # --- the environment deleted under a running install ----------------------------------------
 
 

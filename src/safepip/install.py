@@ -771,12 +771,25 @@ def compile_bytecode(target: Target, pins: Sequence[Pin]) -> None:
         )
         for _ in chunks
     ]
-    for proc, chunk in zip(procs, chunks, strict=True):
-        assert proc.stdin is not None
-        proc.stdin.write("\n".join(str(f) for f in chunk).encode())
-        proc.stdin.close()
-    for proc in procs:
-        proc.wait()
+    try:
+        for proc, chunk in zip(procs, chunks, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write("\n".join(str(f) for f in chunk).encode())
+            proc.stdin.close()
+        for proc in procs:
+            proc.wait()
+    except BaseException as exc:
+        # SIGINT, SIGTERM or an error: the compilers never outlive safepip (issue 10).
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+        if isinstance(exc, signals.Interrupted):
+            exc.outcome = (
+                "the install had already completed and was kept; not every file was compiled "
+                "to bytecode"
+            )
+        raise
 
 
 def _installed_py_files(target: Target, pins: Sequence[Pin]) -> list[Path]:
