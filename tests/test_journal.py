@@ -115,7 +115,12 @@ def _kill_trials(
         assert main(["verify", "--python", str(upgrade.venv)]) == 0
         err = capsys.readouterr().err
         if left:
-            assert "Rolled back an interrupted install" in err or "Completed an interrupted" in err
+            assert (
+                "Rolled back an interrupted install" in err
+                or "Completed an interrupted" in err
+                # Killed between making the journal folder and writing its `begin` record.
+                or "left by an install stopped before it changed anything" in err
+            ), err
             outcomes["recovered"] += 1
         state = snapshot_tree(upgrade.venv)
         assert state in (upgrade.old, upgrade.new), "a torn environment after SIGKILL"

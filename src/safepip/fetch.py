@@ -1271,6 +1271,8 @@ def sweep_leftovers(cache: Cache, *, age: float = LEFTOVER_AGE, force: bool = Fa
     tmp = os.path.join(root, "tmp")
     stamp = os.path.join(tmp, _SWEPT)
     now = time.time()
+    if not os.path.isdir(tmp):
+        return 0  # nothing was ever downloaded into this cache: nothing to sweep, no stamp
     if not force:
         with contextlib.suppress(OSError):
             if now - os.stat(stamp).st_mtime < SWEEP_INTERVAL:
@@ -1304,7 +1306,6 @@ def sweep_leftovers(cache: Cache, *, age: float = LEFTOVER_AGE, force: bool = Fa
         except OSError:
             continue
     with contextlib.suppress(OSError):
-        os.makedirs(tmp, exist_ok=True)
         with open(stamp, "a"):
             pass
         os.utime(stamp)

@@ -683,9 +683,11 @@ def apply(
             with signals.deferred() as arrived:
                 txn.commit()
         except BaseException as exc:
-            if not isinstance(exc, signals.Interrupted) and _gone(target):
-                # Deleted under us: there is nothing to restore, and moving files home would
-                # recreate a bare copy of its folders.
+            journal_gone = txn.journal is not None and not os.path.isdir(txn.journal.state.folder)
+            if not isinstance(exc, signals.Interrupted) and (_gone(target) or journal_gone):
+                # Deleted under us (the journal goes first when the whole folder is removed):
+                # there is nothing to restore, and moving files home would recreate a bare copy
+                # of its folders.
                 raise _environment_gone(target) from exc
             with signals.deferred():  # a second Ctrl-C must not cut the rollback short
                 try:
