@@ -1286,7 +1286,7 @@ def sweep_leftovers(cache: Cache, *, age: float = LEFTOVER_AGE, force: bool = Fa
     scan(tmp, lambda name: name != _SWEPT)
     scan(os.path.join(root, "targets"), lambda name: name.endswith(".tmp"))
     for folder in ("index-pages", "metadata", "metadata-revalidated"):
-        scan(os.path.join(root, folder), lambda name: name.startswith(".tmp-"))
+        scan(os.path.join(root, "http", folder), lambda name: name.startswith(".tmp-"))
     with contextlib.suppress(OSError), os.scandir(os.path.join(root, "unpacked")) as formats:
         for fmt in formats:
             with contextlib.suppress(OSError), os.scandir(fmt.path) as shards:
