@@ -705,8 +705,11 @@ def test_leftovers_of_interrupted_runs_are_swept(
     discard.mkdir()
     fresh = cache / "tmp" / "dl-live.part"  # a concurrent run's download in progress
     fresh.write_bytes(b"x")
+    page = cache / "http" / "index-pages" / ".tmp-abc.part"  # an index page being stored
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_bytes(b"<html")
     (cache / "tmp" / ".swept").touch()  # the last sweep: over an hour ago
-    for old in (partial, staging, discard, cache / "tmp" / ".swept"):
+    for old in (partial, staging, discard, page, cache / "tmp" / ".swept"):
         _age(old, 3 * 3600)
     faulty_index.trickle.clear()
     done = subprocess.run(
@@ -716,6 +719,7 @@ def test_leftovers_of_interrupted_runs_are_swept(
     assert not partial.exists()
     assert not staging.exists()
     assert not discard.exists()
+    assert not page.exists()
     assert fresh.exists()
 
 
