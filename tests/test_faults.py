@@ -135,8 +135,8 @@ class TestFullDisk:
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        """The environment's file system fills up during the install step: one message naming
-        the file and the environment, the environment as it was, no partial file."""
+        """The environment's file system fills up during an upgrade: one message naming the
+        file and the environment; the upgraded package's old files come back, no partial file."""
         disk = small_disk("env-disk", 1024)
         venv = _venv_in(disk, venv_factory)
         cache = tmp_path / "cache"
@@ -146,7 +146,12 @@ class TestFullDisk:
             == 0
         )
         before = snapshot_tree(venv)
-        lock = _lock(tmp_path, wheels, "small", "noise")
+        newer = tmp_path / "newer"
+        newer.mkdir()
+        build_wheel(newer, "small", "2.0", files={"small/__init__.py": "X = 2\n"})
+        shutil.copy2(next(wheels.glob("noise-*.whl")), newer)
+        lock = _lock(tmp_path, newer, "small", "noise")
+        source = ("--no-index", "-f", str(newer))
         code, err = _run(capsys, *_install_args(lock, venv, cache, *source))
         assert code == 1
         target = site_packages(venv) / "noise" / "data.bin"
