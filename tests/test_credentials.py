@@ -458,6 +458,9 @@ class PrivateIndexCase:
             PYTHON_KEYRING_BACKEND=TEST_BACKEND,
             SAFEPIP_TEST_KEYRING=str(keyring_file),
             PIP_NO_INPUT="1",
+            # Every cache under tmp_path, where `assert_no_secret_anywhere` looks.
+            SAFEPIP_CACHE_DIR=str(tmp_path / "cache-default"),
+            SAFEPIP_DATA_DIR=str(tmp_path / "data"),
         )
         self.args: list[str] = []
         netloc = server.base_url.split("://", 1)[1]
