@@ -371,3 +371,81 @@ class TestOtherHashAlgorithms:
         # The record now holds the pinned algorithm's digest: the next run keeps the package.
         code, err = run(capsys, "install", *args)
         assert (code, "kept 1 already installed" in err) == (0, True), err
+
+
+class TestOverwrittenFiles:
+    """A wheel may overwrite another installed distribution's file (pip lets it): that
+    distribution is then no longer what safepip installed and must not be kept."""
+
+    def test_overwritten_distribution_loses_its_seal_and_is_reinstalled(
+        self,
+        tmp_path: Path,
+        victim: tuple[Path, StaticIndex],
+        venv_factory: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        genuine, index = victim
+        folder = tmp_path / "evil"
+        folder.mkdir()
+        evil = build_wheel(
+            folder,
+            "evil",
+            "1.0",
+            files={"evil/__init__.py": "", "victim/__init__.py": "HIJACKED = True\n"},
+        )
+        index.add(evil)
+        lock = tmp_path / "lock.txt"
+        lock.write_text(f"victim==1.0 --hash=sha256:{sha256_file(genuine)}\n")
+        venv = venv_factory()
+        common = ["--python", str(venv), "-i", index.url, "--no-audit"]
+        common += ["--cache-dir", str(tmp_path / "cache")]
+        assert run(capsys, "install", "-r", str(lock), *common)[0] == 0
+        module = site_packages(venv) / "victim" / "__init__.py"
+
+        code, err = run(capsys, "install", f"evil==1.0 --hash=sha256:{sha256_file(evil)}", *common)
+        assert code == 0, err
+        assert module.read_text() == "HIJACKED = True\n"
+        assert (
+            f"warning: `victim==1.0`: `{module}` replaced by a file of `evil==1.0`; its install "
+            "seal was removed, so the next install reinstalls it"
+        ) in err
+        assert not (site_packages(venv) / "victim-1.0.dist-info" / seal.SEAL_FILE).exists()
+
+        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        assert code == 3
+        assert f"`victim==1.0`: {module} is modified" in err
+
+        code, err = run(capsys, "install", "-r", str(lock), *common)
+        assert (code, "replaced 1" in err, "kept" in err) == (0, True, False), err
+        assert module.read_text() == "GENUINE = True\n"
+
+    def test_identical_shared_file_changes_nothing(
+        self,
+        tmp_path: Path,
+        static_index: Callable[..., StaticIndex],
+        venv_factory: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Old-style namespace packages ship the same `__init__.py` in several wheels."""
+        shared = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+        index = static_index()
+        lines = []
+        for name in ("ns-one", "ns-two"):
+            folder = tmp_path / name
+            folder.mkdir()
+            module = name.replace("-", "_")
+            wheel = build_wheel(
+                folder, name, "1.0", files={"ns/__init__.py": shared, f"ns/{module}.py": ""}
+            )
+            index.add(wheel)
+            lines.append(f"{name}==1.0 --hash=sha256:{sha256_file(wheel)}")
+        venv = venv_factory()
+        common = ["--python", str(venv), "-i", index.url, "--no-audit"]
+        common += ["--cache-dir", str(tmp_path / "cache")]
+        assert run(capsys, "install", lines[0], *common)[0] == 0
+        code, err = run(capsys, "install", lines[1], *common)
+        assert (code, "replaced by a file" in err) == (0, False), err
+        both = tmp_path / "both.txt"
+        both.write_text("\n".join(lines) + "\n")
+        code, err = run(capsys, "install", "-r", str(both), *common)
+        assert (code, "kept 2 already installed" in err) == (0, True), err

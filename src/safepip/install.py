@@ -150,6 +150,9 @@ class Transaction:
         self.journal: Journal | None = None
         self.current = ""
         """The path being worked on, for error messages."""
+        self.displaced: dict[str, str] = {}
+        """Files that were in the way of new ones (another distribution's, or strays): path ->
+        sha256 of what was there."""
         self.delay = _test_delay()
         self._prune: set[tuple[int, str]] = set()
         self._existing_dirs: set[str] = set()
@@ -220,6 +223,7 @@ class Transaction:
                 continue
             if stat.S_ISDIR(mode):
                 raise InstallError(f"Cannot install file `{dest}`: a folder is in the way")
+            self.displaced[dest] = _sha256_of(dest) if stat.S_ISREG(mode) else ""
             self.set_aside(dest)
         located = [self.journal.locate(d) for d in new_dirs]
         self.journal.creating(located, sorted(self._prune))
@@ -575,6 +579,9 @@ class InstallResult:
     kept: tuple[Pin, ...]
     linked: bool
     """Whether files were hard-linked from the cache (`--link-mode hardlink`)."""
+    overwritten: tuple[str, ...] = ()
+    """One line per installed distribution, left in place, whose files this install replaced
+    with other contents (`_unseal_overwritten`)."""
 
 
 def _direct_url_json(pin: Pin) -> bytes | None:
@@ -640,6 +647,7 @@ def apply(
     if target.kind != "env":
         _makedirs(target, site)
     layouts: list[_Layout] = []
+    overwritten: tuple[str, ...] = ()
     key = seal.load_key(create=bool(plan.install))
     for pin in plan.install:
         item = fetched[pin.spec]
@@ -672,6 +680,9 @@ def apply(
                     for d in (*(x[1] for x in lay.links), *(x[0] for x in lay.writes))
                 ]
             )
+            if txn.displaced:
+                current = "checking the files this install replaces"
+                overwritten = _unseal_overwritten(txn, plan, layouts, target)
             for pin, lay in zip(plan.install, layouts, strict=True):
                 current = f"installing `{pin.spec}`"
                 for source, dest in lay.links:
@@ -713,8 +724,60 @@ def apply(
         interrupted.outcome = "the install had already completed and was kept"
         raise interrupted
     return InstallResult(
-        installed=plan.install, removed=plan.remove, kept=plan.keep, linked=linker.linked
+        installed=plan.install,
+        removed=plan.remove,
+        kept=plan.keep,
+        linked=linker.linked,
+        overwritten=overwritten,
     )
+
+
+def _sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unseal_overwritten(
+    txn: Transaction, plan: ChangePlan, layouts: Sequence[_Layout], target: Target
+) -> tuple[str, ...]:
+    """Installed distributions that stay but whose files this install replaces with other
+    contents (pip lets a wheel do that) lose their install seal, in the transaction: they are
+    no longer what safepip installed, so the next install reinstalls them instead of keeping
+    them. Identical contents (a namespace package's shared `__init__.py`) change nothing."""
+    from safepip.target import installed_distributions
+
+    new: dict[str, tuple[str, str]] = {}  # dest -> (sha256 of the new contents, wheel)
+    for pin, lay in zip(plan.install, layouts, strict=True):
+        for source, dest in lay.links:
+            if dest in txn.displaced:
+                new[dest] = (_sha256_of(source), pin.spec)
+        for dest, data, _ in lay.writes:
+            if dest in txn.displaced:
+                new[dest] = (hashlib.sha256(data).hexdigest(), pin.spec)
+    changed = {d: by for d, (sha, by) in new.items() if txn.displaced[d] != sha}
+    if not changed:
+        return ()
+    leaving = {p.name for p in plan.install} | {d.name for d in plan.remove}
+    notes: list[str] = []
+    for dist in installed_distributions(target):
+        if dist.name in leaving:
+            continue
+        hit = sorted(str(p) for p in _record_paths(dist, target) if str(p) in changed)
+        if not hit:
+            continue
+        sealed = str(dist.dist_info / seal.SEAL_FILE)
+        if os.path.lexists(sealed):
+            txn.set_aside(sealed)
+        more = f" and {len(hit) - 1} more" if len(hit) > 1 else ""
+        notes.append(
+            f"`{dist.display_name}=={dist.version}`: `{hit[0]}`{more} replaced by a file of "
+            f"`{changed[hit[0]]}`; its install seal was removed, so the next install "
+            "reinstalls it"
+        )
+    return tuple(notes)
 
 
 def _summary(plan: ChangePlan) -> str:

@@ -746,6 +746,8 @@ def _install(
             result = install_stage.apply(
                 changes, fetched, unpacked, target, link_mode=options.link_mode
             )
+            for note in result.overwritten:
+                reporter.warn(note)
             if result.linked:
                 # Hard links moved the cached files' ctimes: record them (fetch.restamp).
                 fetch_stage.restamp(unpacked[fetched[p.spec].sha256] for p in changes.install)
