@@ -458,3 +458,17 @@ class TestViaComments:
             comment = ["    # via", *(f"    #   {e}" for e in entries)]
         lines = ["x==1 \\", "    --hash=sha256:00", *comment, "y==2"]
         assert via_entries(lines, 0, len(lines) - 1) == entries
+
+
+def test_json_written_one_dependency_per_line(cli: Cli) -> None:
+    """Each dependency is one line of the JSON report (it is written as it is produced), and
+    the garbage collector paused for the audit is on again afterwards."""
+    import gc
+
+    code, out, _ = cli("audit", "--format", "json", "jinja2==2.10", "requests==2.34.2")
+    assert code == 5
+    document = json.loads(out)
+    lines = [line.strip().rstrip(",") for line in out.splitlines()]
+    for dependency in document["dependencies"]:
+        assert json.dumps(dependency, ensure_ascii=False) in lines
+    assert gc.isenabled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from dataclasses import replace
@@ -18,10 +19,11 @@ from safepip.errors import UsageError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from safepip.audit import AuditReport
     from safepip.audit.sources import AuditInput
+    from safepip.settings import Settings
 
 FORMATS = ("table", "json", "markdown", "cyclonedx", "sarif")
 
@@ -117,20 +119,22 @@ def _collect_inputs(args: argparse.Namespace) -> list[AuditInput]:
     return collect_inputs(requirements=args.requirements, targets=args.targets, python=args.python)
 
 
-def run(args: argparse.Namespace) -> int:
-    """`safepip audit` with the cyclic garbage collector paused: an audit allocates hundreds of
-    thousands of objects without cycles (pins, advisories, findings), and the collector's full
-    passes over them freed nothing while costing a sixth of a 10,000-pin audit (issue 11)."""
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off: reading, auditing and reporting thousands of pins
+    allocates hundreds of thousands of objects without cycles (pins, advisories, findings),
+    and the collector's full passes over them freed nothing while costing a sixth of a
+    10,000-pin audit (issue 11). `--fix` (the resolver, the network) runs with it on."""
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _run(args)
+        yield
     finally:
         if paused:
             gc.enable()
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """`safepip audit`: 0 clean, 5 vulnerable, 1 when anything could not be audited.
 
     With `--fix`: 0 when nothing vulnerable remains after the re-lock, 5 when something does
@@ -147,6 +151,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("`--dry-run` only applies to `--fix`", hint="add `--fix`")
     _check_find_links(args.find_links)
     settings = options.settings(args)
+    with _collector_paused():
+        report, audit_options = _audit(args, settings)
+    if args.fix and report.active_findings and _fix(args, report, paths):
+        report = _audit_fixed(args, replace(audit_options, refresh=False))
+    return _exit_code(report)
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> tuple[AuditReport, AuditOptions]:
+    """Read the inputs, audit them and show the report."""
     inputs = _collect_inputs(args)
     source = args.source or settings.audit.source
     if args.db is not None and source == "osv":
@@ -166,9 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         # Once, before the results (`--fix` audits again, and says nothing more about it).
         options.reporter(args).notice(report.stale)
     _output(args, report, inputs)
-    if args.fix and report.active_findings and _fix(args, report, paths):
-        report = _audit_fixed(args, replace(audit_options, refresh=False))
-    return _exit_code(report)
+    return report, audit_options
 
 
 def _exit_code(report: AuditReport) -> int:
