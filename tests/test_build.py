@@ -1077,6 +1077,10 @@ class TestLock:
             "lock", "flitty", "--allow-build", "flitty", "--build", "-o", str(constraints), *common
         )
         assert written.code == 0, written.err
+        assert (
+            "warning: `flitty==3.0`: its `PKG-INFO` does not declare its dependencies statically "
+            "(PEP 643); `--build` reads them from it without building" in written.err
+        )
         assert f"flit-core==3.10.1 \\\n    --hash=sha256:{FLIT_CORE_SHA256}" in (
             constraints.read_text()
         )

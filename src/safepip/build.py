@@ -156,7 +156,8 @@ class BuildPolicy:
     """The build constraint file (`--build-constraint`)."""
     timeout: float = DEFAULT_TIMEOUT
     metadata_only: bool = False
-    """Never build (`safepip lock --build`): sdists without static metadata are refused."""
+    """Never build (`safepip lock --build`): the dependencies of an sdist without static
+    metadata are read from its `PKG-INFO` as they stand, with a warning."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
