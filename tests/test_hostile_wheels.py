@@ -3,24 +3,22 @@ venv, and a refusal that leaves the venv byte-for-byte as it was."""
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
+from conftest import Environment
 from rawzip import RawEntry, build, entries_of, wheel_files
 from safepip import seal
-from safepip.cli import main
 from wheelbuild import record_digest, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import Cli
     from servers import StaticIndex
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def with_record(files: dict[str, bytes], dist_info: str = "demo-1.0.dist-info") -> dict[str, bytes]:
@@ -42,8 +40,7 @@ def attempt(
     tmp_path: Path,
     venv_factory: Callable[..., Path],
     static_index: Callable[..., StaticIndex],
-    tree_snapshot: Callable[[Path], object],
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> Callable[[bytes], tuple[int, str]]:
     """Serve these wheel bytes as `demo-1.0-py3-none-any.whl`, install them hash-pinned into a
     fresh venv (or `venv`), check the venv is unchanged, and give (exit code, stderr)."""
@@ -54,23 +51,10 @@ def attempt(
         wheel.write_bytes(data)
         index = static_index()
         index.add(wheel, metadata=False)
-        venv = venv or venv_factory()
-        before = tree_snapshot(venv)
-        code = main(
-            [
-                "install",
-                f"demo==1.0 --hash=sha256:{sha256_file(wheel)}",
-                "--python",
-                str(venv),
-                "-i",
-                index.url,
-                "--cache-dir",
-                str(tmp_path / "cache"),
-                "--no-audit",
-            ]
-        )
-        err = ANSI.sub("", capsys.readouterr().err)
-        assert tree_snapshot(venv) == before
+        environment = Environment(venv or venv_factory(), cli)
+        line = f"demo==1.0 --hash=sha256:{sha256_file(wheel)}"
+        code, _, err = environment.install(line, "-i", index.url, "--no-audit")
+        environment.assert_unchanged()
         return code, err
 
     return run
