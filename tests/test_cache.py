@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -13,15 +12,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from safepip.cli import main
 from wheelbuild import build_wheel, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from conftest import Cli
     from servers import StaticIndex
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PY310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
 
 
@@ -34,17 +32,6 @@ def py(venv: Path, code: str) -> str:
         [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
     )
     return proc.stdout.strip()
-
-
-@pytest.fixture
-def install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
-    """`install(*args)`: `safepip install *args --cache-dir <one cache>`, (exit code, stderr)."""
-
-    def run(*args: str, cache: Path = tmp_path / "cache") -> tuple[int, str]:
-        code = main(["install", *args, "--cache-dir", str(cache), "--no-audit"])
-        return code, ANSI.sub("", capsys.readouterr().err)
-
-    return run
 
 
 def installed_record(venv: Path, name: str, version: str) -> dict[str, object]:
@@ -60,7 +47,7 @@ def test_each_interpreter_gets_its_own_wheel_from_one_cache(
     tmp_path: Path,
     venv_factory: Callable[..., Path],
     static_index: Callable[..., StaticIndex],
-    install: Callable[..., tuple[int, str]],
+    cli: Cli,
 ) -> None:
     """A lock pins every wheel of a version (as `safepip lock`, uv and pip-compile write them):
     the cache must hand each target the file chosen for it, never another file whose hash the
@@ -88,7 +75,7 @@ def test_each_interpreter_gets_its_own_wheel_from_one_cache(
     for i, (abi, venv) in enumerate(venvs):
         # The last run has no index at all: the cache alone must still choose right.
         sources = ["-i", index.url] if i < 3 else ["--no-index"]
-        code, err = install(lock, "--python", str(venv), *sources)
+        code, _, err = cli("install", lock, "--python", str(venv), *sources, "--no-audit")
         assert code == 0, err
         assert py(venv, "import binpkg; print(binpkg.BUILT_FOR)") == abi
         record = installed_record(venv, "binpkg", "1.0")
@@ -102,7 +89,7 @@ def test_cache_entries_are_keyed_by_file_and_digest(
     tmp_path: Path,
     venv_factory: Callable[..., Path],
     static_index: Callable[..., StaticIndex],
-    install: Callable[..., tuple[int, str]],
+    cli: Cli,
 ) -> None:
     """Two wheels of one version with the same tags but different bytes, both pinned: the index
     lists only the second; the unpacked first one in the cache must not stand in for it."""
@@ -120,12 +107,12 @@ def test_cache_entries_are_keyed_by_file_and_digest(
     index_a = static_index()
     index_a.add(first)
     venv = venv_factory()
-    assert install(lock, "--python", str(venv), "-i", index_a.url)[0] == 0
+    assert cli("install", lock, "--python", str(venv), "-i", index_a.url, "--no-audit").code == 0
     assert py(venv, "import twin; print(twin.WHO)") == "a"
     index_b = static_index()
     index_b.add(second)
     venv = venv_factory()
-    assert install(lock, "--python", str(venv), "-i", index_b.url)[0] == 0
+    assert cli("install", lock, "--python", str(venv), "-i", index_b.url, "--no-audit").code == 0
     # Either file is acceptable to the pin; what matters is that the record tells the truth.
     who = py(venv, "import twin; print(twin.WHO)")
     record = installed_record(venv, "twin", "1.0")
@@ -167,18 +154,33 @@ class TestTrustModel:
         self,
         tmp_path: Path,
         venv_factory: Callable[..., Path],
-        install: Callable[..., tuple[int, str]],
+        cli: Cli,
         pkg: tuple[str, str, bytes],
         mode: str,
     ) -> None:
         lock, url, good = pkg
         first = venv_factory()
-        assert install(lock, "--python", str(first), "-i", url, "--link-mode", mode)[0] == 0
+        assert (
+            cli(
+                "install",
+                lock,
+                "--python",
+                str(first),
+                "-i",
+                url,
+                "--link-mode",
+                mode,
+                "--no-audit",
+            ).code
+            == 0
+        )
         edit_keeping_size_and_mtime(
             cached_copy(tmp_path / "cache", "cachepkg/__init__.py"), b"VALUE = 'evil'\n"
         )
         fresh = venv_factory()
-        code, err = install(lock, "--python", str(fresh), "-i", url, "--link-mode", mode)
+        code, _, err = cli(
+            "install", lock, "--python", str(fresh), "-i", url, "--link-mode", mode, "--no-audit"
+        )
         assert code == 0, err
         assert (
             "warning: The unpacked cache entry for `cachepkg-1.0-py3-none-any.whl` was modified"
@@ -192,14 +194,17 @@ class TestTrustModel:
         self,
         tmp_path: Path,
         venv_factory: Callable[..., Path],
-        install: Callable[..., tuple[int, str]],
+        cli: Cli,
         pkg: tuple[str, str, bytes],
         args: tuple[str, ...],
     ) -> None:
         lock, url, good = pkg
         a, b = venv_factory(), venv_factory()
         for venv in (a, b):
-            assert install(lock, "--python", str(venv), "-i", url, *args)[0] == 0
+            assert (
+                cli("install", lock, "--python", str(venv), "-i", url, *args, "--no-audit").code
+                == 0
+            )
         in_a = site_packages(a) / "cachepkg" / "__init__.py"
         cached = cached_copy(tmp_path / "cache", "cachepkg/__init__.py")
         assert in_a.stat().st_ino != cached.stat().st_ino
@@ -211,23 +216,62 @@ class TestTrustModel:
         self,
         tmp_path: Path,
         venv_factory: Callable[..., Path],
-        install: Callable[..., tuple[int, str]],
+        cli: Cli,
         pkg: tuple[str, str, bytes],
     ) -> None:
         lock, url, good = pkg
         a = venv_factory()
-        assert install(lock, "--python", str(a), "-i", url, "--link-mode", "hardlink")[0] == 0
+        assert (
+            cli(
+                "install",
+                lock,
+                "--python",
+                str(a),
+                "-i",
+                url,
+                "--link-mode",
+                "hardlink",
+                "--no-audit",
+            ).code
+            == 0
+        )
         in_a = site_packages(a) / "cachepkg" / "__init__.py"
         cached = cached_copy(tmp_path / "cache", "cachepkg/__init__.py")
         assert in_a.stat().st_ino == cached.stat().st_ino
         # A second hard-linked install reuses the entry (the stamps follow the new link)...
         b = venv_factory()
-        assert install(lock, "--python", str(b), "-i", url, "--link-mode", "hardlink")[0] == 0
+        assert (
+            cli(
+                "install",
+                lock,
+                "--python",
+                str(b),
+                "-i",
+                url,
+                "--link-mode",
+                "hardlink",
+                "--no-audit",
+            ).code
+            == 0
+        )
         assert (site_packages(b) / "cachepkg" / "__init__.py").stat().st_ino == cached.stat().st_ino
         # ... and an edit made in one environment is not handed to the next one.
         edit_keeping_size_and_mtime(in_a, b"VALUE = 'evil'\n")
         c = venv_factory()
-        assert install(lock, "--python", str(c), "-i", url, "--link-mode", "hardlink")[0] == 0
+        assert (
+            cli(
+                "install",
+                lock,
+                "--python",
+                str(c),
+                "-i",
+                url,
+                "--link-mode",
+                "hardlink",
+                "--no-audit",
+            ).code
+            == 0
+        )
         assert (site_packages(c) / "cachepkg" / "__init__.py").read_bytes() == good
 
     @pytest.mark.parametrize(
@@ -242,7 +286,7 @@ class TestTrustModel:
         self,
         tmp_path: Path,
         venv_factory: Callable[..., Path],
-        install: Callable[..., tuple[int, str]],
+        cli: Cli,
         pkg: tuple[str, str, bytes],
         mode: int,
         owner: int | None,
@@ -258,7 +302,9 @@ class TestTrustModel:
         if owner is not None:
             os.chown(cache / "unpacked", owner, owner)
         venv = venv_factory()
-        code, err = install(lock, "--python", str(venv), "-i", url, cache=cache)
+        code, _, err = cli(
+            "install", lock, "--python", str(venv), "-i", url, "--cache-dir", cache, "--no-audit"
+        )
         assert code == 4
         assert err.splitlines()[0] == (
             f"error: Refusing the cache folder `{cache}`: `{cache / 'unpacked'}` {reason}"
@@ -271,7 +317,7 @@ def test_removing_a_hard_linked_environment_keeps_the_cache_warm(
     tmp_path: Path,
     venv_factory: Callable[..., Path],
     static_index: Callable[..., StaticIndex],
-    install: Callable[..., tuple[int, str]],
+    cli: Cli,
 ) -> None:
     """Deleting an environment unlinks its hard links, which moves the cached files' ctimes:
     the files are hashed again and kept, not unpacked again."""
@@ -280,12 +326,35 @@ def test_removing_a_hard_linked_environment_keeps_the_cache_warm(
     index.add(wheel)
     lock = f"keeppkg==1.0 --hash=sha256:{sha256_file(wheel)}"
     a = venv_factory()
-    assert install(lock, "--python", str(a), "-i", index.url, "--link-mode", "hardlink")[0] == 0
+    assert (
+        cli(
+            "install",
+            lock,
+            "--python",
+            str(a),
+            "-i",
+            index.url,
+            "--link-mode",
+            "hardlink",
+            "--no-audit",
+        ).code
+        == 0
+    )
     cached = cached_copy(tmp_path / "cache", "keeppkg/__init__.py")
     inode = cached.stat().st_ino
     (site_packages(a) / "keeppkg" / "__init__.py").unlink()
     b = venv_factory()
-    code, err = install(lock, "--python", str(b), "-i", index.url, "--link-mode", "hardlink")
+    code, _, err = cli(
+        "install",
+        lock,
+        "--python",
+        str(b),
+        "-i",
+        index.url,
+        "--link-mode",
+        "hardlink",
+        "--no-audit",
+    )
     assert code == 0, err
     assert "cache entry" not in err
     assert (site_packages(b) / "keeppkg" / "__init__.py").stat().st_ino == inode
