@@ -31,6 +31,8 @@ from safepip.target import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from conftest import Cli
+
 
 def make_target(tmp_path: Path, **overrides: Any) -> Target:
     site = tmp_path / "site-packages"
@@ -529,24 +531,21 @@ class TestHeadersLikePip:
             check=True, capture_output=True,
         )  # fmt: skip
 
-    def _safepip(
-        self, venv: Path, lock: tuple[Path, str | None], tmp_path: Path, *where: str
-    ) -> None:
-        from safepip.cli import main
-
+    def _safepip(self, cli: Cli, venv: Path, lock: tuple[Path, str | None], *where: str) -> None:
         reqs, url = lock
         index = ["-i", url] if url else []
         argv = ["install", "--isolated", "-q", "-r", str(reqs), *index, "--python", str(venv)]
-        assert main([*argv, *where, "--cache-dir", str(tmp_path / "cache")]) == 0
+        result = cli(*argv, *where)
+        assert result.code == 0, result.err
 
     @pytest.mark.network
     def test_greenlet_from_the_real_index(
-        self, venv_factory: Callable[..., Path], tmp_path: Path
+        self, cli: Cli, venv_factory: Callable[..., Path]
     ) -> None:
         """greenlet (a dependency of SQLAlchemy and gevent) ships `greenlet.h`."""
         lock = (Path(__file__).parent / "data" / "locks" / "greenlet.txt", None)
         ours, pips = venv_factory(), venv_factory()
-        self._safepip(ours, lock, tmp_path)
+        self._safepip(cli, ours, lock)
         self._pip(pips, lock)
         version = "{}.{}".format(*sys.version_info[:2])
         assert (
@@ -555,12 +554,12 @@ class TestHeadersLikePip:
         assert _layout(ours) == _layout(pips)
 
     def test_venv(
-        self, venv_factory: Callable[..., Path], lock: tuple[Path, str], tmp_path: Path
+        self, cli: Cli, venv_factory: Callable[..., Path], lock: tuple[Path, str]
     ) -> None:
         base_include = Path(sys.base_prefix) / "include"
         before = sorted(base_include.rglob("*")) if base_include.is_dir() else []
         ours, pips = venv_factory(), venv_factory()
-        self._safepip(ours, lock, tmp_path)
+        self._safepip(cli, ours, lock)
         self._pip(pips, lock)
         version = "{}.{}".format(*sys.version_info[:2])
         header = ours / "include" / "site" / f"python{version}" / "hdrpkg" / "sub" / "inner.h"
@@ -575,6 +574,7 @@ class TestHeadersLikePip:
     @pytest.mark.parametrize("option", ["--target", "--prefix"])
     def test_target_and_prefix(
         self,
+        cli: Cli,
         venv_factory: Callable[..., Path],
         lock: tuple[Path, str],
         tmp_path: Path,
@@ -582,7 +582,7 @@ class TestHeadersLikePip:
     ) -> None:
         venv = venv_factory()
         ours, pips = tmp_path / "ours", tmp_path / "pips"
-        self._safepip(venv, lock, tmp_path, option, str(ours))
+        self._safepip(cli, venv, lock, option, str(ours))
         self._pip(venv, lock, option, str(pips))
         files, rows = _layout(ours)
         assert any("include/site/python" in path for path in files)
@@ -622,10 +622,8 @@ class TestBadInterpreter:
         kind: str,
         expected: str,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
-        from safepip.cli import main
-
         if kind == "text":
             python = tmp_path / "notes.txt"
             python.write_text("just some text\n")
@@ -639,8 +637,8 @@ class TestBadInterpreter:
         else:
             python = _fake_python(tmp_path, "echo '{\"version\": 3}'")
         argv = ["install", "attrs==24.2.0", "--python", str(python), "--no-cache"]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
+        code, _, err = cli(*argv)
+        assert code == 2
         assert err.startswith(f"error: `{python}` {expected}\n")
         assert "Traceback" not in err
 
@@ -679,9 +677,8 @@ class TestExternallyManagedEveryRun:
         system_python: tuple[Path, Path],
         static_index: Callable[..., Any],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
-        from safepip.cli import main
         from wheelbuild import build_wheel, sha256_file
 
         python, root = system_python
@@ -692,12 +689,13 @@ class TestExternallyManagedEveryRun:
         argv = ["install", line, "--python", str(python), "-i", str(index.url)]
         argv += ["--cache-dir", str(tmp_path / "cache"), "--force-reinstall"]
         marker = root / "stdlib" / "EXTERNALLY-MANAGED"
-        assert main(argv) == 0  # probed and cached
+        assert cli(*argv).code == 0  # probed and cached
         marker.write_text("[externally-managed]\nError=Use apt, not pip\n")
-        assert main(argv) == 4
-        assert "Use apt, not pip" in capsys.readouterr().err
+        refused = cli(*argv)
+        assert refused.code == 4
+        assert "Use apt, not pip" in refused.err
         marker.unlink()  # the Dockerfile step that removes it
-        assert main(argv) == 0
+        assert cli(*argv).code == 0
         assert (root / "lib" / "site-packages" / "mpkg" / "__init__.py").is_file()
 
     @pytest.mark.parametrize(
@@ -720,13 +718,12 @@ class TestExternallyManagedEveryRun:
         system_python: tuple[Path, Path],
         static_index: Callable[..., Any],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """pip's `PIP_BREAK_SYSTEM_PACKAGES` and `break-system-packages` in pip.conf count as
         `--break-system-packages` (not with `--isolated`, which ignores pip's settings)."""
         from conftest import snapshot_tree
-        from safepip.cli import main
         from wheelbuild import build_wheel, sha256_file
 
         python, root = system_python
@@ -746,8 +743,9 @@ class TestExternallyManagedEveryRun:
         argv = ["install", line, "--python", str(python), "-i", str(index.url), *extra]
         argv += ["--cache-dir", str(tmp_path / "cache")]
         before = snapshot_tree(root)
-        assert main(argv) == code
-        err = capsys.readouterr().err
+        result = cli(*argv)
+        assert result.code == code, result.err
+        err = result.err
         installed = root / "lib" / "site-packages" / "bpkg" / "__init__.py"
         if code == 0:
             assert installed.is_file()
@@ -763,12 +761,11 @@ def test_target_and_prefix_without_python_use_the_running_interpreter(
     static_index: Callable[..., Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     """pip's rule: the interpreter running safepip, whatever `python3` is first on PATH."""
     import platform
 
-    from safepip.cli import main
     from wheelbuild import build_wheel, sha256_file
 
     decoy = _fake_python(tmp_path / "decoy", "exit 7")  # must never be asked
@@ -781,7 +778,8 @@ def test_target_and_prefix_without_python_use_the_running_interpreter(
     out = tmp_path / "out"
     argv = ["install", f"tpkg==1.0 --hash=sha256:{sha256_file(wheel)}", option, str(out)]
     argv += ["-i", str(index.url), "--cache-dir", str(tmp_path / "cache"), "--report", "-"]
-    assert main(argv) == 0, capsys.readouterr().err
-    report = json.loads(capsys.readouterr().out)
+    result = cli(*argv)
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
     assert report["environment"]["python_full_version"] == platform.python_version()
     assert [p.name for p in out.rglob("__init__.py")] == ["__init__.py"]
