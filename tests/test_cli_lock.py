@@ -8,6 +8,8 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from sealed import write_sealed_record
 
@@ -494,3 +496,28 @@ class TestResolverBehaviour:
             "hint: loosen one of these requirements, or pin a parent to a version whose "
             "requirements agree\n"
         )
+
+
+@pytest.mark.network
+def test_a_project_with_only_pre_releases_matches_pip_on_the_real_index(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """The issue's example: every release of `opentelemetry-instrumentation-flask` is a
+    pre-release (`0.NNbN`); pip and safepip both lock it, to the same versions."""
+    requirement = "opentelemetry-instrumentation-flask"
+    code, stdout, stderr = cli("lock", requirement, "-o", "-", "--isolated")
+    assert code == 0, stderr
+    ours = {canonicalize_name(n): v for n, v in pins_of(stdout).items()}
+    report = tmp_path / "pip-report.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--isolated", "--dry-run"),
+            *("--ignore-installed", "-q", "--report", str(report), requirement),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    installs = json.loads(report.read_text("utf-8"))["install"]
+    pips = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}
+    assert ours == pips
+    assert Version(ours[canonicalize_name(requirement)]).is_prerelease
