@@ -620,7 +620,7 @@ def test_error_environment_deleted_under_the_install(
     recreated as a bare folder with the packages in it."""
     for wheel in wheels.glob("*.whl"):
         faulty_index.add(wheel)
-    faulty_index.trickle[next(wheels.glob("noise-*.whl")).name] = 0.1
+    faulty_index.trickle[next(wheels.glob("noise-*.whl")).name] = 0.05
     venv = venv_factory()
     lock = _lock(tmp_path, wheels, "small", "noise")
     args = _install_args(lock, venv, tmp_path / "cache", "-i", faulty_index.url)
@@ -797,3 +797,42 @@ def test_two_runs_replace_one_damaged_entry_at_once(
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
             assert "Traceback" not in err
+
+
+def test_concurrent_runs_share_one_cache(
+    venv_factory: Callable[..., Path], wheels: Path, tmp_path: Path
+) -> None:
+    """Issue 10: the cache stays safe for any number of concurrent runs. Four installs of one
+    lock into four environments start together on an empty cache: each downloads, unpacks and
+    publishes the same entries at the same time; all succeed, every environment verifies, and
+    no temporary file is left."""
+    cache = tmp_path / "cache"
+    lock = _lock(tmp_path, wheels, "small", "noise", "zeros")
+    venvs = [venv_factory() for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "safepip",
+                *_install_args(lock, venv, cache, "--no-index", "-f", str(wheels)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for venv in venvs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert "warning: The unpacked" not in err
+    for venv in venvs:
+        check = subprocess.run(
+            [sys.executable, "-m", "safepip", "verify", "--python", str(venv), "-r", str(lock)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
+    assert _leftovers(cache) == []
