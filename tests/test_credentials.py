@@ -288,7 +288,18 @@ class TestKeyring:
         monkeypatch.setitem(sys.modules, "keyring", None)
         creds = store(keyring_provider=KeyringProvider.IMPORT)
         assert creds.login_after_401("https://host/simple/", None) is None
-        assert "needs the `keyring` package" in creds.explain_missing("https://host/")
+        assert (
+            "`--keyring-provider import`: the `keyring` module is not installed next to safepip"
+        ) in creds.explain_missing("https://host/")
+
+    def test_auto_without_any_keyring_says_so(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "keyring", None)
+        creds = store(keyring_provider=KeyringProvider.AUTO, environ={"PATH": ""})
+        assert creds.login_after_401("https://host/simple/", None) is None
+        assert creds.explain_missing("https://host/").endswith(
+            "; no keyring to ask: the `keyring` module is not installed next to safepip, and no "
+            "`keyring` command is on PATH"
+        )
 
     def test_a_failing_keyring_is_skipped_once_and_explained(self, tmp_path: Path) -> None:
         stub = keyring_stub(tmp_path / "bin", {}, status=2)

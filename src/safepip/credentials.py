@@ -358,28 +358,29 @@ class CredentialStore:
             return None
         if provider is KeyringProvider.AUTO and self.no_input:
             return None
+        module_problem = "the `keyring` module is not installed next to safepip"
         if provider in (KeyringProvider.IMPORT, KeyringProvider.AUTO):
             try:
                 import keyring
             except ImportError:
-                if provider is KeyringProvider.IMPORT:
-                    self.keyring_problem = (
-                        "`--keyring-provider import` needs the `keyring` package next to "
-                        "safepip (`pip install 'safepip[keyring]'`)"
-                    )
-                    return None
+                pass
             except Exception as exc:
-                self.keyring_problem = f"the keyring module failed to load: {exc}"
-                if provider is KeyringProvider.IMPORT:
-                    return None
+                module_problem = f"the `keyring` module failed to load ({self.redact(str(exc))})"
             else:
                 return _ImportedKeyring(keyring)
+            if provider is KeyringProvider.IMPORT:
+                self.keyring_problem = (
+                    f"`--keyring-provider import`: {module_problem} "
+                    "(`pip install 'safepip[keyring]'`)"
+                )
+                return None
         command = _keyring_command(self._environ)
         if command is None:
-            if provider is KeyringProvider.SUBPROCESS:
-                self.keyring_problem = (
-                    "`--keyring-provider subprocess` found no `keyring` command on PATH"
-                )
+            self.keyring_problem = (
+                "`--keyring-provider subprocess` found no `keyring` command on PATH"
+                if provider is KeyringProvider.SUBPROCESS
+                else f"no keyring to ask: {module_problem}, and no `keyring` command is on PATH"
+            )
             return None
         return _KeyringCommand(command, self._environ)
 
