@@ -38,6 +38,7 @@ _KEY_SIZE = 32
 _PREFIX = "safepip-seal-v1:"
 _COVERED = ("METADATA", "safepip.json")
 """The files of the `.dist-info` whose RECORD digests are checked with the seal."""
+_CHECKED_FILES = (SEAL_FILE, "RECORD", *_COVERED)
 
 
 class SealState(enum.Enum):
@@ -155,8 +156,12 @@ def _make_key(path: Path) -> None:
 
 def make(key: bytes, dist_info: str, record: bytes) -> bytes:
     """The seal of a `.dist-info` folder named `dist_info` whose RECORD is `record`."""
-    mac = hmac.new(key, dist_info.encode("utf-8") + b"\0" + record, hashlib.sha256)
-    return f"{_PREFIX}{mac.hexdigest()}\n".encode("ascii")
+    mac = hmac.digest(key, dist_info.encode("utf-8") + b"\0" + record, "sha256")
+    return f"{_PREFIX}{mac.hex()}\n".encode("ascii")
+
+
+_checked: dict[str, tuple[tuple[tuple[int, int, int, int], ...], SealState]] = {}
+"""`check` results of this process, with the stat of every file they read."""
 
 
 def check(dist_info: Path) -> SealState:
@@ -164,9 +169,36 @@ def check(dist_info: Path) -> SealState:
     matches its RECORD, and `METADATA` and `safepip.json` match their RECORD digests.
 
     Files of the distribution outside the folder are not read here (`safepip verify` hashes
-    them all)."""
+    them all). A folder checked before in this process, with the same key, is not read again
+    while none of the files checked has changed (inode, size, modification and status-change
+    time).
+    """
+    base = str(dist_info)
     try:
-        seal = (dist_info / SEAL_FILE).read_bytes()
+        stamps = tuple(
+            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            for st in (os.stat(os.path.join(base, n)) for n in _CHECKED_FILES)
+        )
+    except OSError:
+        stamps = ()
+    memo = f"{key_path()}\0{base}"
+    known = _checked.get(memo)
+    if stamps and known is not None and known[0] == stamps:
+        return known[1]
+    state = _check(base, dist_info.name)
+    if stamps and state is not SealState.NO_KEY:
+        _checked[memo] = (stamps, state)
+    return state
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _check(base: str, name: str) -> SealState:
+    try:
+        seal = _read(os.path.join(base, SEAL_FILE))
     except FileNotFoundError:
         return SealState.MISSING
     except OSError:
@@ -175,28 +207,32 @@ def check(dist_info: Path) -> SealState:
     if key is None:
         return SealState.NO_KEY
     try:
-        record = (dist_info / "RECORD").read_bytes()
+        record = _read(os.path.join(base, "RECORD"))
     except OSError:
         return SealState.INVALID
-    if not hmac.compare_digest(seal, make(key, dist_info.name, record)):
+    if not hmac.compare_digest(seal, make(key, name, record)):
         return SealState.INVALID
-    for name in _COVERED:
-        if not _matches_record(dist_info, name, record):
+    for covered in _COVERED:
+        if not _matches_record(base, name, covered, record):
             return SealState.INVALID
     return SealState.VALID
 
 
-def _matches_record(dist_info: Path, name: str, record: bytes) -> bool:
-    row = f"{dist_info.name}/{name},".encode()
-    line = next((x for x in record.splitlines() if x.startswith(row)), None)
-    if line is None:
-        return False
-    field = line[len(row) :].decode("ascii", "replace").partition(",")[0]
+def _matches_record(base: str, dist_info: str, name: str, record: bytes) -> bool:
+    row = f"{dist_info}/{name},".encode()
+    if record.startswith(row):
+        at = 0
+    else:
+        at = record.find(b"\n" + row) + 1
+        if at == 0:
+            return False
+    line = record[at + len(row) :].split(b"\n", 1)[0]
+    field = line.decode("ascii", "replace").partition(",")[0]
     algorithm, _, digest = field.partition("=")
     if algorithm != "sha256":
         return False
     try:
-        data = (dist_info / name).read_bytes()
+        data = _read(os.path.join(base, name))
     except OSError:
         return False
     got = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
