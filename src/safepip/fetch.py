@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from safepip import wheelzip
 from safepip.errors import ExitCode, SafepipError
@@ -673,6 +673,8 @@ def _dist_info_of(filename: str, names: Iterable[str]) -> str:
     return dist_info
 
 
+_FD_STAT = os.chmod in os.supports_fd and os.stat in os.supports_fd
+
 METADATA_LIMIT = 64 << 20
 """RECORD and WHEEL are read into memory: a larger one is refused, not inflated."""
 
@@ -776,6 +778,7 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                     )
                 hasher = hashlib.sha256()
                 other = hashlib.new(alg) if alg != "sha256" else None
+                executable = bool((m.external_attr >> 16) & 0o111)
                 try:
                     out = open(dest, "wb")  # noqa: SIM115 - closed below
                 except OSError as exc:
@@ -787,11 +790,18 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                             if other is not None:
                                 other.update(chunk)
                             out.write(chunk)
+                        if _FD_STAT:
+                            # Stamped through the open file: no second lookup of the path.
+                            if executable:
+                                os.chmod(out.fileno(), 0o755)
+                            out.flush()
+                            stamped = os.stat(out.fileno())
                 except wheelzip.ZipStructureError as exc:
                     raise WheelIntegrityError(filename, exc.rule, member=name) from exc
-                executable = bool((m.external_attr >> 16) & 0o111)
-                if executable:
-                    os.chmod(dest, 0o755)
+                if not _FD_STAT:
+                    if executable:
+                        os.chmod(dest, 0o755)
+                    stamped = os.stat(dest)
                 digest = "sha256=" + _b64(hasher.digest())
                 if want:
                     got = _b64((other or hasher).digest())
@@ -805,18 +815,13 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                         hash=digest,
                         size=m.size,
                         executable=executable,
-                        stamp=_stamp(os.stat(dest)),
+                        stamp=_stamp(stamped),
                     )
                 )
-            manifest = {
-                "format": UNPACK_FORMAT,
-                "sha256": sha256,
-                "filename": filename,
-                "dist_info": dist_info,
-                "data_dir": dist_info[: -len(".dist-info")] + ".data",
-                "root_is_purelib": root_is_purelib,
-                "entries": [[e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries],
-            }
+            manifest = _manifest(sha256, filename, dist_info, root_is_purelib)
+            manifest["entries"] = [
+                [e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries
+            ]
             dest = str(staging / MANIFEST)
             (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
             dest = str(final)
@@ -1005,13 +1010,26 @@ def restamp(unpacked: Iterable[UnpackedWheel]) -> None:
                 [e.path, e.hash, e.size, e.executable, *_stamp(os.stat(os.path.join(root, e.path)))]
                 for e in wheel.entries
             ]
-            data = json.loads((wheel.root / MANIFEST).read_text("utf-8"))
+            # Written from the entry in memory (it was loaded from this manifest and checked).
+            data = _manifest(wheel.sha256, wheel.filename, wheel.dist_info, wheel.root_is_purelib)
             data["entries"] = entries
             tmp = wheel.root / f"{MANIFEST}.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(data), "utf-8")
             os.replace(tmp, wheel.root / MANIFEST)
-        except (OSError, ValueError):
+        except OSError:
             continue  # the entry is re-verified (and, if need be, rebuilt) on its next use
+
+
+def _manifest(sha256: str, filename: str, dist_info: str, root_is_purelib: bool) -> dict[str, Any]:
+    """An unpacked entry's manifest, but its entries."""
+    return {
+        "format": UNPACK_FORMAT,
+        "sha256": sha256,
+        "filename": filename,
+        "dist_info": dist_info,
+        "data_dir": dist_info[: -len(".dist-info")] + ".data",
+        "root_is_purelib": root_is_purelib,
+    }
 
 
 class CacheDamagedError(SafepipError):

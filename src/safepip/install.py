@@ -190,7 +190,8 @@ class Transaction:
         new_dirs: list[str] = []
         known = self._existing_dirs
         planned: set[str] = set()
-        for parent in sorted({os.path.dirname(d) for d in dests}, key=len):
+        parents = [os.path.dirname(d) for d in dests]
+        for parent in sorted(set(parents), key=len):
             if parent in known or parent in planned:
                 continue
             chain: list[str] = []
@@ -212,9 +213,9 @@ class Transaction:
             for folder in reversed(chain):
                 planned.add(folder)
                 new_dirs.append(folder)
-        for dest in dests:
+        for dest, parent in zip(dests, parents, strict=True):
             # A file can only be in the way where its folder exists already.
-            if os.path.dirname(dest) in planned:
+            if parent in planned:
                 continue
             self.current = dest
             try:
@@ -361,6 +362,12 @@ def _layout_wheel(
     records: list[tuple[str, str, str, str]] = []
     python = str(target.python)
 
+    # This loop runs once per installed file (tens of thousands): no per-file lookups.
+    root_prefix = root if root.endswith(os.sep) else root + os.sep
+    links_append = layout.links.append
+    creates_append = layout.creates.append
+    records_append = records.append
+
     def add_write(scheme: str, rel: str, data: bytes, *, executable: bool = False) -> None:
         layout.writes.append((os.path.join(schemes[scheme], rel), data, executable))
         layout.creates.append((schemes[scheme], rel))
@@ -381,7 +388,7 @@ def _layout_wheel(
                 rel = f"{dist_name}/{rel}"  # one folder per distribution (pip's layout)
         else:
             scheme, rel = root_scheme, path
-        if "__pycache__" in rel.split("/")[:-1]:
+        if rel.startswith("__pycache__/") or "/__pycache__/" in rel:
             continue  # bytecode from the wheel is never installed (installer's rule too)
         if TXN_PREFIX in path:
             # A wheel may not plant something that looks like an interrupted install's journal.
@@ -390,7 +397,7 @@ def _layout_wheel(
         if dest in generated:
             continue
         guard.check(dest, path, via_data=scheme not in ("purelib", "platlib"))
-        source = os.path.join(root, path)
+        source = root_prefix + path  # a member path, checked when the wheel was unpacked
         if scheme == "scripts":
             with open(source, "rb") as fh:
                 data = fh.read()
@@ -400,9 +407,9 @@ def _layout_wheel(
                 add_write(scheme, rel, data, executable=True)
                 records.append((scheme, rel, _digest(data), str(len(data))))
                 continue
-        layout.links.append((source, dest))
-        layout.creates.append((schemes[scheme], rel))
-        records.append((scheme, rel, entry.hash, str(entry.size)))
+        links_append((source, dest))
+        creates_append((schemes[scheme], rel))
+        records_append((scheme, rel, entry.hash, str(entry.size)))
     entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
     if entry_points.is_file():
         from installer.scripts import Script
