@@ -25,14 +25,13 @@ from packaging.utils import NormalizedName, canonicalize_name
 from safepip import settings
 from safepip.audit import AuditError, Package
 from safepip.audit.osv import InvalidRecord, match_advisory, parse_record, parse_version
-from safepip.net import NetConfig, NetworkError, Session
-from safepip.policy import HostPolicy, PolicyViolation
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from safepip.audit.osv import Advisory, Match
+    from safepip.net import Session
 
 FORMAT = 1
 META_MEMBER = "safepip-advisory-db.json"
@@ -592,6 +591,8 @@ def import_database(
 
 
 def _default_session(url: str) -> Session:
+    from safepip.net import NetConfig, Session
+    from safepip.policy import HostPolicy
 
     return Session(NetConfig(policy=HostPolicy().with_hosts(url), timeout=60.0))
 
@@ -609,6 +610,11 @@ def update_database(
     The download goes to a temporary file in `data_dir` and is hashed while it is written; the
     database is only replaced once the new one has been built and read back.
     """
+
+    # The network stack (httpx) only for a download: an audit, which imports this module,
+    # starts without it (`python -X importtime`).
+    from safepip.net import NetworkError
+    from safepip.policy import PolicyViolation
 
     if "://" not in url_or_path:
         return import_database(Path(url_or_path), data_dir=data_dir, date=date, today=today)
