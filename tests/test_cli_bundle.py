@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -15,38 +14,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from safepip import bundle as bundle_format
-from safepip.cli import main
 from wheelbuild import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import Cli, CliResult, TreeSnapshot
     from servers import StaticIndex
     from wheelbuild import WheelFactory
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Result]:
-    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
-
-    def invoke(*args: str) -> Result:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, ANSI.sub("", captured.out), ANSI.sub("", captured.err))
-
-    return invoke
 
 
 def lock_line(path: Path) -> str:
@@ -80,7 +56,7 @@ def made(
     wheel_factory: WheelFactory,
     static_index: Callable[..., StaticIndex],
     venv_factory: Callable[..., Path],
-    run: Callable[..., Result],
+    cli: Cli,
 ) -> Made:
     """A bundle of `alpha==1.0` (needs `beta`) and `beta==1.2`, made for a fresh venv."""
     alpha = wheel_factory(
@@ -97,7 +73,7 @@ def made(
     lock.write_text(f"{lock_line(alpha)}\n{lock_line(beta)}\n")
     venv = venv_factory()
     out = tmp_path / "app.safepip"
-    result = run(
+    result = cli(
         "bundle", "-r", str(lock), "-o", str(out), "--python", str(venv),
         "-i", index.url, "--cache-dir", str(tmp_path / "cache-build"), "--print-digest",
     )  # fmt: skip
@@ -141,14 +117,14 @@ class TestRoundTrip:
         self,
         made: Made,
         tmp_path: Path,
-        run: Callable[..., Result],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         no_network: list[object],
     ) -> None:
         made.index.close()
         dead = f"http://127.0.0.1:{_closed_port()}/simple/"
         target = venv_factory()
-        result = run(
+        result = cli(
             "install", "--bundle", str(made.bundle), "--expect-sha256", made.digest,
             "--python", str(target), "-i", dead, "--cache-dir", str(tmp_path / "cache-install"),
         )  # fmt: skip
@@ -166,9 +142,9 @@ class TestRoundTrip:
         opened = bundle_format.open_bundle(made.bundle, tmp_path / "x")
         assert record["sha256"] == sha256_file(opened.wheels["alpha-1.0-py3-none-any.whl"])
 
-    def test_deterministic(self, made: Made, tmp_path: Path, run: Callable[..., Result]) -> None:
+    def test_deterministic(self, made: Made, tmp_path: Path, cli: Cli) -> None:
         again = tmp_path / "again.safepip"
-        result = run(
+        result = cli(
             "bundle", "-r", str(made.lock), "-o", str(again), "--python", str(made.venv),
             "-i", made.index.url, "--cache-dir", str(tmp_path / "cache-other"),
         )  # fmt: skip
@@ -176,8 +152,8 @@ class TestRoundTrip:
         assert again.read_bytes() == made.bundle.read_bytes()
         assert f"sha256 {made.digest}" in result.err
 
-    def test_verify(self, made: Made, run: Callable[..., Result]) -> None:
-        result = run("bundle", "verify", str(made.bundle), "--expect-sha256", made.digest)
+    def test_verify(self, made: Made, cli: Cli) -> None:
+        result = cli("bundle", "verify", str(made.bundle), "--expect-sha256", made.digest)
         assert result.code == 0, result.err
         assert f"Verified bundle `{made.bundle}` (2 wheels, the expected sha256 " in result.err
         assert "alpha==1.0" in result.err
@@ -186,7 +162,7 @@ class TestRoundTrip:
         self,
         made: Made,
         tmp_path: Path,
-        run: Callable[..., Result],
+        cli: Cli,
         venv_factory: Callable[..., Path],
         no_network: list[object],
     ) -> None:
@@ -206,7 +182,7 @@ class TestRoundTrip:
         import_database(osv, data_dir=tmp_path / "userdata", date=dt.date(2099, 1, 1))
         local = tmp_path / "userdata" / "advisory-db.zip"
         target = venv_factory()
-        result = run(
+        result = cli(
             "install", "--bundle", str(made.bundle), "--python", str(target),
             "--cache-dir", str(tmp_path / "cache-install"),
         )  # fmt: skip
@@ -225,13 +201,13 @@ class TestRefused:
     def _refused(
         self,
         bundle: Path,
-        run: Callable[..., Result],
+        cli: Cli,
         venv: Path,
-        tree_snapshot: Callable[[Path], object],
+        tree_snapshot: Callable[[Path], TreeSnapshot],
         *extra: str,
-    ) -> Result:
+    ) -> CliResult:
         before = tree_snapshot(venv)
-        result = run(
+        result = cli(
             "install", "--bundle", str(bundle), "--python", str(venv), "--no-cache", *extra
         )
         assert result.code == 3, result.err
@@ -241,15 +217,15 @@ class TestRefused:
     def test_error_tampered_wheel(
         self,
         made: Made,
-        run: Callable[..., Result],
-        tree_snapshot: Callable[[Path], object],
+        cli: Cli,
+        tree_snapshot: Callable[[Path], TreeSnapshot],
         no_network: list[object],
     ) -> None:
         data = bytearray(made.bundle.read_bytes())
         at = data.index(b"beta/__init__.py")  # in the wheel's zip headers
         data[at] ^= 1
         made.bundle.write_bytes(bytes(data))
-        result = self._refused(made.bundle, run, made.venv, tree_snapshot)
+        result = self._refused(made.bundle, cli, made.venv, tree_snapshot)
         assert result.err.startswith(
             f"error: Refusing bundle `{made.bundle}`: sha256 mismatch: the manifest says "
         )
@@ -257,23 +233,23 @@ class TestRefused:
         assert "hint: get the bundle again from its source" in result.err
 
     def test_wrong_digest(
-        self, made: Made, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+        self, made: Made, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
     ) -> None:
         result = self._refused(
-            made.bundle, run, made.venv, tree_snapshot, "--expect-sha256", "ab" * 32
+            made.bundle, cli, made.venv, tree_snapshot, "--expect-sha256", "ab" * 32
         )
         assert f"the file's sha256 is {made.digest}, not the expected {'ab' * 32}" in result.err
 
     def test_truncated(
-        self, made: Made, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+        self, made: Made, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
     ) -> None:
         data = made.bundle.read_bytes()
         made.bundle.write_bytes(data[: len(data) - 2000])
-        result = self._refused(made.bundle, run, made.venv, tree_snapshot)
+        result = self._refused(made.bundle, cli, made.venv, tree_snapshot)
         assert "the file is truncated" in result.err
 
     def test_member_not_in_manifest(
-        self, made: Made, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+        self, made: Made, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
     ) -> None:
         data = made.bundle.read_bytes()[:-1024]
         extra = b"import os\n"
@@ -283,14 +259,14 @@ class TestRefused:
             + bundle_format._padded(extra)
             + bytes(1024)
         )
-        result = self._refused(made.bundle, run, made.venv, tree_snapshot)
+        result = self._refused(made.bundle, cli, made.venv, tree_snapshot)
         assert (
             "a member that is not in the manifest (member `wheels/evil-1.0-py3-none-any.whl`)"
             in result.err
         )
 
     def test_path_traversal(
-        self, made: Made, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+        self, made: Made, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
     ) -> None:
         data = made.bundle.read_bytes()[:-1024]
         name = "../" * 8 + "tmp/evil.pth"
@@ -298,12 +274,12 @@ class TestRefused:
             data + bundle_format._member_headers(name, 2) + bundle_format._padded(b"x\n")
             + bytes(1024)
         )  # fmt: skip
-        result = self._refused(made.bundle, run, made.venv, tree_snapshot)
+        result = self._refused(made.bundle, cli, made.venv, tree_snapshot)
         assert f"a member with a name that is not allowed (member `{name}`)" in result.err
 
-    def test_verify_refuses(self, made: Made, run: Callable[..., Result]) -> None:
+    def test_verify_refuses(self, made: Made, cli: Cli) -> None:
         made.bundle.write_bytes(made.bundle.read_bytes()[:-1])
-        result = run("bundle", "verify", str(made.bundle))
+        result = cli("bundle", "verify", str(made.bundle))
         assert result.code == 3
         assert f"error: Refusing bundle `{made.bundle}`: " in result.err
 
@@ -311,17 +287,17 @@ class TestRefused:
         self,
         made: Made,
         tmp_path: Path,
-        run: Callable[..., Result],
-        tree_snapshot: Callable[[Path], object],
+        cli: Cli,
+        tree_snapshot: Callable[[Path], TreeSnapshot],
     ) -> None:
         other = tmp_path / "mac.safepip"
-        result = run(
+        result = cli(
             "bundle", "-r", str(made.lock), "-o", str(other), "--python-version", "3.11",
             "--platform", "macosx_14_0_arm64", "-i", made.index.url, "--no-cache",
         )  # fmt: skip
         assert result.code == 0, result.err
         before = tree_snapshot(made.venv)
-        result = run("install", "--bundle", str(other), "--python", str(made.venv), "--no-cache")
+        result = cli("install", "--bundle", str(other), "--python", str(made.venv), "--no-cache")
         assert result.code == 2, result.err
         assert tree_snapshot(made.venv) == before
         here = py(made.venv, "import sys; print('%d.%d' % sys.version_info[:2])")
@@ -336,11 +312,11 @@ class TestOptions:
         self,
         made: Made,
         tmp_path: Path,
-        run: Callable[..., Result],
+        cli: Cli,
         venv_factory: Callable[..., Path],
     ) -> None:
         out = tmp_path / "two.safepip"
-        result = run(
+        result = cli(
             "bundle", "-r", str(made.lock), "-o", str(out), "--python", str(made.venv),
             "--python-version", "3.11", "--python-version", "3.12",
             "--platform", "macosx_14_0_arm64", "-i", made.index.url, "--no-cache",
@@ -355,14 +331,14 @@ class TestOptions:
             "cpython 3.12 on macosx_14_0_arm64",
         ]
         target = venv_factory()
-        installed = run("install", "--bundle", str(out), "--python", str(target), "--no-cache")
+        installed = cli("install", "--bundle", str(out), "--python", str(target), "--no-cache")
         assert installed.code == 0, installed.err
 
     def test_error_network_audit_refused(
-        self, made: Made, run: Callable[..., Result], no_network: list[object]
+        self, made: Made, cli: Cli, no_network: list[object]
     ) -> None:
         for option in ("--refresh", "--audit-source=osv"):
-            result = run(
+            result = cli(
                 "install", "--bundle", str(made.bundle), "--python", str(made.venv), option
             )
             assert result.code == 2, result.err
@@ -372,13 +348,11 @@ class TestOptions:
             ) in result.err
         assert no_network == []
 
-    def test_error_unhashed_lock(
-        self, made: Made, tmp_path: Path, run: Callable[..., Result]
-    ) -> None:
+    def test_error_unhashed_lock(self, made: Made, tmp_path: Path, cli: Cli) -> None:
         loose = tmp_path / "requirements.in"
         loose.write_text("alpha==1.0\nbeta==1.2\n")
         out = tmp_path / "loose.safepip"
-        result = run(
+        result = cli(
             "bundle", "-r", str(loose), "-o", str(out), "--python", str(made.venv),
             "-i", made.index.url, "--no-cache",
         )  # fmt: skip

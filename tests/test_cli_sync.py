@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
-from safepip.cli import main
 from wheelbuild import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import Cli, TreeSnapshot
     from servers import StaticIndex
     from wheelbuild import WheelFactory
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Result]:
-    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "userdata"))
-    monkeypatch.setenv("SAFEPIP_CACHE_DIR", str(tmp_path / "cache"))
-
-    def invoke(*args: str) -> Result:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, ANSI.sub("", captured.out), ANSI.sub("", captured.err))
-
-    return invoke
 
 
 def lock_line(path: Path) -> str:
@@ -73,7 +48,7 @@ def env(
     wheel_factory: WheelFactory,
     static_index: Callable[..., StaticIndex],
     venv_factory: Callable[..., Path],
-    run: Callable[..., Result],
+    cli: Cli,
 ) -> Env:
     """A venv with `base==1.0`, `extra==1.0` (depends on `base`) and `setuptools==99.0`; a lock
     that wants `base==2.0` and `new==1.0` instead."""
@@ -89,15 +64,15 @@ def env(
         index.add(wheel)
     venv = venv_factory()
     first = [lock_line(wheels[k]) for k in ("base1", "extra", "setuptools")]
-    result = run("install", *first, "--python", str(venv), "-i", index.url)
+    result = cli("install", *first, "--python", str(venv), "-i", index.url)
     assert result.code == 0, result.err
     lock = tmp_path / "requirements.txt"
     lock.write_text(f"{lock_line(wheels['base2'])}\n{lock_line(wheels['new'])}\n")
     return Env(venv=venv, index=index, wheels=wheels, lock=lock)
 
 
-def test_sync_removes_extras_and_adds_missing(env: Env, run: Callable[..., Result]) -> None:
-    result = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
+def test_sync_removes_extras_and_adds_missing(env: Env, cli: Cli) -> None:
+    result = cli("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 0, result.err
     # setuptools is kept: the lock does not pin it (pip-sync's rule).
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
@@ -111,17 +86,17 @@ def test_sync_removes_extras_and_adds_missing(env: Env, run: Callable[..., Resul
     assert proc.stdout.strip() == "2"
     assert not (site_packages(env.venv) / "extra").exists()
     # Equal to the lock now: a second sync changes nothing.
-    again = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
+    again = cli("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert again.code == 0, again.err
     assert "Installed 0 packages, kept 2 already installed in " in again.err
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
 
 
 def test_dry_run_shows_plan(
-    env: Env, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+    env: Env, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
 ) -> None:
     before = tree_snapshot(env.venv)
-    result = run(
+    result = cli(
         "sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url, "--dry-run"
     )
     assert result.code == 0, result.err
@@ -131,14 +106,14 @@ def test_dry_run_shows_plan(
 
 
 def test_failure_rolls_back(
-    env: Env, run: Callable[..., Result], tree_snapshot: Callable[[Path], object]
+    env: Env, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot]
 ) -> None:
     # A folder where `new` wants to write its module: the install fails after `extra` was
     # removed and `base` replaced; everything must come back.
     (site_packages(env.venv) / "new").mkdir()
     (site_packages(env.venv) / "new" / "__init__.py").mkdir()
     before = tree_snapshot(env.venv)
-    result = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
+    result = cli("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 1, result.err
     # `extra` and `base==1.0` were removed before the folder was met; both are back.
     in_the_way = site_packages(env.venv) / "new" / "__init__.py"
@@ -147,12 +122,12 @@ def test_failure_rolls_back(
 
 
 def test_error_unhashed_lock(
-    env: Env, run: Callable[..., Result], tree_snapshot: Callable[[Path], object], tmp_path: Path
+    env: Env, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot], tmp_path: Path
 ) -> None:
     loose = tmp_path / "requirements.in"
     loose.write_text("base==2.0\nnew==1.0\n")
     before = tree_snapshot(env.venv)
-    result = run("sync", "-r", str(loose), "--python", str(env.venv), "-i", env.index.url)
+    result = cli("sync", "-r", str(loose), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 2
     assert result.err.startswith(
         f"error: `safepip sync` needs a hash-pinned lock; `{loose}` is not one"
@@ -161,33 +136,35 @@ def test_error_unhashed_lock(
 
 
 def test_error_incomplete_lock(
-    env: Env, run: Callable[..., Result], tree_snapshot: Callable[[Path], object], tmp_path: Path
+    env: Env, cli: Cli, tree_snapshot: Callable[[Path], TreeSnapshot], tmp_path: Path
 ) -> None:
     partial = tmp_path / "partial.txt"
     partial.write_text(f"{lock_line(env.wheels['new'])}\n")
     before = tree_snapshot(env.venv)
-    result = run("sync", "-r", str(partial), "--python", str(env.venv), "-i", env.index.url)
+    result = cli("sync", "-r", str(partial), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 3, result.err
     assert "base" in result.err
     assert tree_snapshot(env.venv) == before
 
 
 def test_sync_bundle(
-    env: Env, run: Callable[..., Result], tmp_path: Path, tree_snapshot: Callable[[Path], object]
+    env: Env, cli: Cli, tmp_path: Path, tree_snapshot: Callable[[Path], TreeSnapshot]
 ) -> None:
     out = tmp_path / "app.safepip"
-    made = run(
+    made = cli(
         "bundle", "-r", str(env.lock), "-o", str(out), "--python", str(env.venv),
         "-i", env.index.url,
     )  # fmt: skip
     assert made.code == 0, made.err
     env.index.close()
-    result = run("sync", "--bundle", str(out), "--python", str(env.venv))
+    result = cli("sync", "--bundle", str(out), "--python", str(env.venv))
     assert result.code == 0, result.err
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
 
 
-def test_signal_during_sync_rolls_back(env: Env, tree_snapshot: Callable[[Path], object]) -> None:
+def test_signal_during_sync_rolls_back(
+    env: Env, tree_snapshot: Callable[[Path], TreeSnapshot]
+) -> None:
     """SIGTERM while the sync removes `extra` and replaces `base`: exit 143, the environment as
     it was (the same journaled transaction as `install`)."""
     import os
@@ -234,8 +211,8 @@ def test_signal_during_sync_rolls_back(env: Env, tree_snapshot: Callable[[Path],
 
 def test_error_vulnerable_pin_refused(
     env: Env,
-    run: Callable[..., Result],
-    tree_snapshot: Callable[[Path], object],
+    cli: Cli,
+    tree_snapshot: Callable[[Path], TreeSnapshot],
     tmp_path: Path,
 ) -> None:
     """The audit gate applies to sync as to install: exit 5 and nothing removed."""
@@ -259,27 +236,27 @@ def test_error_vulnerable_pin_refused(
     )
     import_database(osv, data_dir=tmp_path / "userdata", date=dt.date.today())
     before = tree_snapshot(env.venv)
-    result = run("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
+    result = cli("sync", "-r", str(env.lock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 5, result.err
     assert "error: Refusing `new==1.0`: 1 known vulnerability (PYSEC-2099-7)" in result.err
     assert tree_snapshot(env.venv) == before
 
 
-def test_sync_pylock(env: Env, run: Callable[..., Result], tmp_path: Path) -> None:
+def test_sync_pylock(env: Env, cli: Cli, tmp_path: Path) -> None:
     """A PEP 751 lock (written by `safepip lock`) is synced to like a requirements lock."""
     source = tmp_path / "requirements.in"
     source.write_text("new==1.0\n")
     pylock = tmp_path / "pylock.toml"
-    made = run(
+    made = cli(
         "lock", str(source), "-o", str(pylock), "--python", str(env.venv), "-i", env.index.url
     )
     assert made.code == 0, made.err
-    dry = run(
+    dry = cli(
         "sync", "-r", str(pylock), "--python", str(env.venv), "-i", env.index.url, "--dry-run"
     )
     assert dry.code == 0, dry.err
     lines = [line for line in dry.err.splitlines() if line[:2] in ("+ ", "- ", "~ ")]
     assert lines == ["~ base 1.0 -> 2.0", "- extra==1.0", "+ new==1.0"]
-    result = run("sync", "-r", str(pylock), "--python", str(env.venv), "-i", env.index.url)
+    result = cli("sync", "-r", str(pylock), "--python", str(env.venv), "-i", env.index.url)
     assert result.code == 0, result.err
     assert installed(env.venv) == ["base-2.0", "new-1.0", "setuptools-99.0"]
