@@ -918,6 +918,31 @@ class TestBuild:
         # one cache entry for the build, whichever run stored it
         assert len(list((tmp_path / "shared-cache" / "built").glob("*/*/built.json"))) == 1
 
+    def test_sdist_used_when_no_wheel_fits(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+    ) -> None:
+        index = static_index()
+        windows = wheel_factory("both", "1.0", tag="py3-none-win_amd64")
+        sdist = intree_sdist(tmp_path / "sd", "both", "1.0")
+        index.add(windows)
+        index.add(sdist)
+        line = f"both==1.0 --hash=sha256:{sha256_file(windows)} --hash=sha256:{sha256_file(sdist)}"
+        venv = venv_factory()
+        plain = run("install", line, "-i", index.url, "--python", str(venv))
+        assert plain.code == 1
+        assert "No wheel of `both==1.0` fits the target" in plain.err
+        built = run(
+            "install", line, "-i", index.url, "--python", str(venv), "--allow-build", "both"
+        )
+        assert built.code == 0, built.err
+        assert "Building `both==1.0` from `both-1.0.tar.gz`" in built.err
+        assert import_value(venv, "both") == "1.0"
+
     def test_error_folders_and_vcs_stay_refused(
         self, run: Callable[..., Result], venv_factory: Callable[..., Path], tmp_path: Path
     ) -> None:
@@ -985,9 +1010,7 @@ class TestLock:
         backend_index.add(dep)
         venv = venv_factory()
         out = tmp_path / "requirements.txt"
-        refused = run("lock", "static-meta", "-o", str(out), "-i", backend_index.url, "--isolated")
-        assert refused.code == 4
-        assert "allow building it with `--allow-build static-meta`: an sdist whose" in refused.err
+        # no `--allow-build` needed: reading PKG-INFO runs nothing
         result = run(
             "lock",
             "static-meta",
@@ -998,8 +1021,6 @@ class TestLock:
             "--python",
             str(venv),
             "--isolated",
-            "--allow-build",
-            "static-meta",
         )
         assert result.code == 0, result.err
         assert not marker.exists()  # PKG-INFO was enough: nothing ran
@@ -1037,6 +1058,12 @@ class TestLock:
         sdist = intree_sdist(tmp_path / "sd", "dynamic-meta", "1.0", dependencies=("dep",))
         backend_index.add(sdist)
         backend_index.add(FLIT_CORE)
+        refused = run("lock", "dynamic-meta", "-o", "-", "-i", backend_index.url, "--isolated")
+        assert refused.code == 4
+        assert (
+            "hint: its sdists do not declare their dependencies in `PKG-INFO` (PEP 643), so only "
+            "a build can tell them: allow it with `--allow-build dynamic-meta`" in refused.err
+        )
         backend_index.add(sdist)
         result = run(
             "lock",

@@ -383,7 +383,7 @@ def sdist_metadata(
     pkg_info = read_pkg_info(sdist.path, pin.spec)
     if static_dependencies(pkg_info):
         return pkg_info
-    if pin.name not in policy.allowed:  # pragma: no cover - sdists are candidates only if allowed
+    if pin.name not in policy.allowed:  # pragma: no cover - only static or allowed sdists get here
         raise PolicyViolation(
             f"`{pin.spec}` would have to be built to learn its dependencies; allow it with "
             f"`--allow-build {pin.name}`"

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from resolvelib.structs import RequirementInformation, State
 
     from safepip.build import BuildPolicy
-    from safepip.fetch import Cache
+    from safepip.fetch import Cache, FetchedArtifact
     from safepip.index import IndexClient, IndexFile, ProjectFiles
     from safepip.net import Session
     from safepip.requirements import ParsedRequirement
@@ -164,9 +164,9 @@ class SdistOnlyError(PolicyViolation):
         lines += [f"    {c.describe()}" for c in self.causes]
         super().__init__(
             "\n".join(lines),
-            hint=f"allow building it with `--allow-build {project}`: an sdist whose `PKG-INFO` "
-            "declares its dependencies (PEP 643) is locked without building, any other is built "
-            "with the build dependencies of `--build-constraint FILE`",
+            hint=f"its sdists do not declare their dependencies in `PKG-INFO` (PEP 643), so only "
+            f"a build can tell them: allow it with `--allow-build {project}` and pin its build "
+            "dependencies in `--build-constraint FILE`; or ask the maintainers for a wheel",
         )
 
 
@@ -358,6 +358,7 @@ class _Prefetcher:
         self._pages: dict[NormalizedName, Future[ProjectFiles]] = {}
         self._metadata: dict[tuple[NormalizedName, Version], Future[_Metadata]] = {}
         self._versions: dict[NormalizedName, dict[Version, tuple[IndexFile, ...]]] = {}
+        self._sdists: dict[str, tuple[FetchedArtifact, Artifact]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -528,14 +529,21 @@ class _Prefetcher:
         fetched = fetch_artifacts(self.session, [artifact], self.cache)[0]
         return read_wheel_metadata(fetched.path)
 
-    def _metadata_from_sdist(
-        self, name: NormalizedName, version: Version, sdist: IndexFile
-    ) -> bytes:
-        """An allowed sdist's metadata: downloaded (hash-checked), then its static `PKG-INFO`
-        (PEP 643), else built (`safepip.build`)."""
+    def static_sdist(self, name: NormalizedName, version: Version, sdist: IndexFile) -> bool:
+        """Whether the sdist's `PKG-INFO` declares its dependencies statically (PEP 643); the
+        sdist is downloaded (hash-checked) to read it, and nothing of it runs."""
         from safepip import build
 
-        assert self.build is not None
+        fetched, _ = self._sdist_file(name, version, sdist)
+        return build.static_dependencies(build.read_pkg_info(fetched.path, f"{name}=={version}"))
+
+    def _sdist_file(
+        self, name: NormalizedName, version: Version, sdist: IndexFile
+    ) -> tuple[FetchedArtifact, Artifact]:
+        with self._lock:
+            known = self._sdists.get(sdist.url)
+        if known is not None:
+            return known
         hashes = _published_hashes(sdist)
         artifact = Artifact(
             name=name,
@@ -548,6 +556,19 @@ class _Prefetcher:
             size=sdist.size,
         )
         fetched = fetch_artifacts(self.session, [artifact], self.cache, use_unpacked=False)[0]
+        with self._lock:
+            self._sdists[sdist.url] = (fetched, artifact)
+        return fetched, artifact
+
+    def _metadata_from_sdist(
+        self, name: NormalizedName, version: Version, sdist: IndexFile
+    ) -> bytes:
+        """An sdist's metadata: downloaded (hash-checked), then its static `PKG-INFO`
+        (PEP 643), else built (`safepip.build`; only for `--allow-build` projects)."""
+        from safepip import build
+
+        assert self.build is not None
+        fetched, artifact = self._sdist_file(name, version, sdist)
         pin = Pin(
             name=name, display_name=name, version=str(version), artifact=artifact, requested=False
         )
@@ -708,14 +729,23 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             yanked = next((f.yanked for f in files if f.yanked), "") or ""
         wheel = self.pf.best_wheel(live)
         build = self.pf.build
-        if wheel is None and build is not None and name in build.allowed:
-            # `--allow-build`: the sdist stands in, its metadata read or built (safepip.build)
+        if wheel is None and build is not None:
             sdists = sorted(
                 (not f.filename.endswith(".tar.gz"), f.filename, f)
                 for f in live
                 if f.kind == "sdist" and _python_ok(f.requires_python, self.pf.python)
             )
-            wheel = sdists[0][2] if sdists else None
+            if sdists and name in build.allowed:
+                # `--allow-build`: the sdist stands in, its metadata read or built
+                wheel = sdists[0][2]
+            elif (
+                sdists
+                and not any(f.kind == "wheel" for f in live)
+                and self.pf.static_sdist(name, version, sdists[0][2])
+            ):
+                # PEP 643: an sdist-only version whose PKG-INFO declares its dependencies is
+                # locked from that, with nothing run (installing it needs `--allow-build`)
+                wheel = sdists[0][2]
         if wheel is None:
             if not any(f.kind == "wheel" for f in live):
                 self._reject(name, version, _Rejection.SDIST_ONLY)
