@@ -449,6 +449,18 @@ class TestResolverBehaviour:
         assert pins_of(stdout) == {"other": "1.1rc1", "prerel": "2.0b1"}
         assert "safepip lock prerel other -o - --pre" in stdout
 
+    def test_pip_pre_setting_opens_every_project(
+        self, releases: StaticIndex, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PIP_PRE", "1")
+        argv = ["lock", "prerel", "other", "-o", "-", "--index-url", releases.url]
+        code, stdout, stderr = cli(*argv, "--python-version", "3.11")
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"other": "1.1rc1", "prerel": "2.0b1"}
+        code, stdout, stderr = cli(*argv, "--python-version", "3.11", "--isolated")
+        assert code == 0, stderr
+        assert pins_of(stdout) == {"other": "1.0", "prerel": "1.0"}
+
     def test_unknown_extra_is_a_warning(
         self, releases: StaticIndex, cli: Cli, tmp_path: Path
     ) -> None:

@@ -876,7 +876,8 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
             parsed.constraints,
             index=index,
             target=target,
-            pre=options.pre or parsed.pre,
+            # `--pre`, a `--pre` line, or pip's `pre` setting (`PIP_PRE`), as for `install`
+            pre=options.pre or parsed.pre or (pip_config is not None and pip_config.pre),
             preferred=preferred,
             allow_unhashed=True,
             session=session,
