@@ -290,6 +290,37 @@ class TestForgedInstallRecord:
         ) in err
         assert tree_snapshot(venv) == before
 
+    def test_error_install_key_folder_writable_by_others(
+        self,
+        tmp_path: Path,
+        victim: tuple[Path, StaticIndex],
+        venv_factory: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Whoever can write the folder can swap the key for one they know."""
+        genuine, index = victim
+        folder = tmp_path / "data"
+        monkeypatch.setenv("SAFEPIP_DATA_DIR", str(folder))
+        seal.load_key(create=True)
+        folder.chmod(0o777)
+        seal._loaded.clear()
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        code, err = run(
+            capsys, "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
+            "--python", str(venv), "-i", index.url, "--no-audit",
+            "--cache-dir", str(tmp_path / "cache"),
+        )  # fmt: skip
+        assert code == 4
+        assert (
+            f"error: Refusing the install key: its folder `{folder}` can be written by other "
+            "users (mode 0777)"
+        ) in err
+        assert f"hint: `chmod go-w {folder}`" in err
+        assert tree_snapshot(venv) == before
+
     @pytest.mark.parametrize("mode", [0o644, 0o620, 0o604])
     def test_error_install_key_open_to_others(
         self,
