@@ -358,3 +358,35 @@ def test_removing_a_hard_linked_environment_keeps_the_cache_warm(
     assert code == 0, err
     assert "cache entry" not in err
     assert (site_packages(b) / "keeppkg" / "__init__.py").stat().st_ino == inode
+
+
+def test_warm_install_starts_no_process_pool(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every wheel already unpacked: nothing needs a worker, so no pool (and no fork server)
+    is started for a warm install (issue 14)."""
+    import concurrent.futures
+
+    index = static_index()
+    lines = []
+    for name in ("one", "two", "three"):
+        wheel = build_wheel(tmp_path / name, name, "1.0")
+        index.add(wheel)
+        lines.append(f"{name}==1.0 --hash=sha256:{sha256_file(wheel)}")
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("\n".join(lines) + "\n")
+    first = cli("install", "-r", lock, "--python", venv_factory(), "-i", index.url, "--no-audit")
+    assert first.code == 0, first.err
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    venv = venv_factory()
+    warm = cli("install", "-r", lock, "--python", venv, "-i", index.url, "--no-audit")
+    assert warm.code == 0, warm.err
+    assert py(venv, "import one, two, three; print(three.__version__)") == "1.0"
