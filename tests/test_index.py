@@ -1031,14 +1031,12 @@ class TestLocalLinksEndToEnd:
         wheel: Path,
         venv: Path,
         cache: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> tuple[int, str]:
-        from safepip.cli import main
-
         line = f"{wheel.name.split('-')[0]}==1.0 --hash=sha256:{sha256(wheel.read_bytes())}"
         argv = ["install", line, "--python", str(venv), "-i", index_url, "--cache-dir", str(cache)]
-        code = main(argv)
-        return code, capsys.readouterr().err
+        code, _, err = cli(*argv)
+        return code, err
 
     @pytest.mark.parametrize("mode", ["json-only", "html-only"])
     @pytest.mark.parametrize("target", ["/dev/zero", "the test's wheel"])
@@ -1051,7 +1049,7 @@ class TestLocalLinksEndToEnd:
         venv_factory: Callable[[], Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         wheel = wheel_factory("zerolink", "1.0")
         index = static_index(mode=mode)
@@ -1061,7 +1059,7 @@ class TestLocalLinksEndToEnd:
         entry.link = "file:///dev/zero" if target == "/dev/zero" else wheel.as_uri()
         venv, cache = venv_factory(), tmp_path / "cache"
         before = tree_snapshot(venv)
-        code, err = self._install(index.url, wheel, venv, cache, capsys)
+        code, err = self._install(index.url, wheel, venv, cache, cli)
         assert code == ExitCode.POLICY, err
         assert (
             f"error: Refusing the link `{entry.link}` on the page "
@@ -1080,7 +1078,7 @@ class TestLocalLinksEndToEnd:
         venv_factory: Callable[[], Path],
         tree_snapshot: Callable[[Path], object],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         wheel = wheel_factory("zeroredir", "1.0")
         index = static_index()
@@ -1088,7 +1086,7 @@ class TestLocalLinksEndToEnd:
         index.redirect[f"/files/{wheel.name}"] = wheel.as_uri()
         venv, cache = venv_factory(), tmp_path / "cache"
         before = tree_snapshot(venv)
-        code, err = self._install(index.url, wheel, venv, cache, capsys)
+        code, err = self._install(index.url, wheel, venv, cache, cli)
         assert code == ExitCode.POLICY, err
         assert (
             f"error: Refusing redirect from `{index.file_url(wheel.name)}` to `{wheel.as_uri()}`: "

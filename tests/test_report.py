@@ -33,6 +33,8 @@ from safepip.target import InstalledDistribution, SchemePaths, Target
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from conftest import Cli
+
 SHA_A = "a" * 64
 SHA_G = "c" * 64
 
@@ -365,12 +367,11 @@ class TestReportLikePip:
         static_index: Callable[..., Any],
         venv_factory: Callable[..., Path],
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         import subprocess
         import sys
 
-        from safepip.cli import main
         from wheelbuild import build_wheel, sha256_file
 
         wheels = [
@@ -414,8 +415,9 @@ class TestReportLikePip:
                         item["metadata"][key] = textwrap.dedent(" " * 8 + value)
         argv = ["install", "-r", str(lock), "-i", str(index.url), "--dry-run", "--report", "-"]
         argv += ["--python", str(venv_factory()), "--cache-dir", str(tmp_path / "cache")]
-        assert main(argv) == 0
-        ours = json.loads(capsys.readouterr().out)
+        code, out, err = cli(*argv)
+        assert code == 0, err
+        ours = json.loads(out)
         assert set(theirs) <= set(ours)
         assert ours["version"] == theirs["version"] == "1"
         assert ours["environment"] == theirs["environment"]
