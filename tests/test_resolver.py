@@ -22,6 +22,7 @@ from safepip.target import synthetic_target
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from conftest import Cli
     from servers import StaticIndex
     from wheelbuild import WheelFactory
 
@@ -245,3 +246,23 @@ class TestErrors:
             project="x", sources=["https://user:secret@example.org/simple/"], causes=[]
         )
         assert str(error) == "`x` was not found on `https://***:***@example.org/simple/`"
+
+
+def test_same_wheel_on_an_index_and_a_find_links_folder(
+    cli: Cli, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+) -> None:
+    """One wheel listed by two sources ties on rank and filename: the first source's file is
+    chosen (first-index-wins order), never a comparison of the two listings (a traceback)."""
+    index = static_index()
+    wheel = wheel_factory("twice", "1.0")
+    index.add(wheel)
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    (folder / wheel.name).write_bytes(wheel.read_bytes())
+    out = tmp_path / "lock.txt"
+    code, _, err = cli(
+        "lock", "twice", "-i", index.url, "-f", str(folder), "--python-version", "3.11",
+        "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "twice==1.0" in out.read_text()

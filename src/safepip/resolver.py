@@ -419,7 +419,8 @@ class _Prefetcher:
             and (rank := rank_wheel(f, self.priority)) is not None
             and _python_ok(f.requires_python, self.python)
         ]
-        return min(ranked)[2] if ranked else None
+        # Ties (one wheel listed by an index and a find-links page) keep the first source's.
+        return min(ranked, key=lambda item: item[:2])[2] if ranked else None
 
     def usable(self, files: Sequence[IndexFile]) -> bool:
         """Would pip consider any of `files` for the target: not yanked, and a wheel that fits
