@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, NamedTuple  # noqa: E402
 
 import pytest  # noqa: E402
 import trustme  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from safepip.cli import main  # noqa: E402
 from servers import FileServer, IndexMode, PypiServer, StaticIndex  # noqa: E402
@@ -58,6 +59,11 @@ from wheelbuild import WheelFactory  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+# Property tests check results, never speed: on a loaded 2-core CI machine a single example can
+# take longer than hypothesis's default 200 ms deadline (seen in CI as DeadlineExceeded).
+settings.register_profile("safepip", deadline=None)
+settings.load_profile("safepip")
 
 TreeSnapshot = dict[str, tuple[int, str]]
 """`tree_snapshot` result: relative POSIX path -> (lstat mode, sha256 / link target / `<dir>`)."""

@@ -48,10 +48,13 @@ def test_two_installs_of_different_locks_into_one_venv(upgrade: Upgrade, start: 
         if path.name.startswith("pkg"):
             subprocess.run(["rm", "-rf", str(path)], check=True)
     (upgrade.venv / "bin" / "pkg-cli").unlink()
-    first = upgrade.start(upgrade.v1, delay="0.005")
+    # Each install step lasts seconds (200+ file operations at 20 ms), so the later run always
+    # reaches the lock while the earlier one holds it, however slowly a loaded machine starts
+    # Python (at 5 ms and 1 ms a CI run saw the first finish before the second asked).
+    first = upgrade.start(upgrade.v1, delay="0.02")
     if start != "together":
         upgrade.wait_for_install_step(first)
-    second = upgrade.start(upgrade.v2, delay="0.001")
+    second = upgrade.start(upgrade.v2, delay="0.02")
     results = {}
     for proc in (first, second):
         _, err = proc.communicate(timeout=120)

@@ -405,3 +405,22 @@ class TestUnits:
         assert fastpath.fingerprint([(str(folder), False)])[0] != before
         folder.chmod(0o777)
         assert fastpath.fingerprint([(str(folder), True)])[0] != before
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/proc/sys/kernel/random/boot_id", True),
+        ("/proc/4242/stat", True),
+        ("/proc/self/ns/pid", True),
+        ("/proc/thread-self/ns/time", True),
+        ("/proc/4242/environ", False),
+        ("/proc/self/fd/0", False),
+        ("/proc/sys/kernel/random/uuid", False),
+        ("/procfs/1/stat", False),
+    ],
+)
+def test_process_identity_files_are_not_inputs(path: str, expected: bool) -> None:
+    """What `filelock` reads to tell whether a lock's holder lives never decides a run; any
+    other `/proc` file (stdin through `/proc/self/fd/0`, say) keeps a run from being stamped."""
+    assert fastpath._not_input(path) is expected

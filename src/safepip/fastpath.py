@@ -62,10 +62,33 @@ DISABLE_ENV = "SAFEPIP_NO_FASTPATH"
 ELAPSED = "\x00elapsed\x00"
 """Stands for the run time in a recorded summary line; the replay puts its own there."""
 _NOT_INPUTS = frozenset(
-    {"/dev/null", "/proc/self", "/proc/self/ns/pid", "/proc/self/mountinfo", "/proc/self/status"}
+    {
+        "/dev/null",
+        "/proc/self",
+        "/proc/self/ns/pid",
+        "/proc/self/mountinfo",
+        "/proc/self/status",
+        "/proc/sys/kernel/random/boot_id",
+    }
 )
 """Read by the run but never deciding it: `/dev/null` is empty, and the environment lock's
-`filelock` reads its own process's identity from `/proc`."""
+`filelock` reads process identities from `/proc` (which files depends on its version: 4.1, the
+newest for Python 3.10, reads the boot id and `/proc/<pid>/stat` of a lock's holder)."""
+
+
+def _not_input(path: str) -> bool:
+    """`_NOT_INPUTS`, and a process's identity files (`/proc/<pid>/stat`, `/proc/<pid>/ns/…`,
+    also for `self` and `thread-self`), which tell `filelock` whether a lock's holder lives."""
+    if path in _NOT_INPUTS:
+        return True
+    parts = path.split("/")
+    if len(parts) < 4 or parts[1] != "proc":
+        return False
+    who = parts[2]
+    if not (who.isdigit() or who in ("self", "thread-self")):
+        return False
+    rest = parts[3:]
+    return rest in (["stat"], ["status"]) or (rest[0] == "ns" and len(rest) == 2)
 
 
 # --- the key --------------------------------------------------------------------------------
@@ -541,7 +564,7 @@ def _stamp_paths(recorder: Recorder) -> list[tuple[str, bool]] | None:
             return None
         if path in recorder.skip or any(_under(path, e) for e in excluded):
             continue
-        if path in _NOT_INPUTS:
+        if _not_input(path):
             continue
         if _under(path, "/proc") or _under(path, "/sys") or _under(path, "/dev/fd"):
             return None  # changing contents (`-r /proc/self/fd/0` is stdin)
