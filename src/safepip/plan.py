@@ -475,27 +475,8 @@ def direct_artifact(
                 error=f"`{filename}` is an sdist of `{name}`, not of `{wanted.name}` "
                 f"({wanted.where})"
             )
-        if not hashes and (hash_mode or not allow_unhashed):
-            return Choice(
-                problem=HashProblem(
-                    kind=ProblemKind.MISSING_HASH,
-                    package=f"{wanted.display_name} @ {url}",
-                    where=wanted.where,
-                    suggestion=f"{wanted.display_name} @ {url}  # add --hash=sha256:<digest>",
-                )
-            )
-        return Choice(
-            artifact=Artifact(
-                name=wanted.name,
-                version=str(sdist_version),
-                filename=filename,
-                url=strip_fragment(url),
-                origin="direct URL",
-                expected_hashes=frozenset(hashes),
-                hash_source="pinned" if hashes else "none",
-                direct_url=True,
-            )
-        )
+        hashed = hash_mode or not allow_unhashed
+        return _direct_choice(wanted, url, filename, str(sdist_version), hashes, hashed=hashed)
     if not filename.endswith(".whl"):
         if parts.scheme.startswith(("git", "hg", "svn", "bzr")) or "+" in parts.scheme:
             return Choice(
@@ -533,7 +514,16 @@ def direct_artifact(
         return Choice(
             error=f"`{filename}` does not fit the target (Python {target.python_version})"
         )
-    if not hashes and (hash_mode or not allow_unhashed):
+    return _direct_choice(
+        wanted, url, filename, str(version), hashes, hashed=hash_mode or not allow_unhashed
+    )
+
+
+def _direct_choice(
+    wanted: Wanted, url: str, filename: str, version: str, hashes: set[str], *, hashed: bool
+) -> Choice:
+    """A direct URL's artifact, or the missing-hash problem when `hashed` needs one."""
+    if not hashes and hashed:
         return Choice(
             problem=HashProblem(
                 kind=ProblemKind.MISSING_HASH,
@@ -545,7 +535,7 @@ def direct_artifact(
     return Choice(
         artifact=Artifact(
             name=wanted.name,
-            version=str(version),
+            version=version,
             filename=filename,
             url=strip_fragment(url),
             origin="direct URL",
