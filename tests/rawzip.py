@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wheelbuild import record_digest
 
@@ -159,5 +159,5 @@ def build(
     return bytes(out + after_eocd)
 
 
-def entries_of(files: dict[str, bytes], **options: object) -> list[RawEntry]:
-    return [RawEntry(name, data, **options) for name, data in files.items()]  # type: ignore[arg-type]
+def entries_of(files: dict[str, bytes], **options: Any) -> list[RawEntry]:
+    return [RawEntry(name, data, **options) for name, data in files.items()]

@@ -109,7 +109,11 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:  # type: ignore[override]
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        # A TCP server: the request is always the connection's socket (a tuple only for UDP).
+        assert isinstance(request, socket.socket)
         owner = self.owner
         request.settimeout(_CONNECTION_TIMEOUT)
         conn = request

@@ -57,6 +57,13 @@ def store(
     )
 
 
+def user_for(creds: CredentialStore, url: str) -> str:
+    """The user name `creds` sends to `url` (the test fails when it sends none)."""
+    login = creds.login_for(url)[1]
+    assert login is not None, url
+    return login.username
+
+
 def keyring_stub(folder: Path, answers: dict[str, dict[str, str]], *, status: int = 0) -> Path:
     """A `keyring` command (keyring's CLI contract) answering from `answers`; logs its argv."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,8 +137,8 @@ class TestLookup:
 
     def test_the_closest_index_on_a_host_wins(self) -> None:
         creds = store("https://a:pa@host/one/simple/", "https://b:pb@host/two/simple/")
-        assert creds.login_for("https://host/two/packages/x.whl")[1].username == "b"  # type: ignore[union-attr]
-        assert creds.login_for("https://host/one/simple/x/")[1].username == "a"  # type: ignore[union-attr]
+        assert user_for(creds, "https://host/two/packages/x.whl") == "b"
+        assert user_for(creds, "https://host/one/simple/x/") == "a"
 
     def test_a_lone_user_name_is_a_token(self) -> None:
         creds = store("https://TOKEN123@host/simple/")
@@ -155,7 +162,7 @@ def test_every_configured_url_lends_its_credentials(tmp_path: Path) -> None:
     assert built is not None
     assert built.keyring_provider is KeyringProvider.AUTO
     for host, user in (("conf", "c"), ("links", "f"), ("file", "r")):
-        assert built.login_for(f"https://{host}/simple/x/")[1].username == user  # type: ignore[union-attr]
+        assert user_for(built, f"https://{host}/simple/x/") == user
 
 
 class TestNetrc:
@@ -173,25 +180,25 @@ class TestNetrc:
         self.write(tmp_path / ".netrc", "machine host login home password h\n")
         named = self.write(tmp_path / "other", "machine host login named password n\n")
         creds = store(home=tmp_path, environ={"NETRC": str(named)})
-        assert creds.login_for("https://host/x")[1].username == "named"  # type: ignore[union-attr]
+        assert user_for(creds, "https://host/x") == "named"
 
     def test_underscore_netrc_when_there_is_no_dot_netrc(self, tmp_path: Path) -> None:
         self.write(tmp_path / "_netrc", "machine host login under password u\n")
-        assert store(home=tmp_path).login_for("https://host/x")[1].username == "under"  # type: ignore[union-attr]
+        assert user_for(store(home=tmp_path), "https://host/x") == "under"
 
     def test_default_entry_and_account(self, tmp_path: Path) -> None:
         self.write(
             tmp_path / ".netrc", "machine a account acct password p1\ndefault login d password p2\n"
         )
         creds = store(home=tmp_path)
-        assert creds.login_for("https://a/x")[1].username == "acct"  # type: ignore[union-attr]
-        assert creds.login_for("https://b:81/x")[1].username == "d"  # type: ignore[union-attr]
+        assert user_for(creds, "https://a/x") == "acct"
+        assert user_for(creds, "https://b:81/x") == "d"
 
     def test_url_and_index_credentials_come_before_netrc(self, tmp_path: Path) -> None:
         self.write(tmp_path / ".netrc", "machine host login n password pn\n")
         creds = store("https://i:pi@host/simple/", home=tmp_path)
-        assert creds.login_for("https://host/simple/x/")[1].username == "i"  # type: ignore[union-attr]
-        assert creds.login_for("https://u:pu@host/simple/x/")[1].username == "u"  # type: ignore[union-attr]
+        assert user_for(creds, "https://host/simple/x/") == "i"
+        assert user_for(creds, "https://u:pu@host/simple/x/") == "u"
 
     def test_a_broken_netrc_is_ignored_and_named_in_the_hint(self, tmp_path: Path) -> None:
         self.write(tmp_path / ".netrc", "machine host login a password p\nbogus\n")

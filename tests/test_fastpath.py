@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -316,10 +316,10 @@ class TestFallThrough:
         stand_in.write_bytes(own.read_bytes())
         real_lstat = os.lstat
 
-        def lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
-            if os.fspath(path) == str(own):  # type: ignore[call-overload]
+        def lstat(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> os.stat_result:
+            if os.fspath(path) == str(own):
                 return real_lstat(stand_in)
-            return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+            return real_lstat(path, *args, **kwargs)
 
         monkeypatch.setattr(os, "lstat", lstat)
         assert own.stat() == before

@@ -170,7 +170,7 @@ class TestFullDisk:
         source: str,
         small_disk: Callable[..., Path],
         venv_factory: Callable[..., Path],
-        static_index: Callable[..., object],
+        static_index: Callable[..., StaticIndex],
         wheels: Path,
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
@@ -188,8 +188,8 @@ class TestFullDisk:
         else:
             index = static_index()
             for wheel in wheels.glob("*.whl"):
-                index.add(wheel)  # type: ignore[attr-defined]
-            where = ("-i", index.url)  # type: ignore[attr-defined]
+                index.add(wheel)
+            where = ("-i", index.url)
         code, err = _run(capsys, *_install_args(_lock(tmp_path, wheels, name), venv, cache, *where))
         assert code == 1
         first = err.strip().splitlines()[-3 if "hint:" in err else -1]

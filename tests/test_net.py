@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import re
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -31,9 +31,9 @@ def sessions() -> Iterator[Callable[..., Session]]:
     """Factory `sessions(*allowed_urls, **netconfig) -> Session`, closed at teardown."""
     made: list[Session] = []
 
-    def make(*urls: str, **config: object) -> Session:
+    def make(*urls: str, **config: Any) -> Session:
         policy = HostPolicy().with_hosts(*urls)
-        session = Session(NetConfig(policy=policy, **config))  # type: ignore[arg-type]
+        session = Session(NetConfig(policy=policy, **config))
         made.append(session)
         return session
 
@@ -59,8 +59,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
-def mock_session(handler: Callable[[httpx.Request], httpx.Response], **config: object) -> Session:
-    session = Session(NetConfig(policy=HostPolicy().with_hosts("https://h.example"), **config))  # type: ignore[arg-type]
+def mock_session(handler: Callable[[httpx.Request], httpx.Response], **config: Any) -> Session:
+    session = Session(NetConfig(policy=HostPolicy().with_hosts("https://h.example"), **config))
     session._client = httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
     return session
 

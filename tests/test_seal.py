@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -15,22 +14,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from safepip import seal
-from safepip.cli import main
 from wheelbuild import build_wheel, record_digest, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import Cli
     from servers import StaticIndex
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SITE = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, ANSI.sub("", capsys.readouterr().err)
 
 
 def site_packages(venv: Path) -> Path:
@@ -87,7 +80,7 @@ class TestForgedInstallRecord:
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         seal_line: bytes | None,
     ) -> None:
         genuine, index = victim
@@ -111,8 +104,8 @@ class TestForgedInstallRecord:
         # safepip refuses the evil wheel outright, before touching the environment.
         before = tree_snapshot(venv)
         evil_pin = f"evil==1.0 --hash=sha256:{sha256_file(evil)}"
-        code, err = run(
-            capsys, "install", evil_pin, "--python", str(venv), "-i", index.url,
+        code, _, err = cli(
+            "install", evil_pin, "--python", str(venv), "-i", index.url,
             "--cache-dir", cache, "--no-audit",
         )  # fmt: skip
         assert code == 3, err
@@ -138,7 +131,7 @@ class TestForgedInstallRecord:
         assert json.loads((info / "safepip.json").read_text())["sha256"] == sha
 
         # `verify -r` does not take the record's word for it.
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert code == 3, err
         if seal_line is None:
             assert "`victim`: not installed from a file whose hash the lock pins (no valid " in err
@@ -149,8 +142,8 @@ class TestForgedInstallRecord:
             ) in err
 
         # The genuine, hash-pinned install replaces the forgery instead of keeping it.
-        code, err = run(
-            capsys, "install", "-r", str(lock), "--python", str(venv), "-i", index.url,
+        code, _, err = cli(
+            "install", "-r", str(lock), "--python", str(venv), "-i", index.url,
             "--cache-dir", cache, "--no-audit",
         )  # fmt: skip
         assert code == 0, err
@@ -158,7 +151,7 @@ class TestForgedInstallRecord:
         assert "replaced 1" in err
         module = site_packages(venv) / "victim" / "__init__.py"
         assert module.read_text() == "GENUINE = True\n"
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert "`victim" not in err
         # evil's own RECORD still lists the files it planted, which now hold victim's bytes.
 
@@ -167,7 +160,7 @@ class TestForgedInstallRecord:
         tmp_path: Path,
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         genuine, index = victim
         sha = sha256_file(genuine)
@@ -176,31 +169,31 @@ class TestForgedInstallRecord:
         venv = venv_factory()
         args = ["-r", str(lock), "--python", str(venv), "-i", index.url, "--no-audit"]
         args += ["--cache-dir", str(tmp_path / "cache")]
-        assert run(capsys, "install", *args)[0] == 0
+        assert cli("install", *args).code == 0
         info = site_packages(venv) / "victim-1.0.dist-info"
         assert (info / seal.SEAL_FILE).read_bytes().startswith(b"safepip-seal-v1:")
         assert f"victim-1.0.dist-info/{seal.SEAL_FILE},," in (info / "RECORD").read_text()
-        code, err = run(capsys, "install", *args)
+        code, _, err = cli("install", *args)
         assert (code, "kept 1 already installed" in err) == (0, True), err
-        assert run(capsys, "verify", "--python", str(venv), "-r", str(lock))[0] == 0
+        assert cli("verify", "--python", str(venv), "-r", str(lock)).code == 0
 
         # Someone edits the install record in place (its RECORD row no longer matches).
         record = json.loads((info / "safepip.json").read_text())
         record["url"] = "https://example.invalid/"
         (info / "safepip.json").write_text(json.dumps(record))
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert code == 3
         assert "is forged or modified (the install seal does not match" in err
-        code, err = run(capsys, "install", *args)
+        code, _, err = cli("install", *args)
         assert (code, "replaced 1" in err) == (0, True), err
-        assert run(capsys, "verify", "--python", str(venv), "-r", str(lock))[0] == 0
+        assert cli("verify", "--python", str(venv), "-r", str(lock)).code == 0
 
     def test_without_this_users_key_nothing_is_kept(
         self,
         tmp_path: Path,
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         genuine, index = victim
@@ -209,23 +202,23 @@ class TestForgedInstallRecord:
         venv = venv_factory()
         args = ["-r", str(lock), "--python", str(venv), "-i", index.url, "--no-audit"]
         args += ["--cache-dir", str(tmp_path / "cache")]
-        assert run(capsys, "install", *args)[0] == 0
+        assert cli("install", *args).code == 0
         monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "other-data"))
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert code == 3
         assert "warning: `victim==1.0`: sealed with an install key this user does not have" in err
         assert "`victim`: not installed from a file whose hash the lock pins" in err
-        code, err = run(capsys, "install", *args)
+        code, _, err = cli("install", *args)
         assert (code, "replaced 1" in err) == (0, True), err
         assert (tmp_path / "other-data" / seal.KEY_FILE).stat().st_mode & 0o777 == 0o600
-        assert run(capsys, "verify", "--python", str(venv), "-r", str(lock))[0] == 0
+        assert cli("verify", "--python", str(venv), "-r", str(lock)).code == 0
 
     def test_a_wheels_own_copies_of_safepips_files_are_never_installed(
         self,
         tmp_path: Path,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         info = "sly-1.0.dist-info"
         shipped = {
@@ -248,7 +241,7 @@ class TestForgedInstallRecord:
         lock = tmp_path / "lock.txt"
         lock.write_text(f"sly==1.0 --hash=sha256:{sha256_file(wheel)}\n")
         args = ["-r", str(lock), "--python", str(venv), "-i", index.url, "--no-audit"]
-        code, err = run(capsys, "install", *args, "--cache-dir", str(tmp_path / "cache"))
+        code, _, err = cli("install", *args, "--cache-dir", str(tmp_path / "cache"))
         assert code == 0, err
         installed = site_packages(venv) / info
         assert (installed / "INSTALLER").read_text() == "safepip\n"
@@ -257,7 +250,7 @@ class TestForgedInstallRecord:
         assert seal.check(installed) is seal.SealState.VALID
         record = (installed / "RECORD").read_text().splitlines()
         assert len(record) == len({row.split(",")[0] for row in record})
-        assert run(capsys, "verify", "--python", str(venv), "-r", str(lock))[0] == 0
+        assert cli("verify", "--python", str(venv), "-r", str(lock)).code == 0
 
     def test_error_install_key_of_another_user(
         self,
@@ -265,7 +258,7 @@ class TestForgedInstallRecord:
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         if os.getuid() != 0:
@@ -278,8 +271,8 @@ class TestForgedInstallRecord:
         seal._loaded.clear()
         venv = venv_factory()
         before = tree_snapshot(venv)
-        code, err = run(
-            capsys, "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
+        code, _, err = cli(
+            "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
             "--python", str(venv), "-i", index.url, "--no-audit",
             "--cache-dir", str(tmp_path / "cache"),
         )  # fmt: skip
@@ -296,7 +289,7 @@ class TestForgedInstallRecord:
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Whoever can write the folder can swap the key for one they know."""
@@ -308,8 +301,8 @@ class TestForgedInstallRecord:
         seal._loaded.clear()
         venv = venv_factory()
         before = tree_snapshot(venv)
-        code, err = run(
-            capsys, "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
+        code, _, err = cli(
+            "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
             "--python", str(venv), "-i", index.url, "--no-audit",
             "--cache-dir", str(tmp_path / "cache"),
         )  # fmt: skip
@@ -328,7 +321,7 @@ class TestForgedInstallRecord:
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
         tree_snapshot: Callable[[Path], object],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         monkeypatch: pytest.MonkeyPatch,
         mode: int,
     ) -> None:
@@ -340,8 +333,8 @@ class TestForgedInstallRecord:
         seal._loaded.clear()
         venv = venv_factory()
         before = tree_snapshot(venv)
-        code, err = run(
-            capsys, "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
+        code, _, err = cli(
+            "install", f"victim==1.0 --hash=sha256:{sha256_file(genuine)}",
             "--python", str(venv), "-i", index.url, "--no-audit",
             "--cache-dir", str(tmp_path / "cache"),
         )  # fmt: skip
@@ -364,7 +357,7 @@ class TestOtherHashAlgorithms:
         tmp_path: Path,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
         algorithm: str,
     ) -> None:
         builds = {}
@@ -379,8 +372,8 @@ class TestOtherHashAlgorithms:
         second.add(builds["b"])
         venv = venv_factory()
         cache = str(tmp_path / "cache")
-        code, err = run(
-            capsys, "install", f"gamma==1.0 --hash=sha256:{sha256_file(builds['a'])}",
+        code, _, err = cli(
+            "install", f"gamma==1.0 --hash=sha256:{sha256_file(builds['a'])}",
             "--python", str(venv), "-i", first.url, "--cache-dir", cache, "--no-audit",
         )  # fmt: skip
         assert code == 0, err
@@ -388,19 +381,19 @@ class TestOtherHashAlgorithms:
         lock = tmp_path / "lock.txt"
         lock.write_text(f"gamma==1.0 --hash={algorithm}:{digest}\n")
 
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert code == 3
         assert "`gamma`: not installed from a file whose hash the lock pins" in err
 
         args = ["-r", str(lock), "--python", str(venv), "-i", second.url]
         args += ["--cache-dir", cache, "--no-audit"]
-        code, err = run(capsys, "install", *args)
+        code, _, err = cli("install", *args)
         assert code == 0, err
         assert "replaced 1" in err
         assert (site_packages(venv) / "gamma" / "__init__.py").read_text() == "BUILD = 'b'\n"
-        assert run(capsys, "verify", "--python", str(venv), "-r", str(lock))[0] == 0
+        assert cli("verify", "--python", str(venv), "-r", str(lock)).code == 0
         # The record now holds the pinned algorithm's digest: the next run keeps the package.
-        code, err = run(capsys, "install", *args)
+        code, _, err = cli("install", *args)
         assert (code, "kept 1 already installed" in err) == (0, True), err
 
 
@@ -413,7 +406,7 @@ class TestOverwrittenFiles:
         tmp_path: Path,
         victim: tuple[Path, StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         genuine, index = victim
         folder = tmp_path / "evil"
@@ -430,10 +423,10 @@ class TestOverwrittenFiles:
         venv = venv_factory()
         common = ["--python", str(venv), "-i", index.url, "--no-audit"]
         common += ["--cache-dir", str(tmp_path / "cache")]
-        assert run(capsys, "install", "-r", str(lock), *common)[0] == 0
+        assert cli("install", "-r", str(lock), *common).code == 0
         module = site_packages(venv) / "victim" / "__init__.py"
 
-        code, err = run(capsys, "install", f"evil==1.0 --hash=sha256:{sha256_file(evil)}", *common)
+        code, _, err = cli("install", f"evil==1.0 --hash=sha256:{sha256_file(evil)}", *common)
         assert code == 0, err
         assert module.read_text() == "HIJACKED = True\n"
         assert (
@@ -442,11 +435,11 @@ class TestOverwrittenFiles:
         ) in err
         assert not (site_packages(venv) / "victim-1.0.dist-info" / seal.SEAL_FILE).exists()
 
-        code, err = run(capsys, "verify", "--python", str(venv), "-r", str(lock))
+        code, _, err = cli("verify", "--python", str(venv), "-r", str(lock))
         assert code == 3
         assert f"`victim==1.0`: {module} is modified" in err
 
-        code, err = run(capsys, "install", "-r", str(lock), *common)
+        code, _, err = cli("install", "-r", str(lock), *common)
         assert (code, "replaced 1" in err, "kept" in err) == (0, True, False), err
         assert module.read_text() == "GENUINE = True\n"
 
@@ -455,7 +448,7 @@ class TestOverwrittenFiles:
         tmp_path: Path,
         static_index: Callable[..., StaticIndex],
         venv_factory: Callable[..., Path],
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """Old-style namespace packages ship the same `__init__.py` in several wheels."""
         shared = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
@@ -473,10 +466,10 @@ class TestOverwrittenFiles:
         venv = venv_factory()
         common = ["--python", str(venv), "-i", index.url, "--no-audit"]
         common += ["--cache-dir", str(tmp_path / "cache")]
-        assert run(capsys, "install", lines[0], *common)[0] == 0
-        code, err = run(capsys, "install", lines[1], *common)
+        assert cli("install", lines[0], *common).code == 0
+        code, _, err = cli("install", lines[1], *common)
         assert (code, "replaced by a file" in err) == (0, False), err
         both = tmp_path / "both.txt"
         both.write_text("\n".join(lines) + "\n")
-        code, err = run(capsys, "install", "-r", str(both), *common)
+        code, _, err = cli("install", "-r", str(both), *common)
         assert (code, "kept 2 already installed" in err) == (0, True), err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -33,11 +33,11 @@ FILES = wheel_files()
 INIT = "demo/__init__.py"
 
 
-def with_entry(name: str, **options: object) -> list[RawEntry]:
+def with_entry(name: str, **options: Any) -> list[RawEntry]:
     entries = entries_of(FILES)
     for i, entry in enumerate(entries):
         if entry.name == name:
-            entries[i] = RawEntry(name, entry.data, **options)  # type: ignore[arg-type]
+            entries[i] = RawEntry(name, entry.data, **options)
     return entries
 
 
