@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import snapshot_tree
-from safepip.cli import main
+from conftest import Cli, snapshot_tree
 from servers import StaticIndex
 from upgradecase import TXN_PREFIX, lock_for, site_packages
 from wheelbuild import build_wheel
@@ -26,12 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    err = ANSI.sub("", capsys.readouterr().err)
+def _run(cli: Cli, *argv: str) -> tuple[int, str]:
+    code, _, err = cli(*argv)
     assert "Traceback" not in err, err
     return code, err
 
@@ -133,7 +129,7 @@ class TestFullDisk:
         venv_factory: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """The environment's file system fills up during an upgrade: one message naming the
         file and the environment; the upgraded package's old files come back, no partial file."""
@@ -142,7 +138,7 @@ class TestFullDisk:
         cache = tmp_path / "cache"
         source = ("--no-index", "-f", str(wheels))
         assert (
-            _run(capsys, *_install_args(_lock(tmp_path, wheels, "small"), venv, cache, *source))[0]
+            _run(cli, *_install_args(_lock(tmp_path, wheels, "small"), venv, cache, *source))[0]
             == 0
         )
         before = snapshot_tree(venv)
@@ -152,7 +148,7 @@ class TestFullDisk:
         shutil.copy2(next(wheels.glob("noise-*.whl")), newer)
         lock = _lock(tmp_path, newer, "small", "noise")
         source = ("--no-index", "-f", str(newer))
-        code, err = _run(capsys, *_install_args(lock, venv, cache, *source))
+        code, err = _run(cli, *_install_args(lock, venv, cache, *source))
         assert code == 1
         target = site_packages(venv) / "noise" / "data.bin"
         assert err.endswith(
@@ -173,7 +169,7 @@ class TestFullDisk:
         static_index: Callable[..., StaticIndex],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """The cache's file system fills up while a wheel is downloaded (`noise`) or unpacked
         (`zeros`): one message naming the cache, never the find-links folder or the index;
@@ -190,7 +186,7 @@ class TestFullDisk:
             for wheel in wheels.glob("*.whl"):
                 index.add(wheel)
             where = ("-i", index.url)
-        code, err = _run(capsys, *_install_args(_lock(tmp_path, wheels, name), venv, cache, *where))
+        code, err = _run(cli, *_install_args(_lock(tmp_path, wheels, name), venv, cache, *where))
         assert code == 1
         first = err.strip().splitlines()[-3 if "hint:" in err else -1]
         assert re.fullmatch(
@@ -212,7 +208,7 @@ class TestFullDisk:
         venv_factory: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         disk = small_disk("ro-env", 4096)
         venv = _venv_in(disk, venv_factory)
@@ -220,7 +216,7 @@ class TestFullDisk:
         _read_only(disk)
         lock = _lock(tmp_path, wheels, "small")
         args = _install_args(lock, venv, tmp_path / "cache", "--no-index", "-f", str(wheels))
-        code, err = _run(capsys, *args)
+        code, err = _run(cli, *args)
         assert code == 1
         assert re.search(
             r"error: Install failed while starting the install: Read-only file system: "
@@ -237,7 +233,7 @@ class TestFullDisk:
         venv_factory: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         disk = small_disk("ro-cache", 1024)
         cache = disk / "cache"
@@ -246,7 +242,7 @@ class TestFullDisk:
         venv = venv_factory()
         before = snapshot_tree(venv)
         lock = _lock(tmp_path, wheels, "small")
-        code, err = _run(capsys, *_install_args(lock, venv, cache, "--no-index", "-f", str(wheels)))
+        code, err = _run(cli, *_install_args(lock, venv, cache, "--no-index", "-f", str(wheels)))
         assert code == 1
         assert re.search(
             rf"error: Cannot write `{re.escape(str(cache))}/[^`]+` in the cache "
@@ -262,14 +258,14 @@ class TestFullDisk:
         small_disk: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """`safepip download -d DIR` onto a full disk: one message naming the file and the
         download folder, no partial file left there."""
         dest = small_disk("dl-disk", 1024) / "out"
         lock = _lock(tmp_path, wheels, "small", "noise")
         code, err = _run(
-            capsys,
+            cli,
             "download",
             "-q",
             "--no-audit",
@@ -366,7 +362,7 @@ class TestServerFaults:
         venv_factory: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """Issue 10 item 8: `Content-Length` of a gzip body is not the file's length; no false
         'cut short'. Downloads ask for the file's own bytes (`Accept-Encoding: identity`)."""
@@ -375,7 +371,7 @@ class TestServerFaults:
         venv = venv_factory()
         lock = _lock(tmp_path, wheels, "zeros")
         args = _install_args(lock, venv, tmp_path / "cache", "-i", faulty_index.url)
-        code, err = _run(capsys, *args)
+        code, err = _run(cli, *args)
         assert code == 0, err
         assert (site_packages(venv) / "zeros" / "data.bin").read_bytes() == bytes(3 << 20)
         downloads = [
@@ -391,7 +387,7 @@ class TestServerFaults:
         venv_factory: Callable[..., Path],
         wheels: Path,
         tmp_path: Path,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         """A server that stops sending mid-body: the message says it timed out and how far it
         got (it is retried once first); nothing partial stays in the cache."""
@@ -405,7 +401,7 @@ class TestServerFaults:
         args = _install_args(lock, venv, cache, "-i", faulty_index.url, "--timeout", "1")
         os.environ["SAFEPIP_NO_BACKOFF"] = "1"
         try:
-            code, err = _run(capsys, *args)
+            code, err = _run(cli, *args)
         finally:
             del os.environ["SAFEPIP_NO_BACKOFF"]
         assert code == 1
@@ -734,21 +730,21 @@ def test_damaged_manifest_is_rebuilt_with_a_warning(
     venv_factory: Callable[..., Path],
     wheels: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     """Issue 10 item 6: an unpacked entry whose manifest is gone or garbled does not wedge later
     runs: it is discarded with a warning and unpacked again; the run after that is quiet."""
     cache = tmp_path / "cache"
     lock = _lock(tmp_path, wheels, "small")
     source = ("--no-index", "-f", str(wheels))
-    assert _run(capsys, *_install_args(lock, venv_factory(), cache, *source))[0] == 0
+    assert _run(cli, *_install_args(lock, venv_factory(), cache, *source))[0] == 0
     (manifest,) = (cache / "unpacked").glob("v*/*/*/.safepip-manifest.json")
     if damage == "deleted":
         manifest.unlink()
     else:
         manifest.write_text('{"format": 1, "entries": [["small/__init__.py", ')
     venv = venv_factory()
-    code, err = _run(capsys, *_install_args(lock, venv, cache, *source))
+    code, err = _run(cli, *_install_args(lock, venv, cache, *source))
     assert code == 0, err
     wheel = next(wheels.glob("small-*.whl")).name
     assert (
@@ -756,7 +752,7 @@ def test_damaged_manifest_is_rebuilt_with_a_warning(
         "unpacking it again from the verified archive\n"
     ) in err
     assert (site_packages(venv) / "small" / "__init__.py").read_text() == "X = 1\n"
-    code, err = _run(capsys, *_install_args(lock, venv_factory(), cache, *source))
+    code, err = _run(cli, *_install_args(lock, venv_factory(), cache, *source))
     assert code == 0
     assert "warning: The unpacked" not in err
 
