@@ -977,6 +977,7 @@ class TestVerify:
         only_alpha = write_reqs(tmp_path, lock_line(alpha), name="alpha-only.txt")
         extra = cli("verify", "--python", str(venv), "-r", str(only_alpha))
         assert extra.code == 3
+        assert "1 problem in the environment" in extra.err
         assert "`beta==1.2`: installed but not in the lock" in extra.err
         target = site_packages(venv) / "beta" / "__init__.py"
         target.write_text("print('tampered')\n")

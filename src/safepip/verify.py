@@ -60,9 +60,8 @@ class VerificationFailed(SafepipError):
 
     def __init__(self, report: VerifyReport) -> None:
         self.report = report
-        lines = [
-            f"{len(report.file_problems) + len(report.lock_problems)} problems in the environment"
-        ]
+        count = len(report.file_problems) + len(report.lock_problems)
+        lines = [f"{count} problem{'' if count == 1 else 's'} in the environment"]
         for p in report.file_problems[:50]:
             lines.append(f"    `{p.package}`: {p.path} is {p.problem}")
         if len(report.file_problems) > 50:
