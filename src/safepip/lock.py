@@ -502,11 +502,7 @@ def plan_from_pylock(
         if isinstance(source, PackageArchive) and not set(tags) & set(target.tags):
             problems.append(f"`{filename}` of `{label}` does not fit the target")
             continue
-        hashes = frozenset(
-            f"{alg}:{digest.lower()}"
-            for alg, digest in source.hashes.items()
-            if alg in ALLOWED_ALGORITHMS
-        )
+        hashes = _accepted_hashes(source.hashes)
         if not hashes:
             problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
             continue
@@ -561,11 +557,7 @@ def _sdist_pin(
     if name != package.name:
         problems.append(f"`{filename}` is an sdist of `{name}`, not of `{package.name}`")
         return None
-    hashes = frozenset(
-        f"{alg}:{digest.lower()}"
-        for alg, digest in source.hashes.items()
-        if alg in ALLOWED_ALGORITHMS
-    )
+    hashes = _accepted_hashes(source.hashes)
     if not hashes:
         problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
         return None
@@ -969,3 +961,10 @@ def write_lock(text: str, output: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _accepted_hashes(hashes: Mapping[str, str]) -> frozenset[str]:
+    """A pylock file's `hashes` table as `alg:digest` pins, only the algorithms pip accepts."""
+    return frozenset(
+        f"{alg}:{digest.lower()}" for alg, digest in hashes.items() if alg in ALLOWED_ALGORITHMS
+    )

@@ -317,6 +317,21 @@ def prereleases_allowed(
     )
 
 
+def _index_artifact(name: NormalizedName, version: Version, file: IndexFile) -> Artifact:
+    """A file an index listed, to fetch checked against the hashes the index published."""
+    hashes = _published_hashes(file)
+    return Artifact(
+        name=name,
+        version=str(version),
+        filename=file.filename,
+        url=file.url,
+        origin=file.origin,
+        expected_hashes=hashes,
+        hash_source="index" if hashes else "none",
+        size=file.size,
+    )
+
+
 def _published_hashes(file: IndexFile) -> frozenset[str]:
     return frozenset(f"{a}:{d}" for a, d in file.hashes.items() if a in ALLOWED_ALGORITHMS)
 
@@ -516,17 +531,7 @@ class _Prefetcher:
     ) -> bytes:
         """The wheel's own METADATA: the wheel is downloaded (hash-checked) into the cache."""
 
-        hashes = _published_hashes(wheel)
-        artifact = Artifact(
-            name=name,
-            version=str(version),
-            filename=wheel.filename,
-            url=wheel.url,
-            origin=wheel.origin,
-            expected_hashes=hashes,
-            hash_source="index" if hashes else "none",
-            size=wheel.size,
-        )
+        artifact = _index_artifact(name, version, wheel)
         fetched = fetch_artifacts(self.session, [artifact], self.cache)[0]
         return read_wheel_metadata(fetched.path)
 
@@ -545,17 +550,7 @@ class _Prefetcher:
             known = self._sdists.get(sdist.url)
         if known is not None:
             return known
-        hashes = _published_hashes(sdist)
-        artifact = Artifact(
-            name=name,
-            version=str(version),
-            filename=sdist.filename,
-            url=sdist.url,
-            origin=sdist.origin,
-            expected_hashes=hashes,
-            hash_source="index" if hashes else "none",
-            size=sdist.size,
-        )
+        artifact = _index_artifact(name, version, sdist)
         fetched = fetch_artifacts(self.session, [artifact], self.cache, use_unpacked=False)[0]
         with self._lock:
             self._sdists[sdist.url] = (fetched, artifact)
