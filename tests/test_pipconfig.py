@@ -325,3 +325,14 @@ def test_error_binary_option_value(dirs: dict[str, Path]) -> None:
     assert str(info.value) == (
         "`only-binary` expects `:all:`, `:none:` or comma-separated names (from `$PIP_ONLY_BINARY`)"
     )
+
+
+def test_default_index_is_pips() -> None:
+    """safepip carries pip's default index and file host as constants (no runtime dependency on
+    pip); pip, the oracle, must agree."""
+    from pip._internal.models.index import PyPI
+
+    from safepip.sources import default_index_file_host, default_index_url
+
+    assert default_index_url() == PyPI.simple_url
+    assert default_index_file_host() == PyPI.file_storage_domain

@@ -25,18 +25,21 @@ if TYPE_CHECKING:
     from safepip.target import Target
 
 
+PYPI_SIMPLE_URL = "https://pypi.org/simple"
+"""pip's default index (pip's `--index-url` default); safepip follows pip."""
+
+PYPI_FILE_HOST = "files.pythonhosted.org"
+"""The host that serves the default index's files (it differs from the index's host)."""
+
+
 def default_index_url() -> str:
     """pip's default index; safepip follows pip."""
-    from pip._internal.models.index import PyPI
-
-    return str(PyPI.simple_url)
+    return PYPI_SIMPLE_URL
 
 
 def default_index_file_host() -> str:
     """The host that serves the default index's files (it differs from the index's host)."""
-    from pip._internal.models.index import PyPI
-
-    return str(PyPI.file_storage_domain)
+    return PYPI_FILE_HOST
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
