@@ -1158,3 +1158,130 @@ class TestFileGivenAsRequirement:
         (tmp_path / "requirements.txt").write_text("attrs\n")
         parsed = parse_requirements(files=[str(tmp_path / "requirements.txt")], cwd=tmp_path)
         assert [r.name for r in parsed.requirements] == ["attrs"]
+
+
+# --- the `name==version` fast path against packaging's parser (issue 11) ----------------------
+
+
+def _outcome_of(text: str, *, constraint: bool, fast: bool, cwd: Path) -> object:
+    """What parsing `text` as a requirements-file line gives: the requirement's every field
+    that the rest of safepip reads, or the error as shown."""
+    from unittest import mock
+
+    from safepip import requirements
+
+    location = SourceLocation(path="r.txt", line=1, text=text.strip())
+    patch = (
+        contextlib.nullcontext()
+        if fast
+        else mock.patch.object(requirements, "_pinned_requirement", return_value=None)
+    )
+    with patch:
+        try:
+            parsed = parse_requirement_line(
+                text, location, cwd=cwd, constraint=constraint, hashes=frozenset({SHA_A})
+            )
+        except RequirementsError as exc:
+            return ("error", str(exc), exc.hint, exc.column, exc.width)
+    req = parsed.requirement
+    assert req is not None
+    return (
+        parsed.name,
+        parsed.url,
+        parsed.extras,
+        parsed.marker,
+        parsed.hashes,
+        parsed.constraint,
+        parsed.editable,
+        parsed.is_pinned,
+        str(parsed),
+        req.name,
+        req.url,
+        req.extras,
+        req.marker,
+        req.specifier,
+        str(req.specifier),
+        [(s.operator, s.version) for s in req.specifier],
+        req,
+        hash(req),
+    )
+
+
+_NAME_CHARS = "aZ09._-"
+_VERSION_CHARS = "0123456789.!+_*-abcrpostdevlZ"
+
+
+@given(
+    name=st.text(_NAME_CHARS, min_size=1, max_size=8),
+    operator=st.sampled_from(["==", "==", "===", "= =", "=="]),
+    version=st.one_of(
+        st.text(_VERSION_CHARS, min_size=0, max_size=12),
+        st.from_regex(
+            r"(1!)?[0-9]{1,3}(\.[0-9]{1,3}){0,3}((a|b|rc)[0-9])?(\.post[0-9])?"
+            r"(\.dev[0-9])?(\+[a-z0-9]+(\.[a-z0-9]+)?)?(\.\*)?",
+            fullmatch=True,
+        ),
+    ),
+    suffix=st.sampled_from(["", ".zip", ".tar.bz2", ".whl", " ", "  ", "\t", ",<2", "[x]"]),
+    prefix=st.sampled_from(["", " ", "\t"]),
+    constraint=st.booleans(),
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@example(name="a", operator="==", version="1.0", suffix="", prefix="", constraint=False)
+@example(
+    name="A_b.C-d",
+    operator="==",
+    version="1!2.0rc1.post3.dev4+l.1",
+    suffix="",
+    prefix=" ",
+    constraint=True,
+)
+@example(name="a", operator="==", version="1.*", suffix="", prefix="", constraint=False)
+@example(name="a", operator="==", version="1.0", suffix=".zip", prefix="", constraint=False)
+@example(name="a-", operator="==", version="1.0", suffix="", prefix="", constraint=False)
+@example(name="a", operator="==", version="1..0", suffix="", prefix="", constraint=False)
+@example(name="a", operator="==", version="1.0+", suffix="", prefix="", constraint=False)
+def test_pinned_fast_path_gives_what_packaging_gives(
+    name: str, operator: str, version: str, suffix: str, prefix: str, constraint: bool
+) -> None:
+    text = f"{prefix}{name}{operator}{version}{suffix}"
+    cwd = Path.cwd()
+    assert _outcome_of(text, constraint=constraint, fast=True, cwd=cwd) == _outcome_of(
+        text, constraint=constraint, fast=False, cwd=cwd
+    )
+
+
+def test_pinned_fast_path_takes_the_lines_of_a_lock(tmp_path: Path) -> None:
+    """A lock's lines (`--hash` options, continuations, comments) go through the fast path
+    and give what the full parser gives; an existing archive named like a pin stays a file."""
+    from unittest import mock
+
+    from safepip import requirements
+
+    (tmp_path / "a==1.0.zip").write_bytes(b"")
+    text = (
+        "# a lock\n"
+        f"Foo_Bar==1.0 \\\n    --hash={SHA_A} \\\n    --hash={SHA_B}  # trailing\n"
+        "baz==2.0rc1 ; python_version >= '3'\n"
+        "a==1.0.zip\n"
+        "qux===1.0.local\n"
+        "zap==3!1.2.3.post4+abc.5\n"
+    )
+    seen: list[str] = []
+    real = requirements._pinned_requirement
+
+    def spy(line: str) -> Requirement | None:
+        found = real(line)
+        if found is not None:
+            seen.append(line.strip())
+        return found
+
+    with mock.patch.object(requirements, "_pinned_requirement", spy):
+        fast = parse_text(tmp_path, text)
+    with mock.patch.object(requirements, "_pinned_requirement", return_value=None):
+        full = parse_text(tmp_path, text)
+    assert seen == ["Foo_Bar==1.0", "zap==3!1.2.3.post4+abc.5"]
+    assert fast == full
+    assert fast.requirements[0].hashes == {SHA_A, SHA_B}
+    assert fast.requirements[2].url is not None  # the archive, not a pin
+    assert [str(r) for r in fast.requirements] == [str(r) for r in full.requirements]

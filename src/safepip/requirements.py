@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -852,6 +853,36 @@ def _check_length(text: str, ctx: _Context, start: int) -> None:
         )
 
 
+# `name==version`, the line a lock is made of: a PEP 508 name (ending in a letter or digit, so
+# the `==` is not part of it) and a version of the characters a specifier can hold. Nothing
+# here can be a URL (no `:`), a path (no `/`, no leading `.`) or carry extras or markers.
+_PINNED_RE = re.compile(
+    r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9.!+_*-]*)\s*"
+)
+
+
+def _pinned_requirement(text: str) -> Requirement | None:
+    """`text` as the `Requirement` packaging's parser would make of it, when it is a plain
+    `name==version`; None for anything else (and for what packaging would refuse), which
+    then takes the full parser. The full parser costs ~20 µs a line, most of a large lock's
+    audit; this ~3 µs (issue 11). A differential test holds the two to the same results."""
+    match = _PINNED_RE.fullmatch(text)
+    if match is None or _is_archive(text.rstrip()):
+        return None
+    try:
+        specifier = SpecifierSet(f"=={match.group(2)}")
+    except InvalidSpecifier:
+        return None
+    # packaging's own way to make a `Requirement` from parts (`Requirement.__replace__`).
+    requirement = Requirement.__new__(Requirement)
+    requirement.name = match.group(1)
+    requirement.url = None
+    requirement.extras = set()
+    requirement.specifier = specifier
+    requirement.marker = None
+    return requirement
+
+
 def _requirement_from_line(
     text: str,
     ctx: _Context,
@@ -862,6 +893,22 @@ def _requirement_from_line(
 ) -> ParsedRequirement:
     """pip's `parse_req_from_line`: a URL, a local path or a PEP 508 requirement."""
     _check_length(text.strip(), ctx, len(text) - len(text.lstrip()))
+    pinned = _pinned_requirement(text)
+    if pinned is not None:
+        return _checked(
+            ParsedRequirement(
+                name=canonicalize_name(pinned.name),
+                requirement=pinned,
+                url=None,
+                editable=False,
+                hashes=hashes,
+                location=ctx.location,
+                constraint=constraint,
+                config_settings=config_settings,
+            ),
+            ctx,
+            len(text.rstrip()),
+        )
     is_url = _is_url(text)
     # A `;` can be part of a URL, so after a URL only `; ` starts the markers.
     separator = "; " if is_url else ";"
@@ -945,8 +992,12 @@ def _requirement_from_line(
         marker=marker,
         config_settings=config_settings,
     )
-    if constraint:
-        _check_constraint(parsed, ctx, len(text.rstrip()))
+    return _checked(parsed, ctx, len(text.rstrip()))
+
+
+def _checked(parsed: ParsedRequirement, ctx: _Context, width: int) -> ParsedRequirement:
+    if parsed.constraint:
+        _check_constraint(parsed, ctx, width)
     return parsed
 
 
