@@ -12,15 +12,15 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from safepip.errors import ExitCode
@@ -31,10 +31,12 @@ from safepip.index import (
     IndexPageError,
     LocalLinkError,
     MetadataHashError,
+    _split_fragment,
     parse_html_files,
     parse_json_files,
     parse_project_page,
     project_url,
+    resolve_link,
 )
 from safepip.net import NetConfig, NetworkError, Response, Session
 from safepip.policy import HostPolicy, PolicyViolation
@@ -159,6 +161,13 @@ class TestNames:
         assert project_url(index, "Zope.Interface") == f"{INDEX}/zope-interface/"
 
 
+WHEEL_NAME_PIECES = [
+    "demo", "Demo_Pkg", "a__b", "-", "-", "-", "1.0", "2!1.0rc1.post2.dev3+local.7", "1.0-1",
+    "12abc", "abc", "py3", "py2.py3", "cp311", "none", "abi3", "any", "manylinux_2_17_x86_64",
+    "linux_x86_64.manylinux1_x86_64", ".", "..", "_", "3x", "", ".whl", "é",
+]  # fmt: skip
+
+
 class TestIndexFile:
     def make(self, filename: str) -> IndexFile:
         return IndexFile(filename=filename, url=f"{FILES}/{filename}", hashes={}, origin=INDEX)
@@ -197,6 +206,31 @@ class TestIndexFile:
         file = self.make(filename)
         assert (file.kind, file.project, file.version, file.tags) == (kind, None, None, frozenset())
 
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from(WHEEL_NAME_PIECES),
+                st.text(st.characters(codec="ascii"), max_size=3),
+            ),
+            max_size=12,
+        ).map("".join)
+    )
+    def test_wheel_names_read_as_packaging_reads_them(self, stem: str) -> None:
+        """The filename is parsed in two memoised halves (version part, tag part); the result
+        is packaging's for the whole name, whatever the name."""
+        for filename in (stem + ".whl", stem):
+            file = self.make(filename)
+            expected: tuple[object, object, frozenset[Tag]]
+            try:
+                name, version, _build, tags = parse_wheel_filename(filename)
+            except ValueError:
+                expected = (None, None, frozenset())
+            else:
+                expected = (name, version, tags)
+            assert (file.project, file.version, file.tags) == expected
+            if filename.endswith(".whl"):
+                assert file.kind == "wheel"
+
 
 # -- HTML pages
 
@@ -229,6 +263,15 @@ HTML_PIECES = [
     "<!--",
     "demo-1.0.tar.gz",
 ]
+
+
+LINK_BASES = [f"{INDEX}/demo/", "http://127.0.0.1:8080/simple/demo/", "https://h.example"]
+LINK_PIECES = [
+    "https://", "http://", "HTTPS://", "file:", "files.example", "127.0.0.1", ":443", ":",
+    "/", "//", "./", "../", "demo-1.0.tar.gz", "pkg_1.whl", "#", "#sha256=", "ABCdef09",
+    "&md5=00", "egg=demo", "?", "q=1", ";", "p", "@", "user:pw", "%20", " ", "\t", "\n",
+    "[::1]", "[", "é", "=", "&", ".", "-", "~", "_", "+",
+]  # fmt: skip
 
 
 def parse_html(body: str, url: str = f"{INDEX}/demo/") -> tuple[list[IndexFile], list[str]]:
@@ -376,6 +419,26 @@ class TestParseHtml:
         for file in files:
             assert "#" not in file.url
             _ = (file.kind, file.project, file.version, file.tags)
+
+    @given(
+        st.sampled_from(LINK_BASES),
+        st.lists(st.sampled_from(LINK_PIECES), max_size=10).map("".join),
+    )
+    @example(INDEX, "https://files.example/p/demo-1.0.tar.gz#sha256=ABCdef09&md5=00")
+    @example(INDEX, "http://127.0.0.1:/demo-1.0.tar.gz#egg=demo&sha256=00")
+    @example(INDEX, "https://files.example/a//b/../demo-1.0.tar.gz#")
+    @example(INDEX, "HTTPS://files.example/demo-1.0.tar.gz")
+    @example(INDEX, "https://files.example/demo-1.0.tar.gz?q=1#sha256=00")
+    def test_links_resolve_as_urljoin_resolves_them(self, base: str, href: str) -> None:
+        """Plain absolute links skip `urljoin` and `urlsplit`; every link still resolves to what
+        they make of it, fragment hashes included."""
+        try:
+            expected = _split_fragment(urljoin(base, href))
+        except ValueError:
+            with pytest.raises(ValueError, match=r"."):
+                resolve_link(base, href)
+            return
+        assert resolve_link(base, href) == expected
 
     @given(st.binary())
     def test_arbitrary_bytes_only_raise_index_page_error(self, data: bytes) -> None:

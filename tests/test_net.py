@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import re
 import socket
+import sys
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -376,6 +377,21 @@ class TestTLS:
     ) -> None:
         session = sessions(tls_index.url, cert=str(tls_index.ca_bundle))
         assert session.get(tls_index.url).status == 200
+
+    @pytest.mark.skipif(
+        sys.platform in ("darwin", "win32"), reason="the platform verifies there (truststore)"
+    )
+    def test_system_store_is_trusted(
+        self,
+        tls_index: StaticIndex,
+        sessions: Callable[..., Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Without `--cert`, OpenSSL's system store decides; `SSL_CERT_FILE` names it."""
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls_index.ca_bundle))
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        session = sessions(tls_index.url, retries=0)
+        assert [session.get(tls_index.url).status for _ in range(2)] == [200, 200]
 
     def test_error_tls_unverified(
         self, tls_index: StaticIndex, sessions: Callable[..., Session]

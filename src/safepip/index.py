@@ -17,7 +17,7 @@ import re
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -107,6 +107,8 @@ class LocalLinkError(PolicyViolation):
 
 def _check_link(page: str, link: str) -> None:
     """Raise `LocalLinkError` when a page fetched over HTTP(S) links a `file:` URL."""
+    if link.startswith(("https://", "http://")):
+        return  # the common case, without parsing the URL
     if urlsplit(link).scheme.lower() == "file" and _is_http(page):
         raise LocalLinkError(page=page, link=link)
 
@@ -133,15 +135,15 @@ class MetadataHashError(SafepipError):
         self.got = got
 
 
-@functools.lru_cache(maxsize=8192)
-def _parse_filename(
-    filename: str,
-) -> tuple[
-    Literal["wheel", "sdist", "other"], NormalizedName | None, Version | None, frozenset[Tag]
-]:
+_ParsedName = tuple[
+    Literal["wheel", "sdist", "other"], "NormalizedName | None", "Version | None", "frozenset[Tag]"
+]
+
+
+def _parse_filename(filename: str) -> _ParsedName:
     if filename.endswith(".whl"):
         try:
-            name, version, _build, tags = parse_wheel_filename(filename)
+            name, version, tags = _parse_wheel_filename(filename)
         except ValueError:
             return "wheel", None, None, frozenset()
         return "wheel", name, version, tags
@@ -152,6 +154,49 @@ def _parse_filename(
             return "sdist", None, None, frozenset()
         return "sdist", name, version, frozenset()
     return "other", None, None, frozenset()
+
+
+_VALID_TAG = "py3-none-any"
+_VALID_PREFIX = "a-1"
+
+
+@functools.lru_cache(maxsize=4096)
+def _wheel_prefix(prefix: str) -> tuple[NormalizedName, Version] | None:
+    """Name and version of the wheel filenames `<prefix>-<tag>.whl`; None when invalid."""
+    try:
+        name, version, _build, _tags = parse_wheel_filename(f"{prefix}-{_VALID_TAG}.whl")
+    except ValueError:
+        return None
+    return name, version
+
+
+@functools.lru_cache(maxsize=4096)
+def _wheel_tag(tag: str) -> frozenset[Tag] | None:
+    """The tags of the wheel filenames `<prefix>-<tag>.whl`; None when invalid."""
+    try:
+        return parse_wheel_filename(f"{_VALID_PREFIX}-{tag}.whl")[3]
+    except ValueError:
+        return None
+
+
+def _parse_wheel_filename(filename: str) -> tuple[NormalizedName, Version, frozenset[Tag]]:
+    """`packaging.utils.parse_wheel_filename` without the build tag, in two memoised halves.
+
+    A wheel filename is `<name>-<version>[-<build>]-<python>-<abi>-<platform>.whl`: the part
+    before the last three dashes and the tag after them are valid or not independently, and
+    one page lists the same version (and the same tag) in dozens of files. Each half is parsed
+    by packaging itself, next to a half that is always valid.
+    """
+    if not filename.endswith(".whl"):
+        raise ValueError(filename)
+    prefix, _, tag = filename[:-4].rpartition("-")
+    prefix, _, abi = prefix.rpartition("-")
+    prefix, _, python = prefix.rpartition("-")
+    parsed = _wheel_prefix(prefix) if prefix.count("-") in (1, 2) else None
+    tags = _wheel_tag(f"{python}-{abi}-{tag}")
+    if parsed is None or tags is None:
+        raise ValueError(filename)
+    return parsed[0], parsed[1], tags
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,27 +223,37 @@ class IndexFile:
     origin: str
     """The index base URL or find-links location that listed the file."""
 
+    _parsed: _ParsedName | None = field(default=None, init=False, repr=False, compare=False)
+    """The filename parsed, on first use (a page of thousands of files is read several times)."""
+
     def __hash__(self) -> int:
         # The mappings are not hashable; equal files always share these three fields.
         return hash((self.filename, self.url, self.origin))
 
+    def _name_parts(self) -> _ParsedName:
+        parsed = self._parsed
+        if parsed is None:
+            parsed = _parse_filename(self.filename)
+            object.__setattr__(self, "_parsed", parsed)
+        return parsed
+
     @property
     def kind(self) -> Literal["wheel", "sdist", "other"]:
-        return _parse_filename(self.filename)[0]
+        return self._name_parts()[0]
 
     @property
     def project(self) -> NormalizedName | None:
         """The project named by the filename; None when the filename does not parse."""
-        return _parse_filename(self.filename)[1]
+        return self._name_parts()[1]
 
     @property
     def version(self) -> Version | None:
-        return _parse_filename(self.filename)[2]
+        return self._name_parts()[2]
 
     @property
     def tags(self) -> frozenset[Tag]:
         """A wheel's compatibility tags; empty for sdists and unparseable names."""
-        return _parse_filename(self.filename)[3]
+        return self._name_parts()[3]
 
     @property
     def metadata_url(self) -> str:
@@ -239,13 +294,39 @@ def project_url(index_url: str, name: str) -> str:
 def _split_fragment(url: str) -> tuple[str, dict[str, str]]:
     """The URL without its fragment, and the hashes named in the fragment (`#sha256=…`)."""
     parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")), _fragment_hashes(
+        parts.fragment
+    )
+
+
+def _fragment_hashes(fragment: str) -> dict[str, str]:
     hashes: dict[str, str] = {}
-    for item in parts.fragment.split("&"):
+    for item in fragment.split("&"):
         alg, sep, value = item.partition("=")
         alg = alg.strip().lower()
         if sep and alg and alg not in _NOT_HASHES and _HEX.fullmatch(value.strip()):
             hashes[alg] = value.strip().lower()
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")), hashes
+    return hashes
+
+
+# An absolute http(s) URL that `urljoin` and `urlsplit` hand back unchanged: a lower-case
+# scheme, a plain host and port, a path, and at most a fragment of `name=value` pairs; no query,
+# no `;` parameters, no user info, no white space, control or non-ASCII character. Index pages
+# list tens of thousands of such links (PyPI's point at its file host).
+_PLAIN_LINK = re.compile(
+    r"(https?)://[A-Za-z0-9.\-]+(?::[0-9]*)?/[A-Za-z0-9._~%!$&'()*+,=:@/\-]*(?:#([A-Za-z0-9_=&.\-]*))?"
+)
+
+
+def resolve_link(page: str, href: str) -> tuple[str, dict[str, str]]:
+    """`href` resolved against `page`, without its fragment, and the hashes the fragment names.
+
+    Raises `ValueError` for a link that is not a valid URL.
+    """
+    if _PLAIN_LINK.fullmatch(href) is not None:
+        url, _, fragment = href.partition("#")
+        return url, _fragment_hashes(fragment) if fragment else {}
+    return _split_fragment(urljoin(page, href))
 
 
 def _filename_of(url: str) -> str:
@@ -258,10 +339,19 @@ def _requires_python(value: object, filename: str, warnings: list[str]) -> Speci
     if not isinstance(value, str):
         warnings.append(f"ignoring a `Requires-Python` that is not a string for `{filename}`")
         return None
+    spec = _specifier(value)
+    if spec is None:
+        warnings.append(f"ignoring the invalid `Requires-Python` {value!r} of `{filename}`")
+    return spec
+
+
+@functools.lru_cache(maxsize=1024)
+def _specifier(value: str) -> SpecifierSet | None:
+    """A page repeats a handful of `Requires-Python` values over thousands of files: each is
+    parsed once (the sets are never changed after parsing, so files share them)."""
     try:
         return SpecifierSet(value)
     except InvalidSpecifier:
-        warnings.append(f"ignoring the invalid `Requires-Python` {value!r} of `{filename}`")
         return None
 
 
@@ -373,8 +463,7 @@ def parse_html_files(
         if not href:
             continue
         try:
-            absolute = urljoin(base, href.strip())
-            file_url, hashes = _split_fragment(absolute)
+            file_url, hashes = resolve_link(base, href.strip())
         except ValueError:
             warnings.append(f"ignoring the invalid link {href!r} on `{redact_url(url)}`")
             continue
@@ -452,7 +541,7 @@ def parse_json_files(
         if not isinstance(filename, str) or not filename or not isinstance(href, str):
             raise IndexPageError(url, f"entry {position} of `files` lacks `filename` or `url`")
         try:
-            file_url, fragment_hashes = _split_fragment(urljoin(url, href))
+            file_url, fragment_hashes = resolve_link(url, href)
         except ValueError:
             warnings.append(f"ignoring `{filename}`: its URL {href!r} is not valid")
             continue

@@ -92,12 +92,59 @@ class NetConfig:
     `user:password@` in a URL and netrc are used, never a keyring."""
 
 
-def _ssl_context(config: NetConfig) -> ssl.SSLContext:
+# Where distributions keep the system's CA bundle, for an OpenSSL built with other defaults.
+_CA_BUNDLES = (
+    "/etc/ssl/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/pki/tls/cert.pem",
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/ca-bundle.pem",
+)
+
+
+def _system_trust() -> ssl.SSLContext:
+    """A verifying context with the system's CA certificates.
+
+    On macOS and Windows the platform verifies certificates (truststore). Elsewhere OpenSSL
+    does, against the system bundle: truststore would do the same, but it loads the bundle
+    again for every connection and holds one lock over every TLS handshake, so the downloads of
+    a run queued behind each other (a lock on the real index opened 34 connections, each
+    parsing the ~150 certificates again). Here the bundle is loaded once, where truststore
+    looks for it: OpenSSL's default locations (`SSL_CERT_FILE`, `SSL_CERT_DIR`) when they hold
+    certificates, else the first bundle a distribution keeps.
+    """
     import ssl
+    import sys
 
-    import truststore
+    if sys.platform in ("darwin", "win32"):
+        import truststore
 
-    ctx: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        platform_ctx: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return platform_ctx
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile or (paths.capath and _has_hashed_certificates(paths.capath)):
+        ctx.set_default_verify_paths()
+    else:
+        bundle = next((b for b in _CA_BUNDLES if os.path.isfile(b)), None)
+        if bundle is not None:
+            ctx.load_verify_locations(cafile=bundle)
+    return ctx
+
+
+def _has_hashed_certificates(folder: str) -> bool:
+    """Whether `folder` holds certificates under OpenSSL's hashed names (`1a2b3c4d.0`)."""
+    import re
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return any(re.fullmatch(r"[0-9a-fA-F]{8}\.[0-9]", name) for name in names)
+
+
+def _ssl_context(config: NetConfig) -> ssl.SSLContext:
+    ctx = _system_trust()
     if config.cert:
         path = Path(config.cert)
         if path.is_dir():
