@@ -19,11 +19,13 @@ from safepip.audit import (
     VulnerabilitiesFound,
     Vulnerability,
     audit_packages,
+    audit_with,
     gate,
     plural,
     render_findings_text,
 )
 from safepip.audit import database as db
+from safepip.audit.osv import Advisory, parse_version
 from safepip.settings import AuditSettings, IgnoreRule, Settings
 
 DATA = Path(__file__).parent / "data" / "advisories"
@@ -339,3 +341,104 @@ class TestScale:
         finally:
             tracemalloc.stop()
         assert peak < 8_000_000, peak
+
+
+def _straight_result(
+    name: NormalizedName,
+    version: str,
+    advisories: list[Advisory],
+    rules: tuple[IgnoreRule, ...],
+) -> PackageResult:
+    """A package's result as first written: every advisory matched and every finding judged
+    on its own, the fix target searched from the smallest fix with nothing remembered."""
+    from safepip.audit.osv import Match, merge_by_union, smallest_fix_above, sort_versions
+    from test_audit_osv import _straight_match
+
+    matches = []
+    for advisory in advisories:
+        fixes = _straight_match(advisory, name, version)
+        if fixes is not None:
+            matches.append(Match(advisory=advisory, fix_versions=fixes))
+    vulns = []
+    active: list[Advisory] = []
+    candidates: set[str] = set()
+    for merged in merge_by_union(matches):
+        ids = (merged.id, *merged.aliases)
+        reason = next((r.reason for r in rules if r.matches(ids) and not r.expired(TODAY)), None)
+        if reason is None:
+            active += merged.advisories
+            candidates.update(merged.fix_versions)
+        vulns.append(
+            Vulnerability(
+                id=merged.id,
+                aliases=merged.aliases,
+                fix_versions=merged.fix_versions,
+                smallest_fix=smallest_fix_above(merged.fix_versions, version),
+                summary=merged.summary,
+                description=merged.details,
+                ignored_reason=reason,
+            )
+        )
+    target = None
+    current = parse_version(version)
+    if active and current is not None:
+        for candidate in sort_versions(candidates):
+            parsed = parse_version(candidate)
+            if parsed is None:
+                break
+            if parsed > current and not any(
+                _straight_match(a, name, candidate) is not None for a in active
+            ):
+                target = candidate
+                break
+    return PackageResult(name=name, version=version, vulns=tuple(vulns), fix_target=target)
+
+
+def test_audit_equals_the_straightforward_judging_over_the_bundled_database() -> None:
+    """What the pins of one package share (merged findings, fix versions, fix targets) is
+    worked out once per set of matches and per place among the fixes (issue 11): the result
+    of every pin is what judging it on its own gives, ignore rules (expired ones too) and
+    versions that are not PEP 440 included."""
+    import random
+
+    bundled = db.CompactDatabase(db.SHIPPED, origin="bundled")
+    rng = random.Random(11)
+    names = sorted(bundled._names)
+    packages: list[tuple[NormalizedName, str]] = []
+    every: dict[NormalizedName, list[Advisory]] = {}
+    for name in names[::9]:
+        canonical = canonicalize_name(name)
+        advisories = every[canonical] = list(bundled.advisories_for(canonical))
+        values = sorted(
+            {
+                v
+                for a in advisories
+                for e in a.affected
+                for v in (*e.versions, *(value for r in e.ranges for _, value in r))
+            }
+        )
+        chosen = rng.sample(values, min(5, len(values)))
+        packages += [(canonical, v) for v in (*chosen, "0.0.1", "99.0", "1.0-odd")]
+    ids = sorted({a.id for advisories in every.values() for a in advisories})
+    rules = tuple(
+        IgnoreRule(id=i, reason=f"accepted {i}", until=dt.date(2026, 1, 1) if n % 2 else None)
+        for n, i in enumerate(rng.sample(ids, 40))
+    )
+    options = AuditOptions(
+        ignore_vulns=(), settings=Settings(audit=AuditSettings(ignore=rules)), today=TODAY
+    )
+    report = audit_with(bundled, packages, options)
+    results = {(p.name, p.version): p for p in report.packages}
+    skipped = {(s.name, s.version) for s in report.skipped}
+    compared = 0
+    for name, version in packages:
+        if (name, version) in skipped:
+            assert parse_version(version) is None
+            continue
+        expected = _straight_result(name, version, every[name], rules)
+        assert results[(name, version)] == expected, (name, version)
+        compared += 1
+    assert compared > 1000
+    assert sum(len(p.vulns) for p in report.packages) > 3000
+    assert any(v.ignored_reason for p in report.packages for v in p.vulns)
+    assert any("expired" in w for w in report.warnings)

@@ -24,7 +24,13 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip import settings
 from safepip.audit import AuditError, Package
-from safepip.audit.osv import InvalidRecord, match_advisory, parse_record, parse_version
+from safepip.audit.osv import (
+    InvalidRecord,
+    match_advisory,
+    parse_record,
+    parse_version,
+    prepare_listed,
+)
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
@@ -231,8 +237,12 @@ def _find_local(
 ) -> dict[Package, list[Match] | str]:
 
     result: dict[Package, list[Match] | str] = {}
+    prepared: set[NormalizedName] = set()
     for name, version in packages:
         advisories = db.advisories_for(name)
+        if name not in prepared:
+            prepared.add(name)
+            prepare_listed(e for a in advisories for e in a.affected if e.name == name)
         matches = [m for a in advisories if (m := match_advisory(a, name, version))]
         if (
             not matches

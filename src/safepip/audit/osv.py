@@ -99,6 +99,35 @@ class _Prepared:
         return False
 
 
+def prepare_listed(entries: Iterable[Affected]) -> None:
+    """Prepare the `versions` lists of one package's entries together.
+
+    The entries of one package list mostly the same versions (each advisory of a project
+    lists its releases again): the strings that are not plain normalised versions are found
+    in one pass over the distinct strings rather than one pass per entry, which was a fifth
+    of a 10,000-pin audit (issue 11). Entries already prepared are left as they are.
+    """
+    pending = [p for e in entries if e.versions and (p := e.prepared)._listed is None]
+    if not pending:
+        return
+    distinct: set[str] = set().union(*(p.versions for p in pending))
+    joined = "\n".join(distinct)
+    odd: set[str]
+    if joined.count("\n") != len(distinct) - 1:
+        odd = distinct
+    elif _NUMBERS_ONLY.fullmatch(joined):
+        odd = set()
+    else:
+        odd = set(_NOT_PLAIN.findall(joined))
+    # The longest string of the package bounds the spellings `lists` tries for every entry:
+    # a bound above an entry's own longest string only costs a spelling more.
+    longest = max(map(len, distinct), default=0)
+    for prepared in pending:
+        raw = frozenset(prepared.versions)
+        other = frozenset(v for s in raw & odd if (v := parse_version(s)) is not None)
+        prepared._listed = (raw, other, longest)
+
+
 # A normalised version without epoch or local part (`1.2.0`, `2.0rc1`, `1.0.post2.dev3`).
 _NUMBER = r"(?:0|[1-9][0-9]*)"
 _PLAIN = (

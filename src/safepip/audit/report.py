@@ -89,6 +89,10 @@ class _Fragments(dict["Vulnerability", tuple[str, str, str]]):
     def __init__(self) -> None:
         super().__init__()
         self.texts: dict[str, str] = {}
+        self.lists: dict[int, tuple[tuple[Vulnerability, ...], str, str]] = {}
+        """A package's findings (`vulns`, shared by the pins of one package whose versions
+        fall alike among the fixes) by `id`, with their JSON and the JSON of the ignored
+        ones; the tuple is kept, so the `id` stays its own."""
 
 
 def _vuln_parts(
@@ -110,26 +114,33 @@ def _vuln_parts(
 def _dependency_text(
     pkg: PackageResult, encode: Callable[[object], str], fragments: _Fragments
 ) -> str:
-    """One entry of `dependencies` as JSON text. Each finding is encoded once per run: the pins
-    of a package mostly share their findings, text and fixes included."""
-    vulns = []
-    for vuln in pkg.active:
-        parts = fragments.get(vuln)
-        if parts is None:
-            parts = fragments[vuln] = _vuln_parts(vuln, encode, fragments.texts)
-        vulns.append("".join(parts))
-    rest: dict[str, Any] = {}
-    ignored = [v for v in pkg.vulns if v.ignored_reason is not None]
-    if ignored:
-        rest["ignored_vulns"] = [
-            {"id": v.id, "aliases": list(v.aliases), "reason": v.ignored_reason} for v in ignored
+    """One entry of `dependencies` as JSON text. Each finding is encoded once per run, and
+    each list of findings: the pins of a package mostly share their findings, text and fixes
+    included."""
+    found = pkg.vulns
+    known = fragments.lists.get(id(found))
+    if known is None or known[0] is not found:
+        vulns = []
+        for vuln in pkg.active:
+            parts = fragments.get(vuln)
+            if parts is None:
+                parts = fragments[vuln] = _vuln_parts(vuln, encode, fragments.texts)
+            vulns.append("".join(parts))
+        ignored = [
+            {"id": v.id, "aliases": list(v.aliases), "reason": v.ignored_reason}
+            for v in found
+            if v.ignored_reason is not None
         ]
-    if pkg.active:
-        rest["fix_target"] = pkg.fix_target
-    tail = "".join(f", {encode(k)}: {encode(v)}" for k, v in rest.items())
+        known = fragments.lists[id(found)] = (
+            found,
+            ", ".join(vulns),
+            f', "ignored_vulns": {encode(ignored)}' if ignored else "",
+        )
+    _, vulns_text, ignored_text = known
+    target = f', "fix_target": {encode(pkg.fix_target)}' if vulns_text else ""
     return (
         f'{{"name": {encode(pkg.name)}, "version": {encode(pkg.version)}, '
-        f'"vulns": [{", ".join(vulns)}]{tail}}}'
+        f'"vulns": [{vulns_text}]{ignored_text}{target}}}'
     )
 
 
