@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
+import os
 import random
 import re
 import stat
 import threading
+import time
 import zipfile
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
+from safepip import fetch as fetch_module
 from safepip.errors import ExitCode
 from safepip.fetch import (
     MANIFEST,
     Cache,
     FetchedArtifact,
+    UnpackedWheel,
     WheelIntegrityError,
+    _all_safe,
+    _safe_member,
+    _try_load_manifest,
     check_unpacked,
     fetch_artifacts,
+    restamp,
     unpack_all,
     unpack_wheel,
 )
@@ -762,3 +773,167 @@ class TestUnpackAll:
         )
         with pytest.raises(WheelIntegrityError, match="file not listed in RECORD"):
             unpack_all([fetched(good), fetched(bad)], cache)
+
+
+def edit_in_place(path: Path, data: bytes) -> None:
+    """Same size, the old mtime put back: only the ctime shows the change."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    with path.open("r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def move_ctime(path: Path) -> None:
+    """What a hard link made or removed by another environment does to a cached file."""
+    aside = path.with_name(path.name + ".link")
+    os.link(path, aside)
+    os.unlink(aside)
+
+
+def manifest_stamps(root: Path) -> dict[str, list[int]]:
+    data = json.loads((root / MANIFEST).read_text("utf-8"))
+    return {row[0]: row[4:] for row in data["entries"]}
+
+
+class TestCacheStamps:
+    """Issue 14: the warm check stats every file once, hashes only files whose stamp moved (in
+    threads when there is much to hash), and never records a stamp it has not verified."""
+
+    @pytest.fixture
+    def many(self, wheel_factory: WheelFactory, cache: Cache) -> UnpackedWheel:
+        files = {f"many/m{i}.py": f"VALUE = {i:04d}\n" for i in range(40)}
+        wheel = wheel_factory("many", "1.0", files=files)
+        return unpack_wheel(wheel, sha256_file(wheel), str(cache.root))
+
+    @given(
+        st.lists(
+            st.text(alphabet=st.sampled_from(["a", "/", ".", "\\", ":", "\x00", "\n", "é"])),
+            max_size=6,
+        )
+    )
+    def test_bulk_path_check_agrees_with_the_per_path_rules(self, paths: list[str]) -> None:
+        assert _all_safe(paths) == all(_safe_member(p) for p in paths)
+
+    @pytest.mark.parametrize(
+        "paths",
+        [
+            [""],
+            ["a/b", ""],
+            ["a", "/etc/passwd"],
+            ["c:x"],
+            ["a/../b"],
+            ["a/.."],
+            ["./a"],
+            ["a/./b"],
+            ["a\\b"],
+            ["a\x00b"],
+        ],
+    )
+    def test_bulk_path_check_refuses_each_unsafe_path(self, paths: list[str]) -> None:
+        assert not _all_safe(["ok/fine.py", *paths, "ok/last.py"])
+        assert _all_safe(["ok/fine.py", "ok/a.", "ok/last.py"])
+
+    @pytest.mark.parametrize("field", [0, 1])
+    def test_manifest_with_a_path_or_digest_not_a_string_is_damaged(
+        self, many: UnpackedWheel, field: int
+    ) -> None:
+        data = json.loads((many.root / MANIFEST).read_text("utf-8"))
+        data["entries"][3][field] = 7
+        (many.root / MANIFEST).write_text(json.dumps(data), "utf-8")
+        assert _try_load_manifest(many.root) is None
+
+    @pytest.mark.parametrize("split", [1, 1 << 40])
+    def test_moved_files_are_hashed_again_and_restamped(
+        self, many: UnpackedWheel, monkeypatch: pytest.MonkeyPatch, split: int
+    ) -> None:
+        monkeypatch.setattr("safepip.fetch._HASH_SPLIT", split)  # in threads, or not
+        monkeypatch.setattr("safepip.fetch.os.cpu_count", lambda: 3)
+        before = manifest_stamps(many.root)
+        for i in range(0, 40, 3):
+            move_ctime(many.root / f"many/m{i}.py")
+        assert check_unpacked(many)
+        after = manifest_stamps(many.root)
+        changed = {p for p in before if before[p] != after[p]}
+        assert changed == {f"many/m{i}.py" for i in range(0, 40, 3)}
+        # The new stamps are trusted: no file is hashed again.
+        monkeypatch.setattr("safepip.fetch._hash_each", lambda *a: pytest.fail("hashed"))
+        reloaded = _try_load_manifest(many.root)
+        assert reloaded is not None
+        assert check_unpacked(reloaded)
+
+    @pytest.mark.parametrize("split", [1, 1 << 40])
+    @pytest.mark.parametrize("victim", [0, 17, 39])
+    def test_an_edit_keeping_size_and_mtime_is_caught_among_moved_files(
+        self, many: UnpackedWheel, monkeypatch: pytest.MonkeyPatch, split: int, victim: int
+    ) -> None:
+        monkeypatch.setattr("safepip.fetch._HASH_SPLIT", split)
+        monkeypatch.setattr("safepip.fetch.os.cpu_count", lambda: 3)
+        for i in range(40):
+            move_ctime(many.root / f"many/m{i}.py")
+        edit_in_place(many.root / f"many/m{victim}.py", b"VALUE = 6666\n")
+        manifest = (many.root / MANIFEST).read_bytes()
+        assert not check_unpacked(many)
+        assert (many.root / MANIFEST).read_bytes() == manifest  # nothing recorded
+
+    def test_the_stamp_recorded_is_the_one_taken_before_hashing(
+        self, many: UnpackedWheel, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An edit made after a moved file was hashed (before the manifest is written) must
+        not be recorded as verified: the next check hashes the file again and finds it."""
+        target = many.root / "many/m5.py"
+        move_ctime(target)
+        time.sleep(0.05)  # a later change gets a later ctime also where the clock is coarse
+        real = fetch_module._hash_each
+
+        def hash_then_edit(*args: Any) -> bool:
+            ok = real(*args)
+            edit_in_place(target, b"VALUE = 6666\n")
+            return ok
+
+        monkeypatch.setattr("safepip.fetch._hash_each", hash_then_edit)
+        assert check_unpacked(many)  # what it hashed was intact
+        monkeypatch.setattr("safepip.fetch._hash_each", real)
+        reloaded = _try_load_manifest(many.root)
+        assert reloaded is not None
+        assert not check_unpacked(reloaded)
+
+    def test_restamp_records_new_links_and_keeps_stamps_of_changed_files(
+        self, many: UnpackedWheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        env = tmp_path / "env"
+        env.mkdir()
+        for i in range(40):
+            os.link(many.root / f"many/m{i}.py", env / f"m{i}.py")
+        # Between the check and the restamp, one file is rewritten (a new mtime), another
+        # replaced by a new inode: their stamps must stay the verified ones.
+        (env / "m7.py").write_bytes(b"VALUE = 7777\n")
+        replaced = many.root / "many/m8.py"
+        replaced.with_name("new").write_bytes(b"VALUE = 8888\n")
+        os.replace(replaced.with_name("new"), replaced)
+        before = manifest_stamps(many.root)
+        restamp([many])
+        after = manifest_stamps(many.root)
+        assert {p for p in before if before[p] != after[p]} == {
+            f"many/m{i}.py" for i in range(40) if i not in (7, 8)
+        }
+        reloaded = _try_load_manifest(many.root)
+        assert reloaded is not None
+        assert not check_unpacked(reloaded)
+
+    def test_an_edit_through_a_hard_linked_environment_after_the_restamp_is_caught(
+        self, many: UnpackedWheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        env = tmp_path / "env"
+        env.mkdir()
+        for i in range(40):
+            os.link(many.root / f"many/m{i}.py", env / f"m{i}.py")
+        restamp([many])
+        time.sleep(0.05)  # a later change gets a later ctime also where the clock is coarse
+        reloaded = _try_load_manifest(many.root)
+        assert reloaded is not None
+        with monkeypatch.context() as m:
+            m.setattr("safepip.fetch._hash_each", lambda *a: pytest.fail("hashed"))
+            assert check_unpacked(reloaded)  # the new links are recorded: stats suffice
+        edit_in_place(env / "m3.py", b"VALUE = 3333\n")
+        assert not check_unpacked(reloaded)

@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
 from safepip import wheelzip
 from safepip.errors import ExitCode, SafepipError
@@ -558,8 +558,10 @@ def fetch_artifacts(
 # --- unpacking -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ManifestEntry:
+class ManifestEntry(NamedTuple):
+    """One file of an unpacked wheel, as its manifest records it (a tuple: an unpacked cache
+    holds tens of thousands of them, loaded on every install)."""
+
     path: str
     """The member's path in the wheel (POSIX)."""
     hash: str
@@ -908,9 +910,11 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
 
 
 def _load_manifest(root: Path) -> UnpackedWheel:
-    data = json.loads((root / MANIFEST).read_text("utf-8"))
+    with open(os.path.join(root, MANIFEST), "rb") as fh:
+        data = json.loads(fh.read())
     if data.get("format") != UNPACK_FORMAT:
         raise ValueError("another manifest format")
+    entry = ManifestEntry
     return UnpackedWheel(
         sha256=str(data["sha256"]),
         filename=str(data["filename"]),
@@ -918,27 +922,49 @@ def _load_manifest(root: Path) -> UnpackedWheel:
         dist_info=str(data["dist_info"]),
         data_dir=str(data["data_dir"]),
         root_is_purelib=bool(data["root_is_purelib"]),
-        entries=tuple(
-            ManifestEntry(
-                path=str(p),
-                hash=str(h),
-                size=int(s),
-                executable=bool(x),
-                stamp=(int(i), int(m), int(c)),
-            )
-            for p, h, s, x, i, m, c in data["entries"]
-        ),
+        # Positional and unconverted: this runs for every file of every wheel of an install.
+        # The types are checked by `_try_load_manifest`.
+        entries=tuple([entry(p, h, s, x, (i, m, c)) for p, h, s, x, i, m, c in data["entries"]]),
     )
+
+
+_SUSPECT_PARTS = ("\\", "./", ":", ".\x00", "\x00/", "\x00\x00")
+"""Wherever a path breaks a rule of `_safe_member`, its NUL-joined list holds one of these (or
+starts with `/` or NUL, or ends with `.` or NUL)."""
+
+
+def _all_safe(paths: list[str]) -> bool:
+    """`all(_safe_member(p) for p in paths)`, for tens of thousands of paths at a time: the paths
+    are joined with NUL (which no safe path contains) and the joined string is searched for
+    what an unsafe path must contain; only then is each path checked. Raises TypeError if one
+    is not a string."""
+    if not paths:
+        return True
+    joined = "\x00".join(paths)
+    if joined.count("\x00") != len(paths) - 1:
+        return False  # a NUL inside a path
+    if (
+        joined
+        and joined[0] not in "/\x00"
+        and joined[-1] not in ".\x00"
+        and not any(part in joined for part in _SUSPECT_PARTS)
+    ):
+        return True
+    return all(_safe_member(p) for p in paths)
 
 
 def _try_load_manifest(root: Path) -> UnpackedWheel | None:
     """The unpacked tree's manifest, or None when it is missing or damaged (garbled, cut
-    short, another format): such a tree is never used, only replaced."""
+    short, another format, a path or digest that is not a string): such a tree is never used,
+    only replaced."""
     try:
         unpacked = _load_manifest(root)
+        entries = unpacked.entries
+        # Paths and digests must be strings (`join` checks every one).
+        "".join([e.hash for e in entries])
+        if not _all_safe([e.path for e in entries]):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not all(_safe_member(e.path) for e in unpacked.entries):
         return None
     return unpacked
 
@@ -963,34 +989,98 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
     unprivileged process can set a ctime back (`os.utime` sets only atime and mtime), so an edit
     that keeps size and mtime still shows. A file whose stamp moved but whose size did not is
     hashed again: with the same sha256 and executable bit it is intact (a hard link made or
-    removed by another environment moves the ctime too), and its new stamp is recorded; anything
-    else means the entry is unpacked again from the verified archive. Only root (who can change
-    the clock or write the block device) could forge a stamp; the README's security model says so.
+    removed by another environment moves the ctime too), and the stamp taken *before* it was
+    hashed is recorded (a change during or after the hashing moves the ctime past it, so the
+    next check hashes the file again); anything else means the entry is unpacked again from the
+    verified archive. Large amounts of hashing are shared among threads (hashlib and reads
+    release the GIL). Only root (who can change the clock or write the block device) could
+    forge a stamp; the README's security model says so.
     """
-    root = str(unpacked.root)
     stat_ = os.stat
-    join = os.path.join
     moved: list[ManifestEntry] = []
+    stamps: dict[str, tuple[int, int, int]] = {}
+    try:
+        prefix, dir_fd = _open_root(unpacked.root)
+    except OSError:
+        return False
     try:
         for e in unpacked.entries:
-            st = stat_(join(root, e.path))
+            st = stat_(prefix + e.path, dir_fd=dir_fd)
             if st.st_size != e.size:
                 return False
-            if (st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != e.stamp:
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            if stamp != e.stamp:
                 if bool(st.st_mode & 0o111) != e.executable:
                     return False
                 moved.append(e)
-        for e in moved:
+                stamps[e.path] = stamp
+        if moved and not _hashes_match(prefix, dir_fd, moved):
+            return False
+    except OSError:
+        return False
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    if moved:
+        _write_manifest(
+            unpacked,
+            [
+                [e.path, e.hash, e.size, e.executable, *stamps.get(e.path, e.stamp)]
+                for e in unpacked.entries
+            ],
+        )
+    return True
+
+
+_BY_DIR_FD = os.stat in os.supports_dir_fd and os.open in os.supports_dir_fd
+
+
+def _open_root(root: Path) -> tuple[str, int | None]:
+    """How to reach the many files below `root`: `(prefix, dir_fd)` for `os.stat(prefix +
+    path, dir_fd=dir_fd)`. Relative to an open descriptor of the folder where the platform has
+    them (each lookup then walks only the path inside the entry), else by the full path. The
+    caller closes the descriptor."""
+    if _BY_DIR_FD:
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        return "", os.open(root, flags)
+    return str(root) + os.sep, None
+
+
+_HASH_SPLIT = 8 << 20
+"""Bytes to hash again above which the work is shared among threads."""
+
+
+def _hashes_match(prefix: str, dir_fd: int | None, entries: Sequence[ManifestEntry]) -> bool:
+    """Whether each file (see `_open_root`) still has its sha256."""
+    workers = min(os.cpu_count() or 1, 4)
+    if workers < 2 or sum(e.size for e in entries) < _HASH_SPLIT:
+        return _hash_each(prefix, dir_fd, entries)
+    # Largest first, dealt round-robin: about the same number of bytes per thread.
+    ordered = sorted(entries, key=lambda e: e.size, reverse=True)
+    shares = [ordered[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="safepip-hash") as pool:
+        others = [pool.submit(_hash_each, prefix, dir_fd, share) for share in shares[1:]]
+        mine = _hash_each(prefix, dir_fd, shares[0])
+        return all([mine, *(f.result() for f in others)])
+
+
+def _hash_each(prefix: str, dir_fd: int | None, entries: Iterable[ManifestEntry]) -> bool:
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        for e in entries:
             digest = hashlib.sha256()
-            with open(join(root, e.path), "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
+            fd = os.open(prefix + e.path, flags, dir_fd=dir_fd)
+            try:
+                while n := os.readv(fd, [buffer]):
+                    digest.update(view[:n])
+            finally:
+                os.close(fd)
             if "sha256=" + _b64(digest.digest()) != e.hash:
                 return False
     except OSError:
         return False
-    if moved:
-        restamp([unpacked])
     return True
 
 
@@ -998,26 +1088,51 @@ def restamp(unpacked: Iterable[UnpackedWheel]) -> None:
     """After hard-linking (`--link-mode hardlink`), record the cached files' new ctimes.
 
     Making a hard link changes the inode's ctime (its link count changed), so without this the
-    next `check_unpacked` would discard every hard-linked entry. The stamps are taken right
-    after linking; an edit made through another environment later moves the ctime again and is
-    caught. The manifest is replaced atomically; a concurrent run that restamps the same entry
-    at the same time at worst leaves a stamp that no longer matches, which costs one unpack.
+    next `check_unpacked` would hash every hard-linked file again. The stamps are taken right
+    after linking. A file whose inode, size or modification time is no longer the one verified
+    keeps its old stamp (so its next use hashes it); an edit made through an environment later
+    moves the ctime again and is caught. The manifest is replaced atomically; a concurrent run
+    that restamps the same entry at the same time at worst leaves a stamp that no longer
+    matches, which costs one hashing.
     """
+    stat_ = os.stat
     for wheel in unpacked:
-        root = str(wheel.root)
+        rows: list[list[Any]] = []
+        append = rows.append
         try:
-            entries = [
-                [e.path, e.hash, e.size, e.executable, *_stamp(os.stat(os.path.join(root, e.path)))]
-                for e in wheel.entries
-            ]
-            # Written from the entry in memory (it was loaded from this manifest and checked).
-            data = _manifest(wheel.sha256, wheel.filename, wheel.dist_info, wheel.root_is_purelib)
-            data["entries"] = entries
-            tmp = wheel.root / f"{MANIFEST}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(data), "utf-8")
-            os.replace(tmp, wheel.root / MANIFEST)
+            prefix, dir_fd = _open_root(wheel.root)
         except OSError:
             continue  # the entry is re-verified (and, if need be, rebuilt) on its next use
+        try:
+            for p, h, size, x, old in wheel.entries:
+                st = stat_(prefix + p, dir_fd=dir_fd)
+                if st.st_ino == old[0] and st.st_mtime_ns == old[1] and st.st_size == size:
+                    append([p, h, size, x, st.st_ino, st.st_mtime_ns, st.st_ctime_ns])
+                else:
+                    append([p, h, size, x, *old])
+        except OSError:
+            continue
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        _write_manifest(wheel, rows)
+
+
+def _write_manifest(wheel: UnpackedWheel, rows: list[list[Any]]) -> None:
+    """Replace an entry's manifest atomically with `rows` as its files (written from the entry
+    in memory, which was loaded from this manifest and checked). A failure is left to the next
+    use, which checks the entry again."""
+    data = _manifest(wheel.sha256, wheel.filename, wheel.dist_info, wheel.root_is_purelib)
+    data["entries"] = rows
+    final = os.path.join(wheel.root, MANIFEST)
+    tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data))
+        os.replace(tmp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _manifest(sha256: str, filename: str, dist_info: str, root_is_purelib: bool) -> dict[str, Any]:
