@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName
 
 from safepip import resolver
@@ -172,6 +174,67 @@ class TestResolution:
         _, (index,) = scenario({"indexes": ["releases"], "requirements": ["nometa"]})
         assert "/files/nometa-1.0-py3-none-any.whl" in index.paths_requested("GET")
         assert list((tmp_path / "cache" / "artifacts").rglob("nometa-1.0-py3-none-any.whl"))
+
+    def test_wheels_without_metadata_files_cost_one_probe_and_none_once_cached(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+    ) -> None:
+        """An index that serves no `.metadata` (and advertises none) is asked for one once per
+        run; a wheel already in the cache is read without asking at all."""
+        index = static_index()
+        index.add(wheel_factory("top", "1.0", requires=["mid"]), metadata=False)
+        index.add(wheel_factory("mid", "1.0", requires=["leaf"]), metadata=False)
+        index.add(wheel_factory("leaf", "1.0"), metadata=False)
+        parsed = parse_requirements(lines=["top"])
+        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+        results = []
+        for _ in range(2):
+            index.requests.clear()
+            with Session(NetConfig(policy=policy, retries=0)) as session:
+                result = resolve_requirements(
+                    parsed.requirements,
+                    (),
+                    index=IndexClient(session, index_urls=[index.url]),
+                    target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                    session=session,
+                    cache=Cache(tmp_path / "cache"),
+                )
+            results.append([p.spec for p in result.pins])
+            if len(results) == 1:
+                probes = [p for p in index.paths_requested("GET") if p.endswith(".metadata")]
+                assert len(probes) == 1
+                assert len([p for p in index.paths_requested("GET") if p.endswith(".whl")]) == 3
+        assert results == [["leaf==1.0", "mid==1.0", "top==1.0"]] * 2
+        again = index.paths_requested("GET")
+        assert not [p for p in again if p.endswith((".metadata", ".whl"))], again
+
+    def test_dependencies_of_extras_asked_later_are_fetched_ahead(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+    ) -> None:
+        """`b` met first and `b[x]` later: the pages `b[x]` adds are requested by the
+        prefetcher, before the resolver asks for them."""
+        index = static_index()
+        index.add(wheel_factory("b", "1.0", extras={"x": ["c"]}))
+        index.add(wheel_factory("c", "1.0"))
+        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+        with Session(NetConfig(policy=policy, retries=0)) as session:
+            prefetcher = resolver._Prefetcher(
+                index=IndexClient(session, index_urls=[index.url]),
+                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                session=session,
+                cache=Cache(tmp_path / "cache"),
+                pre=False,
+                preferred={},
+            )
+            try:
+                name = NormalizedName("b")
+                prefetcher.want_project(name, SpecifierSet(), frozenset()).result()
+                prefetcher.want_project(name, SpecifierSet(), frozenset({"x"})).result()
+                deadline = time.monotonic() + 10
+                while "/simple/c/" not in index.paths_requested("GET"):
+                    assert time.monotonic() < deadline, index.paths_requested("GET")
+                    time.sleep(0.01)
+            finally:
+                prefetcher.close()
 
     def test_unhashed_files_are_refused_unless_allowed(
         self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path

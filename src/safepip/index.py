@@ -870,6 +870,9 @@ class IndexClient:
         self._find_links_warnings: tuple[str, ...] = ()
         self._claimed: set[str] = set()
         """Indexes that served at least one project page in this run."""
+        self._no_metadata: set[str] = set()
+        """Indexes that answered 404 for a `.metadata` file they did not advertise: they are
+        not asked for the unadvertised ones again in this run (the wheel is read instead)."""
         self._root_missing: dict[str, bool] = {}
 
     # -- indexes
@@ -1071,11 +1074,12 @@ class IndexClient:
     def fetch_metadata(self, file: IndexFile) -> bytes | None:
         """The PEP 658 core metadata of `file` (`<url>.metadata`), or None if not served.
 
-        It is tried even when not advertised, since the public index serves it anyway. When the
-        index published hashes for it, the body must match every one safepip can compute, else
-        `MetadataHashError`. Without published hashes (or with only algorithms hashlib lacks) the
-        body is unverified: callers must check it against the distribution once that is
-        downloaded and hash-checked.
+        It is tried even when not advertised, since the public index serves it anyway, until the
+        index refuses one it did not advertise (404, or another 4xx): then no longer for those.
+        When the index published hashes for it, the body must match every one safepip can
+        compute, else `MetadataHashError`. Without published hashes (or with only algorithms
+        hashlib lacks) the body is unverified: callers must check it against the distribution
+        once that is downloaded and hash-checked.
 
         With a cache, metadata pinned by a published sha256 is read from disk when a copy with
         that digest is there (no request); other metadata is revalidated like index pages.
@@ -1109,6 +1113,12 @@ class IndexClient:
 
     def _download_metadata(self, file: IndexFile, *, revalidate: bool) -> bytes | None:
         advertised = file.core_metadata is not False
+        # Only a request is worth saving: a local folder is looked at every time.
+        remember = not advertised and _is_http(file.metadata_url)
+        if remember:
+            with self._lock:
+                if file.origin in self._no_metadata:
+                    return None
         try:
             if not revalidate:
                 # Pinned by its published sha256: cached by content, no validators needed.
@@ -1129,9 +1139,15 @@ class IndexClient:
         except NetworkError as exc:
             # Some indexes answer 403 or 400 for a file they never offered.
             if not advertised and exc.status is not None and 400 <= exc.status < 500:
+                if remember:
+                    with self._lock:
+                        self._no_metadata.add(file.origin)
                 return None
             raise
         if response.status == 404:
+            if remember:
+                with self._lock:
+                    self._no_metadata.add(file.origin)
             return None
         return response.content
 

@@ -371,6 +371,8 @@ class _Prefetcher:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(_PREFETCH_WORKERS, thread_name_prefix="safepip-resolve")
         self._pages: dict[NormalizedName, Future[ProjectFiles]] = {}
+        self._followed: dict[NormalizedName, set[str]] = {}
+        """The extras whose dependencies were fetched ahead, per project."""
         self._metadata: dict[tuple[NormalizedName, Version], Future[_Metadata]] = {}
         self._versions: dict[NormalizedName, dict[Version, tuple[IndexFile, ...]]] = {}
         self._sdists: dict[str, tuple[FetchedArtifact, Artifact]] = {}
@@ -385,11 +387,54 @@ class _Prefetcher:
     ) -> Future[ProjectFiles]:
         with self._lock:
             future = self._pages.get(name)
-            if future is not None:
+            if future is None:
+                future = self._pool.submit(self._load_page, name, specifier, extras)
+                self._pages[name] = future
+                self._followed[name] = set(extras)
                 return future
-            future = self._pool.submit(self._load_page, name, specifier, extras)
-            self._pages[name] = future
-            return future
+            followed = self._followed.setdefault(name, set())
+            new = frozenset(extras - followed)
+            if not new:
+                return future
+            followed.update(new)
+        # Extras asked for after the page was requested (`b[x]` met after `b`): their
+        # dependencies are fetched ahead too, once the page and the metadata are there.
+        future.add_done_callback(lambda done: self._follow_extras(name, specifier, new, done))
+        return future
+
+    def _follow_extras(
+        self,
+        name: NormalizedName,
+        specifier: SpecifierSet,
+        extras: frozenset[str],
+        page: Future[ProjectFiles],
+    ) -> None:
+        try:
+            if page.exception() is not None:
+                return
+            with self._lock:
+                by_version = self._versions.get(name)
+            guess = self._likely_wheel(name, by_version or {}, specifier)
+            if guess is None:
+                return
+            metadata = self.want_metadata(name, guess[0], guess[1], extras)
+            metadata.add_done_callback(lambda done: self._want_dependencies(done, extras))
+        except Exception:  # speculation only; the resolver asks again
+            pass
+
+    def _want_dependencies(self, metadata: Future[_Metadata], extras: frozenset[str]) -> None:
+        try:
+            if metadata.exception() is not None:
+                return
+            requires = metadata.result().requires_dist
+            for dep in dependencies_for(requires, extras, self.target.markers):
+                self.want_project(
+                    canonicalize_name(dep.name),
+                    dep.specifier,
+                    frozenset(canonicalize_name(e) for e in dep.extras),
+                )
+        except Exception:  # speculation only
+            pass
 
     def _load_page(
         self, name: NormalizedName, specifier: SpecifierSet, extras: frozenset[str]
@@ -494,6 +539,10 @@ class _Prefetcher:
         raw: bytes | None
         if wheel.kind == "sdist":
             raw = self._metadata_from_sdist(name, version, wheel)
+        elif self._wheel_cached(wheel):
+            # The wheel itself is in the cache (hashed again as it is read): its METADATA is
+            # the truth a `.metadata` file only mirrors, and reading it costs no request.
+            raw = self._metadata_from_wheel(name, version, wheel)
         else:
             raw = self.index.fetch_metadata(wheel)
             if raw is None:
@@ -521,10 +570,22 @@ class _Prefetcher:
         )
         try:
             for dep in dependencies_for(requires, extras, self.target.markers):
-                self.want_project(canonicalize_name(dep.name), dep.specifier, frozenset())
+                self.want_project(
+                    canonicalize_name(dep.name),
+                    dep.specifier,
+                    frozenset(canonicalize_name(e) for e in dep.extras),
+                )
         except Exception:  # speculation only
             pass
         return result
+
+    def _wheel_cached(self, wheel: IndexFile) -> bool:
+        """Whether the cache holds the wheel under the sha256 its index published, and the index
+        published no hash of a `.metadata` file (that one is cached by its hash: cheaper)."""
+        if isinstance(wheel.core_metadata, dict) and "sha256" in wheel.core_metadata:
+            return False
+        digest = wheel.hashes.get("sha256")
+        return digest is not None and self.cache.artifact_path(digest, wheel.filename).is_file()
 
     def _metadata_from_wheel(
         self, name: NormalizedName, version: Version, wheel: IndexFile
