@@ -834,16 +834,22 @@ def compile_bytecode(target: Target, pins: Sequence[Pin]) -> None:
     # Interleave by size so every process gets a similar amount of work.
     files.sort(key=lambda f: f.stat().st_size if f.exists() else 0, reverse=True)
     chunks = [files[i::workers] for i in range(workers)]
-    procs = [
-        subprocess.Popen(
-            [str(target.python), "-I", "-m", "compileall", "-q", "-i", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in chunks
-    ]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        # A signal while the compilers start is held until each started one is in `procs`, so
+        # none can escape the clean-up below.
+        with signals.deferred() as arrived:
+            for _ in chunks:
+                procs.append(
+                    subprocess.Popen(
+                        [str(target.python), "-I", "-m", "compileall", "-q", "-i", "-"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        if arrived:
+            raise signals.Interrupted(arrived[0])
         for proc, chunk in zip(procs, chunks, strict=True):
             assert proc.stdin is not None
             proc.stdin.write("\n".join(str(f) for f in chunk).encode())
