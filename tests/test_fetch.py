@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -29,6 +30,7 @@ from safepip.fetch import (
     UnpackedWheel,
     WheelIntegrityError,
     _all_safe,
+    _load_manifest,
     _safe_member,
     _try_load_manifest,
     check_unpacked,
@@ -474,6 +476,46 @@ class TestUnpackWheel:
             "member size differs from the archive directory",
         )
         assert not cache.unpacked_path("0" * 64).exists()
+
+    def test_every_reading_path_and_record_digest(
+        self, wheel_factory: WheelFactory, cache: Cache
+    ) -> None:
+        """A deep folder before its parent's files, a member too big to inflate in one call
+        (read in bounded chunks) and a RECORD row with a sha512 digest: all unpacked byte for
+        byte, and what `unpack_wheel` returns is what its manifest says."""
+        big = random.Random(14).randbytes(5 << 20)
+        files: dict[str, bytes] = {
+            "deep/a/b/c/leaf.py": b"x = 1\n",
+            "deep/top.py": b"y = 2\n",
+            "deep/blob.bin": big,
+            "deep/a/mid.py": b"z = 3\n",
+        }
+
+        def sha512_row(record: str) -> str:
+            digest = base64.urlsafe_b64encode(hashlib.sha512(b"y = 2\n").digest()).rstrip(b"=")
+            return record.replace(record_digest(b"y = 2\n"), f"sha512={digest.decode()}")
+
+        wheel = wheel_factory("deep", "1.0", files=files, record_override=sha512_row)
+        sha = sha256_file(wheel)
+        unpacked = unpack_wheel(wheel, sha, str(cache.root))
+        for name, data in files.items():
+            assert (unpacked.root / name).read_bytes() == data
+        assert unpacked == _load_manifest(unpacked.root)
+        assert check_unpacked(unpacked)
+
+        lying = wheel_factory(
+            "deep",
+            "1.0",
+            files=files,
+            record_override=lambda r: sha512_row(r).replace("sha512=", "sha512=A", 1),
+            salt="other",
+        )
+        with pytest.raises(WheelIntegrityError) as info:
+            unpack_wheel(lying, sha256_file(lying), str(cache.root))
+        assert (info.value.problem, info.value.member) == (
+            "content does not match its RECORD digest",
+            "deep/top.py",
+        )
 
     def test_idempotent(self, wheel_factory: WheelFactory, cache: Cache) -> None:
         wheel = wheel_factory("demo", "1.0")

@@ -12,7 +12,7 @@ import pytest
 from rawzip import RawEntry, build, entries_of, wheel_files
 from safepip.errors import ExitCode
 from safepip.fetch import Cache, WheelIntegrityError, unpack_wheel
-from safepip.wheelzip import ZipStructureError, iter_member, read_directory
+from safepip.wheelzip import ZipStructureError, is_small, iter_member, read_directory, read_small
 from wheelbuild import record_digest
 
 if TYPE_CHECKING:
@@ -53,6 +53,18 @@ class TestHonestArchives:
         fh = io.BytesIO(data)
         members = read_directory(fh, len(data))
         assert {m.name: b"".join(iter_member(fh, m)) for m in members} == FILES
+
+    @pytest.mark.parametrize("descriptor", [False, True])
+    @pytest.mark.parametrize("method", [0, 8])
+    def test_small_members_read_back_in_one_pread(
+        self, method: int, descriptor: bool, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "demo.whl"
+        path.write_bytes(build(entries_of(FILES, method=method, descriptor=descriptor)))
+        with path.open("rb") as fh:
+            members = read_directory(fh, path.stat().st_size)
+            assert all(is_small(m) for m in members)
+            assert {m.name: read_small(fh.fileno(), m) for m in members} == FILES
 
     def test_zip64_end_records(self) -> None:
         assert directory(build(entries_of(FILES), zip64=True)) == list(FILES)
@@ -186,6 +198,38 @@ class TestBoundedInflate:
         (member,) = read_directory(fh, len(data))
         with pytest.raises(ZipStructureError, match="CRC-32 of the member's data differs"):
             b"".join(iter_member(fh, member))
+
+    @pytest.mark.parametrize(
+        ("entry", "rule"),
+        [
+            (
+                RawEntry(INIT, b"\0" * (1 << 20), central={"usize": 1000}, local={"usize": 1000}),
+                "member inflates to more than its declared size",
+            ),
+            (
+                RawEntry(INIT, b"abc", central={"usize": 10}, local={"usize": 10}),
+                "member is smaller than its declared size",
+            ),
+            (
+                RawEntry(INIT, b"abc", central={"crc": 1}, local={"crc": 1}),
+                "CRC-32 of the member's data differs",
+            ),
+            (
+                RawEntry(INIT, b"abc", method=0, central={"crc": 1}, local={"crc": 1}),
+                "CRC-32 of the member's data differs",
+            ),
+        ],
+    )
+    def test_error_small_member_read_in_one_pread(
+        self, entry: RawEntry, rule: str, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "demo.whl"
+        path.write_bytes(build([entry]))
+        with path.open("rb") as fh:
+            (member,) = read_directory(fh, path.stat().st_size)
+            with pytest.raises(ZipStructureError) as info:
+                read_small(fh.fileno(), member)
+        assert (info.value.rule, info.value.member) == (rule, INIT)
 
     def test_large_member_is_read_in_bounded_chunks(self) -> None:
         big = bytes(range(256)) * (40 << 12)  # 40 MB

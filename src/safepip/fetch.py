@@ -241,10 +241,14 @@ def _algorithms(artifact: Artifact) -> set[str]:
 
 def _from_cache(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
     """The cached file for one of the pinned sha256 digests, hashed again before use."""
+    root = str(cache.root)
     for digest in _pinned_sha256(artifact):
-        path = cache.artifact_path(digest, artifact.filename)
-        if not path.is_file():
+        # Looked up by string first: a lock pins dozens of files per version, most not cached.
+        if not os.path.isfile(
+            os.path.join(root, "artifacts", digest[:2], digest, artifact.filename)
+        ):
             continue
+        path = cache.artifact_path(digest, artifact.filename)
         hasher = StreamHasher()
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
@@ -271,8 +275,12 @@ def _from_unpacked(artifact: Artifact, cache: Cache) -> FetchedArtifact | None:
         return None
     base = os.path.join(cache.root, "unpacked", f"v{UNPACK_FORMAT}")
     for digest in _pinned_sha256(artifact):
+        # A lock pins every file of a version (dozens of digests): the manifest is looked for
+        # first, the archive's path is built only for a digest that has one.
+        if not os.path.isfile(os.path.join(base, digest[:2], digest, MANIFEST)):
+            continue
         path = cache.artifact_path(digest, artifact.filename)
-        if os.path.isfile(os.path.join(base, digest[:2], digest, MANIFEST)) and path.is_file():
+        if path.is_file():
             return FetchedArtifact(artifact=artifact, path=path, sha256=digest, cached=True)
     return None
 
@@ -675,8 +683,6 @@ def _dist_info_of(filename: str, names: Iterable[str]) -> str:
     return dist_info
 
 
-_FD_STAT = os.chmod in os.supports_fd and os.stat in os.supports_fd
-
 METADATA_LIMIT = 64 << 20
 """RECORD and WHEEL are read into memory: a larger one is refused, not inflated."""
 
@@ -757,19 +763,23 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
         entries: list[ManifestEntry] = []
         made: set[str] = {str(staging)}
         dest = str(staging)
+        # This loop runs once per file of every wheel (tens of thousands in a large install):
+        # plain file descriptors, one `pread` and one inflate call per small member.
+        source = raw.fileno()
+        join, dirname, b64 = os.path.join, os.path.dirname, _b64
+        sha256_of = hashlib.sha256
         try:
             for m in files:
                 name = m.name
                 if name in unsigned and name != record_name:
                     continue
-                dest = os.path.join(staging, name)
-                folder = os.path.dirname(dest)
+                dest = join(staging, name)
+                folder = dirname(dest)
                 if folder not in made:
                     try:
-                        os.makedirs(folder, exist_ok=True)
+                        _make_folders(folder, made)
                     except OSError as exc:
                         raise _unwritable_member(filename, name, exc) from exc
-                    made.add(folder)
                 want = None if name == record_name else record[name][0]
                 alg = want.partition("=")[0] if want else "sha256"
                 if alg not in ALLOWED_ALGORITHMS:
@@ -778,48 +788,43 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                         f"RECORD digest `{alg}` is not acceptable (use sha256)",
                         member=name,
                     )
-                hasher = hashlib.sha256()
                 other = hashlib.new(alg) if alg != "sha256" else None
                 executable = bool((m.external_attr >> 16) & 0o111)
                 try:
-                    out = open(dest, "wb")  # noqa: SIM115 - closed below
+                    out = os.open(dest, _WRITE_FLAGS, 0o666)
                 except OSError as exc:
                     raise _unwritable_member(filename, name, exc) from exc
                 try:
-                    with out:
+                    if wheelzip.is_small(m):
+                        data = wheelzip.read_small(source, m)
+                        hasher = sha256_of(data)
+                        if other is not None:
+                            other.update(data)
+                        _write_all(out, data)
+                    else:
+                        hasher = sha256_of()
                         for chunk in wheelzip.iter_member(raw, m):
                             hasher.update(chunk)
                             if other is not None:
                                 other.update(chunk)
-                            out.write(chunk)
-                        if _FD_STAT:
-                            # Stamped through the open file: no second lookup of the path.
-                            if executable:
-                                os.chmod(out.fileno(), 0o755)
-                            out.flush()
-                            stamped = os.stat(out.fileno())
+                            _write_all(out, chunk)
+                    if executable and _FD_CHMOD:
+                        os.chmod(out, 0o755)
+                    # Stamped through the open file: no second lookup of the path.
+                    stamped = os.fstat(out)
                 except wheelzip.ZipStructureError as exc:
                     raise WheelIntegrityError(filename, exc.rule, member=name) from exc
-                if not _FD_STAT:
-                    if executable:
-                        os.chmod(dest, 0o755)
+                finally:
+                    os.close(out)
+                if executable and not _FD_CHMOD:
+                    os.chmod(dest, 0o755)
                     stamped = os.stat(dest)
-                digest = "sha256=" + _b64(hasher.digest())
-                if want:
-                    got = _b64((other or hasher).digest())
-                    if got != want.partition("=")[2]:
-                        raise WheelIntegrityError(
-                            filename, "content does not match its RECORD digest", member=name
-                        )
-                entries.append(
-                    ManifestEntry(
-                        path=name,
-                        hash=digest,
-                        size=m.size,
-                        executable=executable,
-                        stamp=_stamp(stamped),
+                digest = "sha256=" + b64(hasher.digest())
+                if want and want != (digest if other is None else f"{alg}={b64(other.digest())}"):
+                    raise WheelIntegrityError(
+                        filename, "content does not match its RECORD digest", member=name
                     )
-                )
+                entries.append(ManifestEntry(name, digest, m.size, executable, _stamp(stamped)))
             manifest = _manifest(sha256, filename, dist_info, root_is_purelib)
             manifest["entries"] = [
                 [e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries
@@ -827,14 +832,50 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
             dest = str(staging / MANIFEST)
             (staging / MANIFEST).write_text(json.dumps(manifest), "utf-8")
             dest = str(final)
-            _publish(staging, final)
+            published = _publish(staging, final)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise cache_write_error(exc, dest, cache.root) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return _load_manifest(final)
+    if not published:
+        return _load_manifest(final)  # a concurrent run's copy won: its own stamps
+    # The manifest just written, from memory (reading it back would parse it again).
+    return UnpackedWheel(
+        sha256=sha256,
+        filename=filename,
+        root=final,
+        dist_info=dist_info,
+        data_dir=manifest["data_dir"],
+        root_is_purelib=root_is_purelib,
+        entries=tuple(entries),
+    )
+
+
+_WRITE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+_FD_CHMOD = os.chmod in os.supports_fd
+
+
+def _make_folders(folder: str, made: set[str]) -> None:
+    """Create `folder` and its parents up to one in `made` (the staging folder is), once each."""
+    missing = []
+    while folder not in made:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for path in reversed(missing):
+        os.mkdir(path)
+        made.add(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written != len(data):  # a short write (a signal, a nearly full disk): write the rest
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _unwritable_member(filename: str, name: str, exc: OSError) -> OSError | WheelIntegrityError:
@@ -847,21 +888,23 @@ def _unwritable_member(filename: str, name: str, exc: OSError) -> OSError | Whee
     return exc
 
 
-def _publish(staging: Path, final: Path) -> None:
+def _publish(staging: Path, final: Path) -> bool:
     """Rename a complete unpacked tree into place. A damaged tree in the way (no or garbled
     manifest, as a crash or an edit leaves it) is replaced; an intact one, put there by a
-    concurrent run, wins and the staging copy goes. Two runs replacing the same damaged tree
+    concurrent run, wins and the staging copy goes (False is returned: the tree in place is
+    not the one just written). Two runs replacing the same damaged tree
     at once both end here without an error (`Directory not empty` is that race)."""
     for _ in range(3):
         try:
             os.rename(staging, final)
-            return
+            return True
         except OSError:
             if _try_load_manifest(final) is not None:
                 shutil.rmtree(staging, ignore_errors=True)
-                return
+                return False
             _discard(final)
     os.rename(staging, final)
+    return True
 
 
 def _read_small(raw: BinaryIO, member: wheelzip.ZipMember, filename: str) -> bytes:

@@ -15,6 +15,7 @@ produces more than its declared size, so a zip bomb costs neither memory nor dis
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -377,6 +378,35 @@ def _inflate_module() -> Any:
     return isal_zlib
 
 
+def is_small(member: ZipMember) -> bool:
+    """Whether `read_small` takes the member (it is inflated in one call)."""
+    return member.compressed_size <= SMALL_MEMBER and member.size <= SMALL_MEMBER
+
+
+def read_small(fd: int, member: ZipMember) -> bytes:
+    """A small member's bytes (`is_small`), read from the file descriptor with one `pread`
+    and inflated in one call bounded by the declared size, with every check of `iter_member`.
+    """
+    return _small(member, os.pread(fd, member.compressed_size, member.data_offset))
+
+
+def _small(member: ZipMember, payload: bytes) -> bytes:
+    if len(payload) != member.compressed_size:
+        raise ZipStructureError("member data cut short", member.name)
+    module = _inflate_module()
+    if member.method == STORED:
+        data = payload
+    else:
+        inflater = module.decompressobj(-15)
+        try:
+            data = inflater.decompress(payload, member.size + 1)
+        except (zlib.error, module.error) as exc:
+            raise ZipStructureError("member cannot be decompressed", member.name) from exc
+        _check_end(member, inflater, len(data), len(payload))
+    _check_crc(member, module.crc32(data))
+    return data
+
+
 def iter_member(fh: BinaryIO, member: ZipMember) -> Iterator[bytes]:
     """The member's bytes in chunks of at most `CHUNK` (or one piece for a small member).
 
@@ -387,6 +417,9 @@ def iter_member(fh: BinaryIO, member: ZipMember) -> Iterator[bytes]:
     module = _inflate_module()
     crc32 = module.crc32
     fh.seek(member.data_offset)
+    if is_small(member):
+        yield _small(member, fh.read(member.compressed_size))
+        return
     declared = member.size
     if member.method == STORED:
         left = declared
@@ -402,16 +435,6 @@ def iter_member(fh: BinaryIO, member: ZipMember) -> Iterator[bytes]:
         return
     inflater = module.decompressobj(-15)
     errors = (zlib.error, module.error)
-    if member.compressed_size <= SMALL_MEMBER and declared <= SMALL_MEMBER:
-        payload = fh.read(member.compressed_size)
-        try:
-            data = inflater.decompress(payload, declared + 1)
-        except errors as exc:
-            raise ZipStructureError("member cannot be decompressed", member.name) from exc
-        _check_end(member, inflater, len(data), len(payload))
-        _check_crc(member, crc32(data))
-        yield data
-        return
     left = member.compressed_size
     produced = 0
     crc = 0
