@@ -37,9 +37,28 @@ def _is_pep440(text: str) -> bool:
     return True
 
 
+def _release(text: str) -> str | None:
+    """The release part of a PEP 440 version (`1.2` of `1.2rc1`), `0` for `introduced: 0`."""
+    from packaging.version import InvalidVersion, Version
+
+    if text == "0":
+        return "0"
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        return None
+    return None if version.epoch else ".".join(map(str, version.release))
+
+
 def pins_from_bundled(count: int) -> tuple[list[str], list[str]]:
-    """`count` distinct pins over all the bundled projects (round-robin over each project's
-    advisory versions, then `99.0`), and the projects sorted by how many advisories they have."""
+    """`count` distinct pins over all the bundled projects, and the projects sorted by how
+    many advisories they have.
+
+    Each project's versions are those its advisories name (range events and `versions`
+    lists), then versions inside its affected ranges (`R.0.1`, `R.0.2`, ... above the release
+    `R` of each `introduced` version, `0.0.k` for `introduced: 0`: the database leaves out
+    the lists of released versions that its ranges cover), then `99.0`; pins are taken
+    round-robin over the projects."""
     per_name: dict[str, list[str]] = {}
     advisories: dict[str, int] = {}
     with zipfile.ZipFile(database.SHIPPED) as zf:
@@ -50,16 +69,22 @@ def pins_from_bundled(count: int) -> tuple[list[str], list[str]]:
             records = json.loads(zf.read(member))
             advisories[name] = len(records)
             versions: dict[str, None] = {}
+            introduced: dict[str, None] = {}
             for record in records:
                 for entry in record.get("affected", ()):
                     for version in entry.get("versions", ()):
                         versions[version] = None
                     for rng in entry.get("ranges", ()):
                         for event in rng.get("events", ()):
-                            for value in event.values():
+                            for kind, value in event.items():
+                                if kind == "introduced":
+                                    introduced[value] = None
                                 if value != "0":
                                     versions[value] = None
-            per_name[name] = [*(v for v in versions if _is_pep440(v)), "99.0"]
+            named = [v for v in versions if _is_pep440(v)]
+            bases = list(dict.fromkeys(r for v in introduced if (r := _release(v))))
+            inside = [f"{base}.0.{k}" for k in range(1, 200) for base in bases]
+            per_name[name] = [*named, *(v for v in inside if v not in versions), "99.0"]
     pins: list[str] = []
     depth = 0
     while len(pins) < count and depth < 10_000:
@@ -74,19 +99,24 @@ def pins_from_bundled(count: int) -> tuple[list[str], list[str]]:
 
 
 def vulnerable_pins(ranked: list[str], count: int) -> list[str]:
-    """The most-advised projects at their oldest listed version (many findings each)."""
+    """The most-advised projects at the lowest version their advisories' ranges start from
+    (`0.0.1` when a range starts at `introduced: 0`): many findings each."""
+    from packaging.version import Version
+
     pins = []
     with zipfile.ZipFile(database.SHIPPED) as zf:
         for name in ranked[:count]:
             records = json.loads(zf.read(f"packages/{name}.json"))
-            listed = [
-                v
+            starts = {
+                "0.0.1" if value == "0" else value
                 for r in records
                 for e in r.get("affected", ())
-                for v in e.get("versions", ())
-                if _is_pep440(v)
-            ]
-            pins.append(f"{name}=={listed[0] if listed else '0.0.1'}")
+                for rng in e.get("ranges", ())
+                for event in rng.get("events", ())
+                for kind, value in event.items()
+                if kind == "introduced" and (value == "0" or _is_pep440(value))
+            }
+            pins.append(f"{name}=={min(starts, key=Version) if starts else '0.0.1'}")
     return pins
 
 

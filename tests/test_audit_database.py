@@ -74,6 +74,67 @@ class TestBuild:
         )
         assert not (tmp_path / "x.zip").exists()
 
+    def test_versions_lists_inside_the_ranges_are_left_out(self, tmp_path: Path) -> None:
+        """A `versions` list that names only versions inside its entry's ranges matches nothing
+        the ranges do not, so a built database leaves it out (issue 11); a list naming a
+        version outside them, or a string that is not PEP 440, or without ranges, is kept,
+        and the built database finds what the OSV data read whole finds."""
+
+        def record(rid: str, versions: list[str], ranges: bool = True) -> dict[str, object]:
+            entry: dict[str, object] = {
+                "package": {"ecosystem": "PyPI", "name": "P_kg"},
+                "versions": versions,
+            }
+            if ranges:
+                events = [{"introduced": "1.0"}, {"fixed": "1.2"}, {"introduced": "2.0"}]
+                entry["ranges"] = [{"type": "ECOSYSTEM", "events": events}]
+            return {"id": rid, "modified": "2026-07-01T00:00:00Z", "affected": [entry]}
+
+        folder = tmp_path / "osv"
+        folder.mkdir()
+        records = [
+            record("T-1", ["1.0", "1.1", "1.1.1", "2.0", "3.0.0"]),
+            record("T-2", ["1.1", "1.5"]),
+            record("T-3", ["1.1", "1.1-odd"]),
+            record("T-4", ["1.5"], ranges=False),
+        ]
+        for rec in records:
+            (folder / f"{rec['id']}.json").write_text(json.dumps(rec))
+        info = db.build_database(
+            db.OsvReader(folder), tmp_path / "db.zip", date=dt.date(2026, 7, 1), source="t"
+        )
+        assert info.records == 4
+        with zipfile.ZipFile(tmp_path / "db.zip") as zf:
+            stored = json.loads(zf.read("packages/p-kg.json"))
+        assert {r["id"]: "versions" in r["affected"][0] for r in stored} == {
+            "T-1": False,
+            "T-2": True,
+            "T-3": True,
+            "T-4": True,
+        }
+        built = db.CompactDatabase(tmp_path / "db.zip", origin="path")
+        whole = db.OsvDataDatabase(folder)
+        name = canonicalize_name("p-kg")
+        probes = ["0.9", "1.0", "1.1", "1.1.0", "1.1.1", "1.1-odd", "1.2", "1.5", "2.0", "3.0"]
+        packages = [(name, v) for v in probes]
+
+        def found(
+            database: db.CompactDatabase | db.OsvDataDatabase,
+        ) -> dict[str, object]:
+            return {
+                version: (
+                    [(m.advisory.id, m.fix_versions) for m in matches]
+                    if isinstance(matches, list)
+                    else matches
+                )
+                for (_, version), matches in database.find(packages).items()
+            }
+
+        assert found(built) == found(whole)
+        outside = built.find([(name, "1.5")])[(name, "1.5")]
+        assert isinstance(outside, list)
+        assert [m.advisory.id for m in outside] == ["T-2", "T-4"]
+
     def test_bundled_database_is_current(self) -> None:
         bundled = db.CompactDatabase(db.SHIPPED, origin="bundled")
         info = bundled.info()

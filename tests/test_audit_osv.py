@@ -205,6 +205,46 @@ def test_versions_list_matches_by_pep440_or_string(versions: list[str], v: str) 
     assert (match_advisory(adv, canonicalize_name("p"), v) is not None) == expected
 
 
+@given(
+    events=event_lists(),
+    listed=st.lists(st.sampled_from([*UNIVERSE, "1.1.0", "1-odd", "1.10.0"]), max_size=6),
+)
+def test_a_versions_list_left_out_by_a_build_changes_no_match(
+    events: list[tuple[str, int]], listed: list[str]
+) -> None:
+    """`safepip db import` leaves out a `versions` list when `versions_add_to_ranges` says it
+    adds nothing: every version (and string) then matches the entry with the same fixes."""
+    from safepip.audit.database import _compact_record
+
+    record = {
+        "id": "T-1",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "p"},
+                "ranges": [
+                    {
+                        "type": "ECOSYSTEM",
+                        "events": [{kind: UNIVERSE[i]} for kind, i in events],
+                    }
+                ],
+                "versions": listed,
+            }
+        ],
+    }
+    name = canonicalize_name("p")
+    full = parse_record(record)
+    compacted = parse_record(_compact_record(record, name))
+    if compacted.affected[0].versions != full.affected[0].versions:
+        assert not compacted.affected[0].versions
+        assert events  # a list is never dropped for an entry whose ranges are empty
+    for probe in [*UNIVERSE, "1.1.0", "1-odd", "0.9", "1.10.0", "1.0+local"]:
+        expected = match_advisory(full, name, probe)
+        got = match_advisory(compacted, name, probe)
+        assert (got.fix_versions if got else None) == (
+            expected.fix_versions if expected else None
+        ), probe
+
+
 @pytest.mark.parametrize("bad", [{"affected": []}, {"id": ""}])
 def test_error_record_without_id(bad: dict[str, object]) -> None:
     with pytest.raises((KeyError, ValueError)):
@@ -332,8 +372,17 @@ def test_merge_without_shared_names_equals_the_union_find() -> None:
     for name in sorted(bundled._names)[::7]:
         canonical = canonicalize_name(name)
         advisories = bundled.advisories_for(canonical)
-        listed = [v for a in advisories for e in a.affected for v in e.versions][:3]
-        for raw in listed:
+        # Versions the advisories name (the bundled data keeps few `versions` lists: those
+        # inside the ranges are left out when it is built), each affected by its range.
+        named = [
+            v
+            for a in advisories
+            for e in a.affected
+            for r in e.ranges
+            for kind, v in r
+            if kind == "introduced" and v != "0"
+        ]
+        for raw in [*named[:3], "0.0.1"]:
             found = [m for a in advisories if (m := match_advisory(a, canonical, raw))]
             assert merge_matches(found) == merge_by_union(found), (name, raw)
             merged += len(found)

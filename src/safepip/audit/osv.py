@@ -329,6 +329,19 @@ def _in_range(prepared: _Range, version: Version) -> bool:
     return affected
 
 
+def versions_add_to_ranges(entry: Affected) -> bool:
+    """True if `entry.versions` can match a version that the entry's ranges do not: it names
+    a PEP 440 version outside every range, or a string that is not PEP 440 (matched as a
+    string). When False the list changes nothing about matching: a listed version is only
+    consulted for a version outside the ranges, and then gives no match."""
+    ranges = entry.prepared.ranges
+    for value in entry.versions:
+        version = parse_version(value)
+        if version is None or not any(_in_range(ready, version) for ready in ranges):
+            return True
+    return False
+
+
 def _fixes(ranges: Iterable[Sequence[tuple[str, str]]]) -> list[str]:
     return [value for rng in ranges for kind, value in rng if kind == "fixed"]
 
