@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from packaging.pylock import Pylock
+from packaging.pylock import Pylock, is_valid_pylock_path
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
@@ -182,6 +182,12 @@ class TestRequirementsFormat:
         assert lock.lock_format("requirements.txt") is lock.LockFormat.REQUIREMENTS
         assert lock.lock_format("pylock.txt") is lock.LockFormat.REQUIREMENTS
         assert lock.lock_format("-") is lock.LockFormat.REQUIREMENTS
+
+    @given(st.lists(st.sampled_from(["pylock", ".", "toml", "dev", "..", "\n", "/", "x"])))
+    def test_format_names_as_packaging_names_them(self, pieces: list[str]) -> None:
+        name = "".join(pieces)
+        expected = name != "-" and is_valid_pylock_path(Path(name))
+        assert (lock.lock_format(name) is lock.LockFormat.PYLOCK) == expected
 
 
 class TestPylock:

@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from packaging.requirements import Requirement
     from packaging.utils import NormalizedName
 
+    from safepip.buildpolicy import BuildPolicy
     from safepip.fetch import Cache, UnpackedWheel
     from safepip.index import IndexClient
     from safepip.net import Session
@@ -85,7 +86,6 @@ BUILD_HINT = (
     "`[tool.safepip]`), with its build dependencies pinned in `--build-constraint FILE`; "
     "or ask the maintainers for a wheel"
 )
-DEFAULT_TIMEOUT = 900.0
 """Seconds a build may take, all hooks together."""
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 LEGACY_REQUIRES = ("setuptools>=40.8.0",)
@@ -148,20 +148,6 @@ class BuildDependencyError(HashCheckError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class BuildPolicy:
-    """What may be built, and from which build dependencies."""
-
-    allowed: frozenset[NormalizedName] = frozenset()
-    """Projects named with `--allow-build` or `allow-build`."""
-    constraint: Path | None = None
-    """The build constraint file (`--build-constraint`)."""
-    timeout: float = DEFAULT_TIMEOUT
-    metadata_only: bool = False
-    """Never build (`safepip lock --build`): the dependencies of an sdist without static
-    metadata are read from its `PKG-INFO` as they stand, with a warning."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class BuildSystem:
     """`[build-system]` of a source tree (PEP 517/518)."""
 
@@ -180,22 +166,6 @@ class Built:
     record: Mapping[str, object]
     """`built_from` of the install record: the sdist's filename and sha256, the build
     dependencies (name, version, sha256) and the backend."""
-
-
-def timeout_from_environment() -> float:
-    """`SAFEPIP_BUILD_TIMEOUT` (seconds, all hooks of one build together), else 900."""
-    from safepip.errors import UsageError
-
-    text = os.environ.get("SAFEPIP_BUILD_TIMEOUT", "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"`SAFEPIP_BUILD_TIMEOUT` must be a number of seconds, not `{text}`")
-    return value
 
 
 def is_sdist(artifact: Artifact) -> bool:

@@ -22,13 +22,11 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from safepip import __version__
 from safepip import target as target_mod
-from safepip.build import BuildPolicy, timeout_from_environment
+from safepip.buildpolicy import BuildPolicy, timeout_from_environment
 from safepip.errors import ExitCode, SafepipError, UsageError
 from safepip.fetch import fetch_artifacts, open_cache
 from safepip.hashes import ALLOWED_ALGORITHMS
 from safepip.index import IndexClient
-from safepip.install import installed_artifact
-from safepip.journal import recover
 from safepip.net import Session
 from safepip.plan import Artifact, Pin, same_version
 from safepip.policy import PolicyViolation
@@ -78,11 +76,13 @@ class LockFormat(enum.Enum):
 
 def lock_format(output: str) -> LockFormat:
     """PEP 751 for `pylock.toml` and `pylock.<name>.toml`; a requirements file for anything else."""
-    from packaging.pylock import is_valid_pylock_path
-
-    if output != "-" and is_valid_pylock_path(Path(output)):
+    if output != "-" and _PYLOCK_NAME.fullmatch(Path(output).name):
         return LockFormat.PYLOCK
     return LockFormat.REQUIREMENTS
+
+
+_PYLOCK_NAME = re.compile(r"pylock\.toml|pylock\.[^.]+\.toml")
+"""PEP 751's file names (`packaging.pylock.is_valid_pylock_path`, without importing it)."""
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -655,6 +655,9 @@ def freeze_environment(
     was installed); otherwise the index's hashes for that version are used (every file of the
     version). Distributions with neither are returned with a `problem`, never dropped.
     """
+    # Imported here: `safepip lock` imports this module and never installs.
+    from safepip.install import installed_artifact
+    from safepip.journal import recover
 
     recover(target)
     results: dict[NormalizedName, FrozenPackage] = {}

@@ -23,7 +23,8 @@ from safepip import install as install_stage
 from safepip import sync as sync_stage
 from safepip import target as target_mod
 from safepip.audit import database
-from safepip.build import BUILD_HINT, BuildPolicy, is_sdist
+from safepip.build import BUILD_HINT, is_sdist
+from safepip.buildpolicy import BuildPolicy, timeout_from_environment
 from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
 from safepip.errors import SafepipError, UsageError
 from safepip.fetch import cached_wheels, open_cache
@@ -770,7 +771,7 @@ def build_policy(options: InstallOptions) -> BuildPolicy:
     return BuildPolicy(
         allowed=options.allow_build | settings.allow_build,
         constraint=options.build_constraint,
-        timeout=build_stage.timeout_from_environment(),
+        timeout=timeout_from_environment(),
     )
 
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from resolvelib.resolvers import Criterion
     from resolvelib.structs import RequirementInformation, State
 
-    from safepip.build import BuildPolicy
+    from safepip.buildpolicy import BuildPolicy
     from safepip.fetch import Cache, FetchedArtifact
     from safepip.index import IndexClient, IndexFile, ProjectFiles
     from safepip.net import Session
