@@ -248,6 +248,22 @@ class Transaction:
             os.unlink(dest)
             linker.place(source, dest)
 
+    def place_many(
+        self, pairs: Sequence[tuple[str, str]], sizes: Sequence[int], linker: Linker
+    ) -> None:
+        """Phase 2: `place` for many files at once (`sizes`: the sources' sizes), large copies
+        in a few threads (see `Linker.place_many`, which has stopped them all before it
+        raises)."""
+        if self.delay:
+            for source, dest in pairs:
+                self.place(source, dest, linker)
+            return
+        try:
+            linker.place_many(pairs, sizes)
+        except BaseException:
+            self.current = linker.failed or self.current
+            raise
+
     def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
         """Phase 2: write a file safepip generates (RECORD, launchers, `safepip.json`)."""
         self.current = dest
@@ -317,6 +333,8 @@ class _Layout:
     filename: str
     links: list[tuple[str, str]] = field(default_factory=list)
     """(source in the cache, destination)."""
+    sizes: list[int] = field(default_factory=list)
+    """The size of each source in `links`."""
     writes: list[tuple[str, bytes, bool]] = field(default_factory=list)
     """(destination, contents, executable)."""
     creates: list[tuple[str, str]] = field(default_factory=list)
@@ -365,6 +383,7 @@ def _layout_wheel(
     # This loop runs once per installed file (tens of thousands): no per-file lookups.
     root_prefix = root if root.endswith(os.sep) else root + os.sep
     links_append = layout.links.append
+    sizes_append = layout.sizes.append
     creates_append = layout.creates.append
     records_append = records.append
 
@@ -408,6 +427,7 @@ def _layout_wheel(
                 records.append((scheme, rel, _digest(data), str(len(data))))
                 continue
         links_append((source, dest))
+        sizes_append(entry.size)
         creates_append((schemes[scheme], rel))
         records_append((scheme, rel, entry.hash, str(entry.size)))
     entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
@@ -692,8 +712,7 @@ def apply(
                 overwritten = _unseal_overwritten(txn, plan, layouts, target)
             for pin, lay in zip(plan.install, layouts, strict=True):
                 current = f"installing `{pin.spec}`"
-                for source, dest in lay.links:
-                    txn.place(source, dest, linker)
+                txn.place_many(lay.links, lay.sizes, linker)
                 for dest, data, executable in lay.writes:
                     txn.write(dest, data, executable=executable)
             current = "committing"
@@ -701,6 +720,8 @@ def apply(
             with signals.deferred() as arrived:
                 txn.commit()
         except BaseException as exc:
+            with signals.deferred():  # its threads are idle: `place_many` waited for them
+                linker.close()
             journal_gone = txn.journal is not None and not os.path.isdir(txn.journal.state.folder)
             if not isinstance(exc, signals.Interrupted) and (_gone(target) or journal_gone):
                 # Deleted under us (the journal goes first when the whole folder is removed):
@@ -726,6 +747,7 @@ def apply(
                     f"Install failed while {current}: {exc}; the environment was restored",
                 ) from exc
             raise
+    linker.close()
     if arrived:
         interrupted = signals.Interrupted(arrived[0])
         interrupted.outcome = "the install had already completed and was kept"
