@@ -30,10 +30,12 @@ from safepip.fetch import (
     UnpackedWheel,
     WheelIntegrityError,
     _all_safe,
+    _Feeder,
     _load_manifest,
     _safe_member,
     _try_load_manifest,
     check_unpacked,
+    fetch_and_unpack,
     fetch_artifacts,
     restamp,
     unpack_all,
@@ -815,6 +817,90 @@ class TestUnpackAll:
         )
         with pytest.raises(WheelIntegrityError, match="file not listed in RECORD"):
             unpack_all([fetched(good), fetched(bad)], cache)
+
+
+class TestFetchAndUnpack:
+    """Downloads and unpacking overlapped: wheels go to the worker processes as they arrive."""
+
+    def test_wheels_unpacked_in_processes_as_they_arrive(
+        self, tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("safepip.fetch.os.cpu_count", lambda: 2)
+        wheels = [big_wheel(tmp_path / "w", n, i) for i, n in enumerate(("alpha", "beta", "c"))]
+        wheels.append(build_wheel(tmp_path / "w", "small", "1.0"))  # unpacked in this process
+        with Session(NetConfig(policy=HostPolicy())) as session:
+            got, unpacked = fetch_and_unpack(
+                session, [artifact(w, w.as_uri()) for w in wheels], cache
+            )
+        assert [g.path.name for g in got] == [w.name for w in wheels]
+        assert sorted(unpacked) == sorted(sha256_file(w) for w in wheels)
+        for item in got:
+            assert check_unpacked(unpacked[item.sha256])
+            with zipfile.ZipFile(item.path) as zf:
+                for name in zf.namelist():
+                    assert (unpacked[item.sha256].root / name).read_bytes() == zf.read(name)
+
+    def test_refusal_in_a_process_is_raised(self, tmp_path: Path, cache: Cache) -> None:
+        wheels = [big_wheel(tmp_path / "w", n, i) for i, n in enumerate(("alpha", "beta", "c"))]
+        wheels.append(
+            build_wheel(
+                tmp_path / "w",
+                "bad",
+                "1.0",
+                files={"bad/blob.bin": random.Random(9).randbytes(300 * 1024)},
+                extra_members={"bad/extra.py": "x"},
+            )
+        )
+        with (
+            Session(NetConfig(policy=HostPolicy())) as session,
+            pytest.raises(WheelIntegrityError, match="file not listed in RECORD"),
+        ):
+            fetch_and_unpack(session, [artifact(w, w.as_uri()) for w in wheels], cache)
+        assert not cache.unpacked_path(sha256_file(wheels[-1])).exists()
+
+    def test_the_largest_waiting_wheel_goes_first(self, tmp_path: Path) -> None:
+        """A wheel whose download ends after smaller ones is still unpacked before them (in
+        arrival order the largest wheel was the tail of cold installs)."""
+        submitted: list[str] = []
+        futures: list[concurrent.futures.Future[Any]] = []
+
+        class HeldPool:
+            """Each unpacking runs until the test lets it finish."""
+
+            def submit(self, fn: object, path: Path, *args: object) -> object:
+                future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+                submitted.append(path.name.split("-")[0])
+                futures.append(future)
+                return future
+
+        def waiting_for(count: int) -> None:
+            deadline = time.monotonic() + 10
+            while len(submitted) < count:
+                assert time.monotonic() < deadline, submitted
+                time.sleep(0.005)
+
+        def item(name: str) -> FetchedArtifact:
+            path = tmp_path / f"{name}-1.0-py3-none-any.whl"
+            path.write_bytes(name.encode())
+            return FetchedArtifact(
+                artifact=artifact(path, path.as_uri()), path=path, sha256=name, cached=False
+            )
+
+        feeder = _Feeder(HeldPool(), 1, str(tmp_path))  # type: ignore[arg-type]
+        try:
+            feeder.add(item("first"), 10)
+            waiting_for(1)
+            for name, size in (("small", 20), ("largest", 40), ("middle", 30)):
+                feeder.add(item(name), size)
+            for count in (2, 3, 4):
+                futures[count - 2].set_result(submitted[count - 2])
+                waiting_for(count)
+            futures[3].set_result(submitted[3])
+            assert feeder.finish() == ["first", "largest", "middle", "small"]  # type: ignore[comparison-overlap]
+        finally:
+            feeder.stop()
+            feeder.join()
+        assert submitted == ["first", "largest", "middle", "small"]
 
 
 def edit_in_place(path: Path, data: bytes) -> None:

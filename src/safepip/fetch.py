@@ -13,6 +13,7 @@ import contextlib
 import csv
 import errno
 import hashlib
+import heapq
 import io
 import json
 import os
@@ -42,6 +43,7 @@ from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from concurrent.futures import ProcessPoolExecutor
 
     from safepip.net import Session
     from safepip.plan import Artifact
@@ -1229,10 +1231,7 @@ def fetch_and_unpack(
     Unpacking is CPU-bound (inflate, hash, write), so it runs in processes; threads would share
     one core. Small jobs are unpacked in the calling thread: a process pool costs more to start.
     """
-    from concurrent.futures import Future, ProcessPoolExecutor
-
     result: dict[str, UnpackedWheel] = {}
-    futures: list[Future[UnpackedWheel]] = []
     lock = threading.Lock()
     # Only wheels that are not unpacked yet need a worker: a warm install starts no pool (a
     # forkserver and its workers cost about 0.1 s of CPU before they do anything).
@@ -1242,19 +1241,14 @@ def fetch_and_unpack(
         if (a.size or 1 << 20) > 256 * 1024 and _from_unpacked(a, cache) is None
     )
     pool: ProcessPoolExecutor | None = None
+    feeder: _Feeder | None = None
     if big >= 3 and (os.cpu_count() or 1) > 1:
-        import multiprocessing
-
-        # forkserver: workers are forked from a fresh single-threaded server process, never
-        # from this multi-threaded one.
-        ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
         workers = min(os.cpu_count() or 1, 4)
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
-        )
+        pool = _process_pool(workers)
         # Start the workers now, while the first downloads run, not when the first is done.
         for _ in range(workers):
             pool.submit(_warm_up)
+        feeder = _Feeder(pool, workers, str(cache.root))
 
     def on_ready(item: FetchedArtifact) -> None:
         ready = _reusable_unpacked(item, cache, warn)
@@ -1262,11 +1256,11 @@ def fetch_and_unpack(
             with lock:
                 result[item.sha256] = ready
             return
-        if pool is not None and item.path.stat().st_size > 256 * 1024:
-            future = pool.submit(unpack_wheel, item.path, item.sha256, str(cache.root))
-            with lock:
-                futures.append(future)
-            return
+        if feeder is not None:
+            size = item.path.stat().st_size
+            if size > 256 * 1024:
+                feeder.add(item, size)
+                return
         unpacked = unpack_wheel(item.path, item.sha256, str(cache.root))
         with lock:
             result[item.sha256] = unpacked
@@ -1280,17 +1274,113 @@ def fetch_and_unpack(
             max_workers=max_workers,
             on_ready=on_ready,
         )
-        for future in futures:
-            unpacked = future.result()
-            result[unpacked.sha256] = unpacked
+        if feeder is not None:
+            for unpacked in feeder.finish():
+                result[unpacked.sha256] = unpacked
     except OSError as exc:
         # Every file this stage touches outside the sources (their errors are NetworkErrors)
         # is in the cache.
         raise cache_write_error(exc, cache.root, cache.root) from exc
     finally:
+        if feeder is not None:
+            feeder.stop()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if feeder is not None:
+            feeder.join()
     return fetched, result
+
+
+class _Feeder:
+    """Hands verified wheels to the process pool, the largest waiting one first and one per
+    worker at a time.
+
+    Downloads finish in no useful order (a large wheel, started first, ends after dozens of
+    small ones); in the pool's own first-come queue the largest wheel then waits behind all of
+    them and, unpacked last, is the tail of the whole stage. One thread per worker takes the
+    largest wheel waiting, waits for its unpacking, and takes the next.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor, workers: int, cache_root: str) -> None:
+        self._pool = pool
+        self._cache_root = cache_root
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int, FetchedArtifact]] = []
+        self._count = 0
+        self._closed = False
+        self._results: list[UnpackedWheel] = []
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._feed, name="safepip-unpack-feeder", daemon=True)
+            for _ in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def add(self, item: FetchedArtifact, size: int) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._waiting, (-size, self._count, item))
+            self._cond.notify()
+
+    def _feed(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if not self._waiting or self._error is not None:
+                    return
+                item = heapq.heappop(self._waiting)[2]
+            try:
+                future = self._pool.submit(unpack_wheel, item.path, item.sha256, self._cache_root)
+                unpacked = future.result()
+            except BaseException as exc:  # handed to the caller by `finish`
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+                    self._waiting.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._results.append(unpacked)
+
+    def finish(self) -> list[UnpackedWheel]:
+        """Every wheel added is unpacked: the results, or the first error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._results
+
+    def stop(self) -> None:
+        """Hand out nothing more (the run is failing); unpackings under way still finish."""
+        with self._cond:
+            self._closed = True
+            self._waiting.clear()
+            self._cond.notify_all()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """The pool that unpacks wheels. Its workers are forked from multiprocessing's fork server,
+    a fresh single-threaded process (never from this multi-threaded one), which imports this
+    module once for all of them (each worker importing it costs about 0.07 s of CPU)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if os.name == "nt":  # pragma: no cover - no fork server on Windows
+        ctx: Any = multiprocessing.get_context("spawn")
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", __name__])  # `__main__`: multiprocessing's default
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
 
 
 def _warm_up() -> None:
@@ -1390,15 +1480,9 @@ def _unpack_all(
         for item in todo:
             result[item.sha256] = unpack_wheel(item.path, item.sha256, str(cache.root))
         return result
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # Largest first keeps the processes evenly busy.
     todo.sort(key=lambda t: t.path.stat().st_size, reverse=True)
-    ctx = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
-    )
+    pool = _process_pool(workers)
     try:
         futures = {
             pool.submit(unpack_wheel, item.path, item.sha256, str(cache.root)): item

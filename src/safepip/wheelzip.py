@@ -228,17 +228,18 @@ def _central_directory(data: bytes, count: int) -> list[_Central]:
         raw_name = data[start : start + name_len]
         name = _decode_name(raw_name, flags)
         extra = _extra_fields(data[start + name_len : start + name_len + extra_len], name)
-        wanted = [
-            key
-            for key, value in (("size", usize), ("csize", csize), ("offset", offset))
-            if value == _MAX32
-        ]
-        big = _zip64_values(extra, wanted, name)
-        usize, csize, offset = (
-            big.get("size", usize),
-            big.get("csize", csize),
-            big.get("offset", offset),
-        )
+        if _MAX32 in (usize, csize, offset):
+            wanted = [
+                key
+                for key, value in (("size", usize), ("csize", csize), ("offset", offset))
+                if value == _MAX32
+            ]
+            big = _zip64_values(extra, wanted, name)
+            usize, csize, offset = (
+                big.get("size", usize),
+                big.get("csize", csize),
+                big.get("offset", offset),
+            )
         if disk not in (0, _MAX16):
             raise ZipStructureError("multi-disk archives are not supported", name)
         if name in names:
@@ -286,23 +287,25 @@ def _with_local_header(fh: BinaryIO, c: _Central, cd_offset: int) -> ZipMember:
     if (flags ^ c.flags) & (_FLAG_DESCRIPTOR | _FLAG_ENCRYPTED | _FLAG_UTF8):
         raise ZipStructureError("flags differ between local header and central directory", name)
     extra = _extra_fields(rest[name_len:], name)
-    wanted = [key for key, value in (("size", usize), ("csize", csize)) if value == _MAX32]
-    big = _zip64_values(extra, wanted, name)
-    usize, csize = big.get("size", usize), big.get("csize", csize)
+    if _MAX32 in (usize, csize):
+        wanted = [key for key, value in (("size", usize), ("csize", csize)) if value == _MAX32]
+        big = _zip64_values(extra, wanted, name)
+        usize, csize = big.get("size", usize), big.get("csize", csize)
     data_offset = c.header_offset + _LOCAL.size + name_len + extra_len
     end = data_offset + c.compressed_size
     with_descriptor = bool(flags & _FLAG_DESCRIPTOR)
-    for label, local, central in (
-        ("CRC-32", crc, c.crc),
-        ("compressed size", csize, c.compressed_size),
-        ("uncompressed size", usize, c.size),
-    ):
-        # With a data descriptor the local header may leave the values at zero; any value it
-        # does give must still agree.
-        if local != central and not (with_descriptor and local == 0):
-            raise ZipStructureError(
-                f"{label} differs between local header and central directory", name
-            )
+    if (crc, csize, usize) != (c.crc, c.compressed_size, c.size):
+        for label, local, central in (
+            ("CRC-32", crc, c.crc),
+            ("compressed size", csize, c.compressed_size),
+            ("uncompressed size", usize, c.size),
+        ):
+            # With a data descriptor the local header may leave the values at zero; any value
+            # it does give must still agree.
+            if local != central and not (with_descriptor and local == 0):
+                raise ZipStructureError(
+                    f"{label} differs between local header and central directory", name
+                )
     if end > cd_offset:
         raise ZipStructureError("member data runs into the central directory", name)
     if with_descriptor:
