@@ -14,6 +14,7 @@ from packaging.version import InvalidVersion, Version
 from safepip.audit.osv import (
     Advisory,
     Match,
+    PackageIndex,
     affects,
     match_advisory,
     merge_by_union,
@@ -245,6 +246,62 @@ def test_a_versions_list_left_out_by_a_build_changes_no_match(
         ), probe
 
 
+@st.composite
+def advisories_of_p(draw: st.DrawFn) -> list[Advisory]:
+    """A few advisories of `p`: ranges of any events (limits, `introduced: 0`, repeats at one
+    version, strings that are not PEP 440), sometimes a `versions` list, another package."""
+    values = st.sampled_from([*UNIVERSE, "1.1.0", "2.9.0-NA", "*"])
+    event = st.tuples(st.sampled_from([*KINDS, "limit", "introduced"]), values)
+    records = []
+    for n in range(draw(st.integers(1, 4))):
+        entries = []
+        for _ in range(draw(st.integers(1, 2))):
+            ranges = [
+                {
+                    "type": "ECOSYSTEM",
+                    "events": [
+                        {kind: "0" if kind == "introduced" and zero else value}
+                        for (kind, value), zero in draw(
+                            st.lists(st.tuples(event, st.booleans()), max_size=6)
+                        )
+                    ],
+                }
+                for _ in range(draw(st.integers(0, 3)))
+            ]
+            entry: dict[str, object] = {
+                "package": {"ecosystem": "PyPI", "name": draw(st.sampled_from(["p", "P", "q"]))},
+                "ranges": ranges,
+            }
+            if draw(st.booleans()) and draw(st.booleans()):
+                entry["versions"] = draw(st.lists(values, max_size=3))
+            entries.append(entry)
+        records.append(
+            {"id": f"T-{n}", "affected": entries, "withdrawn": "x" if draw(st.booleans()) else ""}
+        )
+    return [parse_record(r) for r in records]
+
+
+PROBES = [*UNIVERSE, "0.9", "1.0.0", "1.1.0", "1.1.5", "1.0+local", "1.2rc1", "1.2.post1", "9.0"]
+
+
+@given(advisories=advisories_of_p(), probes=st.lists(st.sampled_from([*PROBES, "2.9.0-NA"])))
+def test_package_index_matches_what_each_advisory_gives(
+    advisories: list[Advisory], probes: list[str]
+) -> None:
+    """`PackageIndex` (a package's range events as cells, each range a bit mask) matches what
+    `match_advisory` and `affects` give advisory by advisory, fixes included."""
+    name = canonicalize_name("p")
+    index = PackageIndex(name, advisories)
+    for probe in [*probes, *PROBES]:
+        expected = [m for a in advisories if (m := match_advisory(a, name, probe))]
+        got = index.match(probe)
+        assert [(m.advisory.id, m.fix_versions) for m in got] == [
+            (m.advisory.id, m.fix_versions) for m in expected
+        ], probe
+        for advisory in advisories:
+            assert index.affects(advisory, probe) is affects(advisory, name, probe)
+
+
 @pytest.mark.parametrize("bad", [{"affected": []}, {"id": ""}])
 def test_error_record_without_id(bad: dict[str, object]) -> None:
     with pytest.raises((KeyError, ValueError)):
@@ -325,6 +382,7 @@ def _straight_match(advisory: Advisory, name: NormalizedName, raw: str) -> tuple
 def _spellings(text: str) -> list[str]:
     """`text` and other spellings of (nearly) the same version, to probe equality."""
     out = [text, f"{text}.0", f"{text}.0.0", f"v{text}", f"{text}+local", f"1!{text}", f"0{text}"]
+    out += [f"{text}.1", f"{text}rc1", f"{text}.post1"]  # between two versions the data names
     if text.endswith(".0"):
         out.append(text[:-2])
     return out
@@ -350,14 +408,18 @@ def test_fast_path_equals_straightforward_evaluation_over_the_bundled_database()
             for e in a.affected
             for v in (*e.versions, *(value for r in e.ranges for _, value in r))
         }
-        sample = rng.sample(sorted(values), min(4, len(values)))
+        sample = rng.sample(sorted(values), min(3, len(values)))
         probes = {p for v in sample for p in _spellings(v)} | {"0.0.1", "99.0", "2.9.0-NA"}
+        index = PackageIndex(canonical, advisories)
         for raw in sorted(probes):
+            indexed = {m.advisory.id: m.fix_versions for m in index.match(raw)}
             for advisory in advisories:
                 expected = _straight_match(advisory, canonical, raw)
                 got = match_advisory(advisory, canonical, raw)
                 assert (got.fix_versions if got else None) == expected, (advisory.id, raw)
                 assert affects(advisory, canonical, raw) is (expected is not None)
+                assert indexed.get(advisory.id) == expected, (advisory.id, raw)
+                assert index.affects(advisory, raw) is (expected is not None)
                 compared += 1
     assert compared > 100_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -164,3 +165,44 @@ class TestTable:
         print_table(_many(1, "漢字の説明"), Console(file=buffer, no_color=True, width=120))
         header, row = buffer.getvalue().splitlines()[:2]
         assert header.index("Summary") == row.index("漢")
+
+    def test_shared_findings_give_the_table_of_unshared_ones(self) -> None:
+        """The pins of one package share their findings (one tuple), and the table lays out
+        a shared list once (issue 11): the lines are those of findings that share nothing,
+        names that wrap, wide characters, ignored findings and colour included."""
+        vulns = (
+            *_many(2, "shared summary " * 6).packages[0].vulns,
+            Vulnerability(id="PYSEC-2026-9", summary="漢字の説明", ignored_reason="accepted"),
+        )
+
+        def copied() -> tuple[Vulnerability, ...]:
+            return tuple(dataclasses.replace(v) for v in vulns)
+
+        names = ["a", "b" * 40, "c"]
+        shared = AuditReport(
+            packages=tuple(
+                PackageResult(name=canonicalize_name(n), version=f"1.{i}", vulns=vulns)
+                for i, n in enumerate(names * 3)
+            ),
+            source="test data",
+            data_date=dt.date(2026, 7, 23),
+        )
+        unshared = dataclasses.replace(
+            shared,
+            packages=tuple(dataclasses.replace(p, vulns=copied()) for p in shared.packages),
+        )
+        for width in (200, 90, 40):
+            for colour in (False, True):
+                outputs = []
+                for report in (shared, unshared):
+                    buffer = io.StringIO()
+                    console = Console(
+                        file=buffer, width=width, force_terminal=colour, no_color=not colour
+                    )
+                    print_table(report, console)
+                    outputs.append(buffer.getvalue())
+                assert outputs[0] == outputs[1], (width, colour)
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", outputs[0])
+                assert plain.count("PYSEC-2026-9") == 9
+                if width >= 72:  # narrower, the columns keep their minimum widths
+                    assert all(len(line) <= width for line in plain.splitlines())

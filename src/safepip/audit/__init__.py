@@ -153,6 +153,11 @@ class AdvisorySource(Protocol):
         """Matches per package, or a string saying why the package could not be checked."""
         ...
 
+    def affects(self, advisory: Advisory, name: NormalizedName, version: str) -> bool:
+        """Whether `advisory` (from a match this source found) affects `name==version`:
+        `osv.affects`, which the fix targets ask about every candidate fix version."""
+        ...
+
 
 class VulnerabilitiesFound(SafepipError):
     """Packages with known vulnerabilities that are not ignored."""
@@ -526,7 +531,7 @@ def audit_with(
         if isinstance(outcome, str):
             skipped.append(SkippedPackage(name=name, version=version, reason=outcome))
             continue
-        results.append(_judge_package(name, version, outcome, judge))
+        results.append(_judge_package(name, version, outcome, judge, source.affects))
     return AuditReport(
         packages=tuple(results),
         skipped=tuple(skipped),

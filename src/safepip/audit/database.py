@@ -26,7 +26,7 @@ from safepip import settings
 from safepip.audit import AuditError, Package
 from safepip.audit.osv import (
     InvalidRecord,
-    match_advisory,
+    PackageIndex,
     parse_record,
     parse_version,
     prepare_listed,
@@ -128,6 +128,7 @@ class CompactDatabase:
             # An empty database would report every package as clean.
             raise DatabaseError(f"The advisory database `{path}` has no records", path=path)
         self._advisories: dict[str, list[Advisory]] = {}
+        self._indexes: dict[NormalizedName, PackageIndex] = {}
         self.data_date: dt.date | None = _date_or_none(self.meta.get("date"))
         source = str(self.meta.get("source") or path.name)
         self.description = description or f"advisory database `{path}` (from {source})"
@@ -159,6 +160,9 @@ class CompactDatabase:
     def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
         return _find_local(self, packages)
 
+    def affects(self, advisory: Advisory, name: NormalizedName, version: str) -> bool:
+        return _index_for(self, name).affects(advisory, version)
+
     def info(self) -> DatabaseInfo:
         meta = self.meta
         return DatabaseInfo(
@@ -188,6 +192,7 @@ class OsvDataDatabase:
         self.path = path
         self.origin = "path"
         self.by_name: dict[NormalizedName, list[Advisory]] = {}
+        self._indexes: dict[NormalizedName, PackageIndex] = {}
         self.records = 0
         self.withdrawn = 0
         reader = OsvReader(path, today=today)
@@ -213,6 +218,9 @@ class OsvDataDatabase:
     def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
         return _find_local(self, packages)
 
+    def affects(self, advisory: Advisory, name: NormalizedName, version: str) -> bool:
+        return _index_for(self, name).affects(advisory, version)
+
     def info(self) -> DatabaseInfo:
         return DatabaseInfo(
             path=self.path,
@@ -233,24 +241,31 @@ class OsvDataDatabase:
 Database = CompactDatabase | OsvDataDatabase
 
 
+def _index_for(db: CompactDatabase | OsvDataDatabase, name: NormalizedName) -> PackageIndex:
+    """The package's advisories prepared for matching, once per database and package: every
+    pin of the package is matched with them, and every fix candidate of its findings."""
+    index = db._indexes.get(name)
+    if index is None:
+        advisories = db.advisories_for(name)
+        prepare_listed(e for a in advisories for e in a.affected if e.name == name)
+        index = db._indexes[name] = PackageIndex(name, advisories)
+    return index
+
+
 def _find_local(
     db: CompactDatabase | OsvDataDatabase, packages: Sequence[Package]
 ) -> dict[Package, list[Match] | str]:
 
     result: dict[Package, list[Match] | str] = {}
-    prepared: set[NormalizedName] = set()
     for name, version in packages:
-        advisories = db.advisories_for(name)
-        if name not in prepared:
-            prepared.add(name)
-            prepare_listed(e for a in advisories for e in a.affected if e.name == name)
-        matches = [m for a in advisories if (m := match_advisory(a, name, version))]
+        index = _index_for(db, name)
+        matches = index.match(version)
         if (
             not matches
             and parse_version(version) is None
             and any(
                 rng
-                for a in advisories
+                for a in index.advisories
                 for entry in a.affected
                 if entry.name == name
                 for rng in entry.ranges

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from safepip.audit import AuditError, Package
-from safepip.audit.osv import Match, match_advisory, parse_record, sort_versions
+from safepip.audit.osv import Match, affects, match_advisory, parse_record, sort_versions
 from safepip.net import NetConfig, NetworkError, Session
 from safepip.policy import HostPolicy, PolicyViolation
 from safepip.urls import redact_url
@@ -90,6 +90,9 @@ class OsvApiSource:
             return self._session_factory()
 
         return Session(NetConfig(policy=HostPolicy().with_hosts(self.base_url)))
+
+    def affects(self, advisory: Advisory, name: NormalizedName, version: str) -> bool:
+        return affects(advisory, name, version)
 
     def find(self, packages: Sequence[Package]) -> dict[Package, list[Match] | str]:
 

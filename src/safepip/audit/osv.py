@@ -8,7 +8,9 @@ sorted by PEP 440 version before the walk; withdrawn records never match.
 from __future__ import annotations
 
 import functools
+import operator
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -409,6 +411,160 @@ def affects(advisory: Advisory, name: NormalizedName, raw_version: str) -> bool:
         if verdict:
             return True
     return False
+
+
+class PackageIndex:
+    """One package's advisories, prepared to match many versions of it (issue 11).
+
+    The PEP 440 versions that the package's range events name, sorted, cut every version into
+    a *cell*: below the first, equal to one of them, or strictly between two of them (cells
+    `0, 1, 2, ...`: `2i + 1` is the `i`-th version itself, `2i` what lies just below it). A
+    range walk gives the same answer for every version of a cell, so each range becomes a bit
+    mask over the cells, computed once; matching a version is finding its cell (a dict lookup
+    for a spelling the data uses, else one bisection) and testing bits. An advisory whose
+    entries keep a `versions` list, and a version that is not PEP 440, are matched the
+    straightforward way (`match_advisory`); a differential test holds the two to the same
+    results over the bundled database.
+    """
+
+    __slots__ = ("_bounds", "_by_advisory", "_cells", "_slots", "advisories", "name")
+
+    def __init__(self, name: NormalizedName, advisories: Sequence[Advisory]) -> None:
+        self.name = name
+        self.advisories = advisories
+        values: dict[str, Version] = {}
+        entries = [
+            (advisory, [e for e in advisory.affected if e.name == name])
+            for advisory in advisories
+            if not advisory.withdrawn
+        ]
+        for _, own in entries:
+            for entry in own:
+                for rng in entry.ranges:
+                    for _, value in rng:
+                        if value not in values and (version := parse_version(value)) is not None:
+                            values[value] = version
+        bounds = sorted(set(values.values()))
+        place = {version: 2 * i + 1 for i, version in enumerate(bounds)}
+        self._bounds = bounds
+        self._cells = {value: place[version] for value, version in values.items()}
+        size = 2 * len(bounds) + 1
+        self._slots: list[_Slot] = []
+        self._by_advisory: dict[int, _Slot] = {}
+        for advisory, own in entries:
+            if not own:
+                continue
+            slot = _Slot(advisory, own, place, size)
+            self._slots.append(slot)
+            self._by_advisory[id(advisory)] = slot
+
+    def _cell(self, raw: str) -> int | None:
+        cell = self._cells.get(raw)
+        if cell is not None:
+            return cell
+        version = parse_version(raw)
+        if version is None:
+            return None
+        bounds = self._bounds
+        i = bisect_left(bounds, version)
+        return 2 * i + 1 if i < len(bounds) and bounds[i] == version else 2 * i
+
+    def match(self, raw_version: str) -> list[Match]:
+        """`match_advisory` of every advisory against this package at `raw_version`, in the
+        advisories' order, without the ones that do not apply."""
+        cell = self._cell(raw_version)
+        found = []
+        for slot in self._slots:
+            if slot.listing or cell is None:
+                match = match_advisory(slot.advisory, self.name, raw_version)
+                if match is not None:
+                    found.append(match)
+            elif slot.mask >> cell & 1:
+                found.append(slot.match(cell))
+        return found
+
+    def affects(self, advisory: Advisory, raw_version: str) -> bool:
+        """`affects(advisory, name, raw_version)` for one of this package's advisories."""
+        slot = self._by_advisory.get(id(advisory))
+        if slot is None or slot.listing or slot.advisory is not advisory:
+            return affects(advisory, self.name, raw_version)
+        cell = self._cell(raw_version)
+        if cell is None:
+            return affects(advisory, self.name, raw_version)
+        return bool(slot.mask >> cell & 1)
+
+
+class _Slot:
+    """One advisory of a `PackageIndex`: each range of its entries for the package as a mask
+    over the cells, with the range's sorted fixes, and the matches made so far by their fixes
+    (the pins of a package that one advisory affects mostly share them)."""
+
+    __slots__ = ("advisory", "listing", "mask", "matches", "ranges")
+
+    def __init__(
+        self, advisory: Advisory, entries: list[Affected], place: dict[Version, int], size: int
+    ) -> None:
+        self.advisory = advisory
+        self.listing = any(entry.versions for entry in entries)
+        """An entry keeps a `versions` list: matched by `match_advisory`."""
+        self.ranges = [
+            (_range_mask(ready, place, size), fixes)
+            for entry in entries
+            for ready, fixes in zip(entry.prepared.ranges, entry.prepared.range_fixes, strict=True)
+        ]
+        self.mask = functools.reduce(operator.or_, (m for m, _ in self.ranges), 0)
+        self.matches: dict[tuple[str, ...], Match] = {}
+
+    def match(self, cell: int) -> Match:
+        found = [fixes for mask, fixes in self.ranges if mask >> cell & 1]
+        fix_versions = (
+            found[0] if len(found) == 1 else _sorted_fixes(frozenset(f for x in found for f in x))
+        )
+        match = self.matches.get(fix_versions)
+        if match is None:
+            match = self.matches[fix_versions] = Match(
+                advisory=self.advisory, fix_versions=fix_versions
+            )
+        return match
+
+
+def _range_mask(ready: _Range, place: dict[Version, int], size: int) -> int:
+    """The cells inside a prepared range, as bits of an `int` (`_in_range` for every cell)."""
+    parsed, limits = ready
+    top = size
+    if limits:
+        # Only versions below one of the limits can be affected: the cells below the highest.
+        tops = [place[limit] for limit in limits if limit is not None]
+        if not tops:
+            return 0
+        top = max(tops)
+    # Each event decides for the cells from its threshold up, unless a later event (in the
+    # walk's order) also does: `introduced` and `fixed` at a version from its own cell,
+    # `last_affected` from the cell above it, `introduced: 0` from the first cell.
+    starts: list[tuple[int, int, bool]] = []
+    for order, (kind, value) in enumerate(parsed):
+        if kind == "introduced":
+            starts.append((0 if value is None else place[value], order, True))
+        elif value is None:
+            continue
+        elif kind == "fixed":
+            starts.append((place[value], order, False))
+        elif kind == "last_affected":
+            starts.append((place[value] + 1, order, False))
+    starts.sort()
+    mask = 0
+    latest, affected = -1, False
+    i, count = 0, len(starts)
+    while i < count:
+        start = starts[i][0]
+        while i < count and starts[i][0] == start:
+            if starts[i][1] > latest:
+                latest, affected = starts[i][1], starts[i][2]
+            i += 1
+        end = starts[i][0] if i < count else size
+        if affected and end > start:
+            mask |= (1 << end) - (1 << start)
+    return mask & ((1 << top) - 1)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 JSON_VERSION = 1
+# What `JSONEncoder(ensure_ascii=False).encode` does with a string, without its type checks.
+_string: Callable[[str], str] = json.encoder.encode_basestring
 OSV_VULN_URL = "https://osv.dev/vulnerability/"
 
 
@@ -139,7 +141,7 @@ def _dependency_text(
     _, vulns_text, ignored_text = known
     target = f', "fix_target": {encode(pkg.fix_target)}' if vulns_text else ""
     return (
-        f'{{"name": {encode(pkg.name)}, "version": {encode(pkg.version)}, '
+        f'{{"name": {_string(pkg.name)}, "version": {_string(pkg.version)}, '
         f'"vulns": [{vulns_text}]{ignored_text}{target}}}'
     )
 
@@ -433,54 +435,93 @@ def print_table(report: AuditReport, console: Console) -> None:
     console.print(f"[{style}]{escape(summary_line(report))}[/]")
 
 
+def _pad(text: str, width: int) -> str:
+    # Padded by cells, not characters: wide characters keep the columns aligned.
+    return text.ljust(width) if text.isascii() else f"{text}{' ' * (width - _width(text))}"
+
+
+def _lines(cells: Sequence[str], widths: Sequence[int]) -> list[str]:
+    """`cells` laid out in columns of `widths`, each cell wrapped to its column; every column
+    but the last padded."""
+    if all(len(c) <= w for c, w in zip(cells, widths, strict=True)) and "".join(cells).isascii():
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)]
+        return [_GAP.join([*padded, cells[-1]])]
+    wrapped = [
+        [cell] if len(cell) <= w and cell.isascii() else _wrap(cell, w)
+        for cell, w in zip(cells, widths, strict=True)
+    ]
+    lines = []
+    for n in range(max(map(len, wrapped))):
+        line = [column[n] if n < len(column) else "" for column in wrapped]
+        padded = [_pad(t, w) for t, w in zip(line[:-1], widths, strict=False)]
+        lines.append(_GAP.join([*padded, line[-1]]))
+    return lines
+
+
 def _write_table(report: AuditReport, console: Console) -> None:
-    rows: list[tuple[tuple[str, str, str, str, str], bool | None]] = []
-    natural = [_width(h) for h in _HEADERS]
+    # A package's findings are shared by the pins whose versions fall alike among the fixes
+    # (`audit._Shared`): their cells, and their three columns laid out, are made once.
+    rows: list[tuple[str, str, tuple[str, str, str], bool]] = []
+    known: dict[int, tuple[tuple[Vulnerability, ...], list[tuple[tuple[str, str, str], bool]]]]
+    known = {}
     for pkg in report.findings:
         name, version = _cell(pkg.name), _cell(pkg.version)
-        for vuln in pkg.vulns:
-            ident = vuln.id + (f" ({', '.join(vuln.aliases)})" if vuln.aliases else "")
-            ignored = vuln.ignored_reason is not None
-            note = f"ignored: {vuln.ignored_reason}" if ignored else vuln.summary
-            cells = (name, version, _cell(ident), _cell(vuln.smallest_fix or "-"), _cell(note))
-            rows.append((cells, ignored))
-    for i, column in enumerate(zip(*(cells for cells, _ in rows), strict=True)):
+        found = known.get(id(pkg.vulns))
+        if found is None or found[0] is not pkg.vulns:
+            cells = []
+            for vuln in pkg.vulns:
+                ident = vuln.id + (f" ({', '.join(vuln.aliases)})" if vuln.aliases else "")
+                ignored = vuln.ignored_reason is not None
+                note = f"ignored: {vuln.ignored_reason}" if ignored else vuln.summary
+                right = (_cell(ident), _cell(vuln.smallest_fix or "-"), _cell(note))
+                cells.append((right, ignored))
+            found = known[id(pkg.vulns)] = (pkg.vulns, cells)
+        for right, ignored in found[1]:
+            rows.append((name, version, right, ignored))
+    natural = [_width(h) for h in _HEADERS]
+    columns = (
+        {r[0] for r in rows},
+        {r[1] for r in rows},
+        *map(set, zip(*{r[2] for r in rows}, strict=True)),
+    )
+    for i, column in enumerate(columns):
         measure = len if "".join(column).isascii() else _width
         natural[i] = max(natural[i], *map(measure, column))
     widths = _column_widths(natural, console.width)
     colour = console.color_system is not None and not console.no_color
-    w0, w1, w2, w3, w4 = widths
+    w0, w1 = widths[:2]
+    right_widths = widths[2:]
+    blank_left = f"{'':<{w0}}{_GAP}{'':<{w1}}{_GAP}"
+    blank_right = _GAP.join(" " * w for w in right_widths[:-1]) + _GAP
+    laid_out: dict[tuple[str, str, str], list[str]] = {}
     out: list[str] = []
     header_style = _BOLD if colour else ""
+    a, b, c, d, e = _HEADERS
     # `dim` is None for the header row.
-    for cells, dim in [(_HEADERS, None), *rows]:
+    for name, version, right, dim in [(a, b, (c, d, e), None), *rows]:
         style = header_style if dim is None else (_DIM if colour and dim else "")
-        a, b, c, d, e = cells
+        right_lines = laid_out.get(right)
+        if right_lines is None:
+            right_lines = laid_out[right] = _lines(right, right_widths)
         if (
-            len(a) <= w0
-            and len(b) <= w1
-            and len(c) <= w2
-            and len(d) <= w3
-            and len(e) <= w4
-            and (a + b + c + d + e).isascii()
+            len(name) <= w0
+            and len(version) <= w1
+            and len(right_lines) == 1
+            and (name + version).isascii()
         ):
-            text = f"{a:<{w0}}{_GAP}{b:<{w1}}{_GAP}{c:<{w2}}{_GAP}{d:<{w3}}{_GAP}{e}".rstrip()
-            texts = [(a, text)]
-        else:
-            wrapped = [
-                [cell] if len(cell) <= w and cell.isascii() else _wrap(cell, w)
-                for cell, w in zip(cells, widths, strict=True)
-            ]
-            texts = []
-            for n in range(max(map(len, wrapped))):
-                line = [column[n] if n < len(column) else "" for column in wrapped]
-                # Padded by cells, not characters: wide characters keep the columns aligned.
-                padded = [
-                    t.ljust(w) if t.isascii() else f"{t}{' ' * (w - _width(t))}"
-                    for t, w in zip(line, widths, strict=True)
-                ]
-                texts.append((line[0], _GAP.join(padded[:-1] + line[-1:]).rstrip()))
-        for first, text in texts:
+            # One line (the common case): what the general layout below gives, made directly.
+            text = f"{name:<{w0}}{_GAP}{version:<{w1}}{_GAP}{right_lines[0]}".rstrip()
+            if colour and dim is not None and name:
+                text = f"{_CYAN}{name}{_RESET}{style}{text[len(name) :]}"
+            out.append(f"{style}{text}{_RESET}" if style else text)
+            continue
+        firsts = [name] if len(name) <= w0 and name.isascii() else _wrap(name, w0)
+        left_lines = _lines((name, version, ""), (w0, w1, 0))
+        for n in range(max(len(left_lines), len(right_lines))):
+            left = left_lines[n] if n < len(left_lines) else blank_left
+            right_line = right_lines[n] if n < len(right_lines) else blank_right
+            text = (left + right_line).rstrip()
+            first = firsts[n] if n < len(firsts) else ""
             if colour and dim is not None and first:
                 text = f"{_CYAN}{first}{_RESET}{style}{text[len(first) :]}"
             out.append(f"{style}{text}{_RESET}" if style else text)
