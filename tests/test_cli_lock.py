@@ -185,6 +185,25 @@ class TestLock:
         ]
         assert f"    # via {pyproject}\n" in stdout
 
+    def test_the_interpreter_probe_is_kept_in_the_cache(
+        self,
+        index: StaticIndex,
+        venv_factory: Callable[..., Path],
+        cli: Cli,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """`lock --python VENV` asks the interpreter once; later locks read the answer from the
+        cache (keyed by the interpreter's files, as for `install`)."""
+        venv = venv_factory()
+        argv = ["lock", "app", "-o", "-", "-i", index.url, "--python", str(venv), "--isolated"]
+        first = cli(*argv)
+        assert first.code == 0, first.err
+        monkeypatch.setattr(
+            "safepip.target.subprocess.run", lambda *a, **k: pytest.fail("probed again")
+        )
+        again = cli(*argv)
+        assert (again.code, again.out) == (0, first.out)
+
     def test_error_conflict_exit_code(self, index: StaticIndex, cli: Cli, tmp_path: Path) -> None:
         out = tmp_path / "requirements.txt"
         code, stdout, stderr = cli(*lock_args(index, "other", "dep>=2", "-o", str(out)))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from packaging.tags import Tag
+from packaging.tags import Tag, sys_tags
 
 from safepip import target as target_mod
 from safepip.errors import UsageError
@@ -192,6 +192,51 @@ class TestProbe:
         monkeypatch.setattr("safepip.target.subprocess.run", lambda *a, **k: calls.append(a))
         assert probe(python, cache_dir=cache) == first
         assert calls == []
+
+    @pytest.mark.parametrize(("mode", "where"), [("env", ""), ("prefix", "/opt/some prefix")])
+    def test_running_interpreter_answers_in_process_as_its_probe_does(
+        self, mode: str, where: str
+    ) -> None:
+        """safepip's own interpreter is asked in this process; the answer is the probe
+        subprocess's, to the byte."""
+        import packaging
+
+        parent = str(Path(packaging.__file__).resolve().parent.parent)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", target_mod._PROBE, parent, mode, where],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(target_mod._probe_here(mode, where)) == json.loads(proc.stdout)
+
+    def test_running_interpreter_starts_no_process(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("PYTHONHOME", raising=False)
+        monkeypatch.setattr(
+            "safepip.target.subprocess.run", lambda *a, **k: pytest.fail("probe subprocess")
+        )
+        found = probe(sys.executable)
+        assert found.python == Path(sys.executable)
+        assert found.prefix == Path(sys.prefix)
+        assert found.tags[0] == next(iter(sys_tags()))
+
+    @pytest.mark.parametrize("variable", ["PYTHONHOME", "PYTHONPLATLIBDIR"])
+    def test_running_interpreter_is_probed_apart_when_the_environment_moves_it(
+        self, variable: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`-I` ignores PYTHONHOME and friends: with one set, this process may not answer what
+        the interpreter answers on its own, so the subprocess is asked."""
+        monkeypatch.setenv(variable, "/nowhere")
+        calls: list[object] = []
+
+        def fake_run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+            calls.append(args)
+            return subprocess.CompletedProcess([], 1, "", "asked\n")
+
+        monkeypatch.setattr("safepip.target.subprocess.run", fake_run)
+        with pytest.raises(TargetError, match="asked"):
+            probe(sys.executable)
+        assert len(calls) == 1
 
     def test_cache_is_keyed_by_mode(
         self, venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

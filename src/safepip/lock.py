@@ -774,9 +774,12 @@ class LockOutcome:
     """Pins from the existing lock that were kept."""
 
 
-def lock_target(options: LockOptions) -> Target:
+def lock_target(options: LockOptions, *, cache_dir: Path | None = None) -> Target:
     """The environment to lock for: a synthetic one for `--python-version`/`--platform`, else
-    `--python`, else the active virtual environment or `./.venv`, else safepip's interpreter."""
+    `--python`, else the active virtual environment or `./.venv`, else safepip's interpreter.
+
+    With `cache_dir` (a trusted cache's root), the probe of an interpreter is kept there, as
+    `install` keeps it."""
     if options.python_version or options.platforms:
         if options.python is not None:
             raise UsageError(
@@ -790,7 +793,7 @@ def lock_target(options: LockOptions) -> Target:
         python = target_mod.find_python(options.python, system=False)
     except target_mod.TargetError:
         python = target_mod.current_python()
-    return target_mod.probe(python)
+    return target_mod.probe(python, cache_dir=cache_dir)
 
 
 def files_host(policy: HostPolicy) -> HostPolicy:
@@ -809,12 +812,17 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
 
     Nothing is written here; the caller writes `LockOutcome.text` (`write_lock`).
     """
+    with open_cache(options.cache_dir, throwaway=options.no_cache) as cache:
+        return _lock_in(cache, options, reporter)
+
+
+def _lock_in(cache: Cache, options: LockOptions, reporter: Reporter) -> LockOutcome:
     # Imported here: the install pipeline imports this module for reading locks, and a
     # hash-pinned install never resolves; resolvelib with the provider costs 25-50 ms of
     # start-up (`python -X importtime`, safepip.resolver cumulative).
     from safepip.resolver import resolve_requirements
 
-    target = lock_target(options)
+    target = lock_target(options, cache_dir=None if options.no_cache else cache.root)
     reporter.detail(f"Locking for Python {target.python_version} ({target.tags[0]})")
     pip_config = load_pip_config(options.index, None if target.kind == "synthetic" else target)
     files = [s for s in options.sources if Path(s).name != "pyproject.toml"]
@@ -849,10 +857,7 @@ def run_lock(options: LockOptions, reporter: Reporter) -> LockOutcome:
     config = net_config(
         options.index, files_host(sources.policy), pip_config, login_urls=sources.login_urls
     )
-    with (
-        Session(config) as session,
-        open_cache(options.cache_dir, throwaway=options.no_cache) as cache,
-    ):
+    with Session(config) as session:
         index = IndexClient(
             session,
             index_urls=sources.index_urls,

@@ -31,48 +31,80 @@ PROBE_VERSION = 3
 
 # Runs inside the target interpreter. It borrows safepip's own `packaging` (pure Python) only to
 # compute the wheel tags the way pip does; everything else comes from the target's stdlib.
-_PROBE = r"""
-import json, os, sys, sysconfig, platform
+_PROBE_ANSWER = r"""
+def _safepip_probe(mode, where, tags):
+    import os, sys, sysconfig, platform
+    def impl_version():
+        v = sys.implementation.version
+        s = "{0.major}.{0.minor}.{0.micro}".format(v)
+        if v.releaselevel != "final":
+            s += v.releaselevel[0] + str(v.serial)
+        return s
+    markers = {
+        "implementation_name": sys.implementation.name,
+        "implementation_version": impl_version(),
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "platform_python_implementation": platform.python_implementation(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    }
+    if mode == "prefix":
+        scheme = "nt" if os.name == "nt" else "posix_prefix"
+        roots = ("base", "platbase", "installed_base", "installed_platbase")
+        paths = sysconfig.get_paths(scheme, vars={k: where for k in roots})
+    else:
+        paths = sysconfig.get_paths()
+    return {
+        "executable": sys.executable,
+        "version": list(sys.version_info[:3]),
+        "prefix": sys.prefix,
+        "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+        "markers": markers,
+        "tags": [str(t) for t in tags.sys_tags()],
+        "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
+        "stdlib": sysconfig.get_paths()["stdlib"],
+    }
+"""
+_PROBE = (
+    _PROBE_ANSWER
+    + r"""
+import json, sys
 sys.path.insert(0, sys.argv[1])
 from packaging import tags
 sys.path.pop(0)
-mode, where = sys.argv[2], sys.argv[3]
-def impl_version():
-    v = sys.implementation.version
-    s = "{0.major}.{0.minor}.{0.micro}".format(v)
-    if v.releaselevel != "final":
-        s += v.releaselevel[0] + str(v.serial)
-    return s
-markers = {
-    "implementation_name": sys.implementation.name,
-    "implementation_version": impl_version(),
-    "os_name": os.name,
-    "platform_machine": platform.machine(),
-    "platform_release": platform.release(),
-    "platform_system": platform.system(),
-    "platform_version": platform.version(),
-    "python_full_version": platform.python_version(),
-    "platform_python_implementation": platform.python_implementation(),
-    "python_version": ".".join(platform.python_version_tuple()[:2]),
-    "sys_platform": sys.platform,
-}
-if mode == "prefix":
-    scheme = "nt" if os.name == "nt" else "posix_prefix"
-    roots = ("base", "platbase", "installed_base", "installed_platbase")
-    paths = sysconfig.get_paths(scheme, vars={k: where for k in roots})
-else:
-    paths = sysconfig.get_paths()
-print(json.dumps({
-    "executable": sys.executable,
-    "version": list(sys.version_info[:3]),
-    "prefix": sys.prefix,
-    "base_prefix": getattr(sys, "base_prefix", sys.prefix),
-    "markers": markers,
-    "tags": [str(t) for t in tags.sys_tags()],
-    "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
-    "stdlib": sysconfig.get_paths()["stdlib"],
-}))
+print(json.dumps(_safepip_probe(sys.argv[2], sys.argv[3], tags)))
 """
+)
+
+# What would make this interpreter answer the probe otherwise in a subprocess started with
+# `-I`, which ignores them: they move its prefix or its library folders.
+_LOCATION_VARIABLES = ("PYTHONHOME", "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE")
+
+
+def _is_this_interpreter(python: Path) -> bool:
+    """Whether `python` is the interpreter running safepip, spelt as it was started, in an
+    environment where asking it here answers what the probe subprocess would."""
+    if not sys.executable or str(python) != sys.executable or sys.flags.no_site:
+        return False
+    return bool(sys.flags.ignore_environment) or not any(
+        os.environ.get(name) for name in _LOCATION_VARIABLES
+    )
+
+
+def _probe_here(mode: str, where: str) -> str:
+    """The probe's answer for the running interpreter, computed in this process."""
+    from packaging import tags
+
+    namespace: dict[str, object] = {}
+    exec(_PROBE_ANSWER, namespace)  # safepip's own constant, the code the probe runs
+    probe_fn = namespace["_safepip_probe"]
+    assert callable(probe_fn)
+    return json.dumps(probe_fn(mode, where, tags))
 
 
 class TargetError(SafepipError):
@@ -328,6 +360,10 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> dict[str, object]:
+    if _is_this_interpreter(python):
+        # safepip runs in the target (`safepip lock` with no environment named, or a tool
+        # installed into the environment it manages): no second interpreter to start.
+        return _probe_answer(python, _probe_here(mode, where))
     cache_file = (
         cache_dir / "targets" / f"{_cache_key(python, mode, where)}.json" if cache_dir else None
     )
