@@ -444,3 +444,45 @@ def test_audit_equals_the_straightforward_judging_over_the_bundled_database() ->
     assert sum(len(p.vulns) for p in report.packages) > 3000
     assert any(v.ignored_reason for p in report.packages for v in p.vulns)
     assert any("expired" in w for w in report.warnings)
+
+
+def test_fixes_spelled_alike_and_strings_judge_as_each_pin_alone(tmp_path: Path) -> None:
+    """Fix versions equal as PEP 440 but spelled differently (`2.0`, `2.0.0`) share a place
+    among the fixes, a fix that is not PEP 440 ends the search, and a fix inside another
+    advisory's range is no fix target: every pin gets what judging it on its own gives."""
+
+    def record(rid: str, events: list[dict[str, str]]) -> dict[str, object]:
+        return {
+            "id": rid,
+            "modified": "2026-07-01T00:00:00Z",
+            "affected": [
+                {
+                    "package": {"ecosystem": "PyPI", "name": "p"},
+                    "ranges": [{"type": "ECOSYSTEM", "events": events}],
+                }
+            ],
+        }
+
+    folder = tmp_path / "osv"
+    folder.mkdir()
+    records = [
+        record("T-1", [{"introduced": "0"}, {"fixed": "2.0"}]),
+        record("T-2", [{"introduced": "0"}, {"fixed": "2.0.0"}, {"fixed": "9-odd"}]),
+        record("T-3", [{"introduced": "2.0"}, {"fixed": "2.1"}]),
+        record("T-4", [{"introduced": "1.0"}, {"last_affected": "2.0.0"}]),
+    ]
+    for rec in records:
+        (folder / f"{rec['id']}.json").write_text(json.dumps(rec))
+    options = AuditOptions(db_path=folder, today=dt.date(2026, 7, 2))
+    name = canonicalize_name("p")
+    versions = ["0.5", "1.0", "1.5", "2.0", "2.0.0", "2.0.5", "2.1", "3.0", "x-1"]
+    report = audit_packages([(name, v) for v in versions], options)
+    advisories = db.OsvDataDatabase(folder).advisories_for(name)
+    judged = {p.version: p for p in report.packages}
+    for version in versions[:-1]:
+        assert judged[version] == _straight_result(name, version, advisories, ()), version
+    # 2.0 and 2.0.0 are inside T-3 and T-4: 1.5 has no fix target, 2.0 moves to 2.1.
+    assert judged["1.5"].fix_target is None
+    assert [v.smallest_fix for v in judged["1.5"].vulns] == ["2.0", "2.0.0", None]
+    assert judged["2.0"].fix_target == "2.1"
+    assert [s.version for s in report.skipped] == ["x-1"]

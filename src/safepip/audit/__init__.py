@@ -8,11 +8,11 @@ pipeline. Packages that could not be checked are data (`AuditReport.skipped`), n
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from safepip.audit.osv import affects, merge_matches, parse_version, sort_versions
+from safepip.audit.osv import affects, merge_matches, parse_version, sorted_fixes
 from safepip.errors import ExitCode, SafepipError
 from safepip.settings import DEFAULT_OSV_URL, IgnoreRule, Settings
 
@@ -279,7 +279,7 @@ class _Shared:
     fix versions (`cut`), and is remembered by it: the smallest fix of each finding and the
     fix target. A 10,000-pin audit has ~2,000 of these (issue 11)."""
 
-    __slots__ = ("active", "by_cut", "candidates", "fixes", "merged", "name")
+    __slots__ = ("active", "by_cut", "candidates", "fixes", "made", "merged", "name", "rank")
 
     def __init__(self, name: NormalizedName, matches: Sequence[Match], judge: _Judge) -> None:
         self.name = name
@@ -290,23 +290,35 @@ class _Shared:
         self.active: list[Advisory] = [
             a for m, reason in self.merged if reason is None for a in m.advisories
         ]
-        parsed = sorted(
-            p for m in merged for f in m.fix_versions if (p := parse_version(f)) is not None
-        )
-        self.fixes: list[Version] = parsed
-        """Every PEP 440 fix version of the findings, in order: a version's `cut` is the
-        number of them at or below it."""
-        # The fix target's candidates (the active findings' fixes) in PEP 440 order, each with
-        # the cut at which it is above the pin's version; the strings that are not versions
-        # come last and end the search.
-        candidates = []
-        for fix in sort_versions({f for m, r in self.merged if r is None for f in m.fix_versions}):
+        # Every PEP 440 fix version of the findings in order, and each fix's rank: the number
+        # of them below it. A version's `cut` is the number at or below it, so a fix is above
+        # the version exactly when its rank is at least the cut; the strings that are not
+        # versions come last and have no rank. The order is remembered across the pins of a
+        # package (`sorted_fixes`), the comparisons of a pin are one bisection.
+        fixes: list[Version] = []
+        rank: dict[str, int] = {}
+        first = 0
+        for fix in sorted_fixes(frozenset(f for m in merged for f in m.fix_versions)):
             version = parse_version(fix)
             if version is None:
                 break
-            candidates.append((bisect_left(parsed, version), fix))
-        self.candidates = candidates
+            if not fixes or fixes[-1] != version:  # `1.0` and `1.0.0` share a rank
+                first = len(fixes)
+            rank[fix] = first
+            fixes.append(version)
+        self.fixes = fixes
+        self.rank = rank
+        # The fix target's candidates: the active findings' fixes in PEP 440 order, with ranks.
+        self.candidates: list[tuple[int, str]] = []
+        for fix in sorted_fixes(
+            frozenset(f for m, r in self.merged if r is None for f in m.fix_versions)
+        ):
+            above = rank.get(fix)
+            if above is None:
+                break
+            self.candidates.append((above, fix))
         self.by_cut: dict[int | None, tuple[tuple[Vulnerability, ...], str | None]] = {}
+        self.made: dict[tuple[int, str | None], Vulnerability] = {}
 
     def cut(self, version: Version | None) -> int | None:
         return None if version is None else bisect_right(self.fixes, version)
@@ -322,22 +334,26 @@ class _Shared:
         return found
 
     def _vulns(self, cut: int | None) -> tuple[Vulnerability, ...]:
-        fixes = self.fixes
+        rank = self.rank
         vulns = []
-        for merged, reason in self.merged:
+        made = self.made
+        for n, (merged, reason) in enumerate(self.merged):
             smallest = None
             if cut is not None:
                 # The first PEP 440 fix above the version: fixes are in PEP 440 order, with
                 # the strings that are not versions last (`osv.smallest_fix_above`).
                 for fix in merged.fix_versions:
-                    version = parse_version(fix)
-                    if version is None:
+                    above = rank.get(fix)
+                    if above is None:
                         break
-                    if bisect_left(fixes, version) >= cut:
+                    if above >= cut:
                         smallest = fix
                         break
-            vulns.append(
-                Vulnerability(
+            # One finding object per smallest fix, shared by the cuts that agree on it (the
+            # reports encode each finding once).
+            vuln = made.get((n, smallest))
+            if vuln is None:
+                vuln = made[(n, smallest)] = Vulnerability(
                     id=merged.id,
                     aliases=merged.aliases,
                     fix_versions=merged.fix_versions,
@@ -348,7 +364,7 @@ class _Shared:
                     description=merged.details,
                     ignored_reason=reason,
                 )
-            )
+            vulns.append(vuln)
         return tuple(vulns)
 
     def _target(self, cut: int | None, judge: _Judge, affects: Callable[..., bool]) -> str | None:

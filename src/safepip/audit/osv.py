@@ -52,7 +52,7 @@ class _Prepared:
 
     def __init__(self, entry: Affected) -> None:
         self.ranges = tuple(_prepare_range(rng) for rng in entry.ranges)
-        self.range_fixes = tuple(_sorted_fixes(frozenset(_fixes((rng,)))) for rng in entry.ranges)
+        self.range_fixes = tuple(sorted_fixes(frozenset(_fixes((rng,)))) for rng in entry.ranges)
         """Each range's `fixed` versions, sorted (`Match.fix_versions` when it alone matches)."""
         self.versions = entry.versions
         self.verdicts: dict[str, bool] = {}
@@ -388,7 +388,7 @@ def match_advisory(advisory: Advisory, name: NormalizedName, raw_version: str) -
         return None
     if len(found) == 1 and not unsorted:
         return Match(advisory=advisory, fix_versions=found[0])
-    fix_versions = _sorted_fixes(frozenset(f for fixes in found for f in fixes))
+    fix_versions = sorted_fixes(frozenset(f for fixes in found for f in fixes))
     return Match(advisory=advisory, fix_versions=fix_versions)
 
 
@@ -518,7 +518,7 @@ class _Slot:
     def match(self, cell: int) -> Match:
         found = [fixes for mask, fixes in self.ranges if mask >> cell & 1]
         fix_versions = (
-            found[0] if len(found) == 1 else _sorted_fixes(frozenset(f for x in found for f in x))
+            found[0] if len(found) == 1 else sorted_fixes(frozenset(f for x in found for f in x))
         )
         match = self.matches.get(fix_versions)
         if match is None:
@@ -568,8 +568,9 @@ def _range_mask(ready: _Range, place: dict[Version, int], size: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _sorted_fixes(fixes: frozenset[str]) -> tuple[str, ...]:
-    # One advisory gives the same fixes to most of the pins it matches: sort them once.
+def sorted_fixes(fixes: frozenset[str]) -> tuple[str, ...]:
+    """`sort_versions(fixes)`, remembered: one advisory gives the same fixes to most of the
+    pins it matches, and the findings of one package's pins share theirs."""
     return sort_versions(fixes)
 
 
