@@ -519,6 +519,15 @@ class TestUnpackWheel:
             "deep/top.py",
         )
 
+    def test_folders_spelled_two_ways(self, wheel_factory: WheelFactory, cache: Cache) -> None:
+        """`a//b` is a safe member name (an empty part); its folder and `a/b`'s are one."""
+        files = {"dbl//x.py": "x", "dbl/y.py": "y", "dbl//sub/z.py": "z", "dbl/sub/w.py": "w"}
+        wheel = wheel_factory("dbl", "1.0", files=files)
+        unpacked = unpack_wheel(wheel, sha256_file(wheel), str(cache.root))
+        for name, text in files.items():
+            assert (unpacked.root / name).read_text() == text
+        assert check_unpacked(unpacked)
+
     def test_idempotent(self, wheel_factory: WheelFactory, cache: Cache) -> None:
         wheel = wheel_factory("demo", "1.0")
         sha = sha256_file(wheel)

@@ -768,15 +768,18 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
         # This loop runs once per file of every wheel (tens of thousands in a large install):
         # plain file descriptors, one `pread` and one inflate call per small member.
         source = raw.fileno()
-        join, dirname, b64 = os.path.join, os.path.dirname, _b64
+        top = str(staging)
+        prefix, b64 = top + os.sep, _b64
         sha256_of = hashlib.sha256
         try:
             for m in files:
                 name = m.name
                 if name in unsigned and name != record_name:
                     continue
-                dest = join(staging, name)
-                folder = dirname(dest)
+                # Member names were checked (relative, `/`-separated, no `..`): joined as text.
+                dest = prefix + name
+                head = name.rpartition("/")[0]
+                folder = prefix + head if head else top
                 if folder not in made:
                     try:
                         _make_folders(folder, made)
@@ -868,7 +871,11 @@ def _make_folders(folder: str, made: set[str]) -> None:
         missing.append(folder)
         folder = os.path.dirname(folder)
     for path in reversed(missing):
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):  # made under another spelling (`a//b` and `a/b`)
+                raise
         made.add(path)
 
 
