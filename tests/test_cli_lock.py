@@ -299,11 +299,10 @@ def test_pins_match_uv_on_the_real_index(requirement: str, tmp_path: Path, cli: 
     assert proc.returncode == 0, proc.stderr
 
     def pins(text: str) -> set[str]:
-        return {
-            line.split()[0].split("[")[0] + "==" + line.split("==")[1].split()[0]
-            for line in text.splitlines()
-            if "==" in line and not line.startswith("#")
-        }
+        # `name[extras]==version`: uv leaves the extras out of its lines, safepip keeps them
+        specs = [line.split()[0] for line in text.splitlines() if "==" in line and line[0] != "#"]
+        pairs = [spec.split("==", 1) for spec in specs]
+        return {f"{name.split('[')[0]}=={version}" for name, version in pairs}
 
     assert pins(ours) == pins(proc.stdout)
 

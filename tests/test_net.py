@@ -7,16 +7,19 @@ import hashlib
 import re
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from safepip import net
 from safepip.errors import ExitCode
 from safepip.net import MAX_REDIRECTS, USER_AGENT, NetConfig, NetworkError, Response, Session
 from safepip.policy import HostPolicy, PolicyViolation
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
@@ -392,6 +395,37 @@ class TestTLS:
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
         session = sessions(tls_index.url, retries=0)
         assert [session.get(tls_index.url).status for _ in range(2)] == [200, 200]
+
+    @pytest.mark.skipif(
+        sys.platform in ("darwin", "win32"), reason="the platform verifies there (truststore)"
+    )
+    def test_system_store_is_read_once_and_only_for_tls(
+        self,
+        tls_index: StaticIndex,
+        index: StaticIndex,
+        sessions: Callable[..., Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A run that only speaks plain HTTP (a loopback index) never parses the CA bundle; a
+        TLS run parses it once, however many connections it opens."""
+        loads: list[object] = []
+        real = net._load_system_trust
+
+        def counted(ctx: ssl.SSLContext) -> None:
+            loads.append(ctx)
+            real(ctx)
+
+        monkeypatch.setattr(net, "_load_system_trust", counted)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls_index.ca_bundle))
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        plain = sessions(index.url, retries=0)
+        assert plain.get(index.files_url + "demo.bin").content == BODY
+        assert loads == []
+        session = sessions(tls_index.url, retries=0)
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: session.get(tls_index.url).status, range(16)))
+        assert statuses == [200] * 16
+        assert len(loads) == 1
 
     def test_error_tls_unverified(
         self, tls_index: StaticIndex, sessions: Callable[..., Session]

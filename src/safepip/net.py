@@ -7,13 +7,14 @@ This is the only module that imports httpx at run time. It turns httpx errors in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from safepip import __version__
@@ -109,9 +110,10 @@ def _system_trust() -> ssl.SSLContext:
     does, against the system bundle: truststore would do the same, but it loads the bundle
     again for every connection and holds one lock over every TLS handshake, so the downloads of
     a run queued behind each other (a lock on the real index opened 34 connections, each
-    parsing the ~150 certificates again). Here the bundle is loaded once, where truststore
-    looks for it: OpenSSL's default locations (`SSL_CERT_FILE`, `SSL_CERT_DIR`) when they hold
-    certificates, else the first bundle a distribution keeps.
+    parsing the ~150 certificates again). Here the bundle is loaded once, at the first TLS
+    connection (a run that only reads a plain-HTTP loopback index never parses it), from where
+    truststore looks for it: OpenSSL's default locations (`SSL_CERT_FILE`, `SSL_CERT_DIR`) when
+    they hold certificates, else the first bundle a distribution keeps.
     """
     import ssl
     import sys
@@ -121,7 +123,14 @@ def _system_trust() -> ssl.SSLContext:
 
         platform_ctx: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         return platform_ctx
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname
+    # verify_mode CERT_REQUIRED and check_hostname, as for any PROTOCOL_TLS_CLIENT context
+    ctx: ssl.SSLContext = _trust_on_first_use()(ssl.PROTOCOL_TLS_CLIENT)
+    return ctx
+
+
+def _load_system_trust(ctx: ssl.SSLContext) -> None:
+    import ssl
+
     paths = ssl.get_default_verify_paths()
     if paths.cafile or (paths.capath and _has_hashed_certificates(paths.capath)):
         ctx.set_default_verify_paths()
@@ -129,7 +138,36 @@ def _system_trust() -> ssl.SSLContext:
         bundle = next((b for b in _CA_BUNDLES if os.path.isfile(b)), None)
         if bundle is not None:
             ctx.load_verify_locations(cafile=bundle)
-    return ctx
+
+
+@functools.cache
+def _trust_on_first_use() -> type[ssl.SSLContext]:
+    """`ssl.SSLContext` that loads the system trust store before its first TLS session (every
+    TLS connection, direct or through a proxy, starts in `wrap_socket` or `wrap_bio`; one
+    that did not would find no CA and fail verification, never skip it)."""
+    import ssl
+
+    class TrustOnFirstUse(ssl.SSLContext):
+        _trust_lock = threading.Lock()
+        _trust_loaded = False
+
+        def _trust(self) -> None:
+            if self._trust_loaded:
+                return
+            with self._trust_lock:
+                if not self._trust_loaded:
+                    _load_system_trust(self)
+                    self._trust_loaded = True
+
+        def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+            self._trust()
+            return super().wrap_socket(*args, **kwargs)
+
+        def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+            self._trust()
+            return super().wrap_bio(*args, **kwargs)
+
+    return TrustOnFirstUse
 
 
 def _has_hashed_certificates(folder: str) -> bool:
