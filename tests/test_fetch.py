@@ -30,6 +30,7 @@ from safepip.fetch import (
     UnpackedWheel,
     WheelIntegrityError,
     _all_safe,
+    _clock_past,
     _Feeder,
     _load_manifest,
     _safe_member,
@@ -1019,8 +1020,7 @@ class TestCacheStamps:
         """An edit made after a moved file was hashed (before the manifest is written) must
         not be recorded as verified: the next check hashes the file again and finds it."""
         target = many.root / "many/m5.py"
-        move_ctime(target)
-        time.sleep(0.05)  # a later change gets a later ctime also where the clock is coarse
+        move_ctime(target)  # just now: the check waits for the clock to move on first
         real = fetch_module._hash_each
 
         def hash_then_edit(*args: Any) -> bool:
@@ -1065,8 +1065,7 @@ class TestCacheStamps:
         env.mkdir()
         for i in range(40):
             os.link(many.root / f"many/m{i}.py", env / f"m{i}.py")
-        restamp([many])
-        time.sleep(0.05)  # a later change gets a later ctime also where the clock is coarse
+        restamp([many])  # waits for the clock to pass the links, then takes the stamps
         reloaded = _try_load_manifest(many.root)
         assert reloaded is not None
         with monkeypatch.context() as m:
@@ -1074,3 +1073,31 @@ class TestCacheStamps:
             assert check_unpacked(reloaded)  # the new links are recorded: stats suffice
         edit_in_place(env / "m3.py", b"VALUE = 3333\n")
         assert not check_unpacked(reloaded)
+
+    def test_clock_past_waits_for_the_file_system_clock_and_leaves_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        probe = tmp_path / "probe"
+        probe.write_bytes(b"")
+        assert _clock_past(tmp_path, probe.stat().st_ctime_ns)
+        assert _clock_past(tmp_path, None)
+        monkeypatch.setattr("safepip.fetch.CLOCK_WAIT", 0.05)
+        tomorrow = time.time_ns() + 86_400 * 10**9
+        started = time.monotonic()
+        assert not _clock_past(tmp_path, tomorrow)  # a clock that never gets there
+        assert time.monotonic() - started < 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["probe"]
+        assert not _clock_past(tmp_path / "missing", None)
+
+    def test_nothing_is_recorded_while_the_clock_stands_still(
+        self, many: UnpackedWheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("safepip.fetch._clock_past", lambda folder, newest: False)
+        move_ctime(many.root / "many/m1.py")
+        manifest = (many.root / MANIFEST).read_bytes()
+        assert check_unpacked(many)  # intact, but its new stamp is not recorded
+        env = tmp_path / "env"
+        env.mkdir()
+        os.link(many.root / "many/m2.py", env / "m2.py")
+        restamp([many])
+        assert (many.root / MANIFEST).read_bytes() == manifest

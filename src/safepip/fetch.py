@@ -1051,6 +1051,7 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
     stat_ = os.stat
     moved: list[ManifestEntry] = []
     stamps: dict[str, tuple[int, int, int]] = {}
+    record = False
     try:
         prefix, dir_fd = _open_root(unpacked.root)
     except OSError:
@@ -1066,14 +1067,18 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
                     return False
                 moved.append(e)
                 stamps[e.path] = stamp
-        if moved and not _hashes_match(prefix, dir_fd, moved):
-            return False
+        if moved:
+            # The stamps are recorded only if no later change can share one (see
+            # `_clock_past`): the hashing starts once the clock has moved past them.
+            record = _clock_past(unpacked.root.parent, max(stamps.values(), key=_ctime)[2])
+            if not _hashes_match(prefix, dir_fd, moved):
+                return False
     except OSError:
         return False
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
-    if moved:
+    if moved and record:
         _write_manifest(
             unpacked,
             [
@@ -1122,11 +1127,15 @@ def _hash_each(prefix: str, dir_fd: int | None, entries: Iterable[ManifestEntry]
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
     try:
         for e in entries:
-            digest = hashlib.sha256()
             fd = os.open(prefix + e.path, flags, dir_fd=dir_fd)
             try:
-                while n := os.readv(fd, [buffer]):
-                    digest.update(view[:n])
+                if e.size < len(buffer):
+                    # One read: a byte more than recorded would show as another digest.
+                    digest = hashlib.sha256(os.read(fd, e.size + 1))
+                else:
+                    digest = hashlib.sha256()
+                    while n := os.readv(fd, [buffer]):
+                        digest.update(view[:n])
             finally:
                 os.close(fd)
             if "sha256=" + _b64(digest.digest()) != e.hash:
@@ -1147,8 +1156,14 @@ def restamp(unpacked: Iterable[UnpackedWheel]) -> None:
     that restamps the same entry at the same time at worst leaves a stamp that no longer
     matches, which costs one hashing.
     """
+    wheels = list(unpacked)
+    # Every link was made before this first look at the clock; once it has moved on, a later
+    # change to a file gets a later ctime than the one recorded here, also where the file
+    # system's clock is coarse. Without that (a clock that stands still), nothing is recorded.
+    if not wheels or not _clock_past(wheels[0].root.parent, None):
+        return
     stat_ = os.stat
-    for wheel in unpacked:
+    for wheel in wheels:
         rows: list[list[Any]] = []
         append = rows.append
         try:
@@ -1168,6 +1183,51 @@ def restamp(unpacked: Iterable[UnpackedWheel]) -> None:
             if dir_fd is not None:
                 os.close(dir_fd)
         _write_manifest(wheel, rows)
+
+
+CLOCK_WAIT = 3.0
+"""Seconds `_clock_past` waits at most: more than the coarsest file times in use (2 s)."""
+
+
+def _ctime(stamp: tuple[int, int, int]) -> int:
+    return stamp[2]
+
+
+def _clock_past(folder: Path, newest: int | None) -> bool:
+    """Wait until the file system holding `folder` gives a change a later ctime than `newest`
+    (nanoseconds; None: than any change made before this call). False when it does not within
+    `CLOCK_WAIT`, or the folder cannot be written: then no stamp is to be recorded.
+
+    A file system stamps changes from a clock that may only tick every few milliseconds (or
+    seconds): a change made in the same tick as the one a recorded stamp shows would share its
+    ctime and go unseen. Waiting here, with a scratch file's own ctime as the clock, rules that
+    out. Usually the first look is enough (an unlinked environment moved the ctimes long ago).
+    """
+    name = os.path.join(folder, f".clock-{os.getpid()}-{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags, 0o600)
+    except OSError:
+        return False
+    try:
+
+        def now() -> int:
+            os.write(fd, b"\0")  # a change: the file system stamps it with its clock
+            return os.fstat(fd).st_ctime_ns
+
+        limit = now() if newest is None else newest
+        deadline = time.monotonic() + CLOCK_WAIT
+        while now() <= limit:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def _write_manifest(wheel: UnpackedWheel, rows: list[list[Any]]) -> None:
