@@ -8,6 +8,8 @@ import io
 import json
 import re
 
+from hypothesis import given
+from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 from rich.console import Console
 
@@ -206,3 +208,48 @@ class TestTable:
                 assert plain.count("PYSEC-2026-9") == 9
                 if width >= 72:  # narrower, the columns keep their minimum widths
                     assert all(len(line) <= width for line in plain.splitlines())
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=20)
+
+
+@given(
+    ident=_TEXT,
+    aliases=st.lists(_TEXT, max_size=3),
+    fixes=st.lists(_TEXT, max_size=3),
+    smallest=st.none() | _TEXT,
+    summary=_TEXT,
+    description=_TEXT,
+)
+def test_json_finding_is_what_the_encoder_writes(
+    ident: str,
+    aliases: list[str],
+    fixes: list[str],
+    smallest: str | None,
+    summary: str,
+    description: str,
+) -> None:
+    """The JSON of a finding is made from its strings' encodings (issue 11): it is the text
+    `json` writes for the finding's object, quotes, control characters and non-ASCII text
+    included, and the description falls back to the summary."""
+    from safepip.audit.report import _vuln_parts
+
+    vuln = Vulnerability(
+        id=ident,
+        aliases=tuple(aliases),
+        fix_versions=tuple(fixes),
+        smallest_fix=smallest,
+        summary=summary,
+        description=description,
+    )
+    expected = json.JSONEncoder(ensure_ascii=False).encode(
+        {
+            "id": ident,
+            "fix_versions": fixes,
+            "aliases": aliases,
+            "description": description or summary,
+            "summary": summary,
+            "smallest_fix": smallest,
+        }
+    )
+    assert "".join(_vuln_parts(vuln, {})) == expected
