@@ -33,6 +33,7 @@ from safepip.fetch import (
     _clock_past,
     _Feeder,
     _load_manifest,
+    _process_pool,
     _safe_member,
     _try_load_manifest,
     check_unpacked,
@@ -867,6 +868,18 @@ class TestFetchAndUnpack:
         ):
             fetch_and_unpack(session, [artifact(w, w.as_uri()) for w in wheels], cache)
         assert not cache.unpacked_path(sha256_file(wheels[-1])).exists()
+
+    def test_workers_start_with_the_unpacking_code_imported(self) -> None:
+        """The fork server imports safepip.fetch once, before it forks the workers."""
+        import multiprocessing.forkserver
+
+        pool = _process_pool(1)
+        try:
+            assert pool.submit(os.getpid).result() != os.getpid()
+        finally:
+            pool.shutdown()
+        preload = multiprocessing.forkserver._forkserver._preload_modules  # type: ignore[attr-defined]
+        assert "safepip.fetch" in preload
 
     def test_the_largest_waiting_wheel_goes_first(self, tmp_path: Path) -> None:
         """A wheel whose download ends after smaller ones is still unpacked before them (in
