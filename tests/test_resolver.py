@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,6 +235,43 @@ class TestResolution:
                     assert time.monotonic() < deadline, index.paths_requested("GET")
                     time.sleep(0.01)
             finally:
+                prefetcher.close()
+
+    def test_a_page_the_resolver_needs_does_not_wait_behind_speculation(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Every worker busy (here the only one, held): the page the resolver asks for is
+        fetched by the resolver's own thread instead of waiting in the queue."""
+        index = static_index()
+        index.add(wheel_factory("b", "1.0"))
+        monkeypatch.setattr(resolver, "_PREFETCH_WORKERS", 1)
+        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+        release, blocker_done = threading.Event(), threading.Event()
+
+        def blocker() -> None:
+            release.wait(10)
+            blocker_done.set()
+
+        with Session(NetConfig(policy=policy, retries=0)) as session:
+            prefetcher = resolver._Prefetcher(
+                index=IndexClient(session, index_urls=[index.url]),
+                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                session=session,
+                cache=Cache(tmp_path / "cache"),
+                pre=False,
+                preferred={},
+            )
+            try:
+                prefetcher._pool.submit(blocker)
+                files = prefetcher.project(NormalizedName("b"))
+                assert [f.filename for f in files.files] == ["b-1.0-py3-none-any.whl"]
+                assert not blocker_done.is_set()
+            finally:
+                release.set()
                 prefetcher.close()
 
     def test_unhashed_files_are_refused_unless_allowed(

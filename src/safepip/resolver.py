@@ -18,7 +18,8 @@ import zipfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from safepip.target import Target
 
 MAX_ROUNDS = 20_000
+_T = TypeVar("_T")
 _PREFETCH_WORKERS = 16
 
 
@@ -370,6 +372,8 @@ class _Prefetcher:
         self.priority = target.tag_priority()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(_PREFETCH_WORKERS, thread_name_prefix="safepip-resolve")
+        self._queued: dict[Future[Any], Callable[[], Any]] = {}
+        """Work submitted that nobody has started yet."""
         self._pages: dict[NormalizedName, Future[ProjectFiles]] = {}
         self._followed: dict[NormalizedName, set[str]] = {}
         """The extras whose dependencies were fetched ahead, per project."""
@@ -380,6 +384,34 @@ class _Prefetcher:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    # Work is queued in the pool, and whoever comes first does it: a worker, or the resolver
+    # when it needs the result before a worker got to it. The queue is first come, first
+    # served, so a page the resolver waits for could otherwise sit behind dozens of
+    # speculative downloads (a lock of apache-airflow-core waited 0.9 s so, twice).
+
+    def _submit(self, work: Callable[[], _T]) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._queued[future] = work
+        self._pool.submit(self._run, future)
+        return future
+
+    def _run(self, future: Future[Any]) -> None:
+        with self._lock:
+            work = self._queued.pop(future, None)
+        if work is None or not future.set_running_or_notify_cancel():
+            return  # done already, by the resolver
+        try:
+            result = work()
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def _result(self, future: Future[_T]) -> _T:
+        """The result, computed in this thread if no worker has started on it yet."""
+        self._run(future)
+        return future.result()
+
     # pages
 
     def want_project(
@@ -388,7 +420,7 @@ class _Prefetcher:
         with self._lock:
             future = self._pages.get(name)
             if future is None:
-                future = self._pool.submit(self._load_page, name, specifier, extras)
+                future = self._submit(partial(self._load_page, name, specifier, extras))
                 self._pages[name] = future
                 self._followed[name] = set(extras)
                 return future
@@ -449,7 +481,7 @@ class _Prefetcher:
         return page
 
     def project(self, name: NormalizedName) -> ProjectFiles:
-        return self.want_project(name, SpecifierSet(), frozenset()).result()
+        return self._result(self.want_project(name, SpecifierSet(), frozenset()))
 
     def versions(self, name: NormalizedName) -> dict[Version, tuple[IndexFile, ...]]:
         """Files of `name` by version (wheels and sdists with a parseable name)."""
@@ -524,14 +556,14 @@ class _Prefetcher:
             future = self._metadata.get((name, version))
             if future is not None:
                 return future
-            future = self._pool.submit(self._load_metadata, name, version, wheel, extras)
+            future = self._submit(partial(self._load_metadata, name, version, wheel, extras))
             self._metadata[(name, version)] = future
             return future
 
     def metadata(self, candidate: _Candidate) -> _Metadata:
-        return self.want_metadata(
-            candidate.name, candidate.version, candidate.wheel, candidate.extras
-        ).result()
+        return self._result(
+            self.want_metadata(candidate.name, candidate.version, candidate.wheel, candidate.extras)
+        )
 
     def _load_metadata(
         self, name: NormalizedName, version: Version, wheel: IndexFile, extras: frozenset[str]
