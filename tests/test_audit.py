@@ -342,6 +342,50 @@ class TestScale:
             tracemalloc.stop()
         assert peak < 8_000_000, peak
 
+    def test_memory_does_not_grow_with_distinct_lists_of_findings(self, tmp_path: Path) -> None:
+        """300 pins, each inside its own range of one 200 KB advisory: each pin has its own
+        fixes, so its own list of findings, and the JSON report still holds the text about
+        once (a list's JSON is kept as pieces, never joined: issue 11)."""
+        import os
+        import tracemalloc
+
+        from safepip.audit.report import write_json
+
+        record = {
+            "id": "PYSEC-9999-2",
+            "modified": "2026-07-01T00:00:00Z",
+            "details": "y" * 200_000,
+            "affected": [
+                {
+                    "package": {"name": "heavy", "ecosystem": "PyPI"},
+                    "ranges": [
+                        {
+                            "type": "ECOSYSTEM",
+                            "events": [{"introduced": f"1.{i}"}, {"fixed": f"1.{i}.1"}],
+                        }
+                        for i in range(300)
+                    ],
+                }
+            ],
+        }
+        folder = tmp_path / "osv"
+        folder.mkdir()
+        (folder / "PYSEC-9999-2.json").write_text(json.dumps(record))
+        options = AuditOptions(db_path=folder, today=dt.date(2026, 7, 2))
+        packages = [(canonicalize_name("heavy"), f"1.{i}") for i in range(300)]
+        tracemalloc.start()
+        try:
+            report = audit_packages(packages, options)
+            with open(os.devnull, "w", encoding="utf-8") as sink:
+                write_json(report, sink)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert {p.vulns[0].smallest_fix for p in report.packages} == {
+            f"1.{i}.1" for i in range(300)
+        }
+        assert peak < 8_000_000, peak
+
 
 def _straight_result(
     name: NormalizedName,

@@ -46,10 +46,10 @@ __all__ = [
 COMMAND_LINE = "<command line>"
 """The `path` of a `SourceLocation` for requirements given as arguments."""
 
-"""The algorithms pip accepts in `--hash`, with the length of their hex digest."""
-
 MAX_INCLUDE_DEPTH = 64
 """Nesting limit for `-r`/`-c`; a server could otherwise generate an endless chain of files."""
+
+_NO_HASHES: frozenset[str] = frozenset()
 
 # Decoding order follows pip: a byte order mark wins, then a PEP 263 comment, then UTF-8.
 # UTF-32 marks come before UTF-16 ones because BOM_UTF16_LE is a prefix of BOM_UTF32_LE.
@@ -1318,7 +1318,8 @@ class _Collector:
                 args,
                 ctx,
                 constraint=constraint,
-                hashes=frozenset(hashes),
+                # One empty set for the lines without hashes (216 bytes each otherwise).
+                hashes=frozenset(hashes) if hashes else _NO_HASHES,
                 config_settings=tuple(config_settings),
             )
             (self.constraints if constraint else self.requirements).append(parsed)

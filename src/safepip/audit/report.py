@@ -80,10 +80,11 @@ class _Fragments(dict["Vulnerability", tuple[str, str, str]]):
     def __init__(self) -> None:
         super().__init__()
         self.texts: dict[str, str] = {}
-        self.lists: dict[int, tuple[tuple[Vulnerability, ...], str, str]] = {}
+        self.lists: dict[int, tuple[tuple[Vulnerability, ...], list[str], str]] = {}
         """A package's findings (`vulns`, shared by the pins of one package whose versions
-        fall alike among the fixes) by `id`, with their JSON and the JSON of the ignored
-        ones; the tuple is kept, so the `id` stays its own."""
+        fall alike among the fixes) by `id`, with the pieces of their JSON (the shared parts
+        of each finding, never joined here: a list's text repeats its advisories' text) and
+        the JSON of the ignored ones; the tuple is kept, so the `id` stays its own."""
 
 
 def _vuln_parts(vuln: Vulnerability, texts: dict[str, str]) -> tuple[str, str, str]:
@@ -117,12 +118,14 @@ def _dependency_text(
     found = pkg.vulns
     known = fragments.lists.get(id(found))
     if known is None or known[0] is not found:
-        vulns = []
+        pieces: list[str] = []
         for vuln in pkg.active:
             parts = fragments.get(vuln)
             if parts is None:
                 parts = fragments[vuln] = _vuln_parts(vuln, fragments.texts)
-            vulns.append("".join(parts))
+            if pieces:
+                pieces.append(", ")
+            pieces += parts
         ignored = [
             {"id": v.id, "aliases": list(v.aliases), "reason": v.ignored_reason}
             for v in found
@@ -130,14 +133,14 @@ def _dependency_text(
         ]
         known = fragments.lists[id(found)] = (
             found,
-            ", ".join(vulns),
+            pieces,
             f', "ignored_vulns": {encode(ignored)}' if ignored else "",
         )
-    _, vulns_text, ignored_text = known
-    target = f', "fix_target": {encode(pkg.fix_target)}' if vulns_text else ""
+    _, pieces, ignored_text = known
+    target = f', "fix_target": {encode(pkg.fix_target)}' if pieces else ""
     return (
         f'{{"name": {_string(pkg.name)}, "version": {_string(pkg.version)}, '
-        f'"vulns": [{vulns_text}]{ignored_text}{target}}}'
+        f'"vulns": [{"".join(pieces)}]{ignored_text}{target}}}'
     )
 
 
