@@ -497,6 +497,10 @@ def _write_table(report: AuditReport, console: Console) -> None:
     a, b, c, d, e = _HEADERS
     # `dim` is None for the header row.
     for name, version, right, dim in [(a, b, (c, d, e), None), *rows]:
+        if len(out) >= 1000:
+            # Written as it goes: the table of 10,000 pins is 10 MB of text.
+            console.file.write("\n".join(out) + "\n")
+            out.clear()
         style = header_style if dim is None else (_DIM if colour and dim else "")
         right_lines = laid_out.get(right)
         if right_lines is None:
@@ -523,5 +527,6 @@ def _write_table(report: AuditReport, console: Console) -> None:
             if colour and dim is not None and first:
                 text = f"{_CYAN}{first}{_RESET}{style}{text[len(first) :]}"
             out.append(f"{style}{text}{_RESET}" if style else text)
-    console.file.write("\n".join(out) + "\n")
+    if out:
+        console.file.write("\n".join(out) + "\n")
     console.file.flush()
