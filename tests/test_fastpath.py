@@ -22,7 +22,7 @@ from safepip import cli, fastpath
 from wheelbuild import build_wheel, sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from servers import StaticIndex
 
@@ -424,3 +424,26 @@ def test_process_identity_files_are_not_inputs(path: str, expected: bool) -> Non
     """What `filelock` reads to tell whether a lock's holder lives never decides a run; any
     other `/proc` file (stdin through `/proc/self/fd/0`, say) keeps a run from being stamped."""
     assert fastpath._not_input(path) is expected
+
+
+def test_recording_stops_once_the_run_changes_something(tmp_path: Path) -> None:
+    """An install that changes the environment will write no stamp, so from the moment the
+    pipeline knows it, its file operations are no longer recorded (issue 14: a warm install
+    stats, opens and links tens of thousands of files)."""
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("demo==1.0\n")
+    original = os.stat
+    seen: dict[str, object] = {}
+
+    def run(argv: Sequence[str]) -> int:
+        seen["wrapped"] = os.stat is not original
+        fastpath.not_noop("it changes the environment")
+        seen["restored"] = os.stat is original
+        seen["recorder"] = fastpath._State.recorder
+        os.stat(tmp_path)  # not recorded, and no error
+        return 0
+
+    assert fastpath.record_and_run(["install", "-r", str(lock)], run) == 0
+    assert seen == {"wrapped": True, "restored": True, "recorder": None}
+    assert os.stat is original
+    assert not (tmp_path / "noop").exists()

@@ -424,6 +424,7 @@ class Recorder:
 class _State:
     recorder: Recorder | None = None
     hooked = False
+    saved_stats: list[tuple[object, str, object]] = []  # noqa: RUF012 - one per process
 
 
 def _audit(name: str, args: tuple[object, ...]) -> None:
@@ -443,10 +444,20 @@ def mark_noop(*, cache_root: str, lock_folder: str | None) -> None:
 
 
 def not_noop(why: str) -> None:
-    """Called by the pipeline when this run is not one to stamp (it changes something)."""
+    """Called by the pipeline when this run is not one to stamp (it changes something). No
+    stamp will be written, so the recording stops here: an install's tens of thousands of
+    `stat`s, opens and links no longer each go through the recorder."""
     recorder = _State.recorder
     if recorder is not None:
         recorder.refuse(why)
+        _State.recorder = None
+        _restore_stats()
+
+
+def _restore_stats() -> None:
+    for owner, name, original in _State.saved_stats:
+        setattr(owner, name, original)
+    _State.saved_stats = []
 
 
 class _Tee:
@@ -510,14 +521,13 @@ def record_and_run(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> 
     saved_streams = (sys.stdout, sys.stderr)
     sys.stdout = _Tee(sys.stdout, "1", recorder)
     sys.stderr = _Tee(sys.stderr, "2", recorder)
-    saved_stats = _wrap_stat(recorder)
+    _State.saved_stats = _wrap_stat(recorder)
     _State.recorder = recorder
     try:
         code = run(argv)
     finally:
         _State.recorder = None
-        for owner, name, original in saved_stats:
-            setattr(owner, name, original)
+        _restore_stats()
         sys.stdout, sys.stderr = saved_streams
     if code == 0:
         try:

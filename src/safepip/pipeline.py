@@ -709,6 +709,10 @@ def _install(
         changes = install_stage.plan_changes(plan.pins, dists, reinstall=options.reinstall)
         if options.sync:
             changes = sync_stage.sync_changes(changes, plan.pins, dists)
+        if changes.install or changes.remove:
+            # Not a no-op: nothing to stamp, so the fast path's recording stops before the
+            # tens of thousands of file operations of an install.
+            fastpath.not_noop("it changes the environment")
         kept = {p.spec for p in changes.keep}
         # Everything that will be written is fetched and verified first; packages kept as they
         # are need no download (safepip installed them from a file with a pinned digest).
