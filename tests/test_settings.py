@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -88,3 +89,25 @@ def test_error_invalid_values(tmp_path: Path, text: str, key: str | None) -> Non
 
 def test_ignore_rule_without_until_never_expires() -> None:
     assert not IgnoreRule(id="A", reason="r").expired(dt.date(2999, 1, 1))
+
+
+def test_user_data_dir_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The folder is remembered per environment (platformdirs is slow to ask), never across a
+    change of what platformdirs reads."""
+    from safepip.settings import user_data_dir
+
+    monkeypatch.delenv("SAFEPIP_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "one"))
+    first = user_data_dir()
+    assert user_data_dir() == first
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "two"))
+    if sys.platform.startswith("linux"):
+        assert first == tmp_path / "one" / "safepip"
+        assert user_data_dir() == tmp_path / "two" / "safepip"
+        monkeypatch.delenv("XDG_DATA_HOME")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert user_data_dir() == tmp_path / "home" / ".local" / "share" / "safepip"
+    monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "own"))
+    assert user_data_dir() == tmp_path / "own"

@@ -96,9 +96,26 @@ def user_data_dir() -> Path:
     override = os.environ.get("SAFEPIP_DATA_DIR")
     if override:
         return Path(override)
-    import platformdirs
+    # platformdirs takes ~70 us per call, and every seal check asks (twice per installed
+    # distribution in a no-op): remembered per value of what it reads (environment, uid).
+    env = os.environ
+    key = (
+        env.get("XDG_DATA_HOME"),
+        env.get("HOME"),
+        env.get("APPDATA"),
+        env.get("LOCALAPPDATA"),
+        env.get("USERPROFILE"),
+        os.getuid() if hasattr(os, "getuid") else None,
+    )
+    known = _data_dirs.get(key)
+    if known is None:
+        import platformdirs
 
-    return Path(platformdirs.user_data_dir("safepip", appauthor=False))
+        known = _data_dirs[key] = Path(platformdirs.user_data_dir("safepip", appauthor=False))
+    return known
+
+
+_data_dirs: dict[tuple[str | int | None, ...], Path] = {}
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""`plan.invalid_requirements` skips packaging's parser for plain `Requires-Dist` lines: every
+line its pattern accepts must be one packaging accepts, so the check refuses exactly what it
+refused before."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from packaging.requirements import InvalidRequirement, Requirement
+
+from safepip.metadata import parse_metadata
+from safepip.plan import invalid_requirements, plain_requirement
+
+CORPUS = Path(__file__).parent / "data" / "metadata-corpus.zip"
+
+
+def packaging_accepts(line: str) -> bool:
+    try:
+        Requirement(line)
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def corpus_lines() -> list[str]:
+    lines: list[str] = []
+    with zipfile.ZipFile(CORPUS) as zf:
+        for member in zf.namelist():
+            try:
+                lines.extend(parse_metadata(zf.read(member)).requires_dist)
+            except ValueError:
+                continue
+    return lines
+
+
+def test_corpus_plain_lines_are_valid_and_most_lines_are_plain() -> None:
+    lines = corpus_lines()
+    assert len(lines) > 5000
+    plain = [line for line in lines if plain_requirement().fullmatch(line)]
+    assert [line for line in plain if not packaging_accepts(line)] == []
+    assert len(plain) >= 0.97 * len(lines)  # the point: most lines skip the parser
+    assert invalid_requirements(lines) == [line for line in lines if not packaging_accepts(line)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "foo>=1.*",
+        "foo~=1",
+        "foo~=1.*",
+        "foo==1.0.*a1",
+        "foo<1.0.*",
+        "foo>=1.0 bar",
+        "foo; extra ==",
+        "foo;; nonsense",
+        "beta >= 1 ;; nonsense",
+        "foo; python_version < 3",
+        "foo; python_version < '3' and",
+        "foo; (extra == 'a'",
+        "foo; extra == 'a')",
+        "foo; bogus == 'a'",
+        "foo[bar",
+        "foo[bar,]",
+        "-foo",
+        "foo-",
+        "foo>=",
+        "foo (>=1.0",
+        "foo; extra == 'a' or or extra == 'b'",
+        "",
+    ],
+)
+def test_invalid_lines_are_refused(line: str) -> None:
+    assert not packaging_accepts(line)
+    assert invalid_requirements([line]) == [line]
+
+
+_pieces = st.sampled_from(
+    [
+        "foo", "Foo.Bar_baz-2", "a", "[x]", "[x, y-z]", "[", "]", " ", "  ", ">=", "<=", "<",
+        ">", "==", "!=", "~=", "===", "1", "1.0", "2.0.1", ".*", "a1", "b2", "rc3", ".post1",
+        ".dev0", "dev", "v1", "1!", "+local", ",", "(", ")", ";", "extra", "python_version",
+        "sys_platform", "platform_system", "bogus", "'x'", '"3.8"', "'", '"', "and", "or",
+        "in", "not in", "not", "@", "https://e.org/a.whl", "\n", "\t", "é",
+    ]
+)  # fmt: skip
+
+
+@given(st.lists(_pieces, max_size=14).map("".join))
+@example("foo>=1.0,<2; extra == 'a' and python_version < \"3.12\"")
+@example("foo (>=1.0a1.post2.dev3, !=1.5.*) ; (sys_platform != 'win32' or os_name == 'posix')")
+@example("foo; python_version not in '3.8 3.9' and extra=='x'")
+@example("foo ~= 1.4rc1")
+def test_plain_lines_are_lines_packaging_accepts(line: str) -> None:
+    if plain_requirement().fullmatch(line):
+        assert packaging_accepts(line), line
+    assert invalid_requirements([line]) == ([] if packaging_accepts(line) else [line])
+
+
+_ws = st.sampled_from(["", " ", "  ", "\t"])
+_name = st.sampled_from(["foo", "Foo.Bar_baz-2", "a", "x1", "-x", "x-", "1.0"])
+_version = st.sampled_from(
+    ["1", "1.0", "2.0.1", "1.0a1", "1.0rc2.post3.dev4", "1.0.dev0", "1.*", "1.0.*", "1.0a", "v1"]
+)
+_op = st.sampled_from(["==", "!=", "<=", ">=", "<", ">", "~=", "===", "=", "=>"])
+_var = st.sampled_from(["extra", "python_version", "sys_platform", "os_name", "bogus", "'x'"])
+_value = st.sampled_from(["'a'", '"3.8"', "'it''s'", "3", "'x", "extra"])
+_spec = st.tuples(_op, _ws, _version).map("".join)
+_atom = st.tuples(_var, _ws, st.sampled_from([*"<=>", "==", "!=", " in ", " not in "]), _ws, _value)
+
+
+@given(
+    name=_name,
+    extras=st.lists(_name, max_size=2),
+    specs=st.lists(_spec, max_size=3),
+    paren=st.booleans(),
+    atoms=st.lists(
+        st.tuples(_atom.map("".join), st.sampled_from([" and ", " or ", "and", " ) and ("])),
+        max_size=3,
+    ),
+    ws=_ws,
+)
+def test_structured_lines(
+    name: str,
+    extras: list[str],
+    specs: list[str],
+    paren: bool,
+    atoms: list[tuple[str, str]],
+    ws: str,
+) -> None:
+    line = name + ws + (f"[{', '.join(extras)}]" if extras else "")
+    spec = ",".join(specs)
+    line += ws + (f"({spec})" if paren and spec else spec)
+    if atoms:
+        marker = "".join(a + j for a, j in atoms[:-1]) + atoms[-1][0]
+        line += f"{ws};{ws}" + (f"({marker})" if paren else marker)
+    if plain_requirement().fullmatch(line):
+        assert packaging_accepts(line), line
+    assert invalid_requirements([line]) == ([] if packaging_accepts(line) else [line])
