@@ -16,23 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from safepip import __version__, audit, envlock, fastpath, journal
-from safepip import build as build_stage
-from safepip import bundle as bundle_format
 from safepip import fetch as fetch_stage
 from safepip import install as install_stage
 from safepip import sync as sync_stage
 from safepip import target as target_mod
 from safepip.audit import database
-from safepip.build import BUILD_HINT, is_sdist
 from safepip.buildpolicy import BuildPolicy, timeout_from_environment
-from safepip.bundle import WHEELS, BundleError, BundleTarget, file_digest
 from safepip.errors import SafepipError, UsageError
 from safepip.fetch import cached_wheels, open_cache
 from safepip.hashes import HashCheckError, HashProblem, ProblemKind
 from safepip.index import IndexClient
 from safepip.install import installed_artifact
 from safepip.linking import DEFAULT_LINK_MODE, LinkMode
-from safepip.lock import PYLOCK_VERSION, LockFormat, lock_format, plan_from_pylock
 from safepip.net import Session
 from safepip.plan import (
     Choice,
@@ -70,7 +65,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from safepip.audit import AuditReport
-    from safepip.bundle import OpenedBundle
+    from safepip.bundle import BundleTarget, OpenedBundle
     from safepip.fetch import Cache, FetchedArtifact, Progress, UnpackedWheel
     from safepip.install import ChangePlan, InstallResult
     from safepip.pipconfig import PipConfig
@@ -224,6 +219,8 @@ class _Findings:
     def raise_any(self) -> None:
         """Raise the first kind found: policy, then hashes, then resolution."""
         if self.violations:
+            from safepip.build import BUILD_HINT
+
             raise PolicyViolation(
                 "Refusing to install:\n" + "\n".join(f"    {v}" for v in self.violations),
                 hint=BUILD_HINT,
@@ -797,8 +794,13 @@ def fetch_and_build(
     sha256, and the verified sdists by `Pin.spec`. With `copies` (`download`) every archive is
     hashed again, even one whose unpacked tree is in the cache, because the archive is copied.
     """
-    wheels = [p for p in pins if not is_sdist(p.artifact)]
-    sdists = [p for p in pins if is_sdist(p.artifact)]
+    wheels: list[Pin] = []
+    sdists: list[Pin] = []
+    if pins:  # (a no-op fetches nothing and never needs safepip.build)
+        from safepip.build import is_sdist
+
+        wheels = [p for p in pins if not is_sdist(p.artifact)]
+        sdists = [p for p in pins if is_sdist(p.artifact)]
     if copies:
         fetched_list = fetch_stage.fetch_artifacts(
             session,
@@ -819,6 +821,8 @@ def fetch_and_build(
     fetched = {p.spec: f for p, f in zip(wheels, fetched_list, strict=True)}
     sources: dict[str, FetchedArtifact] = {}
     if sdists:
+        from safepip import build as build_stage
+
         sdist_files = fetch_stage.fetch_artifacts(
             session,
             [p.artifact for p in sdists],
@@ -847,7 +851,13 @@ def fetch_and_build(
 def _pylock_input(options: InstallOptions) -> Path | None:
     """The `pylock.toml` given with `-r`, if any (PEP 751 locks are installed as they are)."""
 
-    locks = [f for f in options.requirement_files if lock_format(f) is LockFormat.PYLOCK]
+    # (safepip.lock is imported only for a name that may be a PEP 751 one: a no-op of a
+    # requirements file never needs it)
+    locks = [f for f in options.requirement_files if Path(f).name.startswith("pylock.")]
+    if locks:
+        from safepip.lock import LockFormat, lock_format
+
+        locks = [f for f in locks if lock_format(f) is LockFormat.PYLOCK]
     if not locks:
         if options.extras or options.groups:
             raise UsageError(
@@ -876,6 +886,7 @@ def _pylock_plan(
     """PEP 751 install steps: environments, markers, requires-python, a wheel chosen by tags
     from the lock only (or the sdist of an `--allow-build` project), with the lock's hashes
     (and sizes) as the pins."""
+    from safepip.lock import plan_from_pylock
 
     pins = plan_from_pylock(
         path, target, extras=extras, groups=groups or None, allow_build=allow_build
@@ -1095,6 +1106,8 @@ def bundle(options: BundleOptions, reporter: Reporter) -> BundleOutcome:
 
     Only hash-pinned locks are bundled, and each target's dependency closure is checked.
     """
+    from safepip import bundle as bundle_format
+    from safepip.build import is_sdist
 
     install_options = options.install
     targets = bundle_targets(options)
@@ -1217,6 +1230,9 @@ def _bundle_lock(packages: Mapping[tuple[str, str], _BundledPackage]) -> str:
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 
+    from safepip.bundle import WHEELS, file_digest
+    from safepip.lock import PYLOCK_VERSION
+
     out = []
     for (name, version), entry in sorted(packages.items()):
         wheels = []
@@ -1275,6 +1291,7 @@ def open_bundle(
     path: Path, dest: Path, expect_sha256: str | None, reporter: Reporter
 ) -> OpenedBundle:
     """Verify the whole bundle (see `bundle.open_bundle`) and unpack it into `dest`."""
+    from safepip import bundle as bundle_format
 
     opened = bundle_format.open_bundle(path, dest, expect_sha256=expect_sha256)
     checked = "the expected sha256" if expect_sha256 else "sha256"
@@ -1292,6 +1309,7 @@ def open_bundle(
 
 def check_bundle_fits(opened: OpenedBundle, target: Target) -> None:
     """Refuse a bundle made for another Python or platform before anything is planned."""
+    from safepip.bundle import BundleError, BundleTarget
 
     if opened.manifest.fitting(target) is not None:
         return
