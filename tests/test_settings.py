@@ -111,3 +111,20 @@ def test_user_data_dir_follows_the_environment(
         assert user_data_dir() == tmp_path / "home" / ".local" / "share" / "safepip"
     monkeypatch.setenv("SAFEPIP_DATA_DIR", str(tmp_path / "own"))
     assert user_data_dir() == tmp_path / "own"
+
+
+def test_a_changed_file_is_read_again_in_the_same_process(tmp_path: Path) -> None:
+    """The parsed table is reused only for the same bytes (a rewrite of the same size in the
+    same clock tick included)."""
+    path = tmp_path / "safepip.toml"
+    path.write_text("[audit]\nmax-age-days = 10\n")
+    assert load_settings(tmp_path).audit.max_age_days == 10
+    assert load_settings(tmp_path).audit.max_age_days == 10
+    path.write_text("[audit]\nmax-age-days = 20\n")
+    assert load_settings(tmp_path).audit.max_age_days == 20
+    path.write_text("[audit]\nmax-age-days = 2x\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(tmp_path)
+    path.write_bytes(b"[audit]\nmax-age-days = 10 # \xff\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(tmp_path)

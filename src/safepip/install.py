@@ -93,7 +93,11 @@ def recorded_hashes(record: Mapping[str, Any]) -> frozenset[str]:
 
 
 def plan_changes(
-    pins: Sequence[Pin], installed: Sequence[InstalledDistribution], *, reinstall: bool = False
+    pins: Sequence[Pin],
+    installed: Sequence[InstalledDistribution],
+    *,
+    reinstall: bool = False,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ChangePlan:
     """Decide, per pin, whether to install, replace or keep.
 
@@ -101,7 +105,8 @@ def plan_changes(
     sealed artifact record (`installed_artifact`) shows it came from a file with a digest the pin
     accepts, in any algorithm the pin uses (sha256, sha384, sha512). A distribution that another
     installer put there (pip trusts those blindly), or whose record is not sealed, is reinstalled
-    from the verified file.
+    from the verified file. `records` holds `installed_artifact`'s answers already found in
+    this run (by name); a distribution without one there is checked here.
     So is a torn one (`InstalledDistribution.damage`: an empty RECORD, no METADATA); every
     `.dist-info` of the pin's name goes, so no torn folder stays beside the new one.
     """
@@ -123,7 +128,9 @@ def plan_changes(
             and current.damage is None
             and same_version(current.version, pin.version)
         ):
-            record = installed_artifact(current)
+            record = records.get(current.name) if records is not None else None
+            if record is None:
+                record = installed_artifact(current)
             accepted = {":".join(split_hash(h)) for h in pin.artifact.expected_hashes}
             if record and (not accepted or recorded_hashes(record) & accepted):
                 keep.append(pin)

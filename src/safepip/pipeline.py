@@ -703,7 +703,13 @@ def _install(
                 source=", ".join(f"`{f}`" for f in options.requirement_files) or "the input",
             )
         audit_report = audit_gate(options.audit, plan, reporter, isolated=options.sources.isolated)
-        changes = install_stage.plan_changes(plan.pins, dists, reinstall=options.reinstall)
+        # (the seal of every distribution safepip installed was checked once, for `records`)
+        changes = install_stage.plan_changes(
+            plan.pins,
+            dists,
+            reinstall=options.reinstall,
+            records={name: record for name, (_, record) in records.items()},
+        )
         if options.sync:
             changes = sync_stage.sync_changes(changes, plan.pins, dists)
         if changes.install or changes.remove:

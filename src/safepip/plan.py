@@ -637,12 +637,19 @@ def check_closure(
             )
         parsed[pin.name] = (requires, requires_python)
     gaps: dict[tuple[str, str], ClosureGap] = {}
+    # Each pin's dependencies for the extras it had when they were last listed: a pass after
+    # the first lists (and evaluates markers) again only where new extras were found.
+    listed: dict[NormalizedName, tuple[frozenset[str], list[Requirement]]] = {}
     changed = True
     while changed:
         changed = False
         for pin in pins:
-            requires = parsed[pin.name][0]
-            for dep in dependencies_for(requires, frozenset(extras[pin.name]), target.markers):
+            asked = frozenset(extras[pin.name])
+            known = listed.get(pin.name)
+            if known is None or known[0] != asked:
+                deps = dependencies_for(parsed[pin.name][0], asked, target.markers)
+                listed[pin.name] = known = (asked, deps)
+            for dep in known[1]:
                 dep_name = canonicalize_name(dep.name)
                 child = by_name.get(dep_name)
                 if child is None or not version_matches(dep.specifier, child.version):

@@ -130,12 +130,28 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
+    # An install reads the settings up to three times (options, build policy, audit gate):
+    # the same bytes are parsed once per process.
     try:
-        return read_toml(path)
-    except ValueError as exc:  # tomllib.TOMLDecodeError
-        raise SettingsError(path, None, f"not valid TOML ({exc})") from exc
+        data = path.read_bytes()
     except OSError as exc:
         raise SettingsError(path, None, f"cannot be read ({exc.strerror})") from exc
+    known = _parsed.get(str(path))
+    if known is not None and known[0] == data:
+        return known[1]
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    try:
+        table: dict[str, Any] = tomllib.loads(data.decode())
+    except ValueError as exc:  # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise SettingsError(path, None, f"not valid TOML ({exc})") from exc
+    _parsed[str(path)] = (data, table)
+    return table
+
+
+_parsed: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
 
 def find_settings_file(directory: Path) -> tuple[Path, dict[str, Any]] | None:
