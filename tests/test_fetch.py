@@ -1102,6 +1102,38 @@ class TestCacheStamps:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["probe"]
         assert not _clock_past(tmp_path / "missing", None)
 
+    def test_unpacking_records_stamps_only_once_the_clock_has_moved_past_them(
+        self, wheel_factory: WheelFactory, cache: Cache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[int | None] = []
+
+        def still(folder: Path, newest: int | None) -> bool:
+            seen.append(newest)
+            return False
+
+        monkeypatch.setattr("safepip.fetch._clock_past", still)
+        wheel = wheel_factory(
+            "still", "1.0", files={f"still/m{i}.py": f"V = {i}\n" for i in range(5)}
+        )
+        unpacked = unpack_wheel(wheel, sha256_file(wheel), str(cache.root))
+        newest = max(os.stat(unpacked.root / e.path).st_ctime_ns for e in unpacked.entries)
+        assert seen == [newest]  # asked about the newest file written
+        assert {e.stamp for e in unpacked.entries} == {(0, 0, 0)}  # nothing recorded
+        reloaded = _try_load_manifest(unpacked.root)
+        assert reloaded is not None
+        assert {e.stamp for e in reloaded.entries} == {(0, 0, 0)}
+        hashed: list[str] = []
+        real = fetch_module._hash_each
+
+        def spy(prefix: str, dir_fd: int | None, entries: Any) -> bool:
+            entries = list(entries)
+            hashed.extend(e.path for e in entries)
+            return real(prefix, dir_fd, entries)
+
+        monkeypatch.setattr("safepip.fetch._hash_each", spy)
+        assert check_unpacked(reloaded)  # its first use hashes every file again
+        assert sorted(hashed) == sorted(e.path for e in reloaded.entries)
+
     def test_nothing_is_recorded_while_the_clock_stands_still(
         self, many: UnpackedWheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -830,6 +830,11 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
                         filename, "content does not match its RECORD digest", member=name
                     )
                 entries.append(ManifestEntry(name, digest, m.size, executable, _stamp(stamped)))
+            # As for every stamp (see `_clock_past`): recorded only once the file system's
+            # clock has moved past the newest, so no later change can share one; else none is
+            # recorded and the entry's first use hashes every file again.
+            if entries and not _clock_past(final.parent, max(e.stamp[2] for e in entries)):
+                entries = [e._replace(stamp=(0, 0, 0)) for e in entries]
             manifest = _manifest(sha256, filename, dist_info, root_is_purelib)
             manifest["entries"] = [
                 [e.path, e.hash, e.size, e.executable, *e.stamp] for e in entries
