@@ -458,14 +458,21 @@ class _Prefetcher:
         try:
             if metadata.exception() is not None:
                 return
-            requires = metadata.result().requires_dist
+            self._want_each(metadata.result().requires_dist, extras)
+        except Exception:  # speculation only
+            pass
+
+    def _want_each(self, requires: Sequence[str], extras: frozenset[str]) -> None:
+        """Prefetch the pages of the dependencies `requires` names for `extras` (this target);
+        speculation only: what fails here is met again, and reported, when resolving."""
+        try:
             for dep in dependencies_for(requires, extras, self.target.markers):
                 self.want_project(
                     canonicalize_name(dep.name),
                     dep.specifier,
                     frozenset(canonicalize_name(e) for e in dep.extras),
                 )
-        except Exception:  # speculation only
+        except Exception:
             pass
 
     def _load_page(
@@ -600,15 +607,7 @@ class _Prefetcher:
             requires_python=requires_python,
             extras=declared_extras(core.provides_extra, requires),
         )
-        try:
-            for dep in dependencies_for(requires, extras, self.target.markers):
-                self.want_project(
-                    canonicalize_name(dep.name),
-                    dep.specifier,
-                    frozenset(canonicalize_name(e) for e in dep.extras),
-                )
-        except Exception:  # speculation only
-            pass
+        self._want_each(requires, extras)
         return result
 
     def _wheel_cached(self, wheel: IndexFile) -> bool:
