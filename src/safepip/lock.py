@@ -506,26 +506,15 @@ def plan_from_pylock(
         if not hashes:
             problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
             continue
-        url = source.url or (path.parent / str(source.path)).absolute().as_uri()
-        version = str(package.version) if package.version is not None else str(wheel_version)
         pins.append(
-            Pin(
-                name=package.name,
-                display_name=package.name,
-                version=version,
-                artifact=Artifact(
-                    name=package.name,
-                    version=version,
-                    filename=filename,
-                    url=url,
-                    origin=package.index or str(path),
-                    expected_hashes=hashes,
-                    hash_source="pinned",
-                    size=source.size,
-                    direct_url=isinstance(source, PackageArchive),
-                ),
-                requested=True,
-                via=(str(path),),
+            _locked_pin(
+                path,
+                package,
+                source,
+                filename,
+                hashes,
+                wheel_version,
+                direct_url=isinstance(source, PackageArchive),
             )
         )
     if refused:
@@ -561,7 +550,23 @@ def _sdist_pin(
     if not hashes:
         problems.append(f"`{filename}` of `{label}` has no sha256, sha384 or sha512 hash")
         return None
-    version = str(package.version) if package.version is not None else str(sdist_version)
+    return _locked_pin(path, package, source, filename, hashes, sdist_version)
+
+
+def _locked_pin(
+    path: Path,
+    package: Any,
+    source: Any,
+    filename: str,
+    hashes: frozenset[str],
+    file_version: object,
+    *,
+    direct_url: bool = False,
+) -> Pin:
+    """The pin of one file a pylock file lists (its version: the package's, else the one its
+    filename names), fetched from its URL or the path relative to the lock, checked against the
+    lock's hashes."""
+    version = str(package.version) if package.version is not None else str(file_version)
     return Pin(
         name=package.name,
         display_name=package.name,
@@ -575,6 +580,7 @@ def _sdist_pin(
             expected_hashes=hashes,
             hash_source="pinned",
             size=source.size,
+            direct_url=direct_url,
         ),
         requested=True,
         via=(str(path),),

@@ -319,8 +319,11 @@ def prereleases_allowed(
     )
 
 
-def _index_artifact(name: NormalizedName, version: Version, file: IndexFile) -> Artifact:
-    """A file an index listed, to fetch checked against the hashes the index published."""
+def _index_artifact(
+    name: NormalizedName, version: Version, file: IndexFile, *, yanked: str | None = None
+) -> Artifact:
+    """A file an index listed, to fetch checked against the hashes the index published
+    (`yanked`: the reason, when a pin uses a yanked file)."""
     hashes = _published_hashes(file)
     return Artifact(
         name=name,
@@ -331,6 +334,7 @@ def _index_artifact(name: NormalizedName, version: Version, file: IndexFile) -> 
         expected_hashes=hashes,
         hash_source="index" if hashes else "none",
         size=file.size,
+        yanked=yanked,
     )
 
 
@@ -1260,17 +1264,7 @@ def _build(
                 name=name,
                 display_name=name,
                 version=str(candidate.version),
-                artifact=Artifact(
-                    name=name,
-                    version=str(candidate.version),
-                    filename=wheel.filename,
-                    url=wheel.url,
-                    origin=wheel.origin,
-                    expected_hashes=hashes,
-                    hash_source="index" if hashes else "none",
-                    size=wheel.size,
-                    yanked=wheel.yanked,
-                ),
+                artifact=_index_artifact(name, candidate.version, wheel, yanked=wheel.yanked),
                 requested=name in requested,
                 extras=frozenset(extras.get(name, ())),
                 via=tuple(sorted(via.get(name, ()))),
