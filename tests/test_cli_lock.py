@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from packaging.utils import canonicalize_name
@@ -21,6 +21,8 @@ else:  # Python 3.10
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from packaging.utils import NormalizedName
 
     from conftest import Cli
     from servers import StaticIndex
@@ -236,6 +238,68 @@ class TestLock:
         assert code == 0, stderr
         assert "s3cret" not in stdout + stderr
         assert f"--index-url {index.url}\n" in stdout
+
+
+class TestPagesAreCheckedWhole:
+    """The files of a JSON page are made only for the versions the resolver looks at; the
+    checks that decide whether a page may be used at all still cover every entry."""
+
+    @pytest.fixture
+    def served(
+        self, static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory
+    ) -> StaticIndex:
+        served = static_index(mode="json-only")
+        served.absolute_links = True
+        served.add(wheel_factory("app", "1.0", requires=["dep>=2"]))
+        for version in ("0.1", "1.0", "2.0"):
+            served.add(wheel_factory("dep", version))
+        return served
+
+    def test_a_local_link_of_an_old_version_is_refused(
+        self, served: StaticIndex, tmp_path: Path, cli: Cli
+    ) -> None:
+        served.projects[canonicalize_name("dep")][0].link = "file:///dev/zero"
+        out = tmp_path / "requirements.txt"
+        code, stdout, stderr = cli(*lock_args(served, "app", "-o", str(out)))
+        assert code == 4, stderr
+        assert stdout == ""
+        assert (
+            f"error: Refusing the link `file:///dev/zero` on the page `{served.project_url('dep')}`"
+            ": a page served over HTTP(S) may not link local `file:` URLs\n"
+        ) in stderr
+        assert not out.exists()
+
+    def test_a_malformed_entry_of_an_old_version_fails_the_lock(
+        self, served: StaticIndex, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        render = served._project_json
+
+        def without_url(name: NormalizedName, entries: list[Any]) -> bytes:
+            page = json.loads(render(name, entries))
+            if name == "dep":
+                del page["files"][0]["url"]
+            return json.dumps(page).encode()
+
+        monkeypatch.setattr(served, "_project_json", without_url)
+        out = tmp_path / "requirements.txt"
+        code, stdout, stderr = cli(*lock_args(served, "app", "-o", str(out)))
+        assert code == 1, stderr
+        assert stdout == ""
+        assert stderr.startswith(
+            f"error: Could not read the index page `{served.project_url('dep')}`: entry 0 of "
+            "`files` lacks `filename` or `url`\n"
+        )
+        assert not out.exists()
+
+    def test_a_bad_field_of_an_old_version_does_not_matter(
+        self, served: StaticIndex, tmp_path: Path, cli: Cli
+    ) -> None:
+        served.projects[canonicalize_name("dep")][0].requires_python = "python3"
+        code, stdout, stderr = cli(*lock_args(served, "app", "-o", "-", "--no-header"))
+        assert code == 0, stderr
+        sha = {e.filename: e.sha256 for es in served.projects.values() for e in es}
+        assert f"dep==2.0 \\\n    --hash=sha256:{sha['dep-2.0-py3-none-any.whl']}\n" in stdout
+        assert "python3" not in stderr
 
 
 class TestFreeze:

@@ -43,7 +43,7 @@ from safepip.policy import HostPolicy, PolicyViolation
 from wheelbuild import build_sdist, build_wheel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from conftest import Cli, Environment
@@ -659,6 +659,176 @@ class TestParseProjectPage:
             "the page `https://idx.example/simple/demo/` names the project `other` "
             "instead of `demo`",
         )
+
+
+class TestLazyListing:
+    """A JSON page's files are made when their version is first asked for; what decides
+    whether the page can be used, or which files it offers, is checked when it is read."""
+
+    def page(self, files: Sequence[object], name: str = "demo") -> Response:
+        body = json.dumps({"meta": {"api-version": "1.1"}, "name": name, "files": files})
+        return html_response(body, content_type=JSON_TYPE)
+
+    def entry(self, filename: str, **fields: object) -> dict[str, object]:
+        return {"filename": filename, "url": f"{FILES}/{filename}", **fields}
+
+    def test_only_the_versions_asked_for_are_made(self) -> None:
+        files = [
+            self.entry("demo-1.0.tar.gz", hashes={"sha256": "not hex"}),
+            self.entry("demo-1.0-py3-none-any.whl", **{"requires-python": "python3"}),
+            self.entry("demo-2.0-py3-none-any.whl", hashes={"sha256": "AB"}, yanked="bad"),
+            self.entry("other-2.0-py3-none-any.whl"),
+        ]
+        page = parse_project_page(self.page(files), name="demo", origin=INDEX)
+        other = (
+            "ignoring `other-2.0-py3-none-any.whl` on the page for `demo`: it belongs to `other`"
+        )
+        # Which files are offered is known at once; the files of 1.0 are not made yet.
+        assert list(page.listing.versions) == [Version("1.0"), Version("2.0")]
+        assert page.warnings == (other,)
+        (newest,) = page.listing.versions[Version("2.0")]
+        assert (newest.hashes, newest.yanked, newest.version) == (
+            {"sha256": "ab"},
+            "bad",
+            Version("2.0"),
+        )
+        assert page.warnings == (other,)
+        _, eager, eager_warnings = parse_json_files(
+            self.page(files).content, url=f"{INDEX}/demo/", origin=INDEX
+        )
+        assert page.files == tuple(eager[:3])
+        assert page.warnings == (other, *eager_warnings)
+        assert eager_warnings == [
+            "ignoring the malformed sha256 hash of `demo-1.0.tar.gz`",
+            "ignoring the invalid `Requires-Python` 'python3' of `demo-1.0-py3-none-any.whl`",
+        ]
+
+    @pytest.mark.parametrize(
+        ("bad", "error", "problem"),
+        [
+            ({"filename": "demo-0.1.tar.gz"}, IndexPageError, "entry 0 of `files` lacks"),
+            ("demo-0.1.tar.gz", IndexPageError, "entry 0 of `files` is not an object"),
+            ({"url": f"{FILES}/demo-0.1.tar.gz"}, IndexPageError, "entry 0 of `files` lacks"),
+            ({"filename": "demo-0.1.tar.gz", "url": 7}, IndexPageError, "entry 0 of `files`"),
+            (
+                {"filename": "demo-0.1.tar.gz", "url": "file:///dev/zero"},
+                LocalLinkError,
+                "a page served over HTTP(S) may not link local `file:` URLs",
+            ),
+            (
+                {"filename": "demo-0.1.tar.gz", "url": "FILE:///etc/passwd"},
+                LocalLinkError,
+                "a page served over HTTP(S) may not link local `file:` URLs",
+            ),
+        ],
+    )
+    def test_a_bad_entry_of_a_version_never_asked_for_fails_the_page(
+        self, bad: object, error: type[Exception], problem: str
+    ) -> None:
+        files = [bad, *(self.entry(f"demo-{v}-py3-none-any.whl") for v in ("1.0", "2.0"))]
+        with pytest.raises(error) as info:
+            parse_project_page(self.page(files), name="demo", origin=INDEX)
+        assert problem in str(info.value)
+
+    def test_an_invalid_url_leaves_its_file_out_when_read(self) -> None:
+        files = [
+            self.entry("demo-1.0-py3-none-any.whl", url="https://[::1/demo-1.0-py3-none-any.whl"),
+            self.entry("demo-2.0-py3-none-any.whl"),
+        ]
+        page = parse_project_page(self.page(files), name="demo", origin=INDEX)
+        assert list(page.listing.versions) == [Version("2.0")]
+        assert page.warnings == (
+            "ignoring `demo-1.0-py3-none-any.whl`: its URL "
+            "'https://[::1/demo-1.0-py3-none-any.whl' is not valid",
+        )
+
+    def test_threads_asking_at_once_share_one_making(self) -> None:
+        files = [self.entry(f"demo-1.0-cp3{i}-none-any.whl", hashes=[]) for i in range(200)]
+        page = parse_project_page(self.page(files), name="demo", origin=INDEX)
+        results: list[tuple[IndexFile, ...]] = []
+        start = threading.Barrier(8)
+
+        def ask() -> None:
+            start.wait()
+            results.append(page.listing.versions[Version("1.0")])
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 8
+        assert all(r is results[0] for r in results)
+        assert len(page.warnings) == 200  # one per file, none twice
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "demo-1.0-py3-none-any.whl",
+                        "demo-1.0.tar.gz",
+                        "Demo-1.0.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+                        "demo-2.0b1-py3-none-any.whl",
+                        "demo-2.0.zip",
+                        "demo-3-1-py3-none-any.whl",
+                        "demo-bad-py3-none-any.whl",
+                        "demo-1.0-py3-none-any.egg",
+                        "other-1.0.tar.gz",
+                        "demo-1.0-py3-none-.whl",
+                    ]
+                ),
+                st.sampled_from(
+                    [
+                        "https://files.example/f",
+                        "../../files/f#sha256=ab",
+                        "/f#md5=00&egg=x",
+                        "https://[::1/f",
+                        "http://h:8/p/f#sha256=CD",
+                    ]
+                ),
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "hashes": st.one_of(
+                            st.just({"sha256": "ab"}), st.just({"md5": "zz"}), st.just([])
+                        ),
+                        "requires-python": st.sampled_from([">=3.8", "python3", None, 3, ""]),
+                        "yanked": st.sampled_from([True, False, "", "why", 1]),
+                        "core-metadata": st.sampled_from([True, {"sha256": "ab"}, {"x": 1}]),
+                        "size": st.sampled_from([1, "2", True]),
+                    },
+                ),
+            ),
+            max_size=12,
+        )
+    )
+    def test_every_version_is_what_the_whole_page_read_at_once_gives(
+        self, entries: list[tuple[str, str, dict[str, object]]]
+    ) -> None:
+        files = [{"filename": name, "url": url, **fields} for name, url, fields in entries]
+        response = self.page(files)
+        _, eager, eager_warnings = parse_json_files(
+            response.content, url=response.url, origin=INDEX
+        )
+        page = parse_project_page(response, name="demo", origin=INDEX)
+        ours = [f for f in eager if f.project == "demo"]
+        by_version: dict[Version, list[IndexFile]] = {}
+        for file in ours:
+            assert file.version is not None
+            by_version.setdefault(file.version, []).append(file)
+        # Asked for in a different order than listed, one at a time.
+        for version in sorted(page.listing.versions, reverse=True):
+            assert list(page.listing.versions[version]) == by_version[version]
+        assert list(page.listing.versions) == list(by_version)
+        assert page.files == tuple(ours)
+        # The field warnings of the files it keeps (not of those it leaves out), after the
+        # page's own.
+        kept = {f"`{f.filename}`" for f in ours}
+        fields = [
+            w for w in eager_warnings if "is not valid" not in w and any(k in w for k in kept)
+        ]
+        assert page.warnings[len(page.page_warnings) :] == tuple(fields)
 
 
 # -- the client against a mock transport

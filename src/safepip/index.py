@@ -16,11 +16,12 @@ import posixpath
 import re
 import tempfile
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -37,7 +38,7 @@ from safepip.policy import PolicyViolation
 from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from packaging.tags import Tag
     from packaging.version import Version
@@ -261,6 +262,140 @@ class IndexFile:
         return f"{self.url}.metadata"
 
 
+class _Entry:
+    """One file of a listing: its `IndexFile`, or what it is made from until first asked for."""
+
+    __slots__ = ("item", "position", "version", "warnings")
+
+    def __init__(self, version: Version, position: int, item: object) -> None:
+        self.version = version
+        self.position = position
+        """Where the page lists it: late warnings are reported in page order."""
+        self.item = item
+        """The `IndexFile`, or the page's raw entry until it is made."""
+        self.warnings: tuple[str, ...] = ()
+        """The problems met when it was made (bad optional fields)."""
+
+
+class FileListing:
+    """One project's files from its sources, in order, grouped by version.
+
+    Pages of the public index list thousands of files (grpcio: 11,000 in 4.9 MB of JSON) where
+    a resolver looks at a handful of versions. A JSON page is therefore checked in two steps:
+    when it is read, everything that decides whether it can be used at all or which files it
+    offers (decoding, structure, API version, each entry's `filename` and `url`, the `file:`
+    link rule, whether a filename is a wheel or sdist of the project); each file's other
+    fields (hashes, `requires-python`, `yanked`, `core-metadata`, size, upload time) when the
+    files of its version are first asked for. Those fields can only ever be ignored with a
+    warning, so a version's files are the same whenever they are made; the warnings are those
+    of the files made so far. Thread-safe: the resolver's threads share listings.
+    """
+
+    __slots__ = ("_by_version", "_entries", "_lock", "_made", "_make")
+
+    def __init__(
+        self,
+        entries: Iterable[_Entry],
+        make: Callable[[object], tuple[IndexFile, list[str]]] | None = None,
+    ) -> None:
+        self._entries = tuple(entries)
+        by_version: dict[Version, list[_Entry]] = {}
+        for entry in self._entries:
+            group = by_version.get(entry.version)
+            if group is None:
+                by_version[entry.version] = [entry]
+            else:
+                group.append(entry)
+        self._by_version = by_version
+        self._make = make
+        self._lock = threading.Lock()
+        self._made: dict[Version, tuple[IndexFile, ...]] = {}
+
+    @classmethod
+    def of(cls, files: Iterable[IndexFile]) -> FileListing:
+        """A listing of files already made (those whose name gives no version are left out)."""
+        return cls(
+            _Entry(f.version, position, f)
+            for position, f in enumerate(files)
+            if f.version is not None
+        )
+
+    def joined(self, files: Sequence[IndexFile]) -> FileListing:
+        """This listing followed by `files` (find-links files after an index's)."""
+        if not files:
+            return self
+        extra = FileListing.of(files)._entries
+        return FileListing((*self._entries, *extra), self._make)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def versions(self) -> Mapping[Version, tuple[IndexFile, ...]]:
+        """Every version listed, in the order first listed; its files made on first use."""
+        return _VersionView(self)
+
+    def version_list(self) -> list[Version]:
+        return list(self._by_version)
+
+    def files_of(self, version: Version) -> tuple[IndexFile, ...]:
+        """The files of `version` in listing order (KeyError when none is listed)."""
+        made = self._made.get(version)
+        if made is not None:
+            return made
+        entries = self._by_version[version]
+        with self._lock:
+            made = self._made.get(version)
+            if made is None:
+                made = tuple(self._file(entry) for entry in entries)
+                self._made[version] = made
+        return made
+
+    def _file(self, entry: _Entry) -> IndexFile:
+        item = entry.item
+        if isinstance(item, IndexFile):
+            return item
+        assert self._make is not None
+        file, warnings = self._make(item)
+        entry.item = file
+        entry.warnings = tuple(warnings)
+        return file
+
+    @property
+    def files(self) -> tuple[IndexFile, ...]:
+        """Every file, in listing order (all made)."""
+        for version in self._by_version:
+            self.files_of(version)
+        return tuple(cast("IndexFile", entry.item) for entry in self._entries)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The warnings of the files made so far, in page order."""
+        with self._lock:
+            made = [e for e in self._entries if e.warnings]
+        made.sort(key=lambda e: e.position)
+        return tuple(w for e in made for w in e.warnings)
+
+
+class _VersionView(Mapping["Version", "tuple[IndexFile, ...]"]):
+    __slots__ = ("_listing",)
+
+    def __init__(self, listing: FileListing) -> None:
+        self._listing = listing
+
+    def __getitem__(self, version: Version) -> tuple[IndexFile, ...]:
+        return self._listing.files_of(version)
+
+    def __contains__(self, version: object) -> bool:
+        return version in self._listing._by_version
+
+    def __iter__(self) -> Iterator[Version]:
+        return iter(self._listing._by_version)
+
+    def __len__(self) -> int:
+        return len(self._listing._by_version)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProjectPage:
     """One index's page for one project, limited to the files of that project."""
@@ -269,8 +404,18 @@ class ProjectPage:
     origin: str
     url: str
     """The page URL after redirects."""
-    files: tuple[IndexFile, ...]
-    warnings: tuple[str, ...] = ()
+    listing: FileListing
+    page_warnings: tuple[str, ...] = ()
+    """Problems of the page as a whole and of files left out, found when it was read."""
+
+    @property
+    def files(self) -> tuple[IndexFile, ...]:
+        return self.listing.files
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The page's warnings, then those of its files made so far (see `FileListing`)."""
+        return (*self.page_warnings, *self.listing.warnings)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -278,12 +423,21 @@ class ProjectFiles:
     """Every file for one project: from the index that claimed it, plus all find-links locations."""
 
     name: NormalizedName
-    files: tuple[IndexFile, ...]
+    listing: FileListing
     claimed_by: str | None
     """The first index, in order, that has a page for the project; None if no index has one."""
     skipped_indexes: tuple[str, ...] = ()
     """Later indexes that were not asked because an earlier one claimed the name."""
-    warnings: tuple[str, ...] = ()
+    page_warnings: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> tuple[IndexFile, ...]:
+        """Every file, all made (the resolver asks `listing.versions` for what it looks at)."""
+        return self.listing.files
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.page_warnings, *self.listing.warnings)
 
 
 def project_url(index_url: str, name: str) -> str:
@@ -506,15 +660,19 @@ def _json_core_metadata(value: object) -> Mapping[str, str] | bool:
     return bool(value)
 
 
-def parse_json_files(
-    content: bytes | str, *, url: str, origin: str
-) -> tuple[str | None, list[IndexFile], list[str]]:
-    """The project name and files of a PEP 691 JSON page, and warnings.
+_RawJsonFile = tuple[int, str, "dict[str, object]", "tuple[str, dict[str, str]] | None"]
+"""A JSON page's file before it is made: position, filename, the entry, and its URL and fragment
+hashes when the link is not a plain absolute one (None: the `url` is used as it stands)."""
 
-    Structural problems (not JSON, no `files` list, a file without `filename` or `url`, an
-    unsupported major `meta.api-version`) raise `IndexPageError`; a bad optional field of one
-    file is ignored with a warning. A page fetched over HTTP(S) that links a `file:` URL raises
-    `LocalLinkError`.
+
+def _scan_json(
+    content: bytes | str, *, url: str
+) -> tuple[str | None, list[_RawJsonFile], list[tuple[int, str]]]:
+    """What a PEP 691 page offers, with the checks that decide whether it can be used: the
+    project name, each file not yet made, and warnings with the position of their file.
+
+    Structural problems raise `IndexPageError`, a `file:` link on a page fetched over HTTP(S)
+    raises `LocalLinkError`, and a file whose URL is not valid is left out with a warning.
     """
     try:
         data = json.loads(content)
@@ -532,56 +690,94 @@ def parse_json_files(
     if not isinstance(raw_files, list):
         raise IndexPageError(url, "the JSON page has no `files` list")
     name = data.get("name")
-    warnings: list[str] = []
-    files: list[IndexFile] = []
+    warnings: list[tuple[int, str]] = []
+    pending: list[_RawJsonFile] = []
+    plain = _PLAIN_LINK.fullmatch
     for position, entry in enumerate(raw_files):
         if not isinstance(entry, dict):
             raise IndexPageError(url, f"entry {position} of `files` is not an object")
         filename, href = entry.get("filename"), entry.get("url")
         if not isinstance(filename, str) or not filename or not isinstance(href, str):
             raise IndexPageError(url, f"entry {position} of `files` lacks `filename` or `url`")
-        try:
-            file_url, fragment_hashes = resolve_link(url, href)
-        except ValueError:
-            warnings.append(f"ignoring `{filename}`: its URL {href!r} is not valid")
+        if plain(href) is not None:
+            # An absolute http(s) URL: valid, and never a local link.
+            pending.append((position, filename, entry, None))
             continue
-        _check_link(url, file_url)
-        raw_hashes = entry.get("hashes", {})
-        hashes: dict[str, str] = {}
-        if isinstance(raw_hashes, dict):
-            for alg, digest in raw_hashes.items():
-                if isinstance(digest, str) and _HEX.fullmatch(digest):
-                    hashes[str(alg).lower()] = digest.lower()
-                else:
-                    warnings.append(f"ignoring the malformed {alg} hash of `{filename}`")
-        else:
-            warnings.append(f"ignoring the malformed `hashes` of `{filename}`")
-        for alg, digest in fragment_hashes.items():
-            hashes.setdefault(alg, digest)
-        # PEP 691 wants a non-empty reason string; an empty one still reads as yanked.
-        yanked_value = entry.get("yanked", False)
-        if isinstance(yanked_value, str):
-            yanked: str | None = yanked_value
-        else:
-            yanked = "" if yanked_value else None
-        # PEP 714: `core-metadata` replaces `dist-info-metadata`; read the old key only alone.
-        metadata_value = entry.get("core-metadata", entry.get("dist-info-metadata", False))
-        size = entry.get("size")
-        upload_time = entry.get("upload-time")
-        files.append(
-            IndexFile(
-                filename=filename,
-                url=file_url,
-                hashes=hashes,
-                requires_python=_requires_python(entry.get("requires-python"), filename, warnings),
-                yanked=yanked,
-                core_metadata=_json_core_metadata(metadata_value),
-                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-                upload_time=upload_time if isinstance(upload_time, str) else None,
-                origin=origin,
-            )
-        )
-    return (name if isinstance(name, str) else None), files, warnings
+        try:
+            resolved = resolve_link(url, href)
+        except ValueError:
+            warnings.append((position, f"ignoring `{filename}`: its URL {href!r} is not valid"))
+            continue
+        _check_link(url, resolved[0])
+        pending.append((position, filename, entry, resolved))
+    return (name if isinstance(name, str) else None), pending, warnings
+
+
+def _json_file(raw: _RawJsonFile, origin: str) -> tuple[IndexFile, list[str]]:
+    """The `IndexFile` of a scanned JSON entry; a bad optional field is ignored with a warning."""
+    _position, filename, entry, resolved = raw
+    if resolved is None:
+        href = cast("str", entry["url"])
+        file_url, _, fragment = href.partition("#")
+        fragment_hashes = _fragment_hashes(fragment) if fragment else {}
+    else:
+        file_url, fragment_hashes = resolved
+    warnings: list[str] = []
+    raw_hashes = entry.get("hashes", {})
+    hashes: dict[str, str] = {}
+    if isinstance(raw_hashes, dict):
+        for alg, digest in raw_hashes.items():
+            if isinstance(digest, str) and _HEX.fullmatch(digest):
+                hashes[str(alg).lower()] = digest.lower()
+            else:
+                warnings.append(f"ignoring the malformed {alg} hash of `{filename}`")
+    else:
+        warnings.append(f"ignoring the malformed `hashes` of `{filename}`")
+    for alg, digest in fragment_hashes.items():
+        hashes.setdefault(alg, digest)
+    # PEP 691 wants a non-empty reason string; an empty one still reads as yanked.
+    yanked_value = entry.get("yanked", False)
+    if isinstance(yanked_value, str):
+        yanked: str | None = yanked_value
+    else:
+        yanked = "" if yanked_value else None
+    # PEP 714: `core-metadata` replaces `dist-info-metadata`; read the old key only alone.
+    metadata_value = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+    size = entry.get("size")
+    upload_time = entry.get("upload-time")
+    file = IndexFile(
+        filename=filename,
+        url=file_url,
+        hashes=hashes,
+        requires_python=_requires_python(entry.get("requires-python"), filename, warnings),
+        yanked=yanked,
+        core_metadata=_json_core_metadata(metadata_value),
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        upload_time=upload_time if isinstance(upload_time, str) else None,
+        origin=origin,
+    )
+    return file, warnings
+
+
+def parse_json_files(
+    content: bytes | str, *, url: str, origin: str
+) -> tuple[str | None, list[IndexFile], list[str]]:
+    """The project name and files of a PEP 691 JSON page, and warnings, every file made.
+
+    Structural problems (not JSON, no `files` list, a file without `filename` or `url`, an
+    unsupported major `meta.api-version`) raise `IndexPageError`; a bad optional field of one
+    file is ignored with a warning. A page fetched over HTTP(S) that links a `file:` URL raises
+    `LocalLinkError`.
+    """
+    name, pending, early = _scan_json(content, url=url)
+    positioned = list(early)
+    files: list[IndexFile] = []
+    for raw in pending:
+        file, warnings = _json_file(raw, origin)
+        files.append(file)
+        positioned.extend((raw[0], w) for w in warnings)
+    positioned.sort(key=lambda item: item[0])
+    return name, files, [w for _, w in positioned]
 
 
 def _charset(response: Response) -> str | None:
@@ -596,18 +792,35 @@ def parse_project_page(response: Response, *, name: str, origin: str) -> Project
     """A project page from a response, read by its Content-Type (JSON, else HTML).
 
     Files whose names do not parse as a wheel or sdist of `name` are dropped with a warning: a
-    page must not smuggle in another project's files.
+    page must not smuggle in another project's files. The files of a JSON page are made when
+    their version is first asked for (see `FileListing` for what is checked when).
     """
     project = canonicalize_name(name)
+    warnings: list[str]
+    entries: list[_Entry] = []
+    unrecognised: list[str] = []
+    others: list[str] = []
+    make: Callable[[object], tuple[IndexFile, list[str]]] | None = None
     if response.content_type == JSON_CONTENT_TYPE:
-        listed_name, files, warnings = parse_json_files(
-            response.content, url=response.url, origin=origin
-        )
+        listed_name, pending, early = _scan_json(response.content, url=response.url)
+        warnings = [w for _, w in early]
         if listed_name is not None and canonicalize_name(listed_name) != project:
             warnings.append(
                 f"the page `{redact_url(response.url)}` names the project `{listed_name}` "
                 f"instead of `{project}`"
             )
+        for raw in pending:
+            filename = raw[1]
+            _kind, found, version, _tags = _parse_filename(filename)
+            if found == project and version is not None:
+                entries.append(_Entry(version, raw[0], raw))
+            elif found is None:
+                unrecognised.append(filename)
+            else:
+                others.append(
+                    f"ignoring `{filename}` on the page for `{project}`: it belongs to `{found}`"
+                )
+        make = functools.partial(_make_json_file, origin=origin)
     else:
         files, warnings = parse_html_files(
             response.content, url=response.url, origin=origin, charset=_charset(response)
@@ -618,18 +831,17 @@ def parse_project_page(response: Response, *, name: str, origin: str) -> Project
                 f"the page `{redact_url(response.url)}` has the Content-Type "
                 f"`{response.content_type or 'none'}`; reading it as HTML",
             )
-    kept: list[IndexFile] = []
-    unrecognised: list[str] = []
-    for file in files:
-        if file.project == project:
-            kept.append(file)
-        elif file.project is None:
-            unrecognised.append(file.filename)
-        else:
-            warnings.append(
-                f"ignoring `{file.filename}` on the page for `{project}`: "
-                f"it belongs to `{file.project}`"
-            )
+        for position, file in enumerate(files):
+            if file.project == project and file.version is not None:
+                entries.append(_Entry(file.version, position, file))
+            elif file.project is None:
+                unrecognised.append(file.filename)
+            else:
+                others.append(
+                    f"ignoring `{file.filename}` on the page for `{project}`: "
+                    f"it belongs to `{file.project}`"
+                )
+    warnings.extend(others)
     if unrecognised:
         shown = ", ".join(f"`{f}`" for f in unrecognised[:3])
         more = f" and {len(unrecognised) - 3} more" if len(unrecognised) > 3 else ""
@@ -638,8 +850,20 @@ def parse_project_page(response: Response, *, name: str, origin: str) -> Project
             f"ignoring {count} for `{project}` that are not wheels or sdists of it: {shown}{more}"
         )
     return ProjectPage(
-        name=project, origin=origin, url=response.url, files=tuple(kept), warnings=tuple(warnings)
+        name=project,
+        origin=origin,
+        url=response.url,
+        listing=FileListing(entries, make),
+        page_warnings=tuple(warnings),
     )
+
+
+def _make_json_file(raw: object, *, origin: str) -> tuple[IndexFile, list[str]]:
+    scanned = cast("_RawJsonFile", raw)
+    file, warnings = _json_file(scanned, origin)
+    # The name was parsed when the page was read: keep it.
+    object.__setattr__(file, "_parsed", _parse_filename(scanned[1]))
+    return file, warnings
 
 
 def _is_url(location: str) -> bool:
@@ -936,8 +1160,8 @@ class IndexClient:
         shadow a private one with a higher version (dependency confusion).
         """
         project = canonicalize_name(name)
-        files: list[IndexFile] = []
-        warnings: list[str] = []
+        listing = FileListing(())
+        warnings: tuple[str, ...] = ()
         claimed_by: str | None = None
         skipped: tuple[str, ...] = ()
         for position, origin in enumerate(self.index_urls):
@@ -947,18 +1171,18 @@ class IndexClient:
                     self._claimed.add(origin)
                 claimed_by = origin
                 skipped = self.index_urls[position + 1 :]
-                files.extend(page.files)
-                warnings.extend(page.warnings)
+                listing = page.listing
+                warnings = page.page_warnings
                 break
-        files.extend(f for f in self.find_links_files() if f.project == project)
-        if claimed_by is None and not files:
+        listing = listing.joined([f for f in self.find_links_files() if f.project == project])
+        if claimed_by is None and not listing:
             self._check_indexes_exist(project)
         return ProjectFiles(
             name=project,
-            files=tuple(files),
+            listing=listing,
             claimed_by=claimed_by,
             skipped_indexes=skipped,
-            warnings=tuple(warnings),
+            page_warnings=warnings,
         )
 
     def _check_indexes_exist(self, project: str) -> None:

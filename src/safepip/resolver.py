@@ -311,11 +311,13 @@ def prereleases_allowed(
     uv do. Exact pins (`==2.0b1`) are always allowed by the caller."""
     if pre or any(s.prereleases for s in specifiers):
         return True
+    # The files of a version are looked at only when the version itself would do: a page's
+    # files are made on first use (`safepip.index.FileListing`).
     return not any(
         not version.is_prerelease
         and all(s.contains(version, prereleases=True) for s in specifiers)
-        and usable(files)
-        for version, files in versions.items()
+        and usable(versions[version])
+        for version in versions
     )
 
 
@@ -382,7 +384,6 @@ class _Prefetcher:
         self._followed: dict[NormalizedName, set[str]] = {}
         """The extras whose dependencies were fetched ahead, per project."""
         self._metadata: dict[tuple[NormalizedName, Version], Future[_Metadata]] = {}
-        self._versions: dict[NormalizedName, dict[Version, tuple[IndexFile, ...]]] = {}
         self._sdists: dict[str, tuple[FetchedArtifact, Artifact]] = {}
 
     def close(self) -> None:
@@ -448,9 +449,7 @@ class _Prefetcher:
         try:
             if page.exception() is not None:
                 return
-            with self._lock:
-                by_version = self._versions.get(name)
-            guess = self._likely_wheel(name, by_version or {}, specifier)
+            guess = self._likely_wheel(name, page.result().listing.versions, specifier)
             if guess is None:
                 return
             metadata = self.want_metadata(name, guess[0], guess[1], extras)
@@ -484,7 +483,7 @@ class _Prefetcher:
     ) -> ProjectFiles:
         page = self.index.project_files(name)
         try:
-            guess = self._likely_wheel(name, self._group(page), specifier)
+            guess = self._likely_wheel(name, page.listing.versions, specifier)
             if guess is not None:
                 self.want_metadata(name, guess[0], guess[1], extras)
         except Exception:  # speculation only; the resolver asks again
@@ -494,24 +493,10 @@ class _Prefetcher:
     def project(self, name: NormalizedName) -> ProjectFiles:
         return self._result(self.want_project(name, SpecifierSet(), frozenset()))
 
-    def versions(self, name: NormalizedName) -> dict[Version, tuple[IndexFile, ...]]:
-        """Files of `name` by version (wheels and sdists with a parseable name)."""
-        page = self.project(name)
-        with self._lock:
-            known = self._versions.get(name)
-        return known if known is not None else self._group(page)
-
-    def _group(self, page: ProjectFiles) -> dict[Version, tuple[IndexFile, ...]]:
-        # Done in the worker that fetched the page: parsing thousands of filenames is the
-        # costliest thing the resolver does with a page, and it overlaps with other downloads.
-        by_version: dict[Version, list[IndexFile]] = {}
-        for file in page.files:
-            if file.kind in ("wheel", "sdist") and file.version is not None:
-                by_version.setdefault(file.version, []).append(file)
-        result = {v: tuple(files) for v, files in by_version.items()}
-        with self._lock:
-            self._versions[page.name] = result
-        return result
+    def versions(self, name: NormalizedName) -> Mapping[Version, tuple[IndexFile, ...]]:
+        """Files of `name` by version (wheels and sdists with a parseable name), each
+        version's files made when first asked for."""
+        return self.project(name).listing.versions
 
     def best_wheel(self, files: Sequence[IndexFile]) -> IndexFile | None:
         """The wheel among `files` that fits the target best (tags, then `Requires-Python`)."""
@@ -1030,7 +1015,7 @@ def _explain(
     # otherwise the requirements are fine one by one and collide with each other.
     for name, group in by_name.items():
         page = prefetcher.project(name)
-        if not page.files:
+        if not page.listing:
             sources = [*prefetcher.index.index_urls, *prefetcher.index.find_links]
             return ProjectNotFoundError(project=name, sources=sources, causes=_causes(group, trail))
         versions = prefetcher.versions(name)
