@@ -162,6 +162,49 @@ def test_an_install_after_sigkill_recovers_first_then_installs(
     assert snapshot_tree(upgrade.venv) == upgrade.new
 
 
+def _children(pid: int, timeout: float) -> list[int]:
+    """The processes `pid` has forked, once it has any (Linux's /proc children list)."""
+    deadline = time.monotonic() + timeout
+    path = f"/proc/{pid}/task/{pid}/children"
+    while time.monotonic() < deadline:
+        with open(path) as fh:
+            found = [int(p) for p in fh.read().split()]
+        if found:
+            return found
+        time.sleep(0.002)
+    return []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+def test_sigkill_while_a_helper_process_copies_waits_for_the_helper(
+    upgrade: Upgrade, venv_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pkg 2.0 has more files than `linking.SHARE_FILES`: a helper process copies some of them.
+    After kill -9 of safepip the helper stops at its next file, and it holds the environment's
+    lock until it has exited, so the next run's recovery waits for it instead of racing it."""
+    fresh = venv_factory()
+    shutil.rmtree(upgrade.venv)
+    shutil.copytree(fresh, upgrade.venv, symlinks=True)
+    empty = snapshot_tree(upgrade.venv)
+    # A second before each file: the helper is asleep before its first one when killed.
+    proc = upgrade.start(upgrade.v2, delay="1")
+    upgrade.wait_for_install_step(proc)
+    helpers = _children(proc.pid, timeout=30)
+    assert len(helpers) == 1, "no helper process was started"
+    time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=60)  # (its output pipes stay open while the helper runs)
+    with open(f"/proc/{helpers[0]}/stat") as fh:
+        assert fh.read().rpartition(")")[2].split()[0] != "Z", "the helper exited at once"
+    capsys.readouterr()
+    assert main(["verify", "--python", str(upgrade.venv)]) == 0
+    err = capsys.readouterr().err
+    assert f"Waiting for another safepip (pid {proc.pid}: " in err, err
+    assert "Rolled back an interrupted install (install pkg==2.0; pid " in err, err
+    assert snapshot_tree(upgrade.venv) == empty
+    proc.communicate(timeout=60)
+
+
 class TestRecovery:
     def test_error_journal_for_other_folders_is_never_acted_on(
         self, upgrade: Upgrade, tmp_path: Path, capsys: pytest.CaptureFixture[str]

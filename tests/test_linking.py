@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -204,3 +204,160 @@ def test_copy_without_copy_file_range(tmp_path: Path, monkeypatch: pytest.Monkey
         assert not linker.copy_range
     for i, (_, data, _) in enumerate(sources):
         assert (out / f"d{i}").read_bytes() == data
+
+
+# --- sharing the files with a helper process (`Linker.place_shared`) -------------------------
+
+SHARED_SCRIPT = """
+import errno, json, os, signal, sys, time
+from safepip import linking, signals
+from safepip.linking import Linker, LinkMode
+
+sources, out, log, fail_in, fail_how, delay = sys.argv[1:7]
+parent = os.getpid()
+real = Linker.place
+count = [0]
+
+def place(linker, source, dest):
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, f"{os.getpid()} {dest}\\n".encode())
+    os.close(fd)
+    here = "parent" if os.getpid() == parent else "helper"
+    count[0] += 1
+    if fail_in == here and count[0] == 20:  # this process's 20th file
+        if fail_how == "SIGINT":
+            os.kill(parent, signal.SIGINT)
+        else:
+            raise OSError(errno.ENOSPC, "No space left on device", dest)
+    real(linker, source, dest)
+
+Linker.place = place
+names = sorted(os.listdir(sources))
+pairs = [(os.path.join(sources, n), os.path.join(out, n)) for n in names]
+sizes = [os.stat(s).st_size for s, _ in pairs]
+
+def first():
+    with open(os.path.join(out, "written-first"), "x") as fh:
+        fh.write(str(os.getpid()))
+    if fail_in == "first":
+        raise OSError(errno.EROFS, "Read-only file system", fh.name)
+
+linker = Linker(LinkMode.COPY)
+result = {"parent": parent, "can_share": linker.can_share(len(pairs))}
+try:
+    with signals.handled():
+        linker.place_shared(pairs, sizes, first, delay=float(delay))
+except BaseException as exc:
+    result["error"] = f"{type(exc).__name__}: {exc}"
+    result["filename"] = getattr(exc, "filename", None)
+    result["failed"] = linker.failed
+result["placed"] = len(os.listdir(out))
+try:
+    os.waitpid(-1, os.WNOHANG)
+    result["children"] = "left"
+except ChildProcessError:
+    result["children"] = "none"
+time.sleep(0.2)
+result["placed_later"] = len(os.listdir(out))
+print(json.dumps(result))
+"""
+
+
+def run_shared(
+    tmp_path: Path,
+    count: int,
+    *,
+    fail_in: str = "",
+    fail_how: str = "",
+    delay: float = 0.0,
+) -> tuple[dict[str, Any], list[tuple[int, str]], list[tuple[str, bytes, bool]]]:
+    """`place_shared` in a fresh interpreter (a fork of this one would copy pytest): `count`
+    files, failing in the `parent` or the `helper` at its 20th file (`fail_how`: an error, or
+    SIGINT), or in `first`."""
+    import json
+    import subprocess
+    import sys
+
+    sources = make_sources(tmp_path / "src", count)
+    out = tmp_path / "out"
+    out.mkdir()
+    log = tmp_path / "log"
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_SCRIPT)
+    argv = [str(script), str(tmp_path / "src"), str(out), str(log), fail_in, fail_how, str(delay)]
+    done = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    lines = log.read_text().splitlines() if log.exists() else []
+    placed = [(int(pid), dest) for pid, dest in (line.split(" ", 1) for line in lines)]
+    return json.loads(done.stdout), placed, sources
+
+
+def test_place_shared_puts_every_file_in_place_from_two_processes(tmp_path: Path) -> None:
+    result, placed, sources = run_shared(tmp_path, 400)
+    assert result["can_share"] is True
+    assert "error" not in result
+    assert result["children"] == "none"
+    out = tmp_path / "out"
+    for i, (_, data, executable) in enumerate(sources):
+        dest = out / f"f{i}"
+        assert dest.read_bytes() == data
+        assert bool(dest.stat().st_mode & 0o111) == executable
+        assert dest.stat().st_ino != os.stat(sources[i][0]).st_ino
+    # `first` ran in the installing process; both processes placed files, each file once.
+    assert (out / "written-first").read_text() == str(result["parent"])
+    by = {pid for pid, _ in placed}
+    assert len(by) == 2
+    assert result["parent"] in by
+    assert sorted(dest for _, dest in placed) == sorted(str(out / f"f{i}") for i in range(400))
+
+
+def test_few_files_or_hard_links_are_not_shared(tmp_path: Path) -> None:
+    assert not Linker(LinkMode.COPY).can_share(linking.SHARE_FILES - 1)
+    assert not Linker(LinkMode.HARDLINK).can_share(linking.SHARE_FILES)
+    one_core = Linker(LinkMode.COPY)
+    one_core.workers = 1
+    assert not one_core.can_share(linking.SHARE_FILES)
+    # Another thread of this process: a fork would copy whatever that thread holds.
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not Linker(LinkMode.COPY).can_share(linking.SHARE_FILES)
+    finally:
+        release.set()
+        other.join()
+
+
+@pytest.mark.parametrize("where", ["helper", "parent", "first"])
+def test_an_error_anywhere_stops_the_helper_before_it_is_raised(tmp_path: Path, where: str) -> None:
+    """A full disk met by the helper, by this process or while writing its own files: the
+    error names the file, and when it leaves `place_shared` the helper has exited (nothing is
+    placed later, no child is left)."""
+    result, placed, _ = run_shared(tmp_path, 300, fail_in=where, delay=0.002)
+    if where == "first":
+        written = tmp_path / "out" / "written-first"
+        assert result["error"] == f"OSError: [Errno 30] Read-only file system: '{written}'"
+        assert result["failed"] == ""
+    else:
+        pids = {pid for pid, _ in placed}
+        failing = result["parent"] if where == "parent" else next(iter(pids - {result["parent"]}))
+        bad = [dest for pid, dest in placed if pid == failing][19]
+        assert result["error"] == f"OSError: [Errno 28] No space left on device: '{bad}'"
+        assert result["failed"] == bad
+        assert not os.path.exists(bad)
+    assert result["children"] == "none"
+    assert result["placed_later"] == result["placed"]
+    assert result["placed"] < 300
+
+
+def test_a_signal_stops_the_helper_before_it_is_raised(tmp_path: Path) -> None:
+    result, _, _ = run_shared(tmp_path, 300, fail_in="parent", fail_how="SIGINT", delay=0.002)
+    assert str(result.get("error", "")).startswith("Interrupted"), result
+    assert result["children"] == "none"
+    assert result["placed_later"] == result["placed"]
+    assert result["placed"] < 300

@@ -33,6 +33,8 @@ class LockError(SafepipError):
 # Locks this process holds, by key, with how many times it entered them: the install takes the
 # lock for the whole run and the install step or a recovery inside it enter it again.
 _held: dict[str, tuple[BaseFileLock, int]] = {}
+# The descriptor of each held lock's `.helpers` file (see `hold`), by key.
+_inherited: dict[str, int] = {}
 
 
 def environment_key(target: Target) -> str:
@@ -98,6 +100,7 @@ def hold(target: Target, *, on_wait: Callable[[str], None] | None = None) -> Ite
         lock.acquire(timeout=-1, poll_interval=0.1)
     _held[key] = (lock, 1)
     try:
+        _inherited[key] = _hold_inherited(path, target, on_wait)
         owner = _owner_file(path)
         tmp = owner.with_suffix(f".{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
@@ -108,7 +111,35 @@ def hold(target: Target, *, on_wait: Callable[[str], None] | None = None) -> Ite
         _held.pop(key, None)
         with contextlib.suppress(OSError):
             _owner_file(path).unlink()
+        inherited = _inherited.pop(key, -1)
+        if inherited >= 0:
+            os.close(inherited)  # not LOCK_UN, which would free it for a helper still running
         lock.release()
+
+
+def _hold_inherited(path: Path, target: Target, on_wait: Callable[[str], None] | None) -> int:
+    """Also lock `<lock>.helpers` (flock), through a descriptor of safepip's own: helper
+    processes forked by an install (`linking.Linker.place_shared`) inherit it, whereas filelock
+    closes its descriptors in forked children. A helper that outlives its install's process
+    (killed by SIGKILL) keeps that lock until it has exited, so the next run, which waits for
+    both locks, never recovers the environment while the helper still writes into it.
+    Returns the descriptor, or -1 where there is no fork (no helpers) or no flock."""
+    if not hasattr(os, "fork"):
+        return -1  # pragma: no cover - Windows
+    import fcntl
+
+    fd = os.open(path.with_suffix(".helpers"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(_waiting_message(path, target))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _command() -> str:

@@ -276,6 +276,27 @@ class Transaction:
             self.current = linker.failed or self.current
             raise
 
+    def place_shared(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        sizes: Sequence[int],
+        writes: Sequence[tuple[str, bytes, bool]],
+        linker: Linker,
+    ) -> None:
+        """Phase 2 of a large install at once: `pairs` placed by this process and a helper
+        process (see `Linker.place_shared`, whose helper has exited before it returns or
+        raises) while this one also `write`s `writes`. Every destination must be distinct."""
+
+        def write_all() -> None:
+            for dest, data, executable in writes:
+                self.write(dest, data, executable=executable)
+
+        try:
+            linker.place_shared(pairs, sizes, write_all, delay=self.delay)
+        except BaseException:
+            self.current = linker.failed or self.current
+            raise
+
     def write(self, dest: str, data: bytes, *, executable: bool = False) -> None:
         """Phase 2: write a file safepip generates (RECORD, launchers, `safepip.json`)."""
         self.current = dest
@@ -746,11 +767,24 @@ def apply(
             if txn.displaced:
                 current = "checking the files this install replaces"
                 overwritten = _unseal_overwritten(txn, plan, layouts, target)
-            for pin, lay in zip(plan.install, layouts, strict=True):
-                current = f"installing `{pin.spec}`"
-                txn.place_many(lay.links, lay.sizes, linker)
-                for dest, data, executable in lay.writes:
-                    txn.write(dest, data, executable=executable)
+            links = [pair for lay in layouts for pair in lay.links]
+            writes = [item for lay in layouts for item in lay.writes]
+            if linker.can_share(len(links)) and _distinct(links, writes):
+                # Many files, each written once: placed by two processes in any order.
+                current = "installing"
+                try:
+                    txn.place_shared(
+                        links, [n for lay in layouts for n in lay.sizes], writes, linker
+                    )
+                except BaseException:
+                    current = _installing(plan, layouts, txn.current)
+                    raise
+            else:
+                for pin, lay in zip(plan.install, layouts, strict=True):
+                    current = f"installing `{pin.spec}`"
+                    txn.place_many(lay.links, lay.sizes, linker)
+                    for dest, data, executable in lay.writes:
+                        txn.write(dest, data, executable=executable)
             current = "committing"
             txn.check_environment()
             with signals.deferred() as arrived:
@@ -795,6 +829,22 @@ def apply(
         linked=linker.linked,
         overwritten=overwritten,
     )
+
+
+def _distinct(links: Sequence[tuple[str, str]], writes: Sequence[tuple[str, bytes, bool]]) -> bool:
+    """Whether no two files of an install go to one destination (when two do, the later
+    wheel's wins, so they are placed in order)."""
+    dests = {dest for _, dest in links}
+    dests.update(dest for dest, _, _ in writes)
+    return len(dests) == len(links) + len(writes)
+
+
+def _installing(plan: ChangePlan, layouts: Sequence[_Layout], path: str) -> str:
+    """What an install was doing when it failed at `path`, for the error message."""
+    for pin, lay in zip(plan.install, layouts, strict=True):
+        if any(dest == path for _, dest in lay.links) or any(w[0] == path for w in lay.writes):
+            return f"installing `{pin.spec}`"
+    return "installing"
 
 
 def _sha256_of(path: str) -> str:

@@ -9,16 +9,19 @@ using it for another install (see `fetch.check_unpacked`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
+import signal
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, NoReturn
 
 from safepip import signals
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from concurrent.futures import Future, ThreadPoolExecutor
 
 FICLONE = 0x40049409
@@ -55,6 +58,28 @@ PARALLEL_SIZE = 64 * 1024
 ones: a large copy releases the GIL for long, many small ones would only pass it around."""
 
 
+SHARE_FILES = 200
+"""An install that copies at least this many files shares them with one helper process
+(`Linker.place_shared`): each file costs a few short system calls, and threads of one
+interpreter pass its lock back and forth between such calls instead of running them side by
+side (measured: two threads copy the large lock's 18,214 files no faster than one, two
+processes in 55% of the time)."""
+
+_CHUNK_FILES = 32
+"""At most this many files per share of the work (`place_shared`)..."""
+_CHUNK_BYTES = 1 << 20
+"""...and about this many bytes: a larger file is a share of its own."""
+_FILE_COST = 16 * 1024
+"""What one file costs beyond its bytes, in bytes copied (opening, creating, closing)."""
+_MAX_CHUNKS = 4096
+"""Shares are handed out through a pipe, 4 bytes each, written before either process reads:
+this many fit in any pipe's buffer (16 KiB; Linux gives 64 KiB)."""
+
+
+class PlaceFailed(Exception):
+    """The helper process of `Linker.place_shared` stopped without placing its files."""
+
+
 class Linker:
     """Places files for one install, remembering what the file system turned out to support.
 
@@ -72,6 +97,8 @@ class Linker:
         """The destination of the last failed `place_many`, for the error message."""
         self.workers = min(os.cpu_count() or 1, 4)
         self._pool: ThreadPoolExecutor | None = None
+        self._at = -1
+        """The index of the pair being placed by `_take`."""
 
     def __enter__(self) -> Linker:
         return self
@@ -137,6 +164,150 @@ class Linker:
                 raise error
         if arrived:
             raise signals.Interrupted(arrived[0])
+
+    def can_share(self, count: int) -> bool:
+        """Whether `place_shared` would share `count` files with a helper process: copies (not
+        hard links) of many files, on a machine with more than one core, from a process with
+        no other thread (a forked child gets only the forking thread; whatever another thread
+        held would stay held there)."""
+        return (
+            count >= SHARE_FILES
+            and not self.hardlink
+            and self.workers > 1
+            and hasattr(os, "fork")
+            and threading.active_count() == 1
+        )
+
+    def place_shared(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        sizes: Sequence[int],
+        first: Callable[[], None],
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """`place` each `(source, dest)`, shared with one forked helper process; this process
+        runs `first` (which writes files of its own) and then takes its part. The destinations
+        must be distinct (their order then does not matter) and must not exist.
+
+        The work is cut into shares of a few files (largest first) that both processes take
+        from one pipe as they go, so a process that gets less of the CPU takes fewer. The
+        helper holds every file descriptor this process had, the environment's lock among
+        them: when this process is killed (SIGKILL), the helper stops at its next share, and
+        no other run gets the lock (to recover the install) until it has. Before this returns
+        or raises, the helper has exited (it is killed on an error here, SIGINT or SIGTERM).
+        The first error is raised, with `failed` naming its destination. `delay`: seconds
+        slept before each file (the fault tests' `SAFEPIP_TEST_SLOW_COMMIT`).
+        """
+        self.failed = ""
+        chunks = _chunks(sizes)
+        queue, feed = os.pipe()
+        try:
+            os.write(feed, b"".join(i.to_bytes(4, "little") for i in range(len(chunks))))
+        finally:
+            os.close(feed)
+        results, report = os.pipe()
+        parent = os.getpid()
+        try:
+            with signals.deferred() as early:  # held in this process; the helper resets them
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the helper process (covered via subprocesses)
+                    os.close(results)
+                    self._helper(pairs, chunks, queue, report, parent, delay)
+        except BaseException:
+            for fd in (queue, results, report):
+                os.close(fd)
+            raise
+        os.close(report)
+        try:
+            if early:
+                raise signals.Interrupted(early[0])
+            first()
+            self._at = -1
+            try:
+                self._take(pairs, chunks, queue, delay, 0)
+            except BaseException:
+                if self._at >= 0:
+                    self.failed = pairs[self._at][1]
+                raise
+            message = _read_to_end(results)  # until the helper exits (or reports an error)
+        except BaseException:
+            with signals.deferred():
+                os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still the helper's
+                os.waitpid(pid, 0)
+                os.close(queue)
+                os.close(results)
+            raise
+        with signals.deferred() as arrived:
+            _, status = os.waitpid(pid, 0)
+            os.close(queue)
+            os.close(results)
+        if message:
+            index, number, text = message.decode("utf-8", "surrogateescape").split("\0", 2)
+            self.failed = pairs[int(index)][1] if int(index) >= 0 else ""
+            if int(number):
+                raise OSError(int(number), text, self.failed or None)
+            raise PlaceFailed(text)
+        if status:
+            raise PlaceFailed(f"the helper process copying files stopped ({_status(status)})")
+        if arrived:
+            raise signals.Interrupted(arrived[0])
+
+    def _helper(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        chunks: Sequence[tuple[int, int]],
+        queue: int,
+        report: int,
+        parent: int,
+        delay: float,
+    ) -> NoReturn:  # pragma: no cover - runs in the forked helper process
+        """The forked helper of `place_shared`: takes shares until none is left, reports the
+        first error on `report`, and exits without running any clean-up of the parent's."""
+        code = 1
+        try:
+            for s in signals.HANDLED:
+                signal.signal(s, signal.SIG_DFL)  # stop at once; the parent rolls back
+            self._at = -1
+            self._take(pairs, chunks, queue, delay, parent)
+            code = 0
+        except BaseException as exc:
+            number = exc.errno if isinstance(exc, OSError) and exc.errno else 0
+            text = (exc.strerror if number and isinstance(exc, OSError) else None) or str(exc)
+            with contextlib.suppress(BaseException):
+                message = f"{self._at}\0{number}\0{text}"
+                os.write(report, message.encode("utf-8", "surrogateescape"))
+        finally:
+            os._exit(code)
+
+    def _take(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        chunks: Sequence[tuple[int, int]],
+        queue: int,
+        delay: float,
+        parent: int,
+    ) -> None:
+        """Place the pairs of each share read from `queue` until it is empty. `parent`: in the
+        helper, the pid of the process that forked it; the helper exits once that is gone."""
+        place = self.place
+        read = os.read
+        while claim := read(queue, 4):
+            if parent and os.getppid() != parent:
+                os._exit(1)  # the install's process was killed: stop writing its environment
+            start, end = chunks[int.from_bytes(claim, "little")]
+            for i in range(start, end):
+                self._at = i
+                source, dest = pairs[i]
+                if delay:
+                    time.sleep(delay)
+                    if parent and os.getppid() != parent:
+                        os._exit(1)
+                try:
+                    place(source, dest)  # never writes through: O_EXCL
+                except FileExistsError:
+                    os.unlink(dest)
+                    place(source, dest)
 
     def _place_each(self, pairs: Iterator[tuple[str, str]], stop: threading.Event | None) -> None:
         place = self.place
@@ -218,3 +389,41 @@ class Linker:
                 break
             os.pwrite(dst, chunk, offset)
             offset += len(chunk)
+
+
+def _chunks(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """Cut `range(len(sizes))` into consecutive shares of at most `_CHUNK_FILES` files and
+    about `_CHUNK_BYTES` bytes, at most `_MAX_CHUNKS` of them, largest first (a file costs
+    about as much as copying `_FILE_COST` bytes), so that the last shares taken are small and
+    both processes finish together."""
+    most = max(_CHUNK_FILES, -(-len(sizes) // _MAX_CHUNKS))
+    chunks: list[tuple[int, int, int]] = []
+    start = 0
+    total = 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= most or total + size > _CHUNK_BYTES):
+            chunks.append((start, i, total))
+            start, total = i, 0
+        total += size + _FILE_COST
+    if start < len(sizes):
+        chunks.append((start, len(sizes), total))
+    while len(chunks) > _MAX_CHUNKS:  # many files of a megabyte or more: pair shares up
+        merged = [
+            (a[0], b[1], a[2] + b[2]) for a, b in zip(chunks[::2], chunks[1::2], strict=False)
+        ]
+        chunks = merged + chunks[len(merged) * 2 :]
+    chunks.sort(key=lambda chunk: -chunk[2])
+    return [(start, end) for start, end, _ in chunks]
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return data
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
