@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import subprocess
 import sys
@@ -238,6 +240,19 @@ class TestLock:
         assert code == 0, stderr
         assert "s3cret" not in stdout + stderr
         assert f"--index-url {index.url}\n" in stdout
+
+
+def test_the_last_collection_is_skipped_once_per_process(
+    index: StaticIndex, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(
+        atexit, "unregister", lambda f: registered.remove(f) if f in registered else None
+    )
+    for _ in range(2):
+        assert cli(*lock_args(index, "app", "-o", "-")).code == 0
+    assert registered == [gc.freeze]
 
 
 class TestPagesAreCheckedWhole:

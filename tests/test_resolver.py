@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -307,6 +308,48 @@ class TestResolution:
                 session=session,
                 cache=Cache(tmp_path),
             )
+
+
+class TestCollector:
+    """The index pages are kept out of the cyclic collector's passes while resolving, and
+    given back to it at the end."""
+
+    def test_pages_are_frozen_while_resolving_and_released_after(
+        self, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[int] = []
+        real = resolver._Prefetcher._load_page
+
+        def load_page(self: resolver._Prefetcher, *args: Any) -> Any:
+            page = real(self, *args)
+            seen.append(gc.get_freeze_count())
+            return page
+
+        monkeypatch.setattr(resolver._Prefetcher, "_load_page", load_page)
+        assert gc.get_freeze_count() == 0
+        result, _ = scenario({"indexes": ["basic"], "requirements": ["ext[fast]", "a"]})
+        assert result.pins
+        assert seen
+        assert all(count > 0 for count in seen)
+        assert gc.get_freeze_count() == 0
+
+    @pytest.mark.parametrize("state", ["disabled", "frozen by someone else"])
+    def test_left_alone_when_not_ours(
+        self, state: str, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(gc, "freeze", lambda: pytest.fail("froze"))
+        monkeypatch.setattr(gc, "unfreeze", lambda: pytest.fail("unfroze"))
+        if state == "disabled":
+            monkeypatch.setattr(gc, "isenabled", lambda: False)
+        else:
+            monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+        result, _ = scenario({"indexes": ["basic"], "requirements": ["a"]})
+        assert result.pins
+
+    def test_released_when_the_resolution_fails(self, scenario: Callable[..., Any]) -> None:
+        with pytest.raises(ResolutionError):
+            scenario({"indexes": ["basic"], "requirements": ["a", "no-such-project"]})
+        assert gc.get_freeze_count() == 0
 
 
 class TestErrors:
