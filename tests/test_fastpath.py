@@ -396,6 +396,19 @@ class TestUnits:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         assert fastpath.fingerprint([(str(path), False)])[0] != before
 
+    def test_fingerprint_tells_a_fifo_from_files_and_folders(self, tmp_path: Path) -> None:
+        """A stamp is never written over a FIFO or a device (their contents are not in their
+        state), named directly or through a symbolic link."""
+        (tmp_path / "f").write_text("x")
+        (tmp_path / "d").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "f")
+        plain = [(str(tmp_path / n), False) for n in ("f", "d", "link", "absent")]
+        assert fastpath.fingerprint(plain)[2]
+        os.mkfifo(tmp_path / "fifo")
+        (tmp_path / "to-fifo").symlink_to(tmp_path / "fifo")
+        for name in ("fifo", "to-fifo"):
+            assert not fastpath.fingerprint([*plain, (str(tmp_path / name), False)])[2]
+
     def test_weak_folder_ignores_new_entries_but_not_mode(self, tmp_path: Path) -> None:
         folder = tmp_path / "d"
         folder.mkdir()

@@ -220,8 +220,10 @@ def trusted_folder(root: str, folder: str) -> bool:
 # --- stat records ---------------------------------------------------------------------------
 
 
-def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int]:
-    """The SHA-256 of the state of every path, and the newest ctime among them.
+def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool]:
+    """The SHA-256 of the state of every path, the newest ctime among them, and whether each
+    one is (or links to) a regular file or a folder (a device's or a FIFO's contents are not in
+    its state).
 
     A path's state is its lstat's mode, inode, device, link count, owner, group, size,
     modification and status-change times in nanoseconds (and its stat's, for a symbolic link),
@@ -234,18 +236,20 @@ def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int]:
     states: list[object] = []
     add = states.append
     newest = 0
+    plain = True
     for path, weak in paths:
         try:
             st = lstat(path)
         except OSError as exc:
             add(exc.errno)
             continue
-        if weak and st.st_mode & 0o170000 == 0o040000:
+        kind = st.st_mode & 0o170000
+        if weak and kind == 0o040000:
             add(st[:3] + st[4:6])
             continue
         add((st[:7], st.st_mtime_ns, st.st_ctime_ns))
         newest = max(newest, st.st_ctime_ns)
-        if st.st_mode & 0o170000 == 0o120000:
+        if kind == 0o120000:
             try:
                 st = stat(path)
             except OSError as exc:
@@ -253,7 +257,10 @@ def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int]:
                 continue
             add((st[:7], st.st_mtime_ns, st.st_ctime_ns))
             newest = max(newest, st.st_ctime_ns)
-    return sha256(marshal.dumps(states, 2)).hexdigest(), newest
+            kind = st.st_mode & 0o170000
+        if kind not in (0o100000, 0o040000):
+            plain = False
+    return sha256(marshal.dumps(states, 2)).hexdigest(), newest, plain
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -485,11 +492,15 @@ def _wrap_stat(
     recorder; returns what to put back."""
     saved: list[tuple[object, str, object]] = []
 
+    add = recorder.paths.add
+
     def wrap(owner: object, name: str, static: bool) -> None:
         original = getattr(owner, name)
 
         def recorded(path: object, *args: object, **kwargs: object) -> object:
-            if not isinstance(path, int):
+            if type(path) is str and path[:1] == "/":
+                add(path)  # (the usual case, as `Recorder.add` records it)
+            elif not isinstance(path, int):
                 recorder.add(path)
             return original(path, *args, **kwargs)
 
@@ -568,16 +579,21 @@ def _stamp_paths(recorder: Recorder) -> list[tuple[str, bool]] | None:
     excluded = [os.path.join(recorder.noop_root or "/nonexistent", STAMP_FOLDER)]
     if recorder.lock_folders:
         excluded.append(recorder.lock_folders[0])
+    skip = recorder.skip | set(excluded)
+    below = tuple(e.rstrip("/") + "/" for e in excluded)
+    changing = ("/proc/", "/sys/", "/dev/fd/")
     out = []
     for path in sorted(paths):
         if "\n" in path:
             return None
-        if path in recorder.skip or any(_under(path, e) for e in excluded):
+        if path in skip or path.startswith(below):
             continue
-        if _not_input(path):
-            continue
-        if _under(path, "/proc") or _under(path, "/sys") or _under(path, "/dev/fd"):
+        if path.startswith(changing) or path in ("/proc", "/sys", "/dev/fd"):
+            if _not_input(path):
+                continue
             return None  # changing contents (`-r /proc/self/fd/0` is stdin)
+        if path == "/dev/null":  # (the one input that is not under /proc)
+            continue
         out.append((path, path not in full))
     return out
 
@@ -599,8 +615,6 @@ def write_stamp(recorder: Recorder, code: int) -> bool:
     paths = _stamp_paths(recorder)
     if paths is None:
         return False
-    if not _plain_files(paths):
-        return False
     # The stamp folder first: making it changes the cache folder, whose state is recorded.
     folder = os.path.join(root, STAMP_FOLDER)
     if not os.path.isdir(folder):
@@ -608,14 +622,18 @@ def write_stamp(recorder: Recorder, code: int) -> bool:
     if not trusted_folder(root, STAMP_FOLDER):
         return False
     _prune(folder)
-    digest, newest = fingerprint(paths)
+    digest, newest, plain = fingerprint(paths)
+    if not plain:
+        return False
     margin = _RACY_NS if newest % 1_000_000_000 else 2_000_000_000
     wait = newest + margin - time.time_ns()
     if wait > 0:
         if wait > 2 * margin:
             return False  # a timestamp in the future: the clock cannot be trusted
         time.sleep(wait / 1e9)
-        digest, newest = fingerprint(paths)
+        digest, newest, plain = fingerprint(paths)
+        if not plain:
+            return False
     lines = [f"d {digest}"]
     lines += [f"{'w' if weak else 'f'} {path}" for path, weak in paths]
     lines += [f"l {folder}" for folder in recorder.lock_folders]
@@ -642,18 +660,6 @@ def write_stamp(recorder: Recorder, code: int) -> bool:
     finally:
         os.close(fd_out)
     os.replace(tmp, final)
-    return True
-
-
-def _plain_files(paths: Sequence[tuple[str, bool]]) -> bool:
-    """No device, FIFO or socket among `paths`: their contents are not in their stat."""
-    for path, _ in paths:
-        try:
-            kind = os.stat(path).st_mode & 0o170000
-        except OSError:
-            continue
-        if kind not in (0o100000, 0o040000):
-            return False
     return True
 
 

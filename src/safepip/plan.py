@@ -614,14 +614,12 @@ def check_closure(
         p.name: None for p in pins if p.requested
     }
     problems: list[str] = []
-    parsed: dict[NormalizedName, tuple[list[str], str | None]] = {}
+    parsed: dict[NormalizedName, tuple[Sequence[str], str | None]] = {}
     for pin in pins:
-        core = parse_metadata(metadata[pin.name])
-        name, version = core.name, core.version
-        requires, requires_python = core.requires_dist, core.requires_python
+        name, version, requires, requires_python, invalid = _closure_facts(metadata[pin.name])
         problems.extend(
             f"`{pin.artifact.filename}` has an invalid `Requires-Dist` entry `{line}`"
-            for line in invalid_requirements(requires)
+            for line in invalid
         )
         if canonicalize_name(name) != pin.name or not same_version(version, pin.version):
             problems.append(
@@ -676,6 +674,24 @@ def check_closure(
                 f"({wanted.where})"
             )
     return list(gaps.values()), problems
+
+
+@functools.lru_cache(maxsize=1024)
+def _closure_facts(
+    metadata: bytes,
+) -> tuple[str, str, tuple[str, ...], str | None, tuple[str, ...]]:
+    """Name, version, `Requires-Dist` lines, `Requires-Python` and the invalid lines of one
+    METADATA file: a function of its bytes alone, remembered by them, so the check after an
+    install (`safepip.fastpath`) does not parse again the files the install just checked."""
+    core = parse_metadata(metadata)
+    requires = tuple(core.requires_dist)
+    return (
+        core.name,
+        core.version,
+        requires,
+        core.requires_python,
+        tuple(invalid_requirements(requires)),
+    )
 
 
 def _chain(
