@@ -1,0 +1,110 @@
+"""The start-up floor of `safepip lock`, next to a whole lock by safepip and by uv.
+
+Usage: `python benchmarks/lock_floor.py [--python PY] [--repeat 15] [--index-url URL --uv UV]`
+(PY: a Python that imports safepip, default this one; its bytecode is compiled first).
+
+Each command runs `--repeat` times, all of them in turn (alternating, so that load changes hit
+each alike), and the medians of CPU (user + system of the process) and wall time are printed:
+
+- the interpreter alone (`-c pass`);
+- importing httpx and making a client (what safepip's network session does on its first request;
+  no TLS file is read);
+- that, with the packaging modules and resolvelib a lock uses: the third-party floor;
+- that, with safepip's own modules of the lock command: everything a lock imports;
+- with `--index-url` (the benchmark's `medium` index, e.g. from `python benchmarks/run.py
+  --serve`) and `--uv`: the whole lock of `workloads/medium.in` by safepip and by
+  `uv pip compile --generate-hashes`, each with a fresh cache folder, as the `lock` row does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STACK = (
+    "import httpx, packaging.requirements, packaging.markers, packaging.specifiers, "
+    "packaging.tags, packaging.utils, packaging.version, resolvelib; httpx.Client()"
+)
+
+
+def commands(
+    python: str, index_url: str | None, uv: str | None, scratch: Path
+) -> dict[str, list[str]]:
+    found = {
+        "interpreter (-c pass)": [python, "-c", "pass"],
+        "import httpx; httpx.Client()": [python, "-c", "import httpx; httpx.Client()"],
+        "+ packaging, resolvelib (third-party floor)": [python, "-c", STACK],
+        "+ safepip's lock modules": [
+            python,
+            "-c",
+            "import safepip.fastpath, safepip.cli, safepip.cli.lock, safepip.resolver; " + STACK,
+        ],
+    }
+    source = HERE / "workloads" / "medium.in"
+    if index_url is not None:
+        found["safepip lock medium.in"] = [
+            python, "-m", "safepip", "lock", str(source), "-o", str(scratch / "safepip.txt"),
+            "--index-url", index_url, "--cache-dir", str(scratch / "cache-safepip"), "-q",
+        ]  # fmt: skip
+        if uv is not None:
+            found["uv pip compile medium.in"] = [
+                uv, "pip", "compile", str(source), "-o", str(scratch / "uv.txt"),
+                "--generate-hashes", "--python", python, "--index-url", index_url,
+                "--cache-dir", str(scratch / "cache-uv"), "-q",
+            ]  # fmt: skip
+    return found
+
+
+def run(cmd: list[str], env: dict[str, str], scratch: Path) -> tuple[float, float]:
+    for cache in ("cache-safepip", "cache-uv"):
+        shutil.rmtree(scratch / cache, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return cpu, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--index-url", help="the medium workload's index, to time whole locks")
+    parser.add_argument("--uv", help="the uv executable, to time uv's lock beside safepip's")
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("SAFEPIP_CACHE_DIR", None)
+    code = "import compileall, safepip, sys; compileall.compile_dir(safepip.__path__[0], quiet=1)"
+    subprocess.run([args.python, "-c", code], env=env, check=True)
+    with tempfile.TemporaryDirectory(prefix="lock-floor-") as folder:
+        scratch = Path(folder)
+        found = commands(args.python, args.index_url, args.uv, scratch)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in found}
+        for cmd in found.values():
+            run(cmd, env, scratch)  # once untimed: page the files in
+        for _ in range(args.repeat):
+            for name, cmd in found.items():
+                times[name].append(run(cmd, env, scratch))
+    print(f"medians of {args.repeat} alternating runs, load {os.getloadavg()[0]:.1f}")
+    for name, values in times.items():
+        cpu = statistics.median(v[0] for v in values)
+        wall = statistics.median(v[1] for v in values)
+        print(f"{cpu * 1000:7.1f} ms CPU {wall * 1000:7.1f} ms wall  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
