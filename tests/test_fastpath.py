@@ -1,16 +1,19 @@
 """The no-op fast path: a stamped no-op is replayed only while every input is unchanged.
 
-Each test installs a small lock, runs it again (a full no-op run that writes the stamp), shows the
-third run is replayed without the full pipeline, then changes one input and shows the next run
-is a full one again.
+Each test installs a small lock, which leaves the stamp of the next identical run (the check
+after an install), or runs it again (a full no-op run that writes the stamp); shows the next run
+is replayed without the full pipeline; then changes one input and shows the next run is a full
+one again. The tests of what a stamp binds run with both kinds of stamp.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from safepip import cli, fastpath
+from safepip import install as install_stage
 from wheelbuild import build_wheel, sha256_file
 
 if TYPE_CHECKING:
@@ -45,6 +49,8 @@ class Env:
     index: StaticIndex
     wheels: dict[str, Path]
     run: Callable[..., Run]
+    origin: str = "noop-run"
+    """Who writes the stamp `stamped` replays: a full no-op run, or the install before it."""
 
     def argv(self, *extra: str) -> list[str]:
         return [
@@ -60,13 +66,24 @@ class Env:
             *extra,
         ]
 
+    def stamps(self) -> list[Path]:
+        folder = self.cache / fastpath.STAMP_FOLDER
+        return sorted(folder.iterdir()) if folder.exists() else []
+
     def stamped(self, *extra: str) -> Run:
-        """Run until the stamp is written, then once more; that run must be a replay."""
+        """Run until the stamp is written (by the install, or by a full no-op run after the
+        install's stamp is removed), then once more; that run must be a replay."""
         first = self.run(*self.argv(*extra))
         assert first.code == 0, first.err
-        second = self.run(*self.argv(*extra))
-        assert second.code == 0, second.err
-        assert second.full
+        if self.origin == "noop-run":
+            for stamp in self.stamps():
+                stamp.unlink()
+            second = self.run(*self.argv(*extra))
+            assert second.code == 0, second.err
+            assert second.full
+        else:
+            assert "Installed 0 packages" not in first.err
+            assert self.stamps(), "the install left no stamp"
         third = self.run(*self.argv(*extra))
         assert third.code == 0, third.err
         assert not third.full, "the no-op was not replayed"
@@ -80,6 +97,7 @@ def _lock_line(wheel: Path) -> str:
 
 @pytest.fixture
 def env(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     static_index: Callable[..., StaticIndex],
     venv_factory: Callable[..., Path],
@@ -124,7 +142,12 @@ def env(
         index=index,
         wheels=wheels,
         run=run,
+        origin=getattr(request, "param", "noop-run"),
     )
+
+
+BOTH_ORIGINS = pytest.mark.parametrize("env", ["noop-run", "install"], indirect=True)
+"""For the tests of what a stamp binds: a stamp the install left must bind the same."""
 
 
 def _age(path: Path) -> None:
@@ -133,24 +156,23 @@ def _age(path: Path) -> None:
 
 
 class TestReplay:
-    def test_replay_prints_the_no_op_output_with_its_own_time(self, env: Env) -> None:
-        env.run(*env.argv())
-        full = env.run(*env.argv())
-        replay = env.run(*env.argv())
+    @BOTH_ORIGINS
+    def test_replay_prints_the_no_op_output_with_its_own_time(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        replay = env.stamped()
+        with monkeypatch.context() as m:
+            m.setenv(fastpath.DISABLE_ENV, "1")
+            full = env.run(*env.argv())
         assert full.full
-        assert not replay.full
         assert replay.code == 0
+        assert replay.out == full.out
         assert replay.err.rsplit(" in ", 1)[0] == full.err.rsplit(" in ", 1)[0]
         assert "kept 2 already installed in " in replay.err
         assert replay.err.endswith("s\n")
-        stamps = list((env.cache / fastpath.STAMP_FOLDER).iterdir())
+        stamps = env.stamps()
         assert len(stamps) == 1
         assert stamps[0].stat().st_mode & 0o777 == 0o600
-
-    def test_an_install_that_changes_something_is_not_stamped(self, env: Env) -> None:
-        assert env.run(*env.argv()).code == 0
-        assert not (env.cache / fastpath.STAMP_FOLDER).exists()
-        assert env.run(*env.argv()).full  # the first no-op is a full run (it writes the stamp)
 
     def test_replay_imports_only_the_fast_path(self, env: Env) -> None:
         """Through the real `python -m safepip`: the replay never loads the CLI."""
@@ -170,12 +192,16 @@ class TestReplay:
         ids=["dry-run", "no-cache", "report"],
     )
     def test_not_stamped(self, env: Env, extra: list[str]) -> None:
-        assert env.run(*env.argv()).code == 0
+        first = env.run(*env.argv(*extra))  # installs (but for --dry-run), leaving no stamp
+        assert first.code == 0, first.err
+        assert not env.stamps()
         for _ in range(3):
             again = env.run(*env.argv(*extra))
             assert again.code == 0, again.err
             assert again.full
+        assert not env.stamps()
 
+    @BOTH_ORIGINS
     def test_report_to_stdout_is_replayed(self, env: Env) -> None:
         replay = env.stamped("--report", "-")
         assert json.loads(replay.out)["install"][0]["safepip"]["action"] == "keep"
@@ -186,6 +212,7 @@ class TestReplay:
         assert env.run(*env.argv()).full
 
 
+@BOTH_ORIGINS
 class TestFallThrough:
     """Every input the full run depends on: changing it means a full run."""
 
@@ -326,6 +353,7 @@ class TestFallThrough:
         assert env.run(*env.argv()).full
 
 
+@BOTH_ORIGINS
 class TestStampTrust:
     def _stamp(self, env: Env) -> Path:
         env.stamped()
@@ -375,6 +403,133 @@ class TestStampTrust:
         env.reqs.write_text(env.reqs.read_text() + "\n")
         env.run(*env.argv())
         assert not old.exists()
+
+
+def _stamp_lines(stamp: Path) -> tuple[set[str], list[str]]:
+    """A stamp's paths and its recorded output lines (decoded)."""
+    paths: set[str] = set()
+    output: list[str] = []
+    for line in stamp.read_text().splitlines()[1:]:
+        kind, _, rest = line.partition(" ")
+        if kind in ("f", "w"):
+            paths.add(rest)
+        elif kind == "o":
+            output.append(bytes.fromhex(rest.partition(" ")[2]).decode())
+    return paths, output
+
+
+class TestAfterInstall:
+    """An install that committed leaves the stamp of the next identical run: the same no-op
+    check as a full run's, run in the same process right after the install, recorded."""
+
+    def test_the_stamp_is_the_one_a_no_op_run_in_a_new_process_writes(
+        self, env: Env, tmp_path: Path
+    ) -> None:
+        """Through `python -m safepip`: every path the stamp of a separate full no-op run lists
+        (with every module it imports) is in the stamp the install left, and both record the
+        same output."""
+        command = [sys.executable, "-m", "safepip", *env.argv()]
+        environ = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        installed = subprocess.run(
+            command, check=False, capture_output=True, text=True, env=environ
+        )
+        assert installed.returncode == 0, installed.stderr
+        assert "Installed 2 packages" in installed.stderr
+        (left,) = env.stamps()
+        after_install = _stamp_lines(left)
+        left.unlink()
+        noop = subprocess.run(command, check=False, capture_output=True, text=True, env=environ)
+        assert noop.returncode == 0, noop.stderr
+        (written,) = env.stamps()
+        assert written.name == left.name
+        by_noop_run = _stamp_lines(written)
+        # (a new process's tempfile module tries a file of a random name in the temporary
+        # folder once: it never decides anything, and is absent afterwards)
+        tmp = os.path.realpath(tempfile.gettempdir()) + "/"
+        missing = {p for p in by_noop_run[0] - after_install[0] if not p.startswith(tmp)}
+        assert not missing
+        assert [o.rsplit(" in ", 1)[0] for o in after_install[1]] == [
+            o.rsplit(" in ", 1)[0] for o in by_noop_run[1]
+        ]
+        replay = subprocess.run(command, check=False, capture_output=True, text=True, env=environ)
+        assert replay.returncode == 0
+        assert replay.stderr.rsplit(" in ", 1)[0] == noop.stderr.rsplit(" in ", 1)[0]
+
+    def test_a_refused_install_leaves_no_stamp(self, env: Env) -> None:
+        good = env.reqs.read_text()
+        env.reqs.write_text(good.replace(sha256_file(env.wheels["beta"]), "0" * 64))
+        refused = env.run(*env.argv())
+        assert refused.code == 3, refused.err
+        assert not env.stamps()
+        assert not list(env.site.glob("*.dist-info"))
+
+    def test_an_interrupted_install_leaves_no_stamp(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real_apply = install_stage.apply
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the install writes
+            return real_apply(*args, **kwargs)
+
+        monkeypatch.setattr(install_stage, "apply", interrupted)
+        stopped = env.run(*env.argv())
+        assert stopped.code == 130, stopped.err
+        assert not env.stamps()
+        monkeypatch.setattr(install_stage, "apply", real_apply)
+        again = env.run(*env.argv())
+        assert again.full
+        assert "Installed 2 packages" in again.err
+
+    def test_the_check_writes_nothing_but_the_cache(self, env: Env, tmp_path: Path) -> None:
+        """`--report FILE` after an install: the check would write the file again, so it stops
+        before it does; the install's report stays and no stamp is written."""
+        report = tmp_path / "report.json"
+        first = env.run(*env.argv("--report", str(report)))
+        assert first.code == 0, first.err
+        actions = [i["safepip"]["action"] for i in json.loads(report.read_text())["install"]]
+        assert actions == ["install", "install"]
+        assert not env.stamps()
+
+    def test_a_check_that_would_change_something_stops_first(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`--force-reinstall` reinstalls on every run: the check after the install would
+        reinstall again, and stops before it does."""
+        applied: list[int] = []
+        real_apply = install_stage.apply
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            applied.append(1)
+            return real_apply(*args, **kwargs)
+
+        monkeypatch.setattr(install_stage, "apply", counted)
+        first = env.run(*env.argv("--force-reinstall"))
+        assert first.code == 0, first.err
+        assert applied == [1]
+        assert not env.stamps()
+
+    def test_concurrent_installs(self, env: Env) -> None:
+        """Two installs of the same environment at once (real processes): both succeed, and
+        what stamp is left replays exactly what a full no-op run prints."""
+        command = [sys.executable, "-m", "safepip", *env.argv()]
+        environ = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        procs = [
+            subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        names = sorted(p.name for p in env.site.glob("*.dist-info"))
+        assert names == ["alpha-1.0.dist-info", "beta-1.0.dist-info"]
+        next_run = env.run(*env.argv())
+        assert next_run.code == 0
+        assert "kept 2 already installed" in next_run.err
+        environ[fastpath.DISABLE_ENV] = "1"
+        full = subprocess.run(command, check=False, env=environ, capture_output=True, text=True)
+        assert next_run.err.rsplit(" in ", 1)[0] == full.stderr.rsplit(" in ", 1)[0]
+        assert not env.run(*env.argv()).full
 
 
 class TestUnits:
@@ -437,6 +592,60 @@ def test_process_identity_files_are_not_inputs(path: str, expected: bool) -> Non
     """What `filelock` reads to tell whether a lock's holder lives never decides a run; any
     other `/proc` file (stdin through `/proc/self/fd/0`, say) keeps a run from being stamped."""
     assert fastpath._not_input(path) is expected
+
+
+@pytest.mark.parametrize("action", ["message", "write", "network", "binary output"])
+def test_the_check_after_an_install_stops_before_what_no_stamp_follows(
+    tmp_path: Path, action: str
+) -> None:
+    """The check that follows a committed install stops (and writes no stamp) before an
+    operation that would keep its run from being stamped: a one-time message, a write outside
+    the cache and lock folders, the network, binary output. The install's result stands."""
+    import socket
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("demo==1.0\n")
+    outside = tmp_path / "outside.txt"
+    reached: list[str] = []
+
+    def run(argv: Sequence[str]) -> int:
+        if not reached:  # the install
+            reached.append("install")
+            fastpath.not_noop("it changes the environment")
+            fastpath.committed(cache_root=str(cache), lock_folder=None)
+            return 0
+        reached.append("check")
+        if action == "message":
+            fastpath.not_noop("a one-time message")
+        elif action == "write":
+            outside.write_text("the check wrote this")
+        elif action == "network":
+            socket.getaddrinfo("localhost", 80)
+        else:
+            sys.stdout.buffer.write(b"x")
+        reached.append("went on")
+        fastpath.mark_noop(cache_root=str(cache), lock_folder=None)
+        return 0
+
+    assert fastpath.record_and_run(["install", "-r", str(lock)], run) == 0
+    assert reached == ["install", "check"]
+    assert not outside.exists()
+    assert not (cache / fastpath.STAMP_FOLDER).exists()
+    assert fastpath._State.recorder is None
+
+
+def test_no_stamp_after_an_install_that_the_clock_would_make_wait_long(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the install's own files are too recent for the file system's clock (a coarse
+    one), the check writes no stamp rather than hold the install up; the next run is full."""
+    with monkeypatch.context() as m:
+        m.setattr(fastpath, "_RACY_NS", 10_000_000_000)
+        assert env.run(*env.argv()).code == 0
+    assert not env.stamps()
+    assert env.run(*env.argv()).full
 
 
 def test_recording_stops_once_the_run_changes_something(tmp_path: Path) -> None:

@@ -6,6 +6,15 @@ run left after it found nothing to change; when every input of that run is prova
 prints that run's output again and exits 0, in a few milliseconds. Anything else runs the full
 pipeline, which records a new stamp when it turns out to be a no-op again.
 
+An install that committed changes leaves the stamp of the next identical run itself: right after
+it, in the same process, the same command runs again through the full pipeline, recorded and
+silent (`_check_after_install`). That run reads everything afresh (in-process memos that would
+skip a read are emptied first), adds what the install's own run read before it knew it would
+change something (the modules it imported then, which the check does not import again) and the
+bytecode file of every module, and stops before it would write anything outside the cache and
+lock folders, reach the network or change the environment; so its stamp lists everything a no-op
+run in a new process would read, and records what that run would print.
+
 What a stamp binds, and why a match means the full run would decide the same:
 
 - its name is a SHA-256 over the arguments, the working folder, every environment variable (but
@@ -23,8 +32,9 @@ What a stamp binds, and why a match means the full run would decide the same:
   after the stamp is always seen;
 - a stamp is written only by a run that exited 0, changed nothing, reached no network, read no
   device, FIFO or `/proc` file, and left no file behind outside the cache and the lock folder; a
-  file changed within the file system's timestamp granularity before the stamp is taken is
-  waited out, so an edit right after it cannot carry the same ctime.
+  file changed within the file system's timestamp granularity before the stamp is taken (the
+  install's own files, for a stamp written after an install) is waited out, so an edit right
+  after it cannot carry the same ctime.
 
 Stamps live in the cache folder (`<cache>/noop/`), which the cache's trust model keeps private:
 the folder, its parents and the stamp file are checked as `fetch.trusted_cache` checks them
@@ -383,10 +393,20 @@ class Recorder:
         self.cache_root: str | None = None
         self.lock_folders: list[str] = []
         self.output: list[tuple[str, str]] = []
+        self.allowed: tuple[str, ...] | None = None
+        """For a check after an install (`_check_after_install`): the only folders it may
+        write in; in its thread, any other write and anything else that keeps a run from being
+        stamped stops the check before it happens (`_Stop`)."""
+        self.thread: int | None = None
 
     def refuse(self, why: str) -> None:
         if self.refused is None:
             self.refused = why
+        if self.allowed is not None and self.thread is not None:
+            import _thread
+
+            if _thread.get_ident() == self.thread:
+                raise _Stop(why)
 
     def add(self, path: object, *, read: bool = False) -> None:
         """A path the run looked at (`read`: opened or listed it)."""
@@ -402,7 +422,10 @@ class Recorder:
 
     def add_written(self, path: object) -> None:
         if isinstance(path, (str, bytes, os.PathLike)):
-            self.written.add(os.path.abspath(os.fsdecode(os.fspath(path))))
+            path = os.path.abspath(os.fsdecode(os.fspath(path)))
+            if self.allowed is not None and not any(_under(path, f) for f in self.allowed):
+                self.refuse(f"a write to {path}")
+            self.written.add(path)
 
     def event(self, name: str, args: tuple[object, ...]) -> None:
         if name == "open":
@@ -428,10 +451,18 @@ class Recorder:
             self.refuse(name)
 
 
+class _Stop(BaseException):
+    """Ends the no-op check after an install where a stamp could not be written; raised before
+    the operation that would have kept it from being stamped (a write, a network call)."""
+
+
 class _State:
     recorder: Recorder | None = None
     hooked = False
     saved_stats: list[tuple[object, str, object]] = []  # noqa: RUF012 - one per process
+    committed: tuple[str, str | None] | None = None
+    """Set by the pipeline when this run's install committed (its cache and lock folders)."""
+    memos: list[Callable[[], None]] = []  # noqa: RUF012 - one per process
 
 
 def _audit(name: str, args: tuple[object, ...]) -> None:
@@ -448,6 +479,20 @@ def mark_noop(*, cache_root: str, lock_folder: str | None) -> None:
         recorder.cache_root = cache_root
         if lock_folder is not None:
             recorder.lock_folders = [os.path.dirname(lock_folder), lock_folder]
+
+
+def committed(*, cache_root: str, lock_folder: str | None) -> None:
+    """Called by the pipeline once an install's changes are committed: when the run ends well,
+    the no-op it makes of the next identical run is checked, recorded and stamped in this
+    process (`_check_after_install`)."""
+    _State.committed = (cache_root, lock_folder)
+
+
+def forget_before_recording(forget: Callable[[], None]) -> None:
+    """Register a function that empties an in-process memo which lets a run skip reading a
+    file: before a recorded run in a process that already ran one, every such memo is emptied,
+    so the run reads (and the stamp lists) what a run in a new process would."""
+    _State.memos.append(forget)
 
 
 def not_noop(why: str) -> None:
@@ -468,15 +513,19 @@ def _restore_stats() -> None:
 
 
 class _Tee:
-    """A text stream that records what is written and passes everything on."""
+    """A text stream that records what is written and passes everything on (with `quiet`,
+    records it only)."""
 
-    def __init__(self, stream: object, fd: str, recorder: Recorder) -> None:
+    def __init__(self, stream: object, fd: str, recorder: Recorder, *, quiet: bool = False) -> None:
         self._stream = stream
         self._fd = fd
         self._recorder = recorder
+        self._quiet = quiet
 
     def write(self, text: str) -> int:
         self._recorder.output.append((self._fd, text))
+        if self._quiet:
+            return len(text)
         return int(self._stream.write(text))  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
@@ -526,26 +575,99 @@ def record_and_run(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> 
     if key is None or files is None:
         return run(argv)
     recorder = Recorder(argv, key, files)
-    if not _State.hooked:
-        sys.addaudithook(_audit)  # audit hooks cannot be removed: one for the process
-        _State.hooked = True
-    saved_streams = (sys.stdout, sys.stderr)
-    sys.stdout = _Tee(sys.stdout, "1", recorder)
-    sys.stderr = _Tee(sys.stderr, "2", recorder)
-    _State.saved_stats = _wrap_stat(recorder)
-    _State.recorder = recorder
-    try:
-        code = run(argv)
-    finally:
-        _State.recorder = None
-        _restore_stats()
-        sys.stdout, sys.stderr = saved_streams
+    _State.committed = None
+    code = _recorded(recorder, argv, run, quiet=False)
     if code == 0:
         try:
             write_stamp(recorder, code)
         except OSError:
             recorder.refuse("the stamp could not be written")  # the next run is a full one
+    after = _take_committed()
+    if code == 0 and after is not None:
+        _check_after_install(argv, run, after, recorder)
     return code
+
+
+def _take_committed() -> tuple[str, str | None] | None:
+    after, _State.committed = _State.committed, None
+    return after
+
+
+def _recorded(
+    recorder: Recorder, argv: Sequence[str], run: Callable[[Sequence[str]], int], *, quiet: bool
+) -> int:
+    if not _State.hooked:
+        sys.addaudithook(_audit)  # audit hooks cannot be removed: one for the process
+        _State.hooked = True
+    saved_streams = (sys.stdout, sys.stderr)
+    sys.stdout = _Tee(sys.stdout, "1", recorder, quiet=quiet)
+    sys.stderr = _Tee(sys.stderr, "2", recorder, quiet=quiet)
+    _State.saved_stats = _wrap_stat(recorder)
+    _State.recorder = recorder
+    try:
+        return run(argv)
+    finally:
+        _State.recorder = None
+        _restore_stats()
+        sys.stdout, sys.stderr = saved_streams
+
+
+_AFTER_INSTALL_WAIT_NS = 100_000_000
+"""How long the stamp after an install may wait out the file system's clock; longer (a file
+system with coarse timestamps) and the next run is a full one that writes it."""
+
+
+def _check_after_install(
+    argv: Sequence[str],
+    run: Callable[[Sequence[str]], int],
+    after: tuple[str, str | None],
+    install: Recorder,
+) -> bool:
+    """After an install committed, run the same command again in this process, recorded and
+    silent, so that the next identical run can replay it: the no-op check is the full
+    pipeline's, from the start (arguments, configuration, target, every installed
+    distribution's seal, the audit, the dependency closure), with every in-process memo that
+    skips a read emptied first, so it reads what a new process would. It may write only in the
+    cache and lock folders and may not reach the network: anything that would keep a run from
+    being stamped (a change to make, a report file, a message) stops it before it happens.
+    Returns whether a stamp was written."""
+    files = input_files(argv)
+    key = stamp_key(argv, files) if files is not None else None
+    if key is None or files is None:
+        return False
+    cache, lock_folder = after
+    recorder = Recorder(argv, key, files)
+    # What the install's own run looked at before it knew it would change something (but the
+    # cache, which the check reads for itself): the modules it imported then and what
+    # importing them read, which the check, importing nothing anew, does not read again.
+    recorder.paths |= {p for p in install.paths if not _under(p, cache)}
+    recorder.read |= {p for p in install.read if not _under(p, cache)}
+    recorder.allowed = (cache,) + ((os.path.dirname(lock_folder),) if lock_folder else ())
+    import _thread
+    import gc
+
+    recorder.thread = _thread.get_ident()
+    for forget in _State.memos:
+        forget()
+    # The check allocates little, but the install left a large heap that a full collection
+    # would walk (about 10 ms on the benchmark's large lock); cycles wait for the next one.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        code = _recorded(recorder, argv, run, quiet=True)
+    except (_Stop, Exception, KeyboardInterrupt):
+        # The install is done and reported; the next run is a full one (Ctrl-C included).
+        return False
+    finally:
+        if collecting:
+            gc.enable()
+    recorder.allowed = None
+    if code != 0 or recorder.refused:
+        return False
+    try:
+        return write_stamp(recorder, code, max_wait_ns=_AFTER_INSTALL_WAIT_NS)
+    except (OSError, KeyboardInterrupt):
+        return False
 
 
 def _under(path: str, folder: str) -> bool:
@@ -568,6 +690,11 @@ def _stamp_paths(recorder: Recorder) -> list[tuple[str, bool]] | None:
             full.add(os.path.dirname(file))
             if file.startswith(own):
                 full.add(file)
+            cached = getattr(module, "__cached__", None)
+            if isinstance(cached, str):
+                # The bytecode a new process would read, or its absence (a check after an
+                # install imports nothing, so it reads none).
+                full.add(os.path.abspath(cached))
     full.update(os.path.abspath(p) for p in sys.path if p)
     paths.add(os.path.abspath(sys.executable))
     for path in list(full):
@@ -602,8 +729,9 @@ _RACY_NS = 50_000_000
 """A change this close to the stamp could share its ctime with a later one (coarse clocks)."""
 
 
-def write_stamp(recorder: Recorder, code: int) -> bool:
-    """Write the stamp of a finished run if it may be replayed; True when one was written."""
+def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None) -> bool:
+    """Write the stamp of a finished run if it may be replayed; True when one was written.
+    `max_wait_ns`: give up rather than wait longer for the file system's clock."""
     if recorder.refused or recorder.noop_root is None:
         return False
     root = recorder.noop_root
@@ -630,6 +758,8 @@ def write_stamp(recorder: Recorder, code: int) -> bool:
     if wait > 0:
         if wait > 2 * margin:
             return False  # a timestamp in the future: the clock cannot be trusted
+        if max_wait_ns is not None and wait > max_wait_ns:
+            return False
         time.sleep(wait / 1e9)
         digest, newest, plain = fingerprint(paths)
         if not plain:

@@ -761,6 +761,8 @@ def _install(
                 fetch_stage.restamp(unpacked[fetched[p.spec].sha256] for p in changes.install)
         if options.compile and changes.install:
             install_stage.compile_bytecode(target, changes.install)
+        if result.installed or result.removed:
+            _committed(options, ctx, bundle)
         return InstallOutcome(
             plan=plan,
             changes=changes,
@@ -769,6 +771,13 @@ def _install(
             fetched=tuple(fetched_list),
             metadata=metadata,
         )
+
+
+def _committed(options: InstallOptions, ctx: _Context, bundle: OpenedBundle | None) -> None:
+    """The install is committed: the next identical run will be a no-op, which the fast path
+    may check and stamp right away (`safepip.fastpath.committed`), as it stamps a no-op run."""
+    if bundle is None and not options.no_cache:
+        fastpath.committed(cache_root=str(ctx.cache.root), lock_folder=str(envlock.lock_folder()))
 
 
 def build_policy(options: InstallOptions) -> BuildPolicy:

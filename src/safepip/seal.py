@@ -25,6 +25,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from safepip import fastpath
 from safepip.errors import ExitCode, SafepipError
 from safepip.settings import user_data_dir
 
@@ -189,6 +190,14 @@ def check(dist_info: Path) -> SealState:
     if stamps and state is not SealState.NO_KEY:
         _checked[memo] = (stamps, state)
     return state
+
+
+def _forget() -> None:
+    _loaded.clear()
+    _checked.clear()
+
+
+fastpath.forget_before_recording(_forget)
 
 
 def _read(path: str) -> bytes:
