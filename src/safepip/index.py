@@ -291,7 +291,7 @@ class FileListing:
     of the files made so far. Thread-safe: the resolver's threads share listings.
     """
 
-    __slots__ = ("_by_version", "_entries", "_lock", "_made", "_make")
+    __slots__ = ("_by_version", "_entries", "_lock", "_made", "_make", "_order")
 
     def __init__(
         self,
@@ -310,6 +310,7 @@ class FileListing:
         self._make = make
         self._lock = threading.Lock()
         self._made: dict[Version, tuple[IndexFile, ...]] = {}
+        self._order: tuple[Version, ...] | None = None
 
     @classmethod
     def of(cls, files: Iterable[IndexFile]) -> FileListing:
@@ -335,8 +336,13 @@ class FileListing:
         """Every version listed, in the order first listed; its files made on first use."""
         return _VersionView(self)
 
-    def version_list(self) -> list[Version]:
-        return list(self._by_version)
+    def newest_first(self) -> tuple[Version, ...]:
+        """Every version listed, newest first (sorted once: the resolver asks again and again)."""
+        order = self._order
+        if order is None:
+            order = tuple(sorted(self._by_version, reverse=True))
+            self._order = order
+        return order
 
     def files_of(self, version: Version) -> tuple[IndexFile, ...]:
         """The files of `version` in listing order (KeyError when none is listed)."""

@@ -48,7 +48,7 @@ from safepip.policy import PolicyViolation
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from packaging.requirements import Requirement
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from safepip.buildpolicy import BuildPolicy
     from safepip.fetch import Cache, FetchedArtifact
-    from safepip.index import IndexClient, IndexFile, ProjectFiles
+    from safepip.index import FileListing, IndexClient, IndexFile, ProjectFiles
     from safepip.net import Session
     from safepip.requirements import ParsedRequirement
     from safepip.target import Target
@@ -305,11 +305,13 @@ def prereleases_allowed(
     *,
     pre: bool,
     usable: Callable[[Sequence[IndexFile]], bool],
+    order: Iterable[Version] | None = None,
 ) -> bool:
     """PEP 440's rule for pre-releases of one project: with `--pre`, when a specifier names a
     pre-release (`>=2.0b1`), or when no final release satisfies the specifiers (among the
     versions the target could use: not yanked, with a fitting wheel or an sdist), as pip and
-    uv do. Exact pins (`==2.0b1`) are always allowed by the caller."""
+    uv do. Exact pins (`==2.0b1`) are always allowed by the caller. `order`: the versions in
+    the order to look at them (newest first finds a fitting final release soonest)."""
     if pre or any(s.prereleases for s in specifiers):
         return True
     # The files of a version are looked at only when the version itself would do: a page's
@@ -318,7 +320,7 @@ def prereleases_allowed(
         not version.is_prerelease
         and all(s.contains(version, prereleases=True) for s in specifiers)
         and usable(versions[version])
-        for version in versions
+        for version in (versions if order is None else order)
     )
 
 
@@ -477,7 +479,7 @@ class _Prefetcher:
         try:
             if page.exception() is not None:
                 return
-            guess = self._likely_wheel(name, page.result().listing.versions, specifier)
+            guess = self._likely_wheel(name, page.result().listing, specifier)
             if guess is None:
                 return
             metadata = self.want_metadata(name, guess[0], guess[1], extras)
@@ -512,7 +514,7 @@ class _Prefetcher:
         page = self.index.project_files(name)
         self._collector.page_read()
         try:
-            guess = self._likely_wheel(name, page.listing.versions, specifier)
+            guess = self._likely_wheel(name, page.listing, specifier)
             if guess is not None:
                 self.want_metadata(name, guess[0], guess[1], extras)
         except Exception:  # speculation only; the resolver asks again
@@ -550,18 +552,19 @@ class _Prefetcher:
         return False
 
     def _likely_wheel(
-        self,
-        name: NormalizedName,
-        by_version: Mapping[Version, Sequence[IndexFile]],
-        specifier: SpecifierSet,
+        self, name: NormalizedName, listing: FileListing, specifier: SpecifierSet
     ) -> tuple[Version, IndexFile] | None:
+        by_version = listing.versions
         preferred = self.preferred.get(name)
-        order = sorted(by_version, reverse=True)
+        newest_first = listing.newest_first()
+        order: Sequence[Version] = newest_first
         if preferred is not None:
             wanted = _parse_version(preferred)
             if wanted is not None:
-                order.insert(0, wanted)
-        allow_pre = prereleases_allowed([specifier], by_version, pre=self.pre, usable=self.usable)
+                order = [wanted, *newest_first]
+        allow_pre = prereleases_allowed(
+            [specifier], by_version, pre=self.pre, usable=self.usable, order=newest_first
+        )
         for version in order:
             if version not in by_version or not specifier.contains(version, prereleases=True):
                 continue
@@ -784,13 +787,16 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             self.pf.want_project(name, r.specifier, extras)
 
         def candidates() -> Iterator[_Candidate]:
-            versions = self.pf.versions(name)
-            allow_pre = prereleases_allowed(specs, versions, pre=self.pf.pre, usable=self.pf.usable)
-            order = sorted(versions, reverse=True)
+            listing = self.pf.project(name).listing
+            versions = listing.versions
+            newest_first = listing.newest_first()
+            allow_pre = prereleases_allowed(
+                specs, versions, pre=self.pf.pre, usable=self.pf.usable, order=newest_first
+            )
+            order: Sequence[Version] = newest_first
             wanted = _parse_version(preferred)
             if wanted is not None and wanted in versions:
-                order.remove(wanted)
-                order.insert(0, wanted)
+                order = [wanted, *(v for v in newest_first if v != wanted)]
             fitting = []
             for version in order:
                 if not all(s.contains(version, prereleases=True) for s in specs):
