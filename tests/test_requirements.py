@@ -1285,3 +1285,56 @@ def test_pinned_fast_path_takes_the_lines_of_a_lock(tmp_path: Path) -> None:
     assert fast.requirements[0].hashes == {SHA_A, SHA_B}
     assert fast.requirements[2].url is not None  # the archive, not a pin
     assert [str(r) for r in fast.requirements] == [str(r) for r in full.requirements]
+
+
+def _specifier(parsed: ParsedRequirement) -> str:
+    assert parsed.requirement is not None
+    return str(parsed.requirement.specifier)
+
+
+class TestRemembered:
+    """A parse is remembered with every file it read and those files' bytes: the same
+    arguments give the same result only while every file reads the same again (the check after
+    an install parses the files the install just parsed)."""
+
+    def _write(self, tmp_path: Path, nested: str) -> None:
+        (tmp_path / "requirements.txt").write_text("-r nested.txt\nalpha==1.0\n")
+        (tmp_path / "nested.txt").write_text(nested)
+
+    def test_same_bytes_same_result(self, tmp_path: Path) -> None:
+        self._write(tmp_path, "beta==2.0\n")
+        first = parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})
+        assert parse_requirements(["requirements.txt"], cwd=tmp_path, environ={}) is first
+
+    def test_a_nested_file_changed_in_place_is_parsed_again(self, tmp_path: Path) -> None:
+        self._write(tmp_path, "beta==2.0\n")
+        parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})
+        (tmp_path / "nested.txt").write_text("beta==3.0\n")  # same size
+        again = parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})
+        assert [_specifier(r) for r in again.requirements] == ["==3.0", "==1.0"]
+
+    def test_other_environment_or_folder_is_parsed_again(self, tmp_path: Path) -> None:
+        (tmp_path / "requirements.txt").write_text("beta==${V}\n")
+        one = parse_requirements(["requirements.txt"], cwd=tmp_path, environ={"V": "1.0"})
+        two = parse_requirements(["requirements.txt"], cwd=tmp_path, environ={"V": "2.0"})
+        assert _specifier(one.requirements[0]) == "==1.0"
+        assert _specifier(two.requirements[0]) == "==2.0"
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "requirements.txt").write_text("beta==4.0\n")
+        three = parse_requirements(["requirements.txt"], cwd=other, environ={"V": "2.0"})
+        assert _specifier(three.requirements[0]) == "==4.0"
+
+    def test_a_parse_that_looked_at_a_path_is_not_remembered(self, tmp_path: Path) -> None:
+        """`./pkg` is a project folder or an error depending on what is on disk: such a parse
+        depends on more than the bytes it read."""
+        (tmp_path / "requirements.txt").write_text("./pkg\n")
+        with pytest.raises(RequirementsError):
+            parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})
+        (tmp_path / "pkg").mkdir()
+        (tmp_path / "pkg" / "pyproject.toml").write_text("")
+        parsed = parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})
+        assert parsed.requirements[0].url is not None
+        (tmp_path / "pkg" / "pyproject.toml").unlink()
+        with pytest.raises(RequirementsError):
+            parse_requirements(["requirements.txt"], cwd=tmp_path, environ={})

@@ -937,10 +937,10 @@ def _requirement_from_line(
         path_extras = ""
         if (split := _split_extras(path)) is not None:
             path, path_extras = split[0].rstrip(), split[1]
-        if _looks_like_path(stripped) and os.path.isdir(path):
+        if _looks_like_path(stripped) and _isdir(path):
             if not (
-                os.path.isfile(os.path.join(path, "pyproject.toml"))
-                or os.path.isfile(os.path.join(path, "setup.py"))
+                _isfile(os.path.join(path, "pyproject.toml"))
+                or _isfile(os.path.join(path, "setup.py"))
             ):
                 ctx.error(
                     f"Directory `{stripped}` is not installable: it has neither "
@@ -951,7 +951,7 @@ def _requirement_from_line(
             url = _path_to_url(path)
         elif _is_archive(path):
             before_at, at, _ = stripped.partition("@")
-            if os.path.isfile(path):
+            if _isfile(path):
                 url = _path_to_url(path)
             elif not (at and not _looks_like_path(before_at)):
                 ctx.error(
@@ -1024,7 +1024,7 @@ def _requirement_from_editable(
         split = _split_extras(text)
         bare, path_extras = (split[0].rstrip(), split[1]) if split else (text, "")
         local = os.path.join(ctx.cwd, bare)
-        if os.path.isdir(local):
+        if _isdir(local):
             bare = _path_to_url(local)
         if bare.lower().startswith("file:"):
             url = bare
@@ -1150,6 +1150,23 @@ class _Include:
     end: int
 
 
+class _Queries:
+    """How many times parsing asked the file system whether a path is a file or a folder (a
+    parse that did gives no result `parse_requirements` may remember)."""
+
+    count = 0
+
+
+def _isdir(path: str) -> bool:
+    _Queries.count += 1
+    return os.path.isdir(path)
+
+
+def _isfile(path: str) -> bool:
+    _Queries.count += 1
+    return os.path.isfile(path)
+
+
 @dataclass(slots=True)
 class _Collector:
     fetch: Callable[[str], bytes] | None
@@ -1171,6 +1188,8 @@ class _Collector:
     trusted_hosts: dict[str, None] = field(default_factory=dict)
     use_features: dict[str, None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    reads: list[tuple[str, bytes]] | None = field(default_factory=list)
+    """Every local file read and its bytes; None once a remote file was read."""
 
     def top_level(self, given: str) -> _FileRef:
         if _SCHEME_RE.match(given):
@@ -1187,6 +1206,7 @@ class _Collector:
                     include,
                     hint="Download the file and pass its local path",
                 )
+            self.reads = None
             try:
                 data = self.fetch(ref.target)
             except SafepipError:
@@ -1199,6 +1219,8 @@ class _Collector:
             try:
                 path = file_url_to_path(ref.target) if ref.is_url else Path(ref.target)
                 data = path.read_bytes()
+                if self.reads is not None:
+                    self.reads.append((str(path), data))
             except (OSError, ValueError) as exc:
                 reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
                 raise self._include_error(
@@ -1690,7 +1712,7 @@ def _refuse_file_argument(text: str, location: SourceLocation, cwd: Path) -> Non
     if not ("." in given or "/" in given) or _is_archive(given) or _is_url(given):
         return
     path = Path(given) if os.path.isabs(given) else cwd / given
-    if not path.is_file():
+    if not _isfile(str(path)):
         return
     raise RequirementsError(
         f"`{given}` is a file, not a requirement",
@@ -1725,11 +1747,16 @@ def parse_requirements(
     RequirementsError pointing at the file, line and the part that is wrong. Nothing is
     resolved, downloaded (other than requirements files) or hash-checked here.
     """
-    collector = _Collector(
-        fetch=fetch,
-        environ=os.environ if environ is None else environ,
-        cwd=(cwd or Path.cwd()).absolute(),
-    )
+    environ = os.environ if environ is None else environ
+    base = (cwd or Path.cwd()).absolute()
+    key: tuple[object, ...] | None = None
+    if not lines and not editables:
+        key = (tuple(files), tuple(constraints), str(base), tuple(sorted(environ.items())))
+        known = _remembered.get(key)
+        if known is not None and all(_reads_the_same(path, data) for path, data in known[0]):
+            return known[1]
+    queries = _Queries.count
+    collector = _Collector(fetch=fetch, environ=environ, cwd=base)
     for given in constraints:
         ref = collector.top_level(given)
         collector.parse_file(ref, constraint=True, chain=(), include=None)
@@ -1751,4 +1778,23 @@ def parse_requirements(
     for given in files:
         ref = collector.top_level(given)
         collector.parse_file(ref, constraint=False, chain=(), include=None)
-    return collector.result()
+    result = collector.result()
+    if key is not None and collector.reads is not None and _Queries.count == queries:
+        if len(_remembered) >= 8:
+            _remembered.clear()
+        _remembered[key] = (tuple(collector.reads), result)
+    return result
+
+
+_remembered: dict[tuple[object, ...], tuple[tuple[tuple[str, bytes], ...], ParsedRequirements]] = {}
+"""Results of this process by their arguments, with every file each read and its bytes. The
+result is a function of those alone when no remote file was read and no path was looked at,
+so when every file reads the same again, parsing again would give it: the check after an
+install (`safepip.fastpath`) reads the requirements files afresh but does not parse them again."""
+
+
+def _reads_the_same(path: str, data: bytes) -> bool:
+    try:
+        return Path(path).read_bytes() == data
+    except OSError:
+        return False
