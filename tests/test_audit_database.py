@@ -540,3 +540,31 @@ class TestInstallGateWithEmptyData:
         assert "Skipped `affected-object.json`" in err
         assert "error: Refusing `jw-util==2.0`" in err
         environment.assert_unchanged()
+
+
+def test_the_default_database_is_remembered_by_its_bytes(tmp_path: Path) -> None:
+    """An audit in a process that audited before with the same database file reads it again
+    and compares it, but does not parse it again; a changed file (same size too) is read anew,
+    and closing one result does not break the next."""
+    from safepip.audit import database as db_mod
+
+    first = db_mod.default_database(tmp_path)
+    first.close()
+    second = db_mod.default_database(tmp_path)
+    assert second is not first
+    assert second._advisories is first._advisories  # the records read are shared
+    assert second.meta == first.meta
+    assert second.advisories_for(canonicalize_name("django")) is not None  # still readable
+    user = db_mod.user_database_path(tmp_path)
+    user.write_bytes(db_mod.SHIPPED.read_bytes())
+    as_user = db_mod.default_database(tmp_path)
+    assert as_user.origin == "user"
+    assert as_user._advisories is not first._advisories
+    data = bytearray(user.read_bytes())
+    data[-30] ^= 1  # the same size, other bytes (in the zip's trailing comment area or CRC)
+    user.write_bytes(bytes(data))
+    try:
+        changed = db_mod.default_database(tmp_path)
+    except db_mod.DatabaseError:
+        return  # a corrupt database is refused: not served from memory
+    assert changed._advisories is not as_user._advisories

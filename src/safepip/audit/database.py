@@ -11,8 +11,10 @@ as is (`--db PATH`); that parses every record, so it is slower.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -99,12 +101,20 @@ def file_sha256(path: Path) -> str:
 class CompactDatabase:
     """A safepip database file, read lazily one package at a time."""
 
-    def __init__(self, path: Path, *, origin: str, description: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        origin: str,
+        description: str | None = None,
+        data: bytes | None = None,
+    ) -> None:
         self.path = path
         self.origin = origin
         self.warnings: tuple[str, ...] = ()
+        self._in_memory = data is not None
         try:
-            self._zip = zipfile.ZipFile(path)
+            self._zip = zipfile.ZipFile(io.BytesIO(data) if data is not None else path)
             self.meta: dict[str, Any] = json.loads(self._zip.read(META_MEMBER))
         except FileNotFoundError:
             raise DatabaseError(
@@ -134,7 +144,8 @@ class CompactDatabase:
         self.description = description or f"advisory database `{path}` (from {source})"
 
     def close(self) -> None:
-        self._zip.close()
+        if not self._in_memory:  # (bytes read whole hold no file, and may be shared)
+            self._zip.close()
 
     def advisories_for(self, name: NormalizedName) -> list[Advisory]:
 
@@ -317,15 +328,39 @@ def user_database_path(data_dir: Path) -> Path:
     return data_dir / DB_FILENAME
 
 
+_remembered: dict[tuple[str, str, str | None], tuple[bytes, CompactDatabase]] = {}
+
+
+def _database(path: Path, *, origin: str, description: str | None = None) -> CompactDatabase:
+    """`CompactDatabase(path)` read whole, remembered by its bytes: a process that audits
+    again with the same file (the check after an install, `safepip.fastpath`) reads it again
+    and compares, but does not parse its directory and records again. The advisories a run
+    reads are shared with later runs of the same bytes; its warnings are its own."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return CompactDatabase(path, origin=origin, description=description)  # its error
+    key = (str(path), origin, description)
+    known = _remembered.get(key)
+    if known is None or known[0] != data:
+        if len(_remembered) >= 4:
+            _remembered.clear()
+        base = CompactDatabase(path, origin=origin, description=description, data=data)
+        _remembered[key] = known = (data, base)
+    db = copy.copy(known[1])
+    db.warnings = ()
+    return db
+
+
 def default_database(data_dir: Path) -> CompactDatabase:
     """The database an audit uses by default: the user's imported or updated one when it
     exists, else the bundled snapshot. A user database that is corrupt is an error, not a
     reason to fall back silently."""
     user = user_database_path(data_dir)
     if user.exists():
-        db = CompactDatabase(user, origin="user", description=f"advisory database `{user}`")
+        db = _database(user, origin="user", description=f"advisory database `{user}`")
         try:
-            bundled_date = CompactDatabase(SHIPPED, origin="bundled").data_date
+            bundled_date = _database(SHIPPED, origin="bundled").data_date
         except DatabaseError:
             bundled_date = None
         if db.data_date and bundled_date and db.data_date < bundled_date:
@@ -340,7 +375,7 @@ def default_database(data_dir: Path) -> CompactDatabase:
             path=SHIPPED,
             hint="reinstall safepip, or run `safepip db update` (or `safepip db import PATH`)",
         )
-    return CompactDatabase(SHIPPED, origin="bundled", description=SHIPPED_DESCRIPTION)
+    return _database(SHIPPED, origin="bundled", description=SHIPPED_DESCRIPTION)
 
 
 # --- reading OSV data -------------------------------------------------------------------------
