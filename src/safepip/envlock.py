@@ -9,10 +9,12 @@ lock folder would let another user plant a symlink where safepip opens its lock 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +23,6 @@ from safepip.errors import SafepipError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from filelock import BaseFileLock
-
     from safepip.target import Target
 
 
@@ -30,11 +30,10 @@ class LockError(SafepipError):
     """The environment lock cannot be taken."""
 
 
-# Locks this process holds, by key, with how many times it entered them: the install takes the
-# lock for the whole run and the install step or a recovery inside it enter it again.
-_held: dict[str, tuple[BaseFileLock, int]] = {}
-# The descriptor of each held lock's `.helpers` file (see `hold`), by key.
-_inherited: dict[str, int] = {}
+# Locks this process holds, by key, with how to release each and how many times it entered
+# them: the install takes the lock for the whole run and the install step or a recovery inside
+# it enter it again.
+_held: dict[str, tuple[Callable[[], None], int]] = {}
 
 
 def environment_key(target: Target) -> str:
@@ -84,23 +83,14 @@ def hold(target: Target, *, on_wait: Callable[[str], None] | None = None) -> Ite
         try:
             yield
         finally:
-            lock, count = _held[key]
-            _held[key] = (lock, count - 1)
+            release, count = _held[key]
+            _held[key] = (release, count - 1)
         return
-    from filelock import FileLock, Timeout
-
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     path = lock_folder() / f"{name}.lock"
-    lock = FileLock(str(path))
+    release = _acquire(path, target, on_wait)
+    _held[key] = (release, 1)
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait is not None:
-            on_wait(_waiting_message(path, target))
-        lock.acquire(timeout=-1, poll_interval=0.1)
-    _held[key] = (lock, 1)
-    try:
-        _inherited[key] = _hold_inherited(path, target, on_wait)
         owner = _owner_file(path)
         tmp = owner.with_suffix(f".{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
@@ -111,35 +101,69 @@ def hold(target: Target, *, on_wait: Callable[[str], None] | None = None) -> Ite
         _held.pop(key, None)
         with contextlib.suppress(OSError):
             _owner_file(path).unlink()
-        inherited = _inherited.pop(key, -1)
-        if inherited >= 0:
-            os.close(inherited)  # not LOCK_UN, which would free it for a helper still running
-        lock.release()
+        release()
 
 
-def _hold_inherited(path: Path, target: Target, on_wait: Callable[[str], None] | None) -> int:
-    """Also lock `<lock>.helpers` (flock), through a descriptor of safepip's own: helper
-    processes forked by an install (`linking.Linker.place_shared`) inherit it, whereas filelock
-    closes its descriptors in forked children. A helper that outlives its install's process
-    (killed by SIGKILL) keeps that lock until it has exited, so the next run, which waits for
-    both locks, never recovers the environment while the helper still writes into it.
-    Returns the descriptor, or -1 where there is no fork (no helpers) or no flock."""
-    if not hasattr(os, "fork"):
-        return -1  # pragma: no cover - Windows
-    import fcntl
-
-    fd = os.open(path.with_suffix(".helpers"), os.O_RDWR | os.O_CREAT, 0o600)
+def _acquire(
+    path: Path, target: Target, on_wait: Callable[[str], None] | None
+) -> Callable[[], None]:
+    """Lock `path` (flock), waiting for as long as another process holds it; returns how to
+    let go. The descriptor is safepip's own: a helper process forked by an install
+    (`linking.Linker.place_shared`) shares it, so a helper that outlives its install's process
+    (killed by SIGKILL) holds the lock until it has exited, and the next run never recovers
+    the environment while the helper still writes into it. Letting go closes the descriptor
+    (no LOCK_UN, which would free the lock for such a helper too)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no fork, no helpers
+        return _acquire_filelock(path, target, on_wait)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if on_wait is not None:
+            if on_wait is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a signal's exception ends the wait
+            elif not _taken_while_owner_unknown(fd, path):
                 on_wait(_waiting_message(path, target))
-            fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return functools.partial(os.close, fd)
+
+
+def _taken_while_owner_unknown(fd: int, path: Path) -> bool:
+    """A run that has just taken the lock names itself in the owner file right after: for up
+    to a second, wait for that file (so that the waiting message can name the holder) or for
+    the lock, whichever comes first. Whether the lock was taken."""
+    import fcntl
+
+    deadline = time.monotonic() + 1.0
+    while not _owner_file(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        return True
+    return False
+
+
+def _acquire_filelock(
+    path: Path, target: Target, on_wait: Callable[[str], None] | None
+) -> Callable[[], None]:  # pragma: no cover - Windows
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(_waiting_message(path, target))
+        lock.acquire(timeout=-1, poll_interval=0.1)
+    return lock.release
 
 
 def _command() -> str:
