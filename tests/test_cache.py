@@ -390,3 +390,28 @@ def test_warm_install_starts_no_process_pool(
     warm = cli("install", "-r", lock, "--python", venv, "-i", index.url, "--no-audit")
     assert warm.code == 0, warm.err
     assert py(venv, "import one, two, three; print(three.__version__)") == "1.0"
+
+
+def test_warm_install_of_wheels_imports_neither_the_build_stage_nor_filelock(
+    tmp_path: Path,
+    venv_factory: Callable[..., Path],
+    static_index: Callable[..., StaticIndex],
+    cli: Cli,
+) -> None:
+    """Startup is part of a warm install's time: only sdists need `safepip.build`, and the
+    environment lock is a plain flock (filelock only where there is no fcntl) (issue 14)."""
+    index = static_index()
+    wheel = build_wheel(tmp_path / "one", "one", "1.0")
+    index.add(wheel)
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(f"one==1.0 --hash=sha256:{sha256_file(wheel)}\n")
+    args = ["install", "-r", str(lock), "-i", index.url, "--no-audit", "-q"]
+    assert cli(*args, "--python", venv_factory()).code == 0
+    code = (
+        "import sys\n"
+        "from safepip.cli import main\n"
+        f"code = main({[*args, '--python', str(venv_factory())]!r})\n"
+        "print(code, sorted(m for m in ('safepip.build', 'filelock') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "0 []", done.stderr

@@ -811,11 +811,9 @@ def fetch_and_build(
     """
     wheels: list[Pin] = []
     sdists: list[Pin] = []
-    if pins:  # (a no-op fetches nothing and never needs safepip.build)
-        from safepip.build import is_sdist
-
-        wheels = [p for p in pins if not is_sdist(p.artifact)]
-        sdists = [p for p in pins if is_sdist(p.artifact)]
+    # (`safepip.build.is_sdist`, without importing safepip.build when there is no sdist)
+    for pin in pins:
+        (wheels if pin.artifact.filename.endswith(".whl") else sdists).append(pin)
     if copies:
         fetched_list = fetch_stage.fetch_artifacts(
             session,
