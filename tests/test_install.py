@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
@@ -1339,3 +1341,27 @@ class TestMessagesForNewUsers:
             f"Python {python} (<command line>:1)\n"
         )
         assert tree_snapshot(venv) == before
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1),
+            st.sampled_from(["", "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"]),
+            st.one_of(st.integers(min_value=0), st.just("")),
+        ),
+        max_size=8,
+    )
+)
+def test_record_text_is_what_csv_writes(rows: list[tuple[str, str, int | str]]) -> None:
+    """RECORD is joined directly unless a field needs csv's quoting (a path with `,`, `"`,
+    `\\r` or `\\n`): the text is csv.writer's either way (issue 14)."""
+    import csv
+    import io
+
+    from safepip.install import _record_text
+
+    out = io.StringIO()
+    csv.writer(out, delimiter=",", quotechar='"', lineterminator="\n").writerows(rows)
+    assert _record_text(rows) == out.getvalue()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from safepip import __version__, envlock, seal, signals
 from safepip.errors import SafepipError
-from safepip.fetch import WheelIntegrityError
+from safepip.fetch import WheelIntegrityError, paused_gc
 from safepip.hashes import split_hash
 from safepip.journal import TXN_PREFIX, Journal, complete, environment_roots, rollback
 from safepip.linking import DEFAULT_LINK_MODE, Linker, LinkMode
@@ -392,9 +392,6 @@ def _layout_wheel(
     safepip's own data folder, or in an unknown `.data` scheme, when an entry point's name is
     not a plain file name, and when a path is longer than the file system allows.
     """
-    import csv
-    import io
-
     schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
@@ -516,15 +513,33 @@ def _layout_wheel(
         k: "" if k == root_scheme else os.path.relpath(v, start=schemes[root_scheme]) + "/"
         for k, v in schemes.items()
     }
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=",", quotechar='"', lineterminator="\n")
-    writer.writerows(
-        (prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records
-    )
-    record = out.getvalue().encode("utf-8")
+    record = _record_text(
+        [(prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records]
+    ).encode("utf-8")
     add_write(root_scheme, record_name, record)
     add_write(root_scheme, seal_name, seal.make(key, wheel.dist_info, record))
     return layout
+
+
+def _record_text(rows: Sequence[tuple[str, str, str | int]]) -> str:
+    """RECORD's text for `(path, digest, size)` rows, as `csv.writer` writes it (`,` between
+    fields, `\\n` after each row, a field quoted only when it holds `,`, `"`, `\\r` or `\\n`).
+    Digests and sizes never hold one and paths seldom do: the rows are joined as they are
+    (thousands of rows a wheel), and written by `csv` only when the text shows such a field."""
+    text = "".join([f"{path},{digest},{size}\n" for path, digest, size in rows])
+    if (
+        '"' not in text
+        and "\r" not in text
+        and text.count(",") == 2 * len(rows)
+        and text.count("\n") == len(rows)
+    ):
+        return text
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, delimiter=",", quotechar='"', lineterminator="\n").writerows(rows)
+    return out.getvalue()
 
 
 class _Guard:
@@ -720,7 +735,17 @@ def apply(
     (or `signals.Interrupted`, with its `outcome`) is raised. After SIGKILL or a power cut, the next
     run's `journal.recover` does the same from the journal.
     """
+    with paused_gc():  # (the layouts of tens of thousands of files, see `paused_gc`)
+        return _apply(plan, fetched, unpacked, target, link_mode)
 
+
+def _apply(
+    plan: ChangePlan,
+    fetched: dict[str, FetchedArtifact],
+    unpacked: dict[str, UnpackedWheel],
+    target: Target,
+    link_mode: LinkMode,
+) -> InstallResult:
     site = str(target.paths.purelib)
     if _gone(target):
         raise _environment_gone(target)
@@ -757,19 +782,18 @@ def apply(
                 current = f"removing `{dist.display_name}=={dist.version}`"
                 _remove_distribution(dist, target, txn)
             current = "preparing the install"
-            txn.prepare(
-                [
-                    d
-                    for lay in layouts
-                    for d in (*(x[1] for x in lay.links), *(x[0] for x in lay.writes))
-                ]
-            )
+            dests: list[str] = []
+            for lay in layouts:
+                dests += [dest for _, dest in lay.links]
+                dests += [dest for dest, _, _ in lay.writes]
+            txn.prepare(dests)
             if txn.displaced:
                 current = "checking the files this install replaces"
                 overwritten = _unseal_overwritten(txn, plan, layouts, target)
             links = [pair for lay in layouts for pair in lay.links]
             writes = [item for lay in layouts for item in lay.writes]
-            if linker.can_share(len(links)) and _distinct(links, writes):
+            # (when two files go to one destination, the later wheel's wins: placed in order)
+            if linker.can_share(len(links)) and len(set(dests)) == len(dests):
                 # Many files, each written once: placed by two processes in any order.
                 current = "installing"
                 try:
@@ -829,14 +853,6 @@ def apply(
         linked=linker.linked,
         overwritten=overwritten,
     )
-
-
-def _distinct(links: Sequence[tuple[str, str]], writes: Sequence[tuple[str, bytes, bool]]) -> bool:
-    """Whether no two files of an install go to one destination (when two do, the later
-    wheel's wins, so they are placed in order)."""
-    dests = {dest for _, dest in links}
-    dests.update(dest for dest, _, _ in writes)
-    return len(dests) == len(links) + len(writes)
 
 
 def _installing(plan: ChangePlan, layouts: Sequence[_Layout], path: str) -> str:
