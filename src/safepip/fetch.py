@@ -489,19 +489,26 @@ def fetch_artifacts(
     max_workers: int = 8,
     use_unpacked: bool = True,
     on_ready: Callable[[FetchedArtifact], None] | None = None,
+    unpacked_hits: Mapping[int, FetchedArtifact | None] | None = None,
 ) -> list[FetchedArtifact]:
     """Fetch every artifact concurrently, verifying each against its expected digests.
 
     Hash mismatches are collected across all artifacts and raised together as one
     `HashCheckError`; nothing mismatching is ever stored in the cache. A truncated download is
-    retried once.
+    retried once. `unpacked_hits`: `_from_unpacked`'s answers already found, by `id` of the
+    artifact (a lock pins dozens of files per version: each answer looks for dozens of them).
     """
     progress = progress or NoProgress()
     results: list[FetchedArtifact] = []
     problems: list[HashProblem] = []
     todo: list[Artifact] = []
     for artifact in artifacts:
-        hit = _from_unpacked(artifact, cache) if use_unpacked else None
+        if not use_unpacked:
+            hit = None
+        elif unpacked_hits is not None and id(artifact) in unpacked_hits:
+            hit = unpacked_hits[id(artifact)]
+        else:
+            hit = _from_unpacked(artifact, cache)
         hit = hit or _from_cache(artifact, cache)
         if hit is not None:
             progress.finish(artifact, cached=True)
@@ -1329,11 +1336,8 @@ def fetch_and_unpack(
     lock = threading.Lock()
     # Only wheels that are not unpacked yet need a worker: a warm install starts no pool (a
     # forkserver and its workers cost about 0.1 s of CPU before they do anything).
-    big = sum(
-        1
-        for a in artifacts
-        if (a.size or 1 << 20) > 256 * 1024 and _from_unpacked(a, cache) is None
-    )
+    hits = {id(a): _from_unpacked(a, cache) for a in artifacts}
+    big = sum(1 for a in artifacts if (a.size or 1 << 20) > 256 * 1024 and hits[id(a)] is None)
     pool: ProcessPoolExecutor | None = None
     feeder: _Feeder | None = None
     if big >= 3 and (os.cpu_count() or 1) > 1:
@@ -1367,6 +1371,7 @@ def fetch_and_unpack(
             progress=progress,
             max_workers=max_workers,
             on_ready=on_ready,
+            unpacked_hits=hits,
         )
         if feeder is not None:
             for unpacked in feeder.finish():
