@@ -625,6 +625,20 @@ class TestRefusals:
         assert "a folder is in the way" in result.err
         env.assert_unchanged()
 
+    def test_a_file_where_a_folder_goes_is_refused(
+        self, env: Environment, index: StaticIndex, project: Callable[..., Path]
+    ) -> None:
+        """A file where a wheel's folder goes (its sub-folders are never looked at: inside a
+        folder the install makes, nothing exists yet), and the environment is unchanged."""
+        wheel = project("deep", "1.0", files={"deep/sub/inner/mod.py": "x = 1\n"})
+        index.add(wheel)
+        (env.site_packages / "deep").write_text("in the way\n")
+        result = env.install(lock_line(wheel), "-i", index.url)
+        assert result.code == 1
+        assert f"Cannot create folder `{env.site_packages}/deep" in result.err
+        assert "a file is in the way" in result.err
+        env.assert_unchanged()
+
     def test_error_first_index_wins(
         self,
         env: Environment,

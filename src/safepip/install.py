@@ -210,15 +210,17 @@ class Transaction:
             current = parent
             while current not in known and current not in planned:
                 self.current = current
-                if os.path.isdir(current):
-                    known.add(current)
-                    break
-                if os.path.lexists(current):
-                    raise InstallError(f"Cannot create folder `{parent}`: a file is in the way")
-                if current == self._env_root:
-                    raise _environment_gone(self.target)
-                chain.append(current)
                 up = os.path.dirname(current)
+                # Inside a folder this install makes, nothing exists yet: no need to look.
+                if up not in planned:
+                    if os.path.isdir(current):
+                        known.add(current)
+                        break
+                    if os.path.lexists(current):
+                        raise InstallError(f"Cannot create folder `{parent}`: a file is in the way")
+                    if current == self._env_root:
+                        raise _environment_gone(self.target)
+                chain.append(current)
                 if up == current:
                     break
                 current = up
