@@ -629,7 +629,8 @@ def test_the_check_after_an_install_stops_before_what_no_stamp_follows(
         fastpath.mark_noop(cache_root=str(cache), lock_folder=None)
         return 0
 
-    assert fastpath.record_and_run(["install", "-r", str(lock)], run) == 0
+    argv = ["install", "-r", str(lock), "--cache-dir", str(cache)]
+    assert fastpath.record_and_run(argv, run) == 0
     assert reached == ["install", "check"]
     assert not outside.exists()
     assert not (cache / fastpath.STAMP_FOLDER).exists()
@@ -646,6 +647,25 @@ def test_no_stamp_after_an_install_that_the_clock_would_make_wait_long(
         assert env.run(*env.argv()).code == 0
     assert not env.stamps()
     assert env.run(*env.argv()).full
+
+
+def test_no_check_after_an_install_whose_stamp_would_never_be_found(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the fast path would look for stamps in another folder than the install's cache
+    (it guesses the default cache folder on Linux only), the check is not run at all."""
+    checked: list[int] = []
+    real = fastpath._recorded
+
+    def recorded(*args: Any, **kwargs: Any) -> int:
+        checked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastpath, "_recorded", recorded)
+    monkeypatch.setattr(fastpath, "cache_root", lambda argv: "/elsewhere")
+    assert env.run(*env.argv()).code == 0
+    assert checked == [1]  # the install's own run only
+    assert not env.stamps()
 
 
 def test_recording_stops_once_the_run_changes_something(tmp_path: Path) -> None:

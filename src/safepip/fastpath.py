@@ -636,6 +636,8 @@ def _check_after_install(
     if key is None or files is None:
         return False
     cache, lock_folder = after
+    if cache_root(argv) != os.path.abspath(cache):
+        return False  # the next run would not look for a stamp there (not on Linux, say)
     recorder = Recorder(argv, key, files)
     # What the install's own run looked at before it knew it would change something (but the
     # cache, which the check reads for itself): the modules it imported then and what
