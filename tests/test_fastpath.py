@@ -594,14 +594,19 @@ def test_process_identity_files_are_not_inputs(path: str, expected: bool) -> Non
     assert fastpath._not_input(path) is expected
 
 
-@pytest.mark.parametrize("action", ["message", "write", "network", "binary output"])
+@pytest.mark.parametrize(
+    "action", ["message", "write", "network", "network from a thread", "binary output"]
+)
 def test_the_check_after_an_install_stops_before_what_no_stamp_follows(
     tmp_path: Path, action: str
 ) -> None:
     """The check that follows a committed install stops (and writes no stamp) before an
     operation that would keep its run from being stamped: a one-time message, a write outside
-    the cache and lock folders, the network, binary output. The install's result stands."""
+    the cache and lock folders, the network (also from a thread the check started, such as
+    the index's fetch threads: no request, so no credential helper asked after a 401), binary
+    output. The install's result stands."""
     import socket
+    from concurrent.futures import ThreadPoolExecutor
 
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
@@ -623,6 +628,9 @@ def test_the_check_after_an_install_stops_before_what_no_stamp_follows(
             outside.write_text("the check wrote this")
         elif action == "network":
             socket.getaddrinfo("localhost", 80)
+        elif action == "network from a thread":
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(socket.getaddrinfo, "localhost", 80).result()
         else:
             sys.stdout.buffer.write(b"x")
         reached.append("went on")

@@ -1361,7 +1361,8 @@ class TestMessagesForNewUsers:
 @given(
     st.lists(
         st.tuples(
-            st.text(min_size=1),
+            # No NUL: no path holds one, and csv before Python 3.11 cannot write it.
+            st.text(min_size=1).filter(lambda text: "\x00" not in text),
             st.sampled_from(["", "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"]),
             st.one_of(st.integers(min_value=0), st.just("")),
         ),

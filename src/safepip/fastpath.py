@@ -399,13 +399,17 @@ class Recorder:
         stamped stops the check before it happens (`_Stop`)."""
         self.thread: int | None = None
 
-    def refuse(self, why: str) -> None:
+    def refuse(self, why: str, *, any_thread: bool = False) -> None:
+        """This run cannot be stamped. In a check after an install, stop it before the event
+        happens: in the check's own thread, and with `any_thread` (the network) also in the
+        threads it started, so that no request is made and no credential helper (a keyring)
+        is asked after the answer."""
         if self.refused is None:
             self.refused = why
         if self.allowed is not None and self.thread is not None:
             import _thread
 
-            if _thread.get_ident() == self.thread:
+            if any_thread or _thread.get_ident() == self.thread:
                 raise _Stop(why)
 
     def add(self, path: object, *, read: bool = False) -> None:
@@ -446,7 +450,7 @@ class Recorder:
             self.add_written(args[0])
         elif name.startswith(("socket.", "urllib.", "http.", "ftplib.", "smtplib.")):
             if name != "socket.__new__":
-                self.refuse(f"network ({name})")
+                self.refuse(f"network ({name})", any_thread=True)
         elif name in ("sqlite3.connect", "os.startfile", "os.system", "os.exec", "os.posix_spawn"):
             self.refuse(name)
 
