@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -253,6 +254,33 @@ def test_the_last_collection_is_skipped_once_per_process(
     for _ in range(2):
         assert cli(*lock_args(index, "app", "-o", "-")).code == 0
     assert registered == [gc.freeze]
+
+
+def test_a_lock_from_a_json_index_imports_only_what_it_needs(
+    static_index: Callable[..., StaticIndex], wheel_factory: WheelFactory, tmp_path: Path
+) -> None:
+    """Start-up is most of a small lock's time: html.parser (HTML pages), zipfile (a wheel
+    without a `.metadata` file), configparser (a pip configuration file) and the wheel
+    unpacker are imported only when a lock needs them (issue 14)."""
+    served = static_index(mode="json-only")
+    served.add(wheel_factory("app", "1.0", requires=["dep>=1"]))
+    served.add(wheel_factory("dep", "1.0"))
+    args = [*lock_args(served, "app", "-o", str(tmp_path / "lock.txt"))]
+    args.remove("--isolated")
+    lazy = ("html.parser", "zipfile", "configparser", "safepip.wheelzip")
+    code = (
+        "import sys\n"
+        "from safepip.cli import main\n"
+        f"code = main({args!r})\n"
+        f"print(code, sorted(m for m in {lazy!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    assert done.stdout.strip() == "0 []", done.stderr
+    assert "dep==1.0" in (tmp_path / "lock.txt").read_text("utf-8")
 
 
 class TestPagesAreCheckedWhole:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
-from safepip import wheelzip
 from safepip.errors import ExitCode, SafepipError
 from safepip.hashes import (
     ALLOWED_ALGORITHMS,
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from concurrent.futures import ProcessPoolExecutor
 
+    from safepip import wheelzip
     from safepip.net import Session
     from safepip.plan import Artifact
 
@@ -709,6 +709,8 @@ def unpack_wheel(wheel: Path, sha256: str, cache_root: str) -> UnpackedWheel:
     not grow with their size. Idempotent and safe to run concurrently (the folder appears by
     atomic rename).
     """
+    from safepip import wheelzip  # not imported by a run that unpacks nothing (a lock)
+
     cache = Cache(Path(cache_root))
     final = cache.unpacked_path(sha256)
     ready = _try_load_manifest(final)
@@ -930,6 +932,8 @@ def _publish(staging: Path, final: Path) -> bool:
 
 
 def _read_small(raw: BinaryIO, member: wheelzip.ZipMember, filename: str) -> bytes:
+    from safepip import wheelzip
+
     if member.size > METADATA_LIMIT:
         raise WheelIntegrityError(filename, "metadata file is too large", member=member.name)
     try:

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
@@ -39,11 +38,24 @@ from safepip.urls import file_url_to_path, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Protocol
 
     from packaging.tags import Tag
     from packaging.version import Version
 
     from safepip.net import Session
+
+    class _AnchorParser(Protocol):
+        """What `parse_html_files` reads from the parser (`_anchor_parser`)."""
+
+        base: str | None
+        api_version: str | None
+        anchors: list[tuple[dict[str, str | None], str]]
+
+        def feed(self, data: str) -> None: ...
+
+        def close(self) -> None: ...
+
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -525,49 +537,58 @@ def _html_core_metadata(value: str | None) -> Mapping[str, str] | bool:
     return True
 
 
-class _AnchorParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base: str | None = None
-        self.api_version: str | None = None
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self._open: dict[str, str | None] | None = None
-        self._text: list[str] = []
+@functools.cache
+def _anchor_parser() -> Callable[[], _AnchorParser]:
+    """The HTML parser of PEP 503 pages, made when the first HTML page is read: html.parser
+    with its entities costs about 3 ms of start-up, and indexes that serve the JSON API (PEP
+    691) never need it."""
+    from html.parser import HTMLParser
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
+    class AnchorParser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.base: str | None = None
+            self.api_version: str | None = None
+            self.anchors: list[tuple[dict[str, str | None], str]] = []
+            self._open: dict[str, str | None] | None = None
+            self._text: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "a":
+                self._finish()
+                # The first occurrence of a repeated attribute wins, as in browsers.
+                found: dict[str, str | None] = {}
+                for key, value in attrs:
+                    found.setdefault(key, value)
+                self._open = found
+            elif tag == "base" and self.base is None:
+                href = dict(attrs).get("href")
+                if href:
+                    self.base = href
+            elif tag == "meta":
+                found_meta = dict(attrs)
+                if found_meta.get("name") == "pypi:repository-version":
+                    self.api_version = found_meta.get("content") or ""
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "a":
+                self._finish()
+
+        def handle_data(self, data: str) -> None:
+            if self._open is not None:
+                self._text.append(data)
+
+        def close(self) -> None:
+            super().close()
             self._finish()
-            # The first occurrence of a repeated attribute wins, as in browsers.
-            found: dict[str, str | None] = {}
-            for key, value in attrs:
-                found.setdefault(key, value)
-            self._open = found
-        elif tag == "base" and self.base is None:
-            href = dict(attrs).get("href")
-            if href:
-                self.base = href
-        elif tag == "meta":
-            found_meta = dict(attrs)
-            if found_meta.get("name") == "pypi:repository-version":
-                self.api_version = found_meta.get("content") or ""
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._finish()
+        def _finish(self) -> None:
+            if self._open is not None:
+                self.anchors.append((self._open, "".join(self._text).strip()))
+            self._open = None
+            self._text = []
 
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._text.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._open is not None:
-            self.anchors.append((self._open, "".join(self._text).strip()))
-        self._open = None
-        self._text = []
+    return AnchorParser
 
 
 def _check_api_version(version: str, url: str) -> None:
@@ -601,7 +622,7 @@ def parse_html_files(
     `LocalLinkError` when a page fetched over HTTP(S) links a `file:` URL.
     """
     text = _decode_html(content, url, charset)
-    parser = _AnchorParser()
+    parser = _anchor_parser()()
     try:
         parser.feed(text)
         parser.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import os
 import sys
 from dataclasses import dataclass
@@ -135,6 +134,8 @@ def config_files(
 def _read_file(path: Path) -> Iterator[tuple[str, str, str]]:
     """`(section, key, value)` from one file; keys normalised like pip (lower case, `_` -> `-`,
     no leading `--`)."""
+    import configparser  # only when a file is there to read (1 ms of a lock's start-up)
+
     parser = configparser.RawConfigParser()
     parser.optionxform = _normalise  # type: ignore[assignment,method-assign]
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import gc
 import threading
-import zipfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -696,6 +695,8 @@ class _Prefetcher:
 
 def read_wheel_metadata(path: Path) -> bytes:
     """The METADATA of a wheel's top-level `.dist-info` folder, read without unpacking it."""
+    import zipfile  # only when an index serves no `.metadata` file: not on a lock's start-up
+
     try:
         with zipfile.ZipFile(path) as archive:
             names = [
