@@ -140,3 +140,40 @@ def test_structured_lines(
     if plain_requirement().fullmatch(line):
         assert packaging_accepts(line), line
     assert invalid_requirements([line]) == ([] if packaging_accepts(line) else [line])
+
+
+def test_threads_asking_at_once_compile_the_pattern_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolver's download threads read metadata side by side: the first one compiles the
+    pattern, the others wait for it instead of compiling it again (issue 14)."""
+    import re
+    import threading
+    import time
+
+    from safepip import plan
+
+    monkeypatch.setattr(plan, "_PLAIN_COMPILED", [])
+    compiled: list[str] = []
+    real_compile = re.compile
+
+    def slow_compile(pattern: str, flags: int = 0) -> re.Pattern[str]:
+        compiled.append(pattern)
+        time.sleep(0.05)  # long enough for every thread to ask meanwhile
+        return real_compile(pattern, flags)
+
+    monkeypatch.setattr(re, "compile", slow_compile)
+    start = threading.Barrier(8)
+    got: list[re.Pattern[str]] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(plain_requirement())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert compiled == [plan._PLAIN_REQUIREMENT]
+    assert len(got) == 8
+    assert all(pattern is got[0] for pattern in got)
+    assert got[0].fullmatch("requests[socks] >=2.31 ; python_version < '3.13'")
