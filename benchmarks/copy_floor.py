@@ -73,11 +73,12 @@ def two_processes(pairs: Pairs) -> None:
     assert status == 0
 
 
-def linker(shared: bool) -> Callable[[Pairs], None]:
+def linker(shared: bool, size_of: dict[str, int]) -> Callable[[Pairs], None]:
+    """safepip's placing, given the sizes (an install has them from the cache's manifests)."""
     from safepip.linking import Linker, LinkMode
 
     def place(pairs: Pairs) -> None:
-        sizes = [os.stat(source).st_size for source, _ in pairs]
+        sizes = [size_of[source] for source, _ in pairs]
         with Linker(LinkMode.COPY) as placer:
             if shared:
                 placer.place_shared(pairs, sizes, lambda: None)
@@ -135,7 +136,8 @@ def main() -> None:
             for name in names
             if name != MANIFEST
         ]
-        size = sum(os.stat(path).st_size for path in files)
+        size_of = {path: os.stat(path).st_size for path in files}
+        size = sum(size_of.values())
         print(
             f"{args.workload}: {len(files)} files, {size / 1e6:.0f} MB, {os.cpu_count()} cores, "
             f"load {os.getloadavg()[0]:.1f}; seconds, median (min) of {args.repeat}"
@@ -144,8 +146,8 @@ def main() -> None:
             ("plain loop, one thread", copy_all),
             ("plain loop, two threads", two_threads),
             ("plain loop, two processes", two_processes),
-            ("safepip place_many (threads)", linker(False)),
-            ("safepip place_shared (processes)", linker(True)),
+            ("safepip place_many (threads)", linker(False, size_of)),
+            ("safepip place_shared (processes)", linker(True, size_of)),
         ]
         for label, work in rows:
             walls, cpus = measure(files, unpacked, args.scratch, args.repeat, work)
