@@ -7,18 +7,26 @@ Each command runs `--repeat` times, all of them in turn (alternating, so that lo
 each alike), and the medians of CPU (user + system of the process) and wall time are printed:
 
 - the interpreter alone (`-c pass`);
-- importing httpx and making a client (what safepip's network session does on its first request;
-  no TLS file is read);
+- importing httpx and making a client as safepip's network session does on its first request
+  (no TLS file is read);
 - that, with the packaging modules and resolvelib a lock uses: the third-party floor;
 - that, with safepip's own modules of the lock command: everything a lock imports;
 - with `--index-url` (the benchmark's `medium` index, e.g. from `python benchmarks/run.py
   --serve`) and `--uv`: the whole lock of `workloads/medium.in` by safepip and by
   `uv pip compile --generate-hashes`, each with a fresh cache folder, as the `lock` row does.
+
+Then where the imports' time goes (`--repeat` fresh processes, medians of thread CPU time): the
+third-party floor's imports, then safepip's lock modules on top of them, each split into
+creating dataclasses, compiling regular expressions, unmarshalling bytecode and the cyclic
+garbage collector's passes (timed by wrapping `dataclasses._process_class`, `re._compile`,
+importlib's `_compile_bytecode` and with `gc.callbacks`); the rest is running module bodies
+(classes, enums, tables) and finding and reading files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -30,9 +38,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CLIENT = "import httpx, ssl; httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))"
+"""A client as safepip's session makes it: its context reads the CA bundle at the first TLS
+connection (`httpx.Client()` alone would read one at once: 15-25 ms that no lock from a
+plain-HTTP loopback index spends)."""
 STACK = (
-    "import httpx, packaging.requirements, packaging.markers, packaging.specifiers, "
-    "packaging.tags, packaging.utils, packaging.version, resolvelib; httpx.Client()"
+    "import packaging.requirements, packaging.markers, packaging.specifiers, "
+    "packaging.tags, packaging.utils, packaging.version, resolvelib; " + CLIENT
 )
 
 
@@ -41,7 +53,7 @@ def commands(
 ) -> dict[str, list[str]]:
     found = {
         "interpreter (-c pass)": [python, "-c", "pass"],
-        "import httpx; httpx.Client()": [python, "-c", "import httpx; httpx.Client()"],
+        "import httpx; httpx.Client(verify=SSLContext)": [python, "-c", CLIENT],
         "+ packaging, resolvelib (third-party floor)": [python, "-c", STACK],
         "+ safepip's lock modules": [
             python,
@@ -62,6 +74,69 @@ def commands(
                 "--cache-dir", str(scratch / "cache-uv"), "-q",
             ]  # fmt: skip
     return found
+
+
+BREAKDOWN = """
+import gc, json, re, sys, time
+import dataclasses
+import importlib._bootstrap_external as external
+
+spent = {"dataclasses": 0.0, "regular expressions": 0.0, "bytecode": 0.0, "garbage collector": 0.0}
+
+
+def timed(key, function):
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[key] += time.thread_time() - started
+
+    return wrapper
+
+
+dataclasses._process_class = timed("dataclasses", dataclasses._process_class)
+re._compile = timed("regular expressions", re._compile)
+external._compile_bytecode = timed("bytecode", external._compile_bytecode)
+gc_started = [0.0]
+
+
+def on_gc(phase, info):
+    if phase == "start":
+        gc_started[0] = time.thread_time()
+    else:
+        spent["garbage collector"] += time.thread_time() - gc_started[0]
+
+
+gc.callbacks.append(on_gc)
+phases = {}
+for name, code in (("third-party", sys.argv[1]), ("safepip", sys.argv[2])):
+    for key in spent:
+        spent[key] = 0.0
+    started = time.thread_time()
+    exec(code)
+    phases[name] = {"total": time.thread_time() - started, **spent}
+print(json.dumps(phases))
+"""
+OWN_MODULES = "import safepip.fastpath, safepip.cli, safepip.cli.lock, safepip.resolver"
+
+
+def breakdown(python: str, env: dict[str, str], repeat: int) -> None:
+    """Where the imports of a lock go: see the module docstring."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for _ in range(repeat):
+        done = subprocess.run(
+            [python, "-c", BREAKDOWN, STACK, OWN_MODULES],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        for phase, values in json.loads(done.stdout).items():
+            for key, value in values.items():
+                found.setdefault(phase, {}).setdefault(key, []).append(value)
+    print(f"imports in one thread, medians of {repeat} processes (thread CPU time)")
+    for phase, values in found.items():
+        total = statistics.median(values.pop("total"))
+        parts = ", ".join(f"{k} {statistics.median(v) * 1000:.1f}" for k, v in values.items())
+        print(f"{total * 1000:7.1f} ms  {phase} imports: {parts} ms")
 
 
 def run(cmd: list[str], env: dict[str, str], scratch: Path) -> tuple[float, float]:
@@ -103,6 +178,7 @@ def main() -> int:
         cpu = statistics.median(v[0] for v in values)
         wall = statistics.median(v[1] for v in values)
         print(f"{cpu * 1000:7.1f} ms CPU {wall * 1000:7.1f} ms wall  {name}")
+    breakdown(args.python, env, args.repeat)
     return 0
 
 
