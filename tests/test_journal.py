@@ -186,8 +186,9 @@ def test_sigkill_while_a_helper_process_copies_waits_for_the_helper(
     shutil.rmtree(upgrade.venv)
     shutil.copytree(fresh, upgrade.venv, symlinks=True)
     empty = snapshot_tree(upgrade.venv)
-    # A second before each file: the helper is asleep before its first one when killed.
-    proc = upgrade.start(upgrade.v2, delay="1")
+    # Two seconds before each file: the helper is asleep before its first one when killed,
+    # and stays so while the next run starts, however busy the machine.
+    proc = upgrade.start(upgrade.v2, delay="2")
     upgrade.wait_for_install_step(proc)
     helpers = _children(proc.pid, timeout=30)
     assert len(helpers) == 1, "no helper process was started"
