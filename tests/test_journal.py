@@ -95,7 +95,11 @@ def test_sigint_and_sigterm_roll_back_the_install_step(upgrade: Upgrade) -> None
 def test_soak_sigint_and_sigterm(upgrade: Upgrade, request: pytest.FixtureRequest) -> None:
     trials = soak_trials(request.config)
     outcomes = _interrupt_trials(upgrade, trials, random.Random())
-    assert outcomes["rolled back"] >= trials // 3, outcomes
+    # Every trial asserted an untorn environment. How many signals landed inside the install
+    # step is up to the machine's load: counted only in a real soak, since the short form's few
+    # unseeded trials can all land after it (the seeded test above counts its rollbacks).
+    if trials >= TRIALS:
+        assert outcomes["rolled back"] >= trials // 3, outcomes
 
 
 def _kill_trials(
@@ -143,7 +147,8 @@ def test_soak_sigkill(
 ) -> None:
     trials = soak_trials(request.config)
     outcomes = _kill_trials(upgrade, trials, random.Random(), capsys)
-    assert outcomes["recovered"] >= trials // 2, outcomes
+    if trials >= TRIALS:  # as in test_soak_sigint_and_sigterm
+        assert outcomes["recovered"] >= trials // 2, outcomes
 
 
 def test_an_install_after_sigkill_recovers_first_then_installs(
