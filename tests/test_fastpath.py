@@ -531,6 +531,39 @@ class TestAfterInstall:
         assert next_run.err.rsplit(" in ", 1)[0] == full.stderr.rsplit(" in ", 1)[0]
         assert not env.run(*env.argv()).full
 
+    def test_no_stamp_when_the_install_changed_code_this_process_runs(
+        self, env: Env, tmp_path: Path
+    ) -> None:
+        """safepip installing into the environment it runs from: the install puts a module
+        safepip has already imported (here `platformdirs`, shadowing the one it runs with)
+        on its own `sys.path`. The check after the install would run the code loaded before
+        the install, which a new process no longer runs; so it leaves no stamp, and the next
+        run is a full one with the new code (which here refuses to import: exit 1, not the
+        replay of a no-op)."""
+        folder = tmp_path / "wheels" / "platformdirs"
+        folder.mkdir(parents=True)
+        shadow = build_wheel(
+            folder,
+            "platformdirs",
+            "99.0",
+            files={"platformdirs/__init__.py": "raise RuntimeError('new platformdirs')\n"},
+        )
+        env.index.add(shadow)
+        env.reqs.write_text(env.reqs.read_text() + _lock_line(shadow) + "\n")
+        command = [sys.executable, "-m", "safepip", *env.argv()]
+        path = [str(env.site), *(p for p in sys.path if p)]
+        environ = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        installed = subprocess.run(
+            command, check=False, capture_output=True, text=True, env=environ
+        )
+        assert installed.returncode == 0, installed.stderr
+        assert "Installed 3 packages" in installed.stderr
+        assert (env.site / "platformdirs" / "__init__.py").is_file()
+        assert not env.stamps()
+        again = subprocess.run(command, check=False, capture_output=True, text=True, env=environ)
+        assert again.returncode != 0
+        assert "new platformdirs" in again.stderr
+
 
 class TestUnits:
     def test_input_files(self, tmp_path: Path) -> None:

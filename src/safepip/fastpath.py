@@ -580,6 +580,7 @@ def record_and_run(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> 
         return run(argv)
     recorder = Recorder(argv, key, files)
     _State.committed = None
+    started = time.time_ns()
     code = _recorded(recorder, argv, run, quiet=False)
     if code == 0:
         try:
@@ -587,9 +588,56 @@ def record_and_run(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> 
         except OSError:
             recorder.refuse("the stamp could not be written")  # the next run is a full one
     after = _take_committed()
-    if code == 0 and after is not None:
+    if code == 0 and after is not None and not _code_changed_since(started):
         _check_after_install(argv, run, after, recorder)
     return code
+
+
+def _code_changed_since(started: int) -> bool:
+    """Whether code this process runs may differ from what a new process would run, because
+    something changed since `started` (the install began): the file of a module it imported
+    (changed or gone), or a folder of `sys.path` that now holds a `.pth` file made since or
+    something named like a module imported from elsewhere (which would shadow it). That is
+    safepip installing into the environment it runs from: the check after the install would
+    decide with the code loaded before it, and its stamp would vouch, against the files as
+    the install left them, for a decision the next process's code may not make."""
+    since = started - _RACY_NS  # (file times come from a coarse clock)
+    loaded: dict[str, str] = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str):
+            continue
+        file = os.path.abspath(file)
+        try:
+            if os.stat(file).st_ctime_ns >= since:
+                return True
+        except OSError:
+            if os.path.isdir(os.path.dirname(file)):
+                return True  # removed (a module in an archive has no folder: not looked at)
+            continue
+        if "." not in name:
+            loaded[name] = file
+    for entry in dict.fromkeys(os.path.abspath(p) for p in sys.path if p):
+        try:
+            if os.stat(entry).st_ctime_ns < since:
+                continue
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        below = entry.rstrip(os.sep) + os.sep
+        for item in names:
+            file = loaded.get(item.partition(".")[0])
+            if file is not None and not (
+                file.startswith(below) and file[len(below) :].split(os.sep, 1)[0] == item
+            ):
+                return True  # (also `name/` beside the `name.py` imported: it comes first)
+            if item.endswith(".pth"):
+                try:
+                    if os.stat(os.path.join(entry, item)).st_ctime_ns >= since:
+                        return True
+                except OSError:
+                    return True
+    return False
 
 
 def _take_committed() -> tuple[str, str | None] | None:
