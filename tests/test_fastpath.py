@@ -690,6 +690,77 @@ def test_no_stamp_after_an_install_that_the_clock_would_make_wait_long(
     assert env.run(*env.argv()).full
 
 
+def test_a_signal_as_the_check_after_an_install_starts_ends_it_quietly(
+    env: Env, tmp_path: Path
+) -> None:
+    """SIGTERM (`docker stop`) as the check after an install starts, outside the pipeline that
+    turns it into an exception: the install is committed and reported, so the run exits 0
+    without a traceback (it was killed by the signal), and leaves no stamp."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "from safepip import fastpath\n"
+        "real, calls = fastpath.stamp_key, []\n"
+        "def stamp_key(*args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 3:  # replay, the install, then the check after it\n"
+        f"        open({str(tmp_path / 'sent')!r}, 'w').close()\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "fastpath.stamp_key = stamp_key\n"
+    )
+    time.sleep(0.1)  # (older than the install: not code the install changed)
+    command = [sys.executable, "-m", "safepip", *env.argv()]
+    path = [str(hook), *(p for p in sys.path if p)]
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=environ)
+    assert (tmp_path / "sent").exists()
+    assert done.returncode == 0, done.stderr
+    assert "Installed 2 packages" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not env.stamps()
+
+
+@pytest.mark.parametrize("env", ["install"], indirect=True)
+def test_the_stamp_waits_out_the_coarsest_clock_among_its_files(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment on a file system with one-second times (its files' times whole
+    seconds), the cache on one with nanoseconds: a file the install wrote keeps its time for
+    up to a second after, so the stamp must wait that out (here: too long after an install,
+    so none is written), not only the finer clock of the newest file."""
+    real_write, real_lstat = fastpath.write_stamp, os.lstat
+    site = str(env.site) + os.sep
+
+    class Coarse:
+        def __init__(self, st: os.stat_result) -> None:
+            self._st = st
+            self.st_mode = st.st_mode
+            self.st_mtime_ns = st.st_mtime_ns - st.st_mtime_ns % 1_000_000_000
+            self.st_ctime_ns = st.st_ctime_ns - st.st_ctime_ns % 1_000_000_000
+
+        def __getitem__(self, index: Any) -> Any:
+            return self._st[index]
+
+    def coarse_lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        st = real_lstat(path, *args, **kwargs)
+        return Coarse(st) if str(path).startswith(site) else st
+
+    written: list[bool] = []
+
+    def write_stamp(*args: Any, **kwargs: Any) -> bool:
+        with monkeypatch.context() as m:
+            m.setattr(os, "lstat", coarse_lstat)
+            written.append(real_write(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(fastpath, "write_stamp", write_stamp)
+    assert env.run(*env.argv()).code == 0
+    assert written == [False, False]  # (the install's own run, then the check)
+    assert not env.stamps()
+
+
 def test_no_check_after_an_install_whose_stamp_would_never_be_found(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -230,10 +230,12 @@ def trusted_folder(root: str, folder: str) -> bool:
 # --- stat records ---------------------------------------------------------------------------
 
 
-def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool]:
-    """The SHA-256 of the state of every path, the newest ctime among them, and whether each
-    one is (or links to) a regular file or a folder (a device's or a FIFO's contents are not in
-    its state).
+def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool, int]:
+    """The SHA-256 of the state of every path; when a change to any of them can no longer
+    share the ctime recorded (`_settled`: the latest over the paths, each by its own file
+    system's clock); whether each one is (or links to) a regular file or a folder (a device's
+    or a FIFO's contents are not in its state); and the latest of each ctime less its clock's
+    margin (after the present: a time in the future).
 
     A path's state is its lstat's mode, inode, device, link count, owner, group, size,
     modification and status-change times in nanoseconds (and its stat's, for a symbolic link),
@@ -245,7 +247,8 @@ def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool]:
     lstat, stat = os.lstat, os.stat
     states: list[object] = []
     add = states.append
-    newest = 0
+    ctimes: set[int] = set()
+    newest = ctimes.add
     plain = True
     for path, weak in paths:
         try:
@@ -258,7 +261,7 @@ def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool]:
             add(st[:3] + st[4:6])
             continue
         add((st[:7], st.st_mtime_ns, st.st_ctime_ns))
-        newest = max(newest, st.st_ctime_ns)
+        newest(st.st_ctime_ns)
         if kind == 0o120000:
             try:
                 st = stat(path)
@@ -266,11 +269,21 @@ def fingerprint(paths: Sequence[tuple[str, bool]]) -> tuple[str, int, bool]:
                 add(exc.errno)
                 continue
             add((st[:7], st.st_mtime_ns, st.st_ctime_ns))
-            newest = max(newest, st.st_ctime_ns)
+            newest(st.st_ctime_ns)
             kind = st.st_mode & 0o170000
         if kind not in (0o100000, 0o040000):
             plain = False
-    return sha256(marshal.dumps(states, 2)).hexdigest(), newest, plain
+    settled = max((t + _margin(t) for t in ctimes), default=0)
+    future = max((t - _margin(t) for t in ctimes), default=0)
+    return sha256(marshal.dumps(states, 2)).hexdigest(), settled, plain, future
+
+
+def _margin(ctime: int) -> int:
+    """How long after `ctime` a change may still be given the same one: a time of whole
+    seconds comes from a file system that keeps no finer (up to 2 s: FAT), any other from a
+    clock of a few milliseconds at most. Each path is judged by its own: the environment and
+    the cache may be on different file systems."""
+    return _RACY_NS if ctime % 1_000_000_000 else 2_000_000_000
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -588,8 +601,17 @@ def record_and_run(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> 
         except OSError:
             recorder.refuse("the stamp could not be written")  # the next run is a full one
     after = _take_committed()
-    if code == 0 and after is not None and not _code_changed_since(started):
-        _check_after_install(argv, run, after, recorder)
+    if code == 0 and after is not None:
+        from safepip import signals
+
+        try:
+            # SIGINT and SIGTERM end the check (an exception, caught in it or here) rather
+            # than the process: the install is committed and its output already printed.
+            with signals.handled():
+                if not _code_changed_since(started):
+                    _check_after_install(argv, run, after, recorder)
+        except KeyboardInterrupt:
+            pass  # the next run is a full one
     return code
 
 
@@ -804,20 +826,20 @@ def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None
     if not trusted_folder(root, STAMP_FOLDER):
         return False
     _prune(folder)
-    digest, newest, plain = fingerprint(paths)
+    digest, settled, plain, future = fingerprint(paths)
     if not plain:
         return False
-    margin = _RACY_NS if newest % 1_000_000_000 else 2_000_000_000
-    wait = newest + margin - time.time_ns()
+    now = time.time_ns()
+    wait = settled - now
     if wait > 0:
-        if wait > 2 * margin:
+        if future > now:
             return False  # a timestamp in the future: the clock cannot be trusted
         if max_wait_ns is not None and wait > max_wait_ns:
             return False
         time.sleep(wait / 1e9)
-        digest, newest, plain = fingerprint(paths)
-        if not plain:
-            return False
+        digest, settled, plain, _ = fingerprint(paths)
+        if not plain or settled > time.time_ns():
+            return False  # something changed meanwhile
     lines = [f"d {digest}"]
     lines += [f"{'w' if weak else 'f'} {path}" for path, weak in paths]
     lines += [f"l {folder}" for folder in recorder.lock_folders]
