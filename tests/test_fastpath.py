@@ -761,6 +761,53 @@ def test_the_stamp_waits_out_the_coarsest_clock_among_its_files(
     assert not env.stamps()
 
 
+@BOTH_ORIGINS
+def test_a_change_between_the_no_op_decision_and_the_stamp_is_not_stamped(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another install takes the environment's lock as soon as a no-op run (or the check after
+    an install) lets go of it, before its stamp is taken: here it installs beta 2.0 (a real
+    process) where the requirements pin beta 1.0. The stamp would bind the state the other
+    install left, which the run never read, and the next run would replay "kept 2 already
+    installed" over beta 2.0; it writes none, and the next run puts beta 1.0 back."""
+    folder = tmp_path / "wheels" / "beta2"
+    folder.mkdir(parents=True)
+    beta2 = build_wheel(folder, "beta", "2.0")
+    env.index.add(beta2)
+    other = tmp_path / "other.txt"
+    other.write_text(_lock_line(beta2) + "\n")
+    real_write = fastpath.write_stamp
+    raced: list[int] = []
+
+    def racing(recorder: Any, *args: Any, **kwargs: Any) -> bool:
+        if recorder.refused is None and not raced:
+            raced.append(1)
+            environ = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                fastpath.DISABLE_ENV: "1",
+            }
+            command = [sys.executable, "-m", "safepip", "install", "-r", str(other)]
+            command += ["--python", str(env.venv), "-i", env.index.url]
+            command += ["--cache-dir", str(env.cache)]
+            done = subprocess.run(command, check=False, env=environ, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        return real_write(recorder, *args, **kwargs)
+
+    if env.origin == "noop-run":  # (the install's check stamps; a no-op run stamps again)
+        assert env.run(*env.argv()).code == 0
+        for stamp in env.stamps():
+            stamp.unlink()
+    monkeypatch.setattr(fastpath, "write_stamp", racing)
+    assert env.run(*env.argv()).code == 0
+    assert raced
+    assert (env.site / "beta-2.0.dist-info").is_dir()
+    monkeypatch.setattr(fastpath, "write_stamp", real_write)
+    after = env.run(*env.argv())
+    assert after.full, after.err
+    assert (env.site / "beta-1.0.dist-info").is_dir()
+
+
 def test_no_check_after_an_install_whose_stamp_would_never_be_found(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -406,6 +406,9 @@ class Recorder:
         self.cache_root: str | None = None
         self.lock_folders: list[str] = []
         self.output: list[tuple[str, str]] = []
+        self.decided: tuple[list[tuple[str, bool]], str] | None = None
+        """What the run had read when it found it would change nothing, and its fingerprint
+        then (`mark_noop`, under the environment's lock)."""
         self.allowed: tuple[str, ...] | None = None
         """For a check after an install (`_check_after_install`): the only folders it may
         write in; in its thread, any other write and anything else that keeps a run from being
@@ -496,6 +499,14 @@ def mark_noop(*, cache_root: str, lock_folder: str | None) -> None:
         recorder.cache_root = cache_root
         if lock_folder is not None:
             recorder.lock_folders = [os.path.dirname(lock_folder), lock_folder]
+        # What the decision read, as it is now: the pipeline holds the environment's lock
+        # here, and lets go of it before the stamp is taken (`write_stamp` compares; but the
+        # cache folder, which making the stamp's folder changes).
+        paths = _stamp_paths(recorder)
+        if paths is not None:
+            cache = os.path.abspath(cache_root)
+            paths = [item for item in paths if item[0] != cache]
+            recorder.decided = (paths, fingerprint(paths)[0])
 
 
 def committed(*, cache_root: str, lock_folder: str | None) -> None:
@@ -829,6 +840,11 @@ def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None
     digest, settled, plain, future = fingerprint(paths)
     if not plain:
         return False
+    decided = recorder.decided
+    if decided is None or fingerprint(decided[0])[0] != decided[1]:
+        # Changed since the run decided under the environment's lock (another install took
+        # the lock once this run let go of it): the stamp would bind a state it never read.
+        return False
     now = time.time_ns()
     wait = settled - now
     if wait > 0:
@@ -840,6 +856,8 @@ def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None
         digest, settled, plain, _ = fingerprint(paths)
         if not plain or settled > time.time_ns():
             return False  # something changed meanwhile
+        if fingerprint(decided[0])[0] != decided[1]:
+            return False
     lines = [f"d {digest}"]
     lines += [f"{'w' if weak else 'f'} {path}" for path, weak in paths]
     lines += [f"l {folder}" for folder in recorder.lock_folders]
