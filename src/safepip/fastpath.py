@@ -841,9 +841,7 @@ def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None
     if not plain:
         return False
     decided = recorder.decided
-    if decided is None or fingerprint(decided[0])[0] != decided[1]:
-        # Changed since the run decided under the environment's lock (another install took
-        # the lock once this run let go of it): the stamp would bind a state it never read.
+    if decided is None:
         return False
     now = time.time_ns()
     wait = settled - now
@@ -856,8 +854,11 @@ def write_stamp(recorder: Recorder, code: int, *, max_wait_ns: int | None = None
         digest, settled, plain, _ = fingerprint(paths)
         if not plain or settled > time.time_ns():
             return False  # something changed meanwhile
-        if fingerprint(decided[0])[0] != decided[1]:
-            return False
+    if fingerprint(decided[0])[0] != decided[1]:
+        # Changed since the run decided under the environment's lock (another install took
+        # the lock once this run let go of it): the stamp would bind a state it never read.
+        # (Compared after the stamp's own fingerprint: a change after it fails that one.)
+        return False
     lines = [f"d {digest}"]
     lines += [f"{'w' if weak else 'f'} {path}" for path, weak in paths]
     lines += [f"l {folder}" for folder in recorder.lock_folders]
