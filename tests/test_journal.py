@@ -334,3 +334,34 @@ class TestTornStates:
         assert held.read_text() == "VERSION = 0\n"
         assert main(upgrade.install_args(upgrade.v2)) == 1
         assert held.read_text() == "VERSION = 0\n"
+
+
+def test_an_interruption_after_the_commit_says_the_install_was_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A SIGINT or SIGTERM that lands after the install committed (its last steps, the
+    pipeline's restamp or check, the output) says so, whatever code it interrupted; a new
+    command starts with nothing committed."""
+    from safepip import signals
+
+    signals.command_started()
+    assert signals.report_interrupt(signals.Interrupted(signal.SIGTERM)) == 143
+    assert capsys.readouterr().err == "error: interrupted by SIGTERM\n"
+    signals.install_committed()
+    try:
+        assert signals.report_interrupt(signals.Interrupted(signal.SIGTERM)) == 143
+        assert capsys.readouterr().err == (
+            "error: interrupted by SIGTERM; the install had already completed and was kept\n"
+        )
+        assert signals.report_interrupt(KeyboardInterrupt()) == 130
+        assert capsys.readouterr().err == (
+            "error: interrupted by SIGINT; the install had already completed and was kept\n"
+        )
+        rolled = signals.Interrupted(signal.SIGINT)
+        rolled.outcome = "the install was rolled back; the environment is as it was"
+        assert signals.report_interrupt(rolled) == 130
+        assert capsys.readouterr().err.endswith("the environment is as it was\n")
+    finally:
+        signals.command_started()
+    assert signals.report_interrupt(KeyboardInterrupt()) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"

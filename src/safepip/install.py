@@ -815,6 +815,7 @@ def _apply(
             txn.check_environment()
             with signals.deferred() as arrived:
                 txn.commit()
+                signals.install_committed()
         except BaseException as exc:
             with signals.deferred():  # its threads are idle: `place_many` waited for them
                 linker.close()
@@ -846,7 +847,7 @@ def _apply(
     linker.close()
     if arrived:
         interrupted = signals.Interrupted(arrived[0])
-        interrupted.outcome = "the install had already completed and was kept"
+        interrupted.outcome = signals.COMMITTED
         raise interrupted
     return InstallResult(
         installed=plan.install,

@@ -37,6 +37,22 @@ class Interrupted(KeyboardInterrupt):
 # While a section defers signals, the handler records them here instead of raising.
 _deferring: list[list[int]] = []
 
+COMMITTED = "the install had already completed and was kept"
+"""What a SIGINT or SIGTERM that arrives after an install committed leaves of it."""
+_committed: list[bool] = []
+
+
+def install_committed() -> None:
+    """An install of this process has committed its transaction: an interruption from now on
+    (in the install's last steps, the pipeline's or the command's output) is reported as
+    coming after it (`report_interrupt`), whichever code it interrupts."""
+    _committed.append(True)
+
+
+def command_started() -> None:
+    """A command starts (`safepip.cli.main`): no install of it has committed yet."""
+    _committed.clear()
+
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if _deferring:
@@ -80,9 +96,12 @@ def report_interrupt(exc: KeyboardInterrupt) -> int:
 
     if isinstance(exc, Interrupted):
         text = f"interrupted by {signal.Signals(exc.signum).name}"
-        if exc.outcome:
-            text += f"; {exc.outcome}"
+        outcome = exc.outcome or (COMMITTED if _committed else None)
+        if outcome:
+            text += f"; {outcome}"
         code = exc.exit_code
+    elif _committed:  # Python's own SIGINT handler, back after the install's sections
+        text, code = f"interrupted by SIGINT; {COMMITTED}", 128 + signal.SIGINT
     else:
         text, code = "interrupted", 128 + signal.SIGINT
     sys.stderr.write(f"error: {text}\n")

@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    signals.command_started()
     try:
         with signals.handled():
             return int(args.handler(args))
