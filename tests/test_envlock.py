@@ -97,3 +97,28 @@ def test_error_lock_folder_writable_by_others_is_refused(
     folder.chmod(0o700)
     assert stat.S_IMODE(envlock.lock_folder().stat().st_mode) == 0o700
     time.sleep(0)
+
+
+def test_a_file_system_without_locks_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `flock` is not supported (some network file systems), taking the environment's
+    lock is a LockError naming the file and what to do, not a traceback; nothing stays open."""
+    import errno
+    import fcntl
+    from typing import Any
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    path = tmp_path / "env.lock"
+    before = len(os.listdir("/proc/self/fd"))
+    target: Any = None  # only named in a waiting message, which is never reached
+    with pytest.raises(envlock.LockError) as info:
+        envlock._acquire(path, target, None)
+    assert str(info.value) == (
+        f"Cannot lock the environment through `{path}`: {os.strerror(errno.ENOLCK)}"
+    )
+    assert info.value.hint == "set TMPDIR to a folder on a local file system that supports locks"
+    assert len(os.listdir("/proc/self/fd")) == before

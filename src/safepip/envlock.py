@@ -9,6 +9,7 @@ lock folder would let another user plant a symlink where safepip opens its lock 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -128,10 +129,19 @@ def _acquire(
             elif not _taken_while_owner_unknown(fd, path):
                 on_wait(_waiting_message(path, target))
                 fcntl.flock(fd, fcntl.LOCK_EX)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
+        if isinstance(exc, OSError) and exc.errno in _NO_LOCKS:
+            raise LockError(
+                f"Cannot lock the environment through `{path}`: {exc.strerror}",
+                hint="set TMPDIR to a folder on a local file system that supports locks",
+            ) from exc
         raise
     return functools.partial(os.close, fd)
+
+
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+"""What `flock` says where the lock folder's file system offers no locks."""
 
 
 def _taken_while_owner_unknown(fd: int, path: Path) -> bool:
