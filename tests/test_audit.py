@@ -326,31 +326,14 @@ class TestScale:
     ) -> None:
         """300 findings of one 200 KB advisory: auditing and writing the 60 MB JSON report
         holds the text about once, not 300 times."""
-        import os
-        import tracemalloc
-
-        from safepip.audit.report import write_json
-
         options, packages = big_advisory
-        tracemalloc.start()
-        try:
-            report = audit_packages(packages, options)
-            with open(os.devnull, "w", encoding="utf-8") as sink:
-                write_json(report, sink)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        _, peak = _audit_and_write_json(packages, options)
         assert peak < 8_000_000, peak
 
     def test_memory_does_not_grow_with_distinct_lists_of_findings(self, tmp_path: Path) -> None:
         """300 pins, each inside its own range of one 200 KB advisory: each pin has its own
         fixes, so its own list of findings, and the JSON report still holds the text about
         once (a list's JSON is kept as pieces, never joined: issue 11)."""
-        import os
-        import tracemalloc
-
-        from safepip.audit.report import write_json
-
         record = {
             "id": "PYSEC-9999-2",
             "modified": "2026-07-01T00:00:00Z",
@@ -373,18 +356,32 @@ class TestScale:
         (folder / "PYSEC-9999-2.json").write_text(json.dumps(record))
         options = AuditOptions(db_path=folder, today=dt.date(2026, 7, 2))
         packages = [(canonicalize_name("heavy"), f"1.{i}") for i in range(300)]
-        tracemalloc.start()
-        try:
-            report = audit_packages(packages, options)
-            with open(os.devnull, "w", encoding="utf-8") as sink:
-                write_json(report, sink)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        report, peak = _audit_and_write_json(packages, options)
         assert {p.vulns[0].smallest_fix for p in report.packages} == {
             f"1.{i}.1" for i in range(300)
         }
         assert peak < 8_000_000, peak
+
+
+def _audit_and_write_json(
+    packages: list[tuple[NormalizedName, str]], options: AuditOptions
+) -> tuple[AuditReport, int]:
+    """Audit `packages` and write the JSON report to nowhere: the report and the peak of
+    memory traced meanwhile."""
+    import os
+    import tracemalloc
+
+    from safepip.audit.report import write_json
+
+    tracemalloc.start()
+    try:
+        report = audit_packages(packages, options)
+        with open(os.devnull, "w", encoding="utf-8") as sink:
+            write_json(report, sink)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return report, peak
 
 
 def _straight_result(

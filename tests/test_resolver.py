@@ -219,14 +219,7 @@ class TestResolution:
         index.add(wheel_factory("c", "1.0"))
         policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
         with Session(NetConfig(policy=policy, retries=0)) as session:
-            prefetcher = resolver._Prefetcher(
-                index=IndexClient(session, index_urls=[index.url]),
-                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
-                session=session,
-                cache=Cache(tmp_path / "cache"),
-                pre=False,
-                preferred={},
-            )
+            prefetcher = _prefetcher(session, index, tmp_path)
             try:
                 name = NormalizedName("b")
                 prefetcher.want_project(name, SpecifierSet(), frozenset()).result()
@@ -258,14 +251,7 @@ class TestResolution:
             blocker_done.set()
 
         with Session(NetConfig(policy=policy, retries=0)) as session:
-            prefetcher = resolver._Prefetcher(
-                index=IndexClient(session, index_urls=[index.url]),
-                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
-                session=session,
-                cache=Cache(tmp_path / "cache"),
-                pre=False,
-                preferred={},
-            )
+            prefetcher = _prefetcher(session, index, tmp_path)
             try:
                 prefetcher._pool.submit(blocker)
                 files = prefetcher.project(NormalizedName("b"))
@@ -410,3 +396,15 @@ def test_same_wheel_on_an_index_and_a_find_links_folder(
     )  # fmt: skip
     assert code == 0, err
     assert "twice==1.0" in out.read_text()
+
+
+def _prefetcher(session: Session, index: StaticIndex, tmp_path: Path) -> resolver._Prefetcher:
+    """A prefetcher for `index` as the resolver makes one (Python 3.11, the default platform)."""
+    return resolver._Prefetcher(
+        index=IndexClient(session, index_urls=[index.url]),
+        target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+        session=session,
+        cache=Cache(tmp_path / "cache"),
+        pre=False,
+        preferred={},
+    )
