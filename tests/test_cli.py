@@ -260,3 +260,58 @@ class TestStaleAdvisoryData:
         assert code == 1
         assert err.startswith("error: Refusing to audit with stale data")
         assert not list(venv.glob("lib/python3*/site-packages/stalepkg*"))
+
+
+class TestCollector:
+    """The command's modules are imported with the cyclic collector off and kept out of its
+    passes while the command runs; the caller gets the collector back as it was."""
+
+    def test_frozen_while_the_command_runs_and_given_back(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import gc
+
+        import safepip.cli.hash
+
+        seen: list[tuple[bool, int]] = []
+        real = safepip.cli.hash.run
+
+        def run(args: argparse.Namespace) -> int:
+            seen.append((gc.isenabled(), gc.get_freeze_count()))
+            return real(args)
+
+        monkeypatch.setattr(safepip.cli.hash, "run", run)
+        (tmp_path / "f").write_bytes(b"x")
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0
+        assert main(["hash", str(tmp_path / "f")]) == 0
+        [(enabled, frozen)] = seen
+        assert enabled
+        assert frozen > 0
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0
+
+    def test_given_back_after_a_usage_error(self) -> None:
+        import gc
+
+        assert main(["hash", "--no-such-option"]) == 2
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0
+
+    @pytest.mark.parametrize("state", ["off", "frozen by the caller"])
+    def test_left_alone_when_not_ours(self, state: str, tmp_path: Path) -> None:
+        import gc
+
+        (tmp_path / "f").write_bytes(b"x")
+        if state == "off":
+            gc.disable()
+        else:
+            gc.freeze()
+        try:
+            assert main(["hash", str(tmp_path / "f")]) == 0
+            # (a frozen object freed meanwhile leaves the count one lower)
+            assert gc.isenabled() == (state != "off")
+            assert (gc.get_freeze_count() > 0) == (state != "off")
+        finally:
+            gc.unfreeze()
+            gc.enable()

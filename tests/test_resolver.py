@@ -319,18 +319,27 @@ class TestCollector:
         assert all(count > 0 for count in seen)
         assert gc.get_freeze_count() == 0
 
-    @pytest.mark.parametrize("state", ["disabled", "frozen by someone else"])
-    def test_left_alone_when_not_ours(
-        self, state: str, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    def test_left_alone_when_the_collector_is_off(
+        self, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(gc, "freeze", lambda: pytest.fail("froze"))
         monkeypatch.setattr(gc, "unfreeze", lambda: pytest.fail("unfroze"))
-        if state == "disabled":
-            monkeypatch.setattr(gc, "isenabled", lambda: False)
-        else:
-            monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+        monkeypatch.setattr(gc, "isenabled", lambda: False)
         result, _ = scenario({"indexes": ["basic"], "requirements": ["a"]})
         assert result.pins
+
+    def test_frozen_by_someone_else_first_stays_frozen(
+        self, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The command line froze what it imported: the pages join them, and only the command
+        line gives everything back (an unfreeze here would give back its objects too)."""
+        froze: list[int] = []
+        monkeypatch.setattr(gc, "freeze", lambda: froze.append(1))
+        monkeypatch.setattr(gc, "unfreeze", lambda: pytest.fail("unfroze"))
+        monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+        result, _ = scenario({"indexes": ["basic"], "requirements": ["a"]})
+        assert result.pins
+        assert froze
 
     def test_released_when_the_resolution_fails(self, scenario: Callable[..., Any]) -> None:
         with pytest.raises(ResolutionError):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import posixpath
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -982,6 +982,17 @@ def _read_cached_response(path: Path) -> _CachedResponse | None:
     return _CachedResponse(content_type=content_type, etag=etag, last_modified=modified, body=body)
 
 
+_WRITES = itertools.count()
+_CREATE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it into place.
 
@@ -989,9 +1000,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
     writers race, the last rename wins with a whole file. Failures are ignored: the cache only
     saves requests, it never decides anything.
     """
+    # A name no other writer picks (this process's id and its own count of writes), created
+    # exclusively; the folder is made only when it is missing. `tempfile.mkstemp` cost twice
+    # as much (a random name, and a `mkdir` before every write): a lock writes a page and a
+    # metadata file per project.
+    tmp = path.parent / f".tmp-{os.getpid()}-{next(_WRITES)}.part"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _CREATE_FLAGS, 0o600)
     except OSError:
         return
     try:

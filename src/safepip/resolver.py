@@ -358,11 +358,14 @@ class _Collector:
     that lock's CPU, for nothing (a page holds no cycles). Once a page is read, everything
     alive is moved out of the collector's view (`gc.freeze`); at the end it is moved back
     (`gc.unfreeze`), so anything that became garbage meanwhile is collected as usual. Left
-    alone when the collector is off or something else has frozen objects (theirs to undo).
+    alone when the collector is off. When something else had frozen objects before (the
+    command line freezes what it imported), the pages stay frozen with them: only all
+    frozen objects can be given back at once, and that is for whoever froze first to do.
     """
 
     def __init__(self) -> None:
-        self.active = gc.isenabled() and gc.get_freeze_count() == 0
+        self.active = gc.isenabled()
+        self.unfreeze = self.active and gc.get_freeze_count() == 0
 
     def page_read(self) -> None:
         if self.active:
@@ -371,7 +374,8 @@ class _Collector:
     def close(self) -> None:
         if self.active:
             self.active = False
-            gc.unfreeze()
+            if self.unfreeze:
+                gc.unfreeze()
 
 
 class _Prefetcher:
