@@ -848,3 +848,21 @@ def test_recording_stops_once_the_run_changes_something(tmp_path: Path) -> None:
     assert seen == {"wrapped": True, "restored": True, "recorder": None}
     assert os.stat is original
     assert not (tmp_path / "noop").exists()
+
+
+def test_the_command_hides_its_heap_from_the_final_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`safepip` (the console script) exits with the code of its run, after moving what is
+    left out of the collector's sight: the full collection at the interpreter's exit would
+    walk an install's whole heap for nothing (issue 14)."""
+    import gc
+
+    monkeypatch.setattr(fastpath, "main", lambda argv=None: 3)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            fastpath.run()
+        assert exited.value.code == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
