@@ -1380,3 +1380,58 @@ def test_record_text_is_what_csv_writes(rows: list[tuple[str, str, int | str]]) 
     out = io.StringIO()
     csv.writer(out, delimiter=",", quotechar='"', lineterminator="\n").writerows(rows)
     assert _record_text(rows) == out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kind", ["plain", "data", "pycache", "generated", "platlib", "empty", "long"]
+)
+def test_plain_wheels_are_laid_out_as_member_by_member(
+    tmp_path: Path, venv_factory: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A wheel whose members are all plain files of its root scheme is laid out a list at a
+    time (issue 14: 18,000 members in the large lock); the layout (links, sizes, executable
+    bits, files written with RECORD and the seal, the journal's paths) is exactly the one the
+    member-by-member loop makes, which every other wheel still takes."""
+    from safepip import install as install_stage
+    from safepip import target as target_mod
+    from safepip.fetch import unpack_wheel
+    from safepip.journal import environment_roots
+
+    files: dict[str, bytes | str] = {f"pkg/m{i}.py": f"x = {i}\n" for i in range(40)}
+    extra: dict[str, Any] = {"entry_points": {"console_scripts": {"pkg-cli": "pkg:main"}}}
+    if kind == "data":
+        extra["data_files"] = {"scripts/run": "#!python\nprint(1)\n", "data/share/x": "x"}
+    elif kind == "pycache":
+        files["pkg/__pycache__/m0.cpython-311.pyc"] = b"\0"
+    elif kind == "generated":
+        files["pkg-1.0.dist-info/INSTALLER"] = "pip\n"  # safepip writes its own
+        files["pkg-1.0.dist-info/safepip.json"] = "{}"
+    elif kind == "platlib":
+        extra["root_is_purelib"] = False
+        extra["tag"] = "cp311-cp311-linux_x86_64"
+    elif kind == "empty":
+        files = {}
+        extra = {}
+    elif kind == "long":
+        files["pkg/" + "n" * 250 + ".py"] = ""
+    wheel = build_wheel(tmp_path, "pkg", "1.0", files=files, **extra)
+    unpacked = unpack_wheel(wheel, sha256_file(wheel), str(tmp_path / "cache"))
+    venv = venv_factory()
+    target = target_mod.probe(target_mod.find_python(str(venv), system=False))
+    roots = environment_roots(target)
+    index = {
+        d: roots.index(d) for d in {os.path.abspath(v) for v in target.paths.as_dict().values()}
+    }
+    key = b"k" * 32
+
+    def layout() -> Any:
+        made = install_stage._layout_wheel(
+            unpacked, target, {"INSTALLER": b"safepip\n", "safepip.json": b"{}"}, "pkg", key, index
+        )
+        return made.links, made.sizes, made.executable, made.writes, made.creates
+
+    plain = install_stage._plain_members(unpacked, str(target.paths.purelib) + os.sep, 255, set())
+    fast = layout()
+    monkeypatch.setattr(install_stage, "_plain_members", lambda *args: None)
+    assert fast == layout()
+    assert (plain is not None) == (kind in ("plain", "generated", "platlib", "empty"))

@@ -62,6 +62,35 @@ def test_place_many_puts_every_file_in_place(tmp_path: Path, mode: LinkMode) -> 
     assert linker.linked == (mode is LinkMode.HARDLINK)
 
 
+def test_sizes_and_executable_bits_given_are_used_without_an_fstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the sources' sizes and executable bits given (an install has them from the cache's
+    manifests, checked against each file just before), each file is copied with them, without
+    an `fstat` of its own (issue 14): here the bits given are the opposite of the files'."""
+    sources = make_sources(tmp_path / "src", 60)
+    out = tmp_path / "out"
+    out.mkdir()
+    pairs, sizes = with_sizes([(s, str(out / f"d{i}")) for i, (s, _, _) in enumerate(sources)])
+    fstats: list[int] = []
+    real_fstat = os.fstat
+
+    def counting(fd: int) -> os.stat_result:
+        fstats.append(fd)
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", counting)
+    with Linker(LinkMode.COPY) as linker:
+        linker.workers = 3
+        linker.place_many(pairs, sizes, [not x for _, _, x in sources])
+    assert fstats == []
+    monkeypatch.undo()
+    for (_, data, x), (_, dest) in zip(sources, pairs, strict=True):
+        with open(dest, "rb") as fh:
+            assert fh.read() == data
+        assert bool(os.stat(dest).st_mode & 0o111) is not x
+
+
 def test_many_files_are_placed_by_several_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,10 +100,10 @@ def test_many_files_are_placed_by_several_threads(
     seen: set[str] = set()
     real = Linker.place
 
-    def recording(self: Linker, source: str, dest: str) -> None:
+    def recording(self: Linker, source: str, dest: str, *known: Any) -> None:
         seen.add(threading.current_thread().name)
         time.sleep(0.001)  # long enough for every thread to take some
-        real(self, source, dest)
+        real(self, source, dest, *known)
 
     monkeypatch.setattr(Linker, "place", recording)
     with Linker(LinkMode.COPY) as linker:
@@ -109,7 +138,7 @@ class Tracker:
         self.late: list[str] = []
         real = Linker.place
 
-        def place(linker: Linker, source: str, dest: str) -> None:
+        def place(linker: Linker, source: str, dest: str, *known: Any) -> None:
             with self.lock:
                 if self.closed:
                     self.late.append(dest)
@@ -117,7 +146,7 @@ class Tracker:
             try:
                 time.sleep(0.002)
                 fail(dest)
-                real(linker, source, dest)
+                real(linker, source, dest, *known)
             finally:
                 with self.lock:
                     self.active -= 1
@@ -213,12 +242,12 @@ import errno, json, os, signal, sys, time
 from safepip import linking, signals
 from safepip.linking import Linker, LinkMode
 
-sources, out, log, fail_in, fail_how, delay = sys.argv[1:7]
+sources, out, log, fail_in, fail_how, delay, invert = sys.argv[1:8]
 parent = os.getpid()
 real = Linker.place
 count = [0]
 
-def place(linker, source, dest):
+def place(linker, source, dest, *known):
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, f"{os.getpid()} {dest}\\n".encode())
     os.close(fd)
@@ -229,7 +258,7 @@ def place(linker, source, dest):
             os.kill(parent, signal.SIGINT)
         else:
             raise OSError(errno.ENOSPC, "No space left on device", dest)
-    real(linker, source, dest)
+    real(linker, source, dest, *known)
 
 Linker.place = place
 names = sorted(os.listdir(sources))
@@ -246,7 +275,8 @@ linker = Linker(LinkMode.COPY)
 result = {"parent": parent, "can_share": linker.can_share(len(pairs))}
 try:
     with signals.handled():
-        linker.place_shared(pairs, sizes, first, delay=float(delay))
+        given = [not os.access(s, os.X_OK) for s, _ in pairs] if invert else None
+        linker.place_shared(pairs, sizes, first, executable=given, delay=float(delay))
 except BaseException as exc:
     result["error"] = f"{type(exc).__name__}: {exc}"
     result["filename"] = getattr(exc, "filename", None)
@@ -270,10 +300,12 @@ def run_shared(
     fail_in: str = "",
     fail_how: str = "",
     delay: float = 0.0,
+    invert: bool = False,
 ) -> tuple[dict[str, Any], list[tuple[int, str]], list[tuple[str, bytes, bool]]]:
     """`place_shared` in a fresh interpreter (a fork of this one would copy pytest): `count`
     files, failing in the `parent` or the `helper` at its 5th file (`fail_how`: an error, or
-    SIGINT), or in `first`."""
+    SIGINT), or in `first`. `invert`: the executable bits given are the opposite of the
+    files'."""
     import json
     import subprocess
     import sys
@@ -285,6 +317,7 @@ def run_shared(
     script = tmp_path / "shared.py"
     script.write_text(SHARED_SCRIPT)
     argv = [str(script), str(tmp_path / "src"), str(out), str(log), fail_in, fail_how, str(delay)]
+    argv.append("invert" if invert else "")
     done = subprocess.run(
         [sys.executable, *argv],
         capture_output=True,
@@ -316,6 +349,18 @@ def test_place_shared_puts_every_file_in_place_from_two_processes(tmp_path: Path
     assert len(by) == 2
     assert result["parent"] in by
     assert sorted(dest for _, dest in placed) == sorted(str(out / f"f{i}") for i in range(400))
+
+
+def test_place_shared_uses_the_executable_bits_given(tmp_path: Path) -> None:
+    """Both processes copy with the sizes and executable bits given (no `fstat` of each file):
+    here bits opposite to the files' (issue 14)."""
+    result, placed, sources = run_shared(tmp_path, 400, delay=0.001, invert=True)
+    assert "error" not in result
+    assert len({pid for pid, _ in placed}) == 2
+    for i, (_, data, executable) in enumerate(sources):
+        dest = tmp_path / "out" / f"f{i}"
+        assert dest.read_bytes() == data
+        assert bool(dest.stat().st_mode & 0o111) is not executable
 
 
 def test_few_files_or_hard_links_are_not_shared(tmp_path: Path) -> None:

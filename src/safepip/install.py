@@ -31,11 +31,11 @@ from safepip.plan import recorded_sha256s, same_version
 from safepip.urls import redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from installer.scripts import LauncherKind, ScriptSection
 
-    from safepip.fetch import FetchedArtifact, UnpackedWheel
+    from safepip.fetch import FetchedArtifact, ManifestEntry, UnpackedWheel
     from safepip.plan import Pin
     from safepip.target import InstalledDistribution, Target
 
@@ -164,13 +164,6 @@ class Transaction:
         self._prune: set[tuple[int, str]] = set()
         self._existing_dirs: set[str] = set()
         self._env_root = os.path.abspath(target.prefix) if target.kind == "env" else None
-        self._scheme_indexes: dict[str, int] = {}
-
-    def scheme_index(self, scheme_dir: str) -> int:
-        index = self._scheme_indexes.get(scheme_dir)
-        if index is None:
-            index = self._scheme_indexes[scheme_dir] = self.roots.index(os.path.abspath(scheme_dir))
-        return int(index)
 
     def begin(self, site: str, creates: Sequence[tuple[int, str]], summary: str) -> None:
         self.current = site
@@ -263,17 +256,21 @@ class Transaction:
             linker.place(source, dest)
 
     def place_many(
-        self, pairs: Sequence[tuple[str, str]], sizes: Sequence[int], linker: Linker
+        self,
+        pairs: Sequence[tuple[str, str]],
+        sizes: Sequence[int],
+        executable: Sequence[bool],
+        linker: Linker,
     ) -> None:
-        """Phase 2: `place` for many files at once (`sizes`: the sources' sizes), large copies
-        in a few threads (see `Linker.place_many`, which has stopped them all before it
-        raises)."""
+        """Phase 2: `place` for many files at once (`sizes` and `executable`: the sources',
+        from the cache's manifests), large copies in a few threads (see `Linker.place_many`,
+        which has stopped them all before it raises)."""
         if self.delay:
             for source, dest in pairs:
                 self.place(source, dest, linker)
             return
         try:
-            linker.place_many(pairs, sizes)
+            linker.place_many(pairs, sizes, executable)
         except BaseException:
             self.current = linker.failed or self.current
             raise
@@ -282,6 +279,7 @@ class Transaction:
         self,
         pairs: Sequence[tuple[str, str]],
         sizes: Sequence[int],
+        executable: Sequence[bool],
         writes: Sequence[tuple[str, bytes, bool]],
         linker: Linker,
     ) -> None:
@@ -290,11 +288,11 @@ class Transaction:
         raises) while this one also `write`s `writes`. Every destination must be distinct."""
 
         def write_all() -> None:
-            for dest, data, executable in writes:
-                self.write(dest, data, executable=executable)
+            for dest, data, mode_x in writes:
+                self.write(dest, data, executable=mode_x)
 
         try:
-            linker.place_shared(pairs, sizes, write_all, delay=self.delay)
+            linker.place_shared(pairs, sizes, write_all, executable=executable, delay=self.delay)
         except BaseException:
             self.current = linker.failed or self.current
             raise
@@ -369,11 +367,13 @@ class _Layout:
     links: list[tuple[str, str]] = field(default_factory=list)
     """(source in the cache, destination)."""
     sizes: list[int] = field(default_factory=list)
-    """The size of each source in `links`."""
+    """The size of each source in `links`, as the cache's manifest records it."""
+    executable: list[bool] = field(default_factory=list)
+    """Whether each source in `links` is executable, as the cache's manifest records it."""
     writes: list[tuple[str, bytes, bool]] = field(default_factory=list)
     """(destination, contents, executable)."""
-    creates: list[tuple[str, str]] = field(default_factory=list)
-    """(scheme folder, path below it) of every destination."""
+    creates: list[tuple[int, str]] = field(default_factory=list)
+    """(root index, path below that root) of every destination (see `Journal.begin`)."""
 
 
 def _script_name_ok(name: str) -> bool:
@@ -381,7 +381,12 @@ def _script_name_ok(name: str) -> bool:
 
 
 def _layout_wheel(
-    wheel: UnpackedWheel, target: Target, extra: dict[str, bytes], dist_name: str, key: bytes
+    wheel: UnpackedWheel,
+    target: Target,
+    extra: dict[str, bytes],
+    dist_name: str,
+    key: bytes,
+    roots: Mapping[str, int],
 ) -> _Layout:
     """Lay out one unpacked, verified wheel (PEP 427 install steps), without writing anything.
 
@@ -392,12 +397,12 @@ def _layout_wheel(
     unpacked (no absolute paths, no `..`); here the wheel is refused (exit 3) when a member
     would land in a `.dist-info` or `.egg-info` folder of a site folder through `.data`, in
     safepip's own data folder, or in an unknown `.data` scheme, when an entry point's name is
-    not a plain file name, and when a path is longer than the file system allows.
+    not a plain file name, and when a path is longer than the file system allows. `roots`: the
+    index of each scheme folder among the journal's roots.
     """
     schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
-    data_prefix = wheel.data_dir + "/"
     record_name = f"{wheel.dist_info}/RECORD"
     sites = {schemes["purelib"], schemes["platlib"]}
     # Files safepip writes itself; a wheel's own copy (also through `.data/purelib`) is skipped.
@@ -408,23 +413,147 @@ def _layout_wheel(
     }
     guard = _Guard(wheel.filename, sites, target)
     layout = _Layout(filename=wheel.filename)
-    # RECORD rows as (scheme, path within the scheme, "alg=digest", size).
-    records: list[tuple[str, str, str, str | int]] = []
+    # Paths in other schemes are written relative to the root scheme folder (installer's rule).
+    prefixes = {
+        k: "" if k == root_scheme else os.path.relpath(v, start=schemes[root_scheme]) + "/"
+        for k, v in schemes.items()
+    }
+    # RECORD rows as (path relative to the root scheme folder, "alg=digest", size).
+    records: list[tuple[str, str, str | int]] = []
     python = str(target.python)
 
+    root_prefix = root if root.endswith(os.sep) else root + os.sep
+    root_dir = schemes[root_scheme]
+    root_dest = root_dir if root_dir.endswith(os.sep) else root_dir + os.sep
+    root_index = roots[root_dir]
+
+    def add_write(scheme: str, rel: str, data: bytes, *, executable: bool = False) -> None:
+        layout.writes.append((os.path.join(schemes[scheme], rel), data, executable))
+        layout.creates.append((roots[schemes[scheme]], rel))
+        records.append((prefixes[scheme] + rel, _digest(data), str(len(data))))
+
+    plain = _plain_members(wheel, root_dest, guard.name_max, generated)
+    if plain is not None:
+        # Every member is a plain file of the root scheme (most wheels): laid out a list at a
+        # time, not a member at a time (the large lock has 18,000 of them).
+        layout.links = [(root_prefix + e.path, root_dest + e.path) for e in plain]
+        layout.sizes = [e.size for e in plain]
+        layout.executable = [e.executable for e in plain]
+        layout.creates = [(root_index, e.path) for e in plain]
+        records = [e[:3] for e in plain]
+    else:
+        _layout_members(
+            wheel,
+            layout,
+            records,
+            guard,
+            schemes=schemes,
+            prefixes=prefixes,
+            roots=roots,
+            generated=generated,
+            add_write=add_write,
+            python=python,
+            dist_name=dist_name,
+        )
+    entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
+    if entry_points.is_file():
+        from installer.scripts import Script
+        from installer.utils import parse_entrypoints
+
+        kind: LauncherKind = "posix" if os.name != "nt" else "win-amd64"
+        entries = _versioned_launchers(
+            parse_entrypoints(entry_points.read_text("utf-8")), target.version
+        )
+        for name, module, attr, section in entries:
+            if not _script_name_ok(name):
+                raise WheelIntegrityError(
+                    wheel.filename,
+                    f"entry point name `{name}` is not a plain file name (it would leave "
+                    "the scripts folder)",
+                    member=f"{wheel.dist_info}/entry_points.txt",
+                )
+            script_name, data = Script(name, module, attr, section).generate(python, kind)
+            guard.check(os.path.join(schemes["scripts"], script_name), name, via_data=True)
+            add_write("scripts", script_name, data, executable=True)
+    for filename, data in extra.items():
+        add_write(root_scheme, f"{wheel.dist_info}/{filename}", data)
+    seal_name = f"{wheel.dist_info}/{seal.SEAL_FILE}"
+    records.append((seal_name, "", ""))
+    records.append((record_name, "", ""))
+    record = _record_text(records).encode("utf-8")
+    # (RECORD and the seal are not rows of their own digest: written without `add_write`)
+    for rel, data in ((record_name, record), (seal_name, seal.make(key, wheel.dist_info, record))):
+        layout.writes.append((os.path.join(root_dir, rel), data, False))
+        layout.creates.append((root_index, rel))
+    return layout
+
+
+def _plain_members(
+    wheel: UnpackedWheel, root_dest: str, name_max: int, generated: set[str]
+) -> list[ManifestEntry] | None:
+    """The wheel's members but its RECORD and the files safepip generates, when every one is a
+    plain file of the root scheme (no `.data` member, no `__pycache__`, nothing named like a
+    journal, no path long enough to need `_Guard.check`); else None (`_layout_members` then
+    looks at each member). Decided on the members' paths joined with NUL (which no path
+    holds), as `fetch._all_safe` does, not a member at a time."""
+    entries = wheel.entries
+    paths = [e.path for e in entries]
+    if not paths:
+        return []
+    joined = "\0" + "\0".join(paths) + "\0"
+    if (
+        "\0" + wheel.data_dir + "/" in joined
+        or "__pycache__/" in joined
+        or TXN_PREFIX in joined
+        or len(root_dest) + max(map(len, paths)) > name_max
+    ):
+        return None
+    # (`generated` holds the RECORD too)
+    skipped = {f"{wheel.dist_info}/RECORD"}
+    skipped.update(g[len(root_dest) :] for g in generated if g.startswith(root_dest))
+    drop: list[int] = []
+    for path in skipped:
+        found = joined.count("\0" + path + "\0")
+        if found > 1:
+            return None  # (a manifest never lists a path twice)
+        if found:
+            drop.append(paths.index(path))
+    kept = list(entries)
+    for i in sorted(drop, reverse=True):
+        del kept[i]
+    return kept
+
+
+def _layout_members(
+    wheel: UnpackedWheel,
+    layout: _Layout,
+    records: list[tuple[str, str, str | int]],
+    guard: _Guard,
+    *,
+    schemes: Mapping[str, str],
+    prefixes: Mapping[str, str],
+    roots: Mapping[str, int],
+    generated: set[str],
+    add_write: Callable[..., None],
+    python: str,
+    dist_name: str,
+) -> None:
+    """`_layout_wheel`'s members one at a time: `.data` schemes, `__pycache__` (never
+    installed), `#!python` scripts, long paths and the checks of each."""
+    root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
+    root = str(wheel.root)
+    data_prefix = wheel.data_dir + "/"
+    record_name = f"{wheel.dist_info}/RECORD"
     # This loop runs once per installed file (tens of thousands): no per-file lookups.
     root_prefix = root if root.endswith(os.sep) else root + os.sep
     links_append = layout.links.append
     sizes_append = layout.sizes.append
+    executable_append = layout.executable.append
     creates_append = layout.creates.append
     records_append = records.append
-
-    def add_write(scheme: str, rel: str, data: bytes, *, executable: bool = False) -> None:
-        layout.writes.append((os.path.join(schemes[scheme], rel), data, executable))
-        layout.creates.append((schemes[scheme], rel))
-
     root_dir = schemes[root_scheme]
     root_dest = root_dir if root_dir.endswith(os.sep) else root_dir + os.sep
+    root_index = roots[root_dir]
     name_max = guard.name_max
     for entry in wheel.entries:
         path = entry.path
@@ -442,8 +571,9 @@ def _layout_wheel(
                 guard.check(dest, path, via_data=False)
             links_append((root_prefix + path, dest))
             sizes_append(entry.size)
-            creates_append((root_dir, path))
-            records_append((root_scheme, path, entry.hash, entry.size))
+            executable_append(entry.executable)
+            creates_append((root_index, path))
+            records_append((path, entry.hash, entry.size))
             continue
         if path == record_name:
             continue
@@ -474,53 +604,13 @@ def _layout_wheel(
                 data = fh.read()
             if data.startswith(b"#!python"):
                 _, _, rest = data.partition(b"\n")
-                data = f"#!{python}\n".encode() + rest
-                add_write(scheme, rel, data, executable=True)
-                records.append((scheme, rel, _digest(data), str(len(data))))
+                add_write(scheme, rel, f"#!{python}\n".encode() + rest, executable=True)
                 continue
         links_append((source, dest))
         sizes_append(entry.size)
-        creates_append((schemes[scheme], rel))
-        records_append((scheme, rel, entry.hash, entry.size))
-    entry_points = wheel.root / wheel.dist_info / "entry_points.txt"
-    if entry_points.is_file():
-        from installer.scripts import Script
-        from installer.utils import parse_entrypoints
-
-        kind: LauncherKind = "posix" if os.name != "nt" else "win-amd64"
-        entries = _versioned_launchers(
-            parse_entrypoints(entry_points.read_text("utf-8")), target.version
-        )
-        for name, module, attr, section in entries:
-            if not _script_name_ok(name):
-                raise WheelIntegrityError(
-                    wheel.filename,
-                    f"entry point name `{name}` is not a plain file name (it would leave "
-                    "the scripts folder)",
-                    member=f"{wheel.dist_info}/entry_points.txt",
-                )
-            script_name, data = Script(name, module, attr, section).generate(python, kind)
-            guard.check(os.path.join(schemes["scripts"], script_name), name, via_data=True)
-            add_write("scripts", script_name, data, executable=True)
-            records.append(("scripts", script_name, _digest(data), str(len(data))))
-    for filename, data in extra.items():
-        rel = f"{wheel.dist_info}/{filename}"
-        add_write(root_scheme, rel, data)
-        records.append((root_scheme, rel, _digest(data), str(len(data))))
-    seal_name = f"{wheel.dist_info}/{seal.SEAL_FILE}"
-    records.append((root_scheme, seal_name, "", ""))
-    records.append((root_scheme, record_name, "", ""))
-    # Paths in other schemes are written relative to the root scheme folder (installer's rule).
-    prefixes = {
-        k: "" if k == root_scheme else os.path.relpath(v, start=schemes[root_scheme]) + "/"
-        for k, v in schemes.items()
-    }
-    record = _record_text(
-        [(prefixes[scheme] + rel, digest, size) for scheme, rel, digest, size in records]
-    ).encode("utf-8")
-    add_write(root_scheme, record_name, record)
-    add_write(root_scheme, seal_name, seal.make(key, wheel.dist_info, record))
-    return layout
+        executable_append(entry.executable)
+        creates_append((roots[schemes[scheme]], rel))
+        records_append((prefixes[scheme] + rel, entry.hash, entry.size))
 
 
 def _record_text(rows: Sequence[tuple[str, str, str | int]]) -> str:
@@ -756,6 +846,10 @@ def _apply(
     layouts: list[_Layout] = []
     overwritten: tuple[str, ...] = ()
     key = seal.load_key(create=bool(plan.install))
+    roots = environment_roots(target)  # (as the transaction's journal will list them)
+    index = {
+        d: roots.index(d) for d in {os.path.abspath(v) for v in target.paths.as_dict().values()}
+    }
     for pin in plan.install:
         item = fetched[pin.spec]
         extra: dict[str, bytes] = {
@@ -768,17 +862,16 @@ def _apply(
         if direct is not None:
             extra["direct_url.json"] = direct
         assert key is not None
-        layouts.append(_layout_wheel(unpacked[item.sha256], target, extra, pin.display_name, key))
+        layouts.append(
+            _layout_wheel(unpacked[item.sha256], target, extra, pin.display_name, key, index)
+        )
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
         linker = Linker(link_mode)
         current = "starting the install"
         try:
-            index = {
-                d: txn.scheme_index(d)
-                for d in {os.path.abspath(v) for v in target.paths.as_dict().values()}
-            }
-            creates = [(index[d], rel) for lay in layouts for d, rel in lay.creates]
+            assert txn.roots == roots
+            creates = [item for lay in layouts for item in lay.creates]
             txn.begin(site, creates, _summary(plan))
             for dist in plan.remove:
                 current = f"removing `{dist.display_name}=={dist.version}`"
@@ -800,7 +893,11 @@ def _apply(
                 current = "installing"
                 try:
                     txn.place_shared(
-                        links, [n for lay in layouts for n in lay.sizes], writes, linker
+                        links,
+                        [n for lay in layouts for n in lay.sizes],
+                        [x for lay in layouts for x in lay.executable],
+                        writes,
+                        linker,
                     )
                 except BaseException:
                     current = _installing(plan, layouts, txn.current)
@@ -808,7 +905,7 @@ def _apply(
             else:
                 for pin, lay in zip(plan.install, layouts, strict=True):
                     current = f"installing `{pin.spec}`"
-                    txn.place_many(lay.links, lay.sizes, linker)
+                    txn.place_many(lay.links, lay.sizes, lay.executable, linker)
                     for dest, data, executable in lay.writes:
                         txn.write(dest, data, executable=executable)
             current = "committing"
