@@ -231,6 +231,114 @@ class TestResolution:
             finally:
                 prefetcher.close()
 
+    def _fan_out(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        *,
+        answer_after: float,
+    ) -> int:
+        """Resolve `top`, which needs 12 projects, from a loopback index whose pages take
+        `answer_after` seconds to come; the most pieces of work workers ran at once."""
+        index = static_index()
+        names = [f"dep{i}" for i in range(12)]
+        index.add(wheel_factory("top", "1.0", requires=names))
+        for name in names:
+            index.add(wheel_factory(name, "1.0"))
+        running, most = [0], [0]
+        guard = threading.Lock()
+        real_page = IndexClient.project_files
+        real_run = resolver._Prefetcher._run
+
+        def project_files(self: IndexClient, name: str) -> Any:
+            time.sleep(answer_after)  # the index's answer on its way
+            return real_page(self, name)
+
+        def run(self: resolver._Prefetcher, future: Any) -> bool:
+            if threading.current_thread() is threading.main_thread():
+                return real_run(self, future)
+            with guard:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                time.sleep(0.002)  # long enough for others to overlap
+                return real_run(self, future)
+            finally:
+                with guard:
+                    running[0] -= 1
+
+        monkeypatch.setattr(IndexClient, "project_files", project_files)
+        monkeypatch.setattr(resolver._Prefetcher, "_run", run)
+        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+        parsed = parse_requirements(lines=["top"], cwd=tmp_path)
+        with Session(NetConfig(policy=policy, retries=0)) as session:
+            result = resolve_requirements(
+                parsed.requirements,
+                (),
+                index=IndexClient(session, index_urls=[index.url]),
+                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                session=session,
+                cache=Cache(tmp_path / "cache"),
+            )
+        assert len(result.pins) == 13
+        return most[0]
+
+    def test_a_loopback_index_is_read_by_two_workers(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An index on this machine answers at once: the work is all the interpreter's, and
+        more workers would only contend for its lock. (Loopback answers are told apart from
+        network waits by time, which a busy test machine can stretch: here by a threshold no
+        answer reaches.)"""
+        monkeypatch.setattr(resolver, "_NETWORK_WAIT", 60.0)
+        most = self._fan_out(static_index, wheel_factory, tmp_path, monkeypatch, answer_after=0)
+        assert 1 <= most <= resolver._LOCAL_WORKERS
+
+    def test_all_workers_when_a_loopback_index_makes_them_wait(
+        self,
+        static_index: Callable[..., StaticIndex],
+        wheel_factory: WheelFactory,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A local proxy of a remote index: its answers wait for the network, and once the
+        pieces waited `_NETWORK_WAIT` in the median, every worker is used."""
+        most = self._fan_out(static_index, wheel_factory, tmp_path, monkeypatch, answer_after=0.05)
+        assert most > resolver._LOCAL_WORKERS
+
+    @pytest.mark.parametrize(
+        ("index_url", "find_links", "limit"),
+        [
+            ("http://127.0.0.1:8080/simple/", [], resolver._LOCAL_WORKERS),
+            ("http://localhost/simple/", ["/some/folder", "file:///wheels/"], 2),
+            ("https://pypi.org/simple/", [], resolver._PREFETCH_WORKERS),
+            ("http://127.0.0.1/simple/", ["https://example.org/links/"], 16),
+        ],
+    )
+    def test_workers_at_first(
+        self, index_url: str, find_links: list[str], limit: int, tmp_path: Path
+    ) -> None:
+        policy = HostPolicy(allowed_hosts=frozenset({"127.0.0.1", "pypi.org"}))
+        with Session(NetConfig(policy=policy, retries=0)) as session:
+            prefetcher = resolver._Prefetcher(
+                index=IndexClient(session, index_urls=[index_url], find_links=find_links),
+                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+                session=session,
+                cache=Cache(tmp_path / "cache"),
+                pre=False,
+                preferred={},
+            )
+            try:
+                assert prefetcher._limit == limit
+            finally:
+                prefetcher.close()
+
     def test_a_page_the_resolver_needs_does_not_wait_behind_speculation(
         self,
         static_index: Callable[..., StaticIndex],

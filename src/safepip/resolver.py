@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import gc
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from safepip.plan import (
     unknown_extras_warning,
 )
 from safepip.policy import PolicyViolation
-from safepip.urls import redact_url
+from safepip.urls import host_of, is_loopback, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -64,6 +65,18 @@ if TYPE_CHECKING:
 MAX_ROUNDS = 20_000
 _T = TypeVar("_T")
 _PREFETCH_WORKERS = 16
+_LOCAL_WORKERS = 2
+"""Fetches at a time while every index is on this machine (loopback) and none has been seen
+waiting for its answer: the work is then all the interpreter's, and more threads only hand
+its lock around (a lock of `medium.in` from the benchmark's loopback index: about 10% more
+CPU and wall time with 16 than with 2)."""
+_NETWORK_WAIT = 0.010
+"""When the pieces of work done so far (`_WAIT_SAMPLES` at least) spent this long in the
+median neither running nor waiting for a slot, they wait for the network, and every worker
+is used (a local proxy of a remote index). A loopback answer with two fetches at a time:
+about 2 ms in the median, under 10 ms in nine of ten; single pieces wait longer on a busy
+machine, and the first ones wait while one of them imports the HTTP client (50-100 ms)."""
+_WAIT_SAMPLES = 8
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -378,6 +391,21 @@ class _Collector:
                 gc.unfreeze()
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _on_this_machine(index: IndexClient) -> bool:
+    """Whether every index and find-links location is a folder or on a loopback host."""
+    return all(
+        is_loopback(host_of(url))
+        for url in (*index.index_urls, *index.find_links)
+        if url.split("://", 1)[0].lower() in ("http", "https")
+    )
+
+
 class _Prefetcher:
     """Index pages and metadata, fetched in a thread pool and kept for the whole resolution.
 
@@ -417,33 +445,79 @@ class _Prefetcher:
         self._metadata: dict[tuple[NormalizedName, Version], Future[_Metadata]] = {}
         self._sdists: dict[str, tuple[FetchedArtifact, Artifact]] = {}
         self._collector = _Collector()
+        self._backlog: deque[Future[Any]] = deque()
+        """Work submitted, in order, for the workers to take up (the resolver may take some
+        first: see `_result`)."""
+        self._limit = _LOCAL_WORKERS if _on_this_machine(index) else _PREFETCH_WORKERS
+        """How many workers take up work at once (the resolver's own thread aside)."""
+        self._workers = 0
+        self._waits: list[float] = []
+        """How long each piece of work done by a worker waited, while `_limit` is low."""
+        self._closed = False
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._backlog.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._collector.close()
 
-    # Work is queued in the pool, and whoever comes first does it: a worker, or the resolver
-    # when it needs the result before a worker got to it. The queue is first come, first
-    # served, so a page the resolver waits for could otherwise sit behind dozens of
-    # speculative downloads (a lock of apache-airflow-core waited 0.9 s so, twice).
+    # Work is queued, and whoever comes first does it: a worker, or the resolver when it
+    # needs the result before a worker got to it. The queue is first come, first served, so
+    # a page the resolver waits for could otherwise sit behind dozens of speculative
+    # downloads (a lock of apache-airflow-core waited 0.9 s so, twice). At most `_limit`
+    # workers take work from it.
 
     def _submit(self, work: Callable[[], _T]) -> Future[_T]:
         future: Future[_T] = Future()
-        self._queued[future] = work
-        self._pool.submit(self._run, future)
+        self._queued[future] = work  # callers hold self._lock
+        self._backlog.append(future)
+        self._start_workers()
         return future
 
-    def _run(self, future: Future[Any]) -> None:
+    def _start_workers(self) -> None:
+        # with self._lock held
+        while self._workers < min(self._limit, len(self._backlog)) and not self._closed:
+            self._workers += 1
+            self._pool.submit(self._work)
+
+    def _work(self) -> None:
+        """A worker: take up queued work until none is left, noting how long each piece
+        waited (neither running nor queued) while few workers run."""
+        while True:
+            with self._lock:
+                if not self._backlog or self._closed:
+                    self._workers -= 1
+                    return
+                future = self._backlog.popleft()
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                ran = self._run(future)
+            except BaseException:
+                with self._lock:
+                    self._workers -= 1
+                raise
+            waited = time.perf_counter() - started - (time.thread_time() - cpu)
+            if ran and self._limit < _PREFETCH_WORKERS:
+                with self._lock:
+                    self._waits.append(waited)
+                    if len(self._waits) >= _WAIT_SAMPLES and _median(self._waits) >= _NETWORK_WAIT:
+                        self._limit = _PREFETCH_WORKERS
+                        self._start_workers()
+
+    def _run(self, future: Future[Any]) -> bool:
+        """Do the work of `future` here, unless someone has already started it."""
         with self._lock:
             work = self._queued.pop(future, None)
         if work is None or not future.set_running_or_notify_cancel():
-            return  # done already, by the resolver
+            return False  # done already, by the resolver
         try:
             result = work()
         except BaseException as exc:
             future.set_exception(exc)
         else:
             future.set_result(result)
+        return True
 
     def _result(self, future: Future[_T]) -> _T:
         """The result, computed in this thread if no worker has started on it yet."""
