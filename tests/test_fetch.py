@@ -830,6 +830,118 @@ class TestUnpackAll:
             unpack_all([fetched(good), fetched(bad)], cache)
 
 
+CHECK_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from types import SimpleNamespace
+from safepip import fetch
+
+root, log, mode = sys.argv[1:4]
+shas = sys.argv[4:]
+fetch.SHARE_CHECK_FILES = 1
+parent = os.getpid()
+real = fetch.check_unpacked
+
+def check(unpacked):
+    with open(log, "a") as fh:
+        fh.write(f"{os.getpid()} {unpacked.sha256}\\n")
+    if os.getpid() != parent:
+        if mode == "child-fails":
+            raise RuntimeError("boom")
+        if mode == "child-killed":
+            os.kill(os.getpid(), 9)
+    return real(unpacked)
+
+fetch.check_unpacked = check
+items = [SimpleNamespace(sha256=s) for s in shas]
+intact = fetch.check_unpacked_many(items, fetch.Cache(Path(root)))
+try:
+    os.waitpid(-1, os.WNOHANG)
+    children = "left"
+except ChildProcessError:
+    children = "none"
+print(json.dumps({"intact": sorted(intact), "parent": parent, "children": children}))
+"""
+
+
+class TestCheckUnpackedMany:
+    """The unpacked trees of a warm install are checked up front, by this process and a forked
+    one side by side when they hold many files (issue 14)."""
+
+    def make(self, tmp_path: Path, cache: Cache) -> list[str]:
+        shas = []
+        for i in range(6):
+            files = {f"p{i}/m{j}.py": f"x = {i * 10 + j}\n" for j in range(5)}
+            wheel = build_wheel(tmp_path / "w" / str(i), f"p{i}", "1.0", files=files)
+            shas.append(unpack_wheel(wheel, sha256_file(wheel), str(cache.root)).sha256)
+        # One changed file in the first wheel (this process's half) and the last (the child's)
+        for sha in (shas[0], shas[-1]):
+            changed = next(cache.unpacked_path(sha).glob("p*/m1.py"))
+            changed.write_text("x = 99\n")
+        return shas
+
+    def run(self, tmp_path: Path, cache: Cache, shas: list[str], mode: str) -> Any:
+        import subprocess
+        import sys
+
+        script = tmp_path / "check.py"
+        script.write_text(CHECK_SCRIPT)
+        log = tmp_path / f"log-{mode}"
+        done = subprocess.run(
+            [sys.executable, str(script), str(cache.root), str(log), mode, *shas],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        result = json.loads(done.stdout)
+        checked = [line.split() for line in log.read_text().splitlines()]
+        return result, checked
+
+    @pytest.mark.parametrize("mode", ["shared", "child-fails", "child-killed"])
+    def test_two_processes_find_exactly_the_changed_trees(
+        self, tmp_path: Path, cache: Cache, mode: str
+    ) -> None:
+        shas = self.make(tmp_path, cache)
+        result, checked = self.run(tmp_path, cache, shas, mode)
+        assert result["intact"] == sorted(shas[1:-1])
+        assert result["children"] == "none"
+        parent = str(result["parent"])
+        mine = {sha for pid, sha in checked if pid == parent}
+        theirs = {sha for pid, sha in checked if pid != parent}
+        assert theirs
+        assert len({pid for pid, _ in checked}) == 2
+        if mode == "shared":
+            assert mine | theirs == set(shas)
+            assert not mine & theirs
+        else:  # the child failed: this process checked the child's half itself
+            assert mine == set(shas)
+
+    def test_few_files_or_another_thread_are_checked_here(
+        self, tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from types import SimpleNamespace
+
+        fetch = fetch_module
+        shas = self.make(tmp_path, cache)
+        items: Any = [SimpleNamespace(sha256=s) for s in shas]
+
+        def no_fork() -> int:
+            raise AssertionError("forked")
+
+        monkeypatch.setattr(os, "fork", no_fork)
+        assert sorted(fetch.check_unpacked_many(items, cache)) == sorted(shas[1:-1])
+        monkeypatch.setattr(fetch, "SHARE_CHECK_FILES", 1)
+        release = threading.Event()
+        other = threading.Thread(target=release.wait)
+        other.start()
+        try:
+            assert sorted(fetch.check_unpacked_many(items, cache)) == sorted(shas[1:-1])
+        finally:
+            release.set()
+            other.join()
+
+
 class TestFetchAndUnpack:
     """Downloads and unpacking overlapped: wheels go to the worker processes as they arrive."""
 

@@ -1127,6 +1127,128 @@ def check_unpacked(unpacked: UnpackedWheel) -> bool:
     return True
 
 
+SHARE_CHECK_FILES = 2000
+"""Unpacked trees holding at least this many files in all are checked by this process and one
+forked process (`check_unpacked_many`): a check is a `stat` of each file, a short system call
+that two processes make side by side and two threads of one interpreter do not (the large
+lock's 18,214 files: about 60 ms in one process)."""
+
+
+def check_unpacked_many(
+    fetched: Sequence[FetchedArtifact], cache: Cache
+) -> dict[str, UnpackedWheel]:
+    """The unpacked trees of `fetched` that `check_unpacked` finds intact, by sha256; a tree
+    missing, damaged or changed is left out (for `_reusable_unpacked`, which says so and
+    unpacks it again).
+
+    With many files, on more than one core, from a process with no other thread (a forked
+    child gets only the forking thread), the trees are cut in two halves of about as many
+    files and a forked child checks one while this process checks the other; the child
+    answers one byte a tree on a pipe and exits. Should it fail (or be killed), this process
+    checks its half itself: the answer is always this function's own, and every tree is
+    checked before its files are used. The child inherits the environment's lock with every
+    other descriptor; it stops before its next tree once this process is gone, and is killed
+    and reaped here on an error, SIGINT or SIGTERM."""
+    loaded: list[tuple[str, UnpackedWheel]] = []
+    for item in fetched:
+        unpacked = _try_load_manifest(cache.unpacked_path(item.sha256))
+        if unpacked is not None:
+            loaded.append((item.sha256, unpacked))
+    total = sum(len(u.entries) for _, u in loaded)
+    theirs: list[tuple[str, UnpackedWheel]] = []
+    if (
+        total >= SHARE_CHECK_FILES
+        and (os.cpu_count() or 1) > 1
+        and hasattr(os, "fork")
+        and threading.active_count() == 1
+    ):
+        half = 0
+        while loaded and half + len(loaded[-1][1].entries) <= total // 2:
+            half += len(loaded[-1][1].entries)
+            theirs.append(loaded.pop())
+    answers = _check_in_child([u for _, u in theirs]) if theirs else None
+    intact: dict[str, UnpackedWheel] = {}
+    try:
+        for sha256, unpacked in loaded:
+            if check_unpacked(unpacked):
+                intact[sha256] = unpacked
+        if answers is not None:
+            found = answers()
+            for (sha256, unpacked), ok in zip(theirs, found or [], strict=False):
+                if ok:
+                    intact[sha256] = unpacked
+            if found is None:  # the child failed: its half is checked here
+                for sha256, unpacked in theirs:
+                    if check_unpacked(unpacked):
+                        intact[sha256] = unpacked
+    except BaseException:
+        if answers is not None:
+            answers(kill=True)
+        raise
+    return intact
+
+
+def _check_in_child(wheels: Sequence[UnpackedWheel]) -> Callable[..., list[bool] | None]:
+    """Fork a child that runs `check_unpacked` on each of `wheels`. Returns the function that
+    waits for its answers (None when it failed), or with `kill=True` kills and reaps it."""
+    import signal
+
+    from safepip import signals
+
+    results, report = os.pipe()
+    parent = os.getpid()
+    try:
+        with signals.deferred() as early:  # held in this process; the child resets them
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child process (covered via subprocesses)
+                code = 1
+                try:
+                    os.close(results)
+                    for s in signals.HANDLED:
+                        signal.signal(s, signal.SIG_DFL)
+                    found = bytearray()
+                    for wheel in wheels:
+                        if os.getppid() != parent:
+                            break  # this run is gone: nothing is waiting for the answer
+                        found.append(1 if check_unpacked(wheel) else 0)
+                    else:
+                        os.write(report, bytes(found))  # (at most one byte a wheel)
+                        code = 0
+                finally:
+                    os._exit(code)
+    except BaseException:
+        os.close(results)
+        os.close(report)
+        raise
+    os.close(report)
+    done = False
+
+    def answers(*, kill: bool = False) -> list[bool] | None:
+        nonlocal done
+        if done:
+            return None
+        done = True
+        data = b""
+        try:
+            if not kill:
+                while chunk := os.read(results, 4096):
+                    data += chunk
+        finally:
+            with signals.deferred():
+                if kill:
+                    os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still its own
+                _, status = os.waitpid(pid, 0)
+                os.close(results)
+        if kill or status != 0 or len(data) != len(wheels):
+            return None
+        return [bool(b) for b in data]
+
+    if early:
+        answers(kill=True)
+        raise signals.Interrupted(early[0])
+    return answers
+
+
 _BY_DIR_FD = os.stat in os.supports_dir_fd and os.open in os.supports_dir_fd
 
 
@@ -1341,6 +1463,9 @@ def fetch_and_unpack(
     # Only wheels that are not unpacked yet need a worker: a warm install starts no pool (a
     # forkserver and its workers cost about 0.1 s of CPU before they do anything).
     hits = {id(a): _from_unpacked(a, cache) for a in artifacts}
+    # The unpacked trees found are checked up front, shared with a forked process when they
+    # hold many files; a tree found changed is left to `_reusable_unpacked` (below).
+    intact = check_unpacked_many([hit for hit in hits.values() if hit is not None], cache)
     big = sum(1 for a in artifacts if (a.size or 1 << 20) > 256 * 1024 and hits[id(a)] is None)
     pool: ProcessPoolExecutor | None = None
     feeder: _Feeder | None = None
@@ -1353,7 +1478,7 @@ def fetch_and_unpack(
         feeder = _Feeder(pool, workers, str(cache.root))
 
     def on_ready(item: FetchedArtifact) -> None:
-        ready = _reusable_unpacked(item, cache, warn)
+        ready = intact.pop(item.sha256, None) or _reusable_unpacked(item, cache, warn)
         if ready is not None:
             with lock:
                 result[item.sha256] = ready
