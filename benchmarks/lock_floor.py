@@ -12,7 +12,11 @@ each alike), and the medians of CPU (user + system of the process) and wall time
 - that, with the packaging modules and resolvelib a lock uses: the third-party floor;
 - that, with safepip's own modules of the lock command: everything a lock imports;
 - with `--index-url` (the benchmark's `medium` index, e.g. from `python benchmarks/run.py
-  --serve`) and `--uv`: the whole lock of `workloads/medium.in` by safepip and by
+  --serve`): the third-party floor with the requests a lock of `medium.in` makes, and nothing
+  else: every pinned project's page (JSON, decoded) and its wheel's `.metadata` file, one after
+  another through that client (the projects are those of a lock made once beforehand,
+  untimed);
+- with `--index-url` and `--uv`: the whole lock of `workloads/medium.in` by safepip and by
   `uv pip compile --generate-hashes`, each with a fresh cache folder, as the `lock` row does.
 
 Then where the imports' time goes (`--repeat` fresh processes, medians of thread CPU time): the
@@ -49,7 +53,7 @@ STACK = (
 
 
 def commands(
-    python: str, index_url: str | None, uv: str | None, scratch: Path
+    python: str, index_url: str | None, uv: str | None, scratch: Path, projects: list[str]
 ) -> dict[str, list[str]]:
     found = {
         "interpreter (-c pass)": [python, "-c", "pass"],
@@ -63,6 +67,9 @@ def commands(
     }
     source = HERE / "workloads" / "medium.in"
     if index_url is not None:
+        found[f"+ {2 * len(projects)} requests (third-party floor of a lock)"] = [
+            python, "-c", REQUESTS, index_url, *projects,
+        ]  # fmt: skip
         found["safepip lock medium.in"] = [
             python, "-m", "safepip", "lock", str(source), "-o", str(scratch / "safepip.txt"),
             "--index-url", index_url, "--cache-dir", str(scratch / "cache-safepip"), "-q",
@@ -119,6 +126,31 @@ for name, code in (("third-party", sys.argv[1]), ("safepip", sys.argv[2])):
 print(json.dumps(phases))
 """
 OWN_MODULES = "import safepip.fastpath, safepip.cli, safepip.cli.lock, safepip.resolver"
+REQUESTS = (
+    STACK.replace("httpx.Client(", "client = httpx.Client(")
+    + """
+import json, sys
+index, accept = sys.argv[1], {"Accept": "application/vnd.pypi.simple.v1+json"}
+for name in sys.argv[2:]:
+    page = client.get(index + name + "/", headers=accept).raise_for_status()
+    files = json.loads(page.content)["files"]
+    wheel = next(f for f in files if f["filename"].endswith(".whl") and f.get("core-metadata"))
+    client.get(page.url.join(wheel["url"] + ".metadata")).raise_for_status().read()
+"""
+)
+"""The third-party floor with a lock's requests: a page and a `.metadata` file per project."""
+
+
+def locked_projects(python: str, index_url: str, env: dict[str, str], scratch: Path) -> list[str]:
+    """The projects a lock of `medium.in` pins (a lock made once, untimed)."""
+    out = scratch / "projects.txt"
+    subprocess.run(
+        [python, "-m", "safepip", "lock", str(HERE / "workloads" / "medium.in"), "-o", str(out),
+         "--index-url", index_url, "--cache-dir", str(scratch / "cache-safepip"), "-q"],
+        env=env, check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    pins = (line.split("==", 1)[0] for line in out.read_text().splitlines() if "==" in line)
+    return sorted({pin.split("[", 1)[0].strip() for pin in pins if not pin.startswith("#")})
 
 
 def breakdown(python: str, env: dict[str, str], repeat: int) -> None:
@@ -166,7 +198,10 @@ def main() -> int:
     subprocess.run([args.python, "-c", code], env=env, check=True)
     with tempfile.TemporaryDirectory(prefix="lock-floor-") as folder:
         scratch = Path(folder)
-        found = commands(args.python, args.index_url, args.uv, scratch)
+        projects = (
+            locked_projects(args.python, args.index_url, env, scratch) if args.index_url else []
+        )
+        found = commands(args.python, args.index_url, args.uv, scratch, projects)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in found}
         for cmd in found.values():
             run(cmd, env, scratch)  # once untimed: page the files in
