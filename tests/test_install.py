@@ -1435,3 +1435,31 @@ def test_plain_wheels_are_laid_out_as_member_by_member(
     monkeypatch.setattr(install_stage, "_plain_members", lambda *args: None)
     assert fast == layout()
     assert (plain is not None) == (kind in ("plain", "generated", "platlib", "empty"))
+
+
+def test_generated_files_never_write_through_what_is_there(
+    tmp_path: Path, venv_factory: Callable[..., Path]
+) -> None:
+    """RECORD, seals and launchers are written to a new file each time (issue 14: written with
+    `O_EXCL`, without a look first): a hard link into the cache or a symlink left at the path
+    is replaced, never written through; a launcher is executable."""
+    from safepip import install as install_stage
+    from safepip import target as target_mod
+
+    target = target_mod.probe(target_mod.find_python(str(venv_factory()), system=False))
+    txn = install_stage.Transaction(target)
+    site = site_packages(target.prefix)
+    cached = tmp_path / "cached"
+    cached.write_bytes(b"cache\n")
+    os.link(cached, site / "linked")
+    os.symlink(cached, site / "symlinked")
+    txn.write(str(site / "linked"), b"new\n")
+    txn.write(str(site / "symlinked"), b"other\n", executable=True)
+    txn.write(str(site / "fresh"), b"")
+    assert cached.read_bytes() == b"cache\n"
+    assert (site / "linked").read_bytes() == b"new\n"
+    assert os.stat(site / "linked").st_nlink == 1
+    assert not (site / "symlinked").is_symlink()
+    assert (site / "symlinked").read_bytes() == b"other\n"
+    assert (site / "symlinked").stat().st_mode & 0o777 == 0o755
+    assert (site / "fresh").read_bytes() == b""

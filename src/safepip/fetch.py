@@ -1005,6 +1005,7 @@ def _manifest_of(root: Path, data: Any) -> UnpackedWheel:
     if data.get("format") != UNPACK_FORMAT:
         raise ValueError("another manifest format")
     entry = ManifestEntry
+    new = tuple.__new__
     return UnpackedWheel(
         sha256=str(data["sha256"]),
         filename=str(data["filename"]),
@@ -1012,9 +1013,12 @@ def _manifest_of(root: Path, data: Any) -> UnpackedWheel:
         dist_info=str(data["dist_info"]),
         data_dir=str(data["data_dir"]),
         root_is_purelib=bool(data["root_is_purelib"]),
-        # Positional and unconverted: this runs for every file of every wheel of an install.
-        # The types are checked by `_try_load_manifest`.
-        entries=tuple([entry(p, h, s, x, (i, m, c)) for p, h, s, x, i, m, c in data["entries"]]),
+        # Positional and unconverted: this runs for every file of every wheel of an install
+        # (made with `tuple.__new__`, as the named tuple's own `__new__` does, without the call
+        # through it: half the time). The types are checked by `_try_load_manifest`.
+        entries=tuple(
+            [new(entry, (p, h, s, x, (i, m, c))) for p, h, s, x, i, m, c in data["entries"]]
+        ),
     )
 
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from safepip.plan import Pin
     from safepip.target import InstalledDistribution, Target
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
 ARTIFACT_RECORD = "safepip.json"
 """The file safepip writes into each `.dist-info`: which artifact was installed, from where."""
 
@@ -302,11 +304,19 @@ class Transaction:
         self.current = dest
         if self.delay:
             time.sleep(self.delay)
-        # Never write through an existing file: it may be a hard link into the cache.
-        if os.path.lexists(dest):
+        # Never write through an existing file: it may be a hard link into the cache (O_EXCL;
+        # what is there was set aside or written by this install, and is replaced).
+        try:
+            fd = os.open(dest, _CREATE, 0o666)
+        except FileExistsError:
             os.unlink(dest)
-        with open(dest, "xb") as fh:
-            fh.write(data)
+            fd = os.open(dest, _CREATE, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         if executable:
             os.chmod(dest, 0o755)
 
