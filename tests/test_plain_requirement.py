@@ -4,6 +4,7 @@ refused before."""
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -177,3 +178,39 @@ def test_threads_asking_at_once_compile_the_pattern_once(monkeypatch: pytest.Mon
     assert len(got) == 8
     assert all(pattern is got[0] for pattern in got)
     assert got[0].fullmatch("requests[socks] >=2.31 ; python_version < '3.13'")
+
+
+def _written_out() -> str:
+    """The pattern with every part written out where it is used (`X (and|or X)*` as such,
+    specifiers with and without parentheses): the language the compact one must match."""
+    from safepip import plan
+
+    specs, atom, sep = plan._SPECS, plan._ATOM, plan._AND_OR
+    term = rf"(?:{atom}|\([ \t]*{atom}(?:{sep}{atom})*[ \t]*\))"
+    return (
+        rf"[ \t]*{plan._NAME}[ \t]*(?:\[[ \t]*{plan._NAME}(?:[ \t]*,[ \t]*{plan._NAME})*[ \t]*\])?"
+        rf"[ \t]*(?:{specs}|\([ \t]*{specs}[ \t]*\))?"
+        rf"[ \t]*(?:;[ \t]*{term}(?:{sep}{term})*)?[ \t]*"
+    )
+
+
+_written = re.compile(_written_out(), re.ASCII)
+_groups = st.sampled_from(
+    ["(", ")", " and ", " or ", "and", "extra == 'a'", "os_name=='x'", "python_full_version", ";"]
+)
+
+
+def test_the_compact_pattern_matches_the_written_out_one_on_the_corpus() -> None:
+    lines = corpus_lines()
+    match = plain_requirement().fullmatch
+    assert [line for line in lines if bool(match(line)) != bool(_written.fullmatch(line))] == []
+
+
+@given(st.lists(st.one_of(_pieces, _groups), max_size=16).map("".join))
+@example("foo; (extra == 'a' and )")
+@example("foo; extra == 'a' and")
+@example("foo; (extra == 'a') or (os_name == 'b' and sys_platform == 'c')")
+@example("foo (>=1,<2) ; extra == 'x'")
+@example("foo (>=1,<2")
+def test_the_compact_pattern_matches_the_written_out_one(line: str) -> None:
+    assert bool(plain_requirement().fullmatch(line)) == bool(_written.fullmatch(line))
