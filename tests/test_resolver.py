@@ -293,10 +293,9 @@ class TestResolution:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """An index on this machine answers at once: the work is all the interpreter's, and
-        more workers would only contend for its lock. (Loopback answers are told apart from
-        network waits by time, which a busy test machine can stretch: here by a threshold no
-        answer reaches.)"""
-        monkeypatch.setattr(resolver, "_NETWORK_WAIT", 60.0)
+        more workers would only contend for its lock. (Waiting is told by the process's share
+        of a core, which a busy test machine can lower: here by a share no process is under.)"""
+        monkeypatch.setattr(resolver, "_IDLE_SHARE", 0.0)
         most = self._fan_out(static_index, wheel_factory, tmp_path, monkeypatch, answer_after=0)
         assert 1 <= most <= resolver._LOCAL_WORKERS
 
@@ -307,8 +306,8 @@ class TestResolution:
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """A local proxy of a remote index: its answers wait for the network, and once the
-        pieces waited `_NETWORK_WAIT` in the median, every worker is used."""
+        """A local proxy of a remote index: its answers wait for the network, the process
+        uses little CPU meanwhile, and every worker is used."""
         most = self._fan_out(static_index, wheel_factory, tmp_path, monkeypatch, answer_after=0.05)
         assert most > resolver._LOCAL_WORKERS
 

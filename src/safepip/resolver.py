@@ -66,17 +66,19 @@ MAX_ROUNDS = 20_000
 _T = TypeVar("_T")
 _PREFETCH_WORKERS = 16
 _LOCAL_WORKERS = 2
-"""Fetches at a time while every index is on this machine (loopback) and none has been seen
-waiting for its answer: the work is then all the interpreter's, and more threads only hand
-its lock around (a lock of `medium.in` from the benchmark's loopback index: about 10% more
-CPU and wall time with 16 than with 2)."""
-_NETWORK_WAIT = 0.010
-"""When the pieces of work done so far (`_WAIT_SAMPLES` at least) spent this long in the
-median neither running nor waiting for a slot, they wait for the network, and every worker
-is used (a local proxy of a remote index). A loopback answer with two fetches at a time:
-about 2 ms in the median, under 10 ms in nine of ten; single pieces wait longer on a busy
-machine, and the first ones wait while one of them imports the HTTP client (50-100 ms)."""
-_WAIT_SAMPLES = 8
+"""Fetches at a time while every index is on this machine (loopback) and the process has not
+been seen waiting for answers: the work is then all the interpreter's, and more threads only
+hand its lock around (a lock of `medium.in` from the benchmark's loopback index: about 13%
+more CPU and wall time with 16 than with 2)."""
+_IDLE_SHARE = 0.3
+"""Every worker is used (a local proxy of a remote index) once the process used less CPU
+than this share of the wall time since the first piece of work done by a worker ended (that
+one made the HTTP client), checked after each of the next pieces from the `_IDLE_PIECES`th
+on: it waits for answers. A lock from a loopback index keeps a core busy: 0.9 on a quiet
+machine, 0.47-0.89 at a load of 3.5 on two cores (an earlier rule, 10 ms of waiting per
+piece in the median, mistook that for the network in five locks of eight at a load of 2.7);
+with answers 50 ms away two workers use a few percent."""
+_IDLE_PIECES = 4
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -391,12 +393,6 @@ class _Collector:
                 gc.unfreeze()
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def _on_this_machine(index: IndexClient) -> bool:
     """Whether every index and find-links location is a folder or on a loopback host."""
     return all(
@@ -451,8 +447,10 @@ class _Prefetcher:
         self._limit = _LOCAL_WORKERS if _on_this_machine(index) else _PREFETCH_WORKERS
         """How many workers take up work at once (the resolver's own thread aside)."""
         self._workers = 0
-        self._waits: list[float] = []
-        """How long each piece of work done by a worker waited, while `_limit` is low."""
+        self._pieces = 0
+        """Pieces of work done by workers while `_limit` is low."""
+        self._since: tuple[float, float] = (0.0, 0.0)
+        """Wall and process CPU time at the end of the first of them."""
         self._closed = False
 
     def close(self) -> None:
@@ -482,26 +480,29 @@ class _Prefetcher:
             self._pool.submit(self._work)
 
     def _work(self) -> None:
-        """A worker: take up queued work until none is left, noting how long each piece
-        waited (neither running nor queued) while few workers run."""
+        """A worker: take up queued work until none is left; while few workers run, use all
+        of them once the process is seen waiting (`_IDLE_SHARE`)."""
         while True:
             with self._lock:
                 if not self._backlog or self._closed:
                     self._workers -= 1
                     return
                 future = self._backlog.popleft()
-            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 ran = self._run(future)
             except BaseException:
                 with self._lock:
                     self._workers -= 1
                 raise
-            waited = time.perf_counter() - started - (time.thread_time() - cpu)
             if ran and self._limit < _PREFETCH_WORKERS:
+                now = (time.perf_counter(), time.process_time())
                 with self._lock:
-                    self._waits.append(waited)
-                    if len(self._waits) >= _WAIT_SAMPLES and _median(self._waits) >= _NETWORK_WAIT:
+                    self._pieces += 1
+                    if self._pieces == 1:
+                        self._since = now
+                    elif self._pieces > _IDLE_PIECES and now[1] - self._since[1] < _IDLE_SHARE * (
+                        now[0] - self._since[0]
+                    ):
                         self._limit = _PREFETCH_WORKERS
                         self._start_workers()
 
