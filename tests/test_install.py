@@ -1425,9 +1425,9 @@ def test_plain_wheels_are_laid_out_as_member_by_member(
     key = b"k" * 32
 
     def layout() -> Any:
-        made = install_stage._layout_wheel(
-            unpacked, target, {"INSTALLER": b"safepip\n", "safepip.json": b"{}"}, "pkg", key, index
-        )
+        site = install_stage._Site(target, index)
+        extra = {"INSTALLER": b"safepip\n", "safepip.json": b"{}"}
+        made = install_stage._layout_wheel(unpacked, site, extra, "pkg", key)
         return made.links, made.sizes, made.executable, made.writes, made.creates
 
     plain = install_stage._plain_members(unpacked, str(target.paths.purelib) + os.sep, 255, set())

@@ -9,6 +9,7 @@ as it was, as installed, or in a state the next run finishes or undoes before it
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -390,13 +391,31 @@ def _script_name_ok(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+class _Site:
+    """What laying out a wheel needs of the target, worked out once for all the wheels of an
+    install (`_layout_wheel`)."""
+
+    def __init__(self, target: Target, roots: Mapping[str, int]) -> None:
+        self.target = target
+        self.roots = roots
+        """The index of each scheme folder among the journal's roots."""
+        self.schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
+        self.sites = {self.schemes["purelib"], self.schemes["platlib"]}
+        # Paths in other schemes are written relative to the root scheme folder (installer's
+        # rule), for either root scheme.
+        self.prefixes = {
+            root: {
+                k: "" if k == root else os.path.relpath(v, start=self.schemes[root]) + "/"
+                for k, v in self.schemes.items()
+            }
+            for root in ("purelib", "platlib")
+        }
+        self.python = str(target.python)
+        self.guard = _Guard("", self.sites, target)
+
+
 def _layout_wheel(
-    wheel: UnpackedWheel,
-    target: Target,
-    extra: dict[str, bytes],
-    dist_name: str,
-    key: bytes,
-    roots: Mapping[str, int],
+    wheel: UnpackedWheel, site: _Site, extra: dict[str, bytes], dist_name: str, key: bytes
 ) -> _Layout:
     """Lay out one unpacked, verified wheel (PEP 427 install steps), without writing anything.
 
@@ -407,30 +426,26 @@ def _layout_wheel(
     unpacked (no absolute paths, no `..`); here the wheel is refused (exit 3) when a member
     would land in a `.dist-info` or `.egg-info` folder of a site folder through `.data`, in
     safepip's own data folder, or in an unknown `.data` scheme, when an entry point's name is
-    not a plain file name, and when a path is longer than the file system allows. `roots`: the
-    index of each scheme folder among the journal's roots.
+    not a plain file name, and when a path is longer than the file system allows.
     """
-    schemes = {k: os.path.abspath(v) for k, v in target.paths.as_dict().items()}
+    target = site.target
+    schemes = site.schemes
+    roots = site.roots
     root_scheme = "purelib" if wheel.root_is_purelib else "platlib"
     root = str(wheel.root)
     record_name = f"{wheel.dist_info}/RECORD"
-    sites = {schemes["purelib"], schemes["platlib"]}
     # Files safepip writes itself; a wheel's own copy (also through `.data/purelib`) is skipped.
     generated = {
-        os.path.join(site, wheel.dist_info, name)
-        for site in sites
+        os.path.join(folder, wheel.dist_info, name)
+        for folder in site.sites
         for name in (*extra, seal.SEAL_FILE, "RECORD")
     }
-    guard = _Guard(wheel.filename, sites, target)
+    guard = site.guard.of(wheel.filename)
     layout = _Layout(filename=wheel.filename)
-    # Paths in other schemes are written relative to the root scheme folder (installer's rule).
-    prefixes = {
-        k: "" if k == root_scheme else os.path.relpath(v, start=schemes[root_scheme]) + "/"
-        for k, v in schemes.items()
-    }
+    prefixes = site.prefixes[root_scheme]
     # RECORD rows as (path relative to the root scheme folder, "alg=digest", size).
     records: list[tuple[str, str, str | int]] = []
-    python = str(target.python)
+    python = site.python
 
     root_prefix = root if root.endswith(os.sep) else root + os.sep
     root_dir = schemes[root_scheme]
@@ -658,6 +673,12 @@ class _Guard:
         except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf
             self.name_max, self.path_max = 255, 4096
 
+    def of(self, filename: str) -> _Guard:
+        """The same guard, for the wheel `filename` (its errors name it)."""
+        guard = copy.copy(self)
+        guard.filename = filename
+        return guard
+
     def check(self, dest: str, member: str, *, via_data: bool) -> None:
         if len(dest) > self.name_max:
             encoded = os.fsencode(dest)
@@ -860,6 +881,7 @@ def _apply(
     index = {
         d: roots.index(d) for d in {os.path.abspath(v) for v in target.paths.as_dict().values()}
     }
+    laying = _Site(target, index)
     for pin in plan.install:
         item = fetched[pin.spec]
         extra: dict[str, bytes] = {
@@ -872,9 +894,7 @@ def _apply(
         if direct is not None:
             extra["direct_url.json"] = direct
         assert key is not None
-        layouts.append(
-            _layout_wheel(unpacked[item.sha256], target, extra, pin.display_name, key, index)
-        )
+        layouts.append(_layout_wheel(unpacked[item.sha256], laying, extra, pin.display_name, key))
     with envlock.hold(target), signals.handled():
         txn = Transaction(target)
         linker = Linker(link_mode)
