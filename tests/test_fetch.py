@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import errno
 import hashlib
 import json
 import os
@@ -940,6 +941,29 @@ class TestCheckUnpackedMany:
         finally:
             release.set()
             other.join()
+
+    def test_no_process_to_be_had_checks_all_here(
+        self, tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`fork` failing (EAGAIN: too many processes) is no error: every tree is checked here,
+        and both ends of the pipe are closed."""
+        from types import SimpleNamespace
+
+        shas = self.make(tmp_path, cache)
+        items: Any = [SimpleNamespace(sha256=s) for s in shas]
+        tried: list[int] = []
+
+        def no_process() -> int:
+            tried.append(1)
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(fetch_module, "SHARE_CHECK_FILES", 1)
+        monkeypatch.setattr(threading, "active_count", lambda: 1)
+        monkeypatch.setattr(os, "fork", no_process)
+        before = len(os.listdir("/proc/self/fd"))
+        assert sorted(fetch_module.check_unpacked_many(items, cache)) == sorted(shas[1:-1])
+        assert tried == [1]
+        assert len(os.listdir("/proc/self/fd")) == before
 
 
 class TestFetchAndUnpack:

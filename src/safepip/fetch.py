@@ -1171,6 +1171,9 @@ def check_unpacked_many(
             half += len(loaded[-1][1].entries)
             theirs.append(loaded.pop())
     answers = _check_in_child([u for _, u in theirs]) if theirs else None
+    if answers is None:  # no child (few files, or it could not be started): all checked here
+        loaded += reversed(theirs)
+        theirs = []
     intact: dict[str, UnpackedWheel] = {}
     try:
         for sha256, unpacked in loaded:
@@ -1192,18 +1195,25 @@ def check_unpacked_many(
     return intact
 
 
-def _check_in_child(wheels: Sequence[UnpackedWheel]) -> Callable[..., list[bool] | None]:
+def _check_in_child(wheels: Sequence[UnpackedWheel]) -> Callable[..., list[bool] | None] | None:
     """Fork a child that runs `check_unpacked` on each of `wheels`. Returns the function that
-    waits for its answers (None when it failed), or with `kill=True` kills and reaps it."""
+    waits for its answers (None when it failed), or with `kill=True` kills and reaps it; None
+    when no child could be started (no pipe or process to be had)."""
     import signal
 
     from safepip import signals
 
-    results, report = os.pipe()
+    try:
+        results, report = os.pipe()
+    except OSError:
+        return None
     parent = os.getpid()
     try:
         with signals.deferred() as early:  # held in this process; the child resets them
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = -1  # (no process to be had: EAGAIN, ENOMEM)
             if pid == 0:  # pragma: no cover - the child process (covered via subprocesses)
                 code = 1
                 try:
@@ -1224,6 +1234,12 @@ def _check_in_child(wheels: Sequence[UnpackedWheel]) -> Callable[..., list[bool]
         os.close(results)
         os.close(report)
         raise
+    if pid == -1:
+        os.close(results)
+        os.close(report)
+        if early:
+            raise signals.Interrupted(early[0])
+        return None
     os.close(report)
     done = False
 
