@@ -273,23 +273,26 @@ class TestCollector:
 
         import safepip.cli.hash
 
-        seen: list[tuple[bool, int]] = []
+        seen: list[tuple[bool, int, tuple[int, int, int]]] = []
         real = safepip.cli.hash.run
 
         def run(args: argparse.Namespace) -> int:
-            seen.append((gc.isenabled(), gc.get_freeze_count()))
+            seen.append((gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()))
             return real(args)
 
         monkeypatch.setattr(safepip.cli.hash, "run", run)
         (tmp_path / "f").write_bytes(b"x")
         assert gc.isenabled()
         assert gc.get_freeze_count() == 0
+        before = gc.get_threshold()
         assert main(["hash", str(tmp_path / "f")]) == 0
-        [(enabled, frozen)] = seen
+        [(enabled, frozen, thresholds)] = seen
         assert enabled
         assert frozen > 0
+        assert thresholds == (max(before[0], 5000), *before[1:])
         assert gc.isenabled()
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == before
 
     def test_given_back_after_a_usage_error(self) -> None:
         import gc
