@@ -1253,6 +1253,9 @@ def _check_in_child(wheels: Sequence[UnpackedWheel]) -> Callable[..., list[bool]
             if not kill:
                 while chunk := os.read(results, 4096):
                     data += chunk
+        except BaseException:  # interrupted while waiting (SIGINT, SIGTERM): not waited for
+            kill = True
+            raise
         finally:
             with signals.deferred():
                 if kill:
