@@ -208,7 +208,8 @@ class TestProbe:
             text=True,
             check=True,
         )
-        assert json.loads(target_mod._probe_here(mode, where)) == json.loads(proc.stdout)
+        here = json.dumps(target_mod._probe_here(mode, where), default=str)
+        assert json.loads(here) == json.loads(proc.stdout)
 
     def test_running_interpreter_starts_no_process(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("PYTHONHOME", raising=False)

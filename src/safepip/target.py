@@ -65,7 +65,7 @@ def _safepip_probe(mode, where, tags):
         "prefix": sys.prefix,
         "base_prefix": getattr(sys, "base_prefix", sys.prefix),
         "markers": markers,
-        "tags": [str(t) for t in tags.sys_tags()],
+        "tags": list(tags.sys_tags()),
         "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
         "stdlib": sysconfig.get_paths()["stdlib"],
     }
@@ -77,7 +77,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from packaging import tags
 sys.path.pop(0)
-print(json.dumps(_safepip_probe(sys.argv[2], sys.argv[3], tags)))
+print(json.dumps(_safepip_probe(sys.argv[2], sys.argv[3], tags), default=str))
 """
 )
 
@@ -96,15 +96,17 @@ def _is_this_interpreter(python: Path) -> bool:
     )
 
 
-def _probe_here(mode: str, where: str) -> str:
-    """The probe's answer for the running interpreter, computed in this process."""
+def _probe_here(mode: str, where: str) -> dict[str, object]:
+    """The probe's answer for the running interpreter, computed in this process (its tags as
+    `Tag` objects: printing and parsing 900 of them again cost more than the rest)."""
     from packaging import tags
 
     namespace: dict[str, object] = {}
     exec(_PROBE_ANSWER, namespace)  # safepip's own constant, the code the probe runs
     probe_fn = namespace["_safepip_probe"]
     assert callable(probe_fn)
-    return json.dumps(probe_fn(mode, where, tags))
+    answer: dict[str, object] = probe_fn(mode, where, tags)
+    return answer
 
 
 class TargetError(SafepipError):
@@ -363,7 +365,7 @@ def _run_probe(python: Path, mode: str, where: str, cache_dir: Path | None) -> d
     if _is_this_interpreter(python):
         # safepip runs in the target (`safepip lock` with no environment named, or a tool
         # installed into the environment it manages): no second interpreter to start.
-        return _probe_answer(python, _probe_here(mode, where))
+        return _probe_here(mode, where)
     cache_file = (
         cache_dir / "targets" / f"{_cache_key(python, mode, where)}.json" if cache_dir else None
     )
@@ -497,7 +499,7 @@ def probe(
     assert isinstance(markers, dict)
     raw_tags = data["tags"]
     assert isinstance(raw_tags, list)
-    tags = tuple(Tag(*t.split("-", 2)) for t in raw_tags)
+    tags = tuple(t if isinstance(t, Tag) else Tag(*str(t).split("-", 2)) for t in raw_tags)
     # PEP 668's marker is looked for on every run (one stat), never cached with the probe: it is
     # added by distributors and removed in Dockerfiles after the interpreter was first seen.
     marker = Path(str(data["stdlib"])) / "EXTERNALLY-MANAGED"
