@@ -72,11 +72,37 @@ def test_corpus_plain_lines_are_valid_and_most_lines_are_plain() -> None:
         "foo (>=1.0",
         "foo; extra == 'a' or or extra == 'b'",
         "",
+        # packaging reads a value with a backslash or a character that is not printable as a
+        # Python string literal: these are not valid ones (review of issue 14)
+        'foo; os_name == "\\x"',
+        "foo; os_name == 'a\\'",
+        'foo; os_name == "\\N"',
+        'foo; os_name == "\x00"',
+        "foo; (os_name == 'a\rb' or extra == 'x')",
     ],
 )
 def test_invalid_lines_are_refused(line: str) -> None:
     assert not packaging_accepts(line)
     assert invalid_requirements([line]) == [line]
+
+
+_value_chars = st.text(
+    st.one_of(st.characters(max_codepoint=0x7F), st.sampled_from("\\\x00\r\x85é\u2028")),
+    max_size=6,
+)
+
+
+@given(_value_chars, st.sampled_from(["'", '"']))
+def test_marker_values_the_pattern_passes_are_values_packaging_accepts(
+    value: str, quote: str
+) -> None:
+    """A line the pattern passes is not parsed before `dependencies_for` uses it, and that
+    skips a line packaging refuses: one passed wrongly would be a dependency dropped without
+    a word (review of issue 14)."""
+    line = f"dep; os_name == {quote}{value}{quote}"
+    if plain_requirement().fullmatch(line):
+        assert packaging_accepts(line), line
+    assert invalid_requirements([line]) == ([] if packaging_accepts(line) else [line])
 
 
 _pieces = st.sampled_from(

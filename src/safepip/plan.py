@@ -114,7 +114,11 @@ _VARIABLE = (
 )
 _ATOM = (
     rf"{_VARIABLE}(?:[ \t]*(?:==|!=|<=|>=|<|>|~=)[ \t]*|[ \t]+(?:not[ \t]+)?in[ \t]+)"
-    r"""(?:"[^"\n]*"|'[^'\n]*')"""
+    # Printable ASCII without a backslash: packaging reads any other value as a Python string
+    # literal (`ast.literal_eval`), which refuses a NUL, a carriage return or a bad escape
+    # (`"\x"`); a line the pattern passes is taken as valid and `dependencies_for` skips one
+    # packaging refuses, so such a line would be dropped as a dependency instead of refused.
+    r"""(?:"[ !#-\[\]-~]*"|'[ -&(-\[\]-~]*')"""
 )
 _AND_OR = r"[ \t]+(?:and|or)[ \t]+"
 # `ATOM (and|or ATOM)*` in parentheses: every atom is followed by a separator and the next
