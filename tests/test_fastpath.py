@@ -850,19 +850,55 @@ def test_recording_stops_once_the_run_changes_something(tmp_path: Path) -> None:
     assert not (tmp_path / "noop").exists()
 
 
-def test_the_command_hides_its_heap_from_the_final_collection(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_command_ends_without_finalizing_when_nothing_needs_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`safepip` (the console script) exits with the code of its run, after moving what is
-    left out of the collector's sight: the full collection at the interpreter's exit would
-    walk an install's whole heap for nothing (issue 14)."""
+    """`safepip` (the console script) ends with the code of its run, its output flushed, and
+    without finalizing the interpreter (which freed and walked an install's whole heap for
+    nothing, issue 14), but the ordinary way when the exit's handlers may be needed: another
+    thread, multiprocessing, coverage; its heap frozen either way."""
     import gc
+    import threading
 
-    monkeypatch.setattr(fastpath, "main", lambda argv=None: 3)
-    try:
-        with pytest.raises(SystemExit) as exited:
+    ended: list[tuple[str, int]] = []
+
+    def run_once() -> str:
+        class Ended(BaseException):
+            pass
+
+        def fake_exit(code: int) -> None:
+            ended.append(("os._exit", code))
+            raise Ended
+
+        monkeypatch.setattr(os, "_exit", fake_exit)
+        try:
             fastpath.run()
-        assert exited.value.code == 3
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
+        except Ended:
+            return "os._exit"
+        except SystemExit as exc:
+            ended.append(("sys.exit", int(exc.code or 0)))
+            return "sys.exit"
+        finally:
+            gc.unfreeze()
+        raise AssertionError("run() returned")
+
+    def main(argv: object = None) -> int:
+        print("done")
+        return 3
+
+    monkeypatch.setattr(fastpath, "main", main)
+    modules = dict(sys.modules)
+    for name in ("coverage", "multiprocessing"):
+        modules.pop(name, None)
+    monkeypatch.setattr(sys, "modules", modules)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert run_once() == "os._exit"
+    assert capsys.readouterr().out == "done\n"
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert run_once() == "sys.exit"
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    for name in ("coverage", "multiprocessing"):
+        monkeypatch.setitem(sys.modules, name, sys)
+        assert run_once() == "sys.exit"
+        del sys.modules[name]
+    assert ended == [("os._exit", 3)] + [("sys.exit", 3)] * 3

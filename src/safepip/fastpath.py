@@ -926,13 +926,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point.
 
-    Before the interpreter exits, every object left is moved out of the cyclic garbage
-    collector's sight (`gc.freeze`): finalizing runs a full collection, which would walk the
-    whole heap an install leaves (its manifests and layouts, hundreds of thousands of objects:
-    about 30 ms of the large lock's warm install) only to find nothing, since the process ends.
+    The process then ends without finalizing the interpreter (`os._exit`, once stdout and
+    stderr are flushed): finalizing would free, one by one, the whole heap an install leaves
+    (its manifests and layouts, hundreds of thousands of objects) and walk it in a last
+    collection, for nothing, since the process ends. Every file safepip writes is closed by
+    then (`with` blocks). It ends the ordinary way, with `gc.freeze` first (which keeps the
+    objects from that collection), when something may still need the exit's handlers: a
+    thread still running, `multiprocessing` (its helper processes are told to stop at exit),
+    coverage measurement, or a flush that fails (a closed pipe, which the exit reports).
     """
     code = main()
     import gc
 
     gc.freeze()
+    import threading
+
+    if (
+        threading.active_count() == 1
+        and "multiprocessing" not in sys.modules
+        and "coverage" not in sys.modules
+    ):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        else:
+            os._exit(code)
     sys.exit(code)
