@@ -20,7 +20,7 @@ from safepip.build import network_namespace
 from safepip.cli import main
 from safepip.settings import SettingsError, allow_build_names, load_settings
 from sdists import FLIT_CORE, FLIT_CORE_SHA256, flit_sdist, intree_sdist, write_sdist
-from wheelbuild import build_sdist, sdist_marker_path, sha256_file
+from wheelbuild import build_sdist, build_wheel, sdist_marker_path, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -321,6 +321,55 @@ class TestBuild:
             "of `needy-1.0.tar.gz`\n\nhint: put the lines in a file, check them, and pass it "
             "with `--build-constraint FILE`"
         )
+        assert tree_snapshot(venv) == before
+
+    @pytest.mark.parametrize(
+        "entry",
+        ['gadget>=1 ; os_name ~= "a"', "gadget >= 1 ;; nonsense"],
+        ids=["marker-cannot-be-evaluated", "not-a-requirement"],
+    )
+    def test_error_build_dependency_with_a_broken_requires_dist(
+        self,
+        run: Callable[..., Result],
+        venv_factory: Callable[..., Path],
+        backend_index: StaticIndex,
+        tmp_path: Path,
+        tree_snapshot: Callable[[Path], object],
+        entry: str,
+    ) -> None:
+        """A pinned build dependency whose metadata has an entry that cannot be used is
+        refused, naming it and the entry: its dependencies were left out without a word."""
+        helper = build_wheel(tmp_path / "w", "buildhelper", "1.0", requires=[entry])
+        backend_index.add(helper)
+        sdist = flit_sdist(
+            tmp_path / "sd", "needy", "1.0", requires=("flit_core>=3.2,<4", "buildhelper==1.0")
+        )
+        backend_index.add(sdist)
+        constraint = tmp_path / "build-constraints.txt"
+        constraint.write_text(
+            f"flit_core==3.10.1 --hash=sha256:{FLIT_CORE_SHA256}\n"
+            f"buildhelper==1.0 --hash=sha256:{sha256_file(helper)}\n"
+        )
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        result = run(
+            "install",
+            f"needy==1.0 --hash=sha256:{sha256_file(sdist)}",
+            "-i",
+            backend_index.url,
+            "--python",
+            str(venv),
+            "--allow-build",
+            "needy",
+            "--build-constraint",
+            str(constraint),
+        )
+        assert result.code == 1, result.err
+        assert "Traceback" not in result.err
+        assert (
+            f"error: Refusing `buildhelper==1.0`: its metadata has a `Requires-Dist` entry "
+            f"`{entry}` that cannot be used: "
+        ) in result.err
         assert tree_snapshot(venv) == before
 
     def test_error_build_dependency_wrong_hash(

@@ -251,3 +251,35 @@ class TestDependencyAfterBlankContinuation:
         )  # fmt: skip
         assert code == 1
         assert "Refusing `gamma-1.0-py3-none-any.whl`: its metadata has an invalid" in err
+
+    def test_error_marker_that_cannot_be_evaluated(
+        self,
+        static_index: Callable[..., StaticIndex],
+        cli: Cli,
+        venv_factory: Callable[..., Path],
+        tree_snapshot: Callable[[Path], object],
+        tmp_path: Path,
+    ) -> None:
+        """A marker packaging parses but cannot evaluate (`~=` on a name that is no version)
+        is refused naming the package and the entry, by install and by lock, where it ended
+        both with a traceback."""
+        index = static_index()
+        entry = 'beta >= 1 ; os_name ~= "a"'
+        bad = build_wheel(tmp_path / "w", "gamma", "1.0", requires=[entry])
+        index.add(bad)
+        venv = venv_factory()
+        before = tree_snapshot(venv)
+        line = f"gamma==1.0 --hash=sha256:{sha256_file(bad)}"
+        for args in (
+            ("install", line),
+            ("lock", "gamma", "-o", "-"),
+        ):
+            code, _, err = cli(
+                *args, "--python", str(venv), "-i", index.url,
+                "--cache-dir", str(tmp_path / "cache"),
+            )  # fmt: skip
+            assert code == 1, err
+            assert "Traceback" not in err
+            assert f"{entry}` that cannot be used: its marker cannot be evaluated" in err, err
+            assert "gamma" in err
+            assert tree_snapshot(venv) == before

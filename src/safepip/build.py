@@ -601,7 +601,9 @@ class _Builder:
                 fetched_all[pin.spec] = item
                 env.sha256[pin.name] = item.sha256
                 core = parse_metadata(unpacked[item.sha256].metadata)
-                for dep in dependencies_for(core.requires_dist, pin.extras, markers):
+                for dep in dependencies_for(
+                    core.requires_dist, pin.extras, markers, owner=pin.spec
+                ):
                     queue.append(
                         (dep, f"required by `{pin.spec}`, a build dependency of `{sdist}`")
                     )

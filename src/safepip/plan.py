@@ -37,6 +37,21 @@ class ResolutionError(SafepipError):
     """The requirements cannot be satisfied as given."""
 
 
+class BrokenDependencyError(ResolutionError):
+    """A `Requires-Dist` entry that cannot be used: it does not parse, or its marker cannot
+    be evaluated."""
+
+    def __init__(self, owner: str | None, line: str, why: str) -> None:
+        whose = f"`{owner}`" if owner else "a package"
+        super().__init__(
+            f"Refusing {whose}: its metadata has a `Requires-Dist` entry `{line}` that cannot "
+            f"be used: {why}",
+            hint="the package's metadata is broken; pin another version",
+        )
+        self.line = line
+        self.why = why
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Artifact:
     """One file to fetch: where from, and which digests it must match."""
@@ -187,9 +202,19 @@ def unknown_extras_warning(
 
 
 def dependencies_for(
-    requires_dist: Sequence[str], extras: frozenset[str], markers: Mapping[str, str]
+    requires_dist: Sequence[str],
+    extras: frozenset[str],
+    markers: Mapping[str, str],
+    *,
+    owner: str | None = None,
 ) -> list[Requirement]:
-    """The `Requires-Dist` entries that apply to the target with the given extras."""
+    """The `Requires-Dist` entries that apply to the target with the given extras.
+
+    An entry that does not parse, or whose marker cannot be evaluated (`os_name ~= "a"`:
+    packaging has no answer for it), raises BrokenDependencyError naming `owner`: left out,
+    it would drop a dependency without a word."""
+    from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
+
     result: list[Requirement] = []
     wanted = ("", *sorted(extras))
     for line in requires_dist:
@@ -201,10 +226,16 @@ def dependencies_for(
                 continue
         req = _requirement(line)
         if req is None:
-            continue
+            raise BrokenDependencyError(owner, line, "it is not a valid requirement")
         if req.marker is not None:
             env: dict[str, str] = dict(markers)
-            if not any(req.marker.evaluate({**env, "extra": e}) for e in wanted):
+            try:
+                applies = any(req.marker.evaluate({**env, "extra": e}) for e in wanted)
+            except (UndefinedComparison, UndefinedEnvironmentName) as exc:
+                raise BrokenDependencyError(
+                    owner, line, f"its marker cannot be evaluated ({exc})"
+                ) from None
+            if not applies:
                 continue
         result.append(req)
     return result
@@ -639,8 +670,11 @@ def check_closure(
     }
     problems: list[str] = []
     parsed: dict[NormalizedName, tuple[Sequence[str], str | None]] = {}
+    broken: set[NormalizedName] = set()  # reported already: its dependencies are not listed
     for pin in pins:
         name, version, requires, requires_python, invalid = _closure_facts(metadata[pin.name])
+        if invalid:
+            broken.add(pin.name)
         problems.extend(
             f"`{pin.artifact.filename}` has an invalid `Requires-Dist` entry `{line}`"
             for line in invalid
@@ -668,8 +702,18 @@ def check_closure(
         for pin in pins:
             asked = frozenset(extras[pin.name])
             known = listed.get(pin.name)
+            if pin.name in broken:
+                continue
             if known is None or known[0] != asked:
-                deps = dependencies_for(parsed[pin.name][0], asked, target.markers)
+                try:
+                    deps = dependencies_for(parsed[pin.name][0], asked, target.markers)
+                except BrokenDependencyError as exc:
+                    broken.add(pin.name)
+                    problems.append(
+                        f"`{pin.artifact.filename}` has a `Requires-Dist` entry `{exc.line}` "
+                        f"that cannot be used: {exc.why}"
+                    )
+                    continue
                 listed[pin.name] = known = (asked, deps)
             for dep in known[1]:
                 dep_name = canonicalize_name(dep.name)

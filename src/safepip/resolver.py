@@ -978,7 +978,12 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
                     text=f"{candidate.name}=={candidate.version}",
                 )
             )
-        for req in dependencies_for(metadata.requires_dist, candidate.extras, self.markers):
+        for req in dependencies_for(
+            metadata.requires_dist,
+            candidate.extras,
+            self.markers,
+            owner=f"{candidate.name}=={candidate.version}",
+        ):
             dep = _from_requirement(req)
             if dep.name == candidate.name and not dep.extras:
                 continue  # a self-reference (`a[all]` listing `a[x]`) adds nothing
