@@ -272,12 +272,20 @@ class TestCollector:
         import gc
 
         import safepip.cli.hash
+        from safepip import gcstate
 
-        seen: list[tuple[bool, int, tuple[int, int, int]]] = []
+        seen: list[tuple[bool, int, tuple[int, int, int], bool]] = []
         real = safepip.cli.hash.run
 
         def run(args: argparse.Namespace) -> int:
-            seen.append((gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()))
+            seen.append(
+                (
+                    gc.isenabled(),
+                    gc.get_freeze_count(),
+                    gc.get_threshold(),
+                    gcstate.frozen_by_command(),
+                )
+            )
             return real(args)
 
         monkeypatch.setattr(safepip.cli.hash, "run", run)
@@ -286,9 +294,11 @@ class TestCollector:
         assert gc.get_freeze_count() == 0
         before = gc.get_threshold()
         assert main(["hash", str(tmp_path / "f")]) == 0
-        [(enabled, frozen, thresholds)] = seen
+        [(enabled, frozen, thresholds, ours)] = seen
         assert enabled
         assert frozen > 0
+        assert ours  # what the resolver's pages may join
+        assert not gcstate.frozen_by_command()
         assert thresholds == (max(before[0], 5000), *before[1:])
         assert gc.isenabled()
         assert gc.get_freeze_count() == 0

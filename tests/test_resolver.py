@@ -6,6 +6,7 @@ import gc
 import json
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName
 
-from safepip import resolver
+from safepip import gcstate, resolver
 from safepip.fetch import Cache
 from safepip.index import IndexClient
 from safepip.net import NetConfig, Session
@@ -435,7 +436,7 @@ class TestCollector:
         result, _ = scenario({"indexes": ["basic"], "requirements": ["a"]})
         assert result.pins
 
-    def test_frozen_by_someone_else_first_stays_frozen(
+    def test_frozen_by_the_command_line_first_stays_frozen(
         self, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The command line froze what it imported: the pages join them, and only the command
@@ -444,9 +445,40 @@ class TestCollector:
         monkeypatch.setattr(gc, "freeze", lambda: froze.append(1))
         monkeypatch.setattr(gc, "unfreeze", lambda: pytest.fail("unfroze"))
         monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+        monkeypatch.setattr(gcstate._STATE, "frozen_by_command", True)
         result, _ = scenario({"indexes": ["basic"], "requirements": ["a"]})
         assert result.pins
         assert froze
+
+    def test_a_library_callers_frozen_objects_are_left_as_they_were(
+        self, scenario: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A caller that froze objects of its own (as pre-fork servers do at start-up) gets
+        nothing of the resolutions frozen with them: it would never be collected."""
+        made: list[weakref.ref[resolver._Prefetcher]] = []
+        real = resolver._Prefetcher.__init__
+
+        def init(self: resolver._Prefetcher, **kwargs: Any) -> None:
+            real(self, **kwargs)
+            made.append(weakref.ref(self))
+
+        monkeypatch.setattr(resolver._Prefetcher, "__init__", init)
+        gc.collect()
+        gc.freeze()
+        try:
+            before = gc.get_freeze_count()
+            for _ in range(2):
+                result, _ = scenario({"indexes": ["basic"], "requirements": ["ext[fast]", "a"]})
+                assert result.pins
+                del result
+            grown = gc.get_freeze_count() - before
+            gc.collect()
+            alive = [ref for ref in made if ref() is not None]
+        finally:
+            gc.unfreeze()
+        assert len(made) == 2
+        assert alive == []
+        assert grown < 1000, f"{grown} objects of the resolutions frozen for good"
 
     def test_released_when_the_resolution_fails(self, scenario: Callable[..., Any]) -> None:
         with pytest.raises(ResolutionError):

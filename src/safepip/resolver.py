@@ -29,6 +29,7 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib import ResolutionImpossible as _Impossible
 from resolvelib import ResolutionTooDeep as _TooDeep
 
+from safepip import gcstate
 from safepip.errors import ExitCode
 from safepip.fetch import fetch_artifacts
 from safepip.hashes import ALLOWED_ALGORITHMS
@@ -373,14 +374,16 @@ class _Collector:
     that lock's CPU, for nothing (a page holds no cycles). Once a page is read, everything
     alive is moved out of the collector's view (`gc.freeze`); at the end it is moved back
     (`gc.unfreeze`), so anything that became garbage meanwhile is collected as usual. Left
-    alone when the collector is off. When something else had frozen objects before (the
-    command line freezes what it imported), the pages stay frozen with them: only all
-    frozen objects can be given back at once, and that is for whoever froze first to do.
+    alone when the collector is off. When the command line had frozen what it imported, the
+    pages join those objects and it gives them all back when the command ends (only all
+    frozen objects can be given back at once). When a library caller had frozen objects of
+    its own, nothing is frozen: it would stay out of the collector's reach for good.
     """
 
     def __init__(self) -> None:
-        self.active = gc.isenabled()
-        self.unfreeze = self.active and gc.get_freeze_count() == 0
+        unfrozen = gc.get_freeze_count() == 0
+        self.active = gc.isenabled() and (unfrozen or gcstate.frozen_by_command())
+        self.unfreeze = self.active and unfrozen
 
     def page_read(self) -> None:
         if self.active:

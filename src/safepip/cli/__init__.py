@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
-from safepip import __version__, signals
+from safepip import __version__, gcstate, signals
 from safepip.cli import options
 from safepip.errors import SafepipError
 from safepip.urls import redact_text
@@ -79,11 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if uncollected:
             gc.freeze()
+            gcstate.set_frozen_by_command(True)
             gc.set_threshold(max(thresholds[0], _YOUNG), *thresholds[1:])
             gc.enable()
         return _run(args)
     finally:
         if uncollected:
+            gcstate.set_frozen_by_command(False)
             gc.unfreeze()
             gc.set_threshold(*thresholds)
             gc.enable()
