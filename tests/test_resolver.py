@@ -187,20 +187,10 @@ class TestResolution:
         index.add(wheel_factory("top", "1.0", requires=["mid"]), metadata=False)
         index.add(wheel_factory("mid", "1.0", requires=["leaf"]), metadata=False)
         index.add(wheel_factory("leaf", "1.0"), metadata=False)
-        parsed = parse_requirements(lines=["top"])
-        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
         results = []
         for _ in range(2):
             index.requests.clear()
-            with Session(NetConfig(policy=policy, retries=0)) as session:
-                result = resolve_requirements(
-                    parsed.requirements,
-                    (),
-                    index=IndexClient(session, index_urls=[index.url]),
-                    target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
-                    session=session,
-                    cache=Cache(tmp_path / "cache"),
-                )
+            result = _resolve_on(index, ["top"], tmp_path)
             results.append([p.spec for p in result.pins])
             if len(results) == 1:
                 probes = [p for p in index.paths_requested("GET") if p.endswith(".metadata")]
@@ -272,17 +262,7 @@ class TestResolution:
 
         monkeypatch.setattr(IndexClient, "project_files", project_files)
         monkeypatch.setattr(resolver._Prefetcher, "_run", run)
-        policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
-        parsed = parse_requirements(lines=["top"], cwd=tmp_path)
-        with Session(NetConfig(policy=policy, retries=0)) as session:
-            result = resolve_requirements(
-                parsed.requirements,
-                (),
-                index=IndexClient(session, index_urls=[index.url]),
-                target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
-                session=session,
-                cache=Cache(tmp_path / "cache"),
-            )
+        result = _resolve_on(index, ["top"], tmp_path)
         assert len(result.pins) == 13
         return most[0]
 
@@ -544,6 +524,22 @@ def test_same_wheel_on_an_index_and_a_find_links_folder(
     )  # fmt: skip
     assert code == 0, err
     assert "twice==1.0" in out.read_text()
+
+
+def _resolve_on(index: StaticIndex, lines: list[str], tmp_path: Path) -> Any:
+    """Resolve `lines` against the loopback `index` alone (Python 3.11, the default platform),
+    with the cache in `tmp_path`."""
+    parsed = parse_requirements(lines=lines, cwd=tmp_path)
+    policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{index.port}"}))
+    with Session(NetConfig(policy=policy, retries=0)) as session:
+        return resolve_requirements(
+            parsed.requirements,
+            (),
+            index=IndexClient(session, index_urls=[index.url]),
+            target=synthetic_target("3.11", [DEFAULT_PLATFORM]),
+            session=session,
+            cache=Cache(tmp_path / "cache"),
+        )
 
 
 def _prefetcher(session: Session, index: StaticIndex, tmp_path: Path) -> resolver._Prefetcher:
